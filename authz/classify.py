@@ -1,0 +1,95 @@
+"""Step 3: which target is called, over which protocol, asking for what (SPEC §4).
+
+The target comes from the destination's SPIFFE ID (sidecar inbound) or, when nobody claims
+it (a waypoint or gateway answering with its own identity), the `:authority` host. The
+target's kind then picks the reader: MCP, A2A, or plain path-and-method for egress/http.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .policy.compiler import CompiledTarget, PolicySet
+from .protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a
+from .protocols.jsonrpc import JsonId, Malformed
+from .protocols.mcp import McpAction, classify_mcp
+from .protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
+from .request import AuthzInput
+from .verdict import BAD_REQUEST, FORBIDDEN, Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAction:
+    """An egress or plain HTTP call: method and normalised path."""
+
+    method: str
+    path: str
+
+
+Action = McpAction | A2aAction | HttpAction
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    target: CompiledTarget
+    protocol: str  # mcp | a2a | egress | http
+    host: str
+    path: str  # normalised, without the query
+    actions: tuple[Action, ...]
+    jsonrpc_ids: tuple[JsonId, ...] | None  # None: not JSON-RPC, so deny bodies are plain JSON
+
+
+class MalformedRequest(Refusal):
+    """A 400 that still knows how to answer in the request's own protocol."""
+
+    def __init__(self, reason: str, message: str, jsonrpc_ids: tuple[JsonId, ...] | None) -> None:
+        super().__init__(BAD_REQUEST, reason, message)
+        self.jsonrpc_ids = jsonrpc_ids
+
+
+def find_target(policy: PolicySet, request: AuthzInput) -> CompiledTarget:
+    target = None
+    if request.destination_principal:
+        target = policy.targets_by_principal.get(request.destination_principal)
+    if target is None:
+        target = policy.targets_by_host.get(host_key(request.host))
+    if target is None:
+        raise Refusal(FORBIDDEN, "unknown_target", f"no Target or agent profile claims host {request.host[:255]!r}")
+    return target
+
+
+def classify(policy: PolicySet, request: AuthzInput) -> Classified:
+    target = find_target(policy, request)
+    method = request.method.upper()
+    jsonrpc = target.kind in ("mcp", "agent") and method == "POST"
+    try:
+        path = normalize_path(request.path)
+    except AmbiguousPath as exc:
+        raise MalformedRequest("ambiguous_path", str(exc), (None,) if jsonrpc else None) from None
+    if target.path_prefix and not under_prefix(path, target.path_prefix):
+        raise Refusal(FORBIDDEN, "path_outside_target", f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
+    if request.partial_body:
+        raise MalformedRequest(
+            "partial_body", "request body was cut short by the proxy; raise maxRequestBytes or send less", (None,) if jsonrpc else None
+        )
+    host = host_key(request.host)
+    try:
+        actions: tuple[Action, ...]
+        if target.kind == "mcp":
+            mcp_actions, _ = classify_mcp(method, request.headers, request.body)
+            actions = tuple(mcp_actions)
+            protocol = "mcp"
+        elif target.kind == "agent":
+            content_type = request.headers.get("content-type", "")
+            actions = tuple(classify_a2a(method, path, request.body, content_type))
+            protocol = "a2a"
+            jsonrpc = actions[0].binding == "jsonrpc"
+        else:
+            actions = (HttpAction(method, path),)
+            protocol = target.kind
+    except Malformed as exc:
+        raise MalformedRequest(exc.reason, str(exc), (exc.request_id,) if jsonrpc else None) from None
+    except UnsupportedBinding as exc:
+        raise Refusal(FORBIDDEN, "unsupported_binding", str(exc)) from None
+    ids = tuple(action.id for action in actions) if jsonrpc else None  # type: ignore[union-attr]
+    return Classified(target, protocol, host, path, actions, ids)

@@ -1,0 +1,114 @@
+"""Step 2: who is calling. A SPIFFE ID from the peer certificate, never from a plain header.
+
+Sources, first present wins (SPEC §2): `attributes.source.principal`; Istio's
+`istio_authn` filter metadata; the `URI=` of `x-forwarded-client-cert`, only when the
+operator trusts it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .request import AuthzInput
+
+MAX_SPIFFE_ID = 2048
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeId:
+    principal: str
+    trust_domain: str
+    path: str
+    namespace: str  # "" unless the Istio form spiffe://td/ns/<ns>/sa/<sa>
+    service_account: str
+
+
+class IdentityError(Exception):
+    """The caller could not be authenticated; `reason` is the audit/deny reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_spiffe_id(text: str) -> SpiffeId:
+    """Parse per the SPIFFE ID standard; raises ValueError with what is wrong."""
+    if len(text) > MAX_SPIFFE_ID:
+        raise ValueError("longer than 2048 bytes")
+    if not text.startswith("spiffe://"):
+        raise ValueError("does not start with spiffe://")
+    rest = text[len("spiffe://") :]
+    trust_domain, slash, path = rest.partition("/")
+    if not trust_domain or not _TRUST_DOMAIN.match(trust_domain):
+        raise ValueError("trust domain must be non-empty lowercase letters, digits, '.', '-', '_'")
+    if not slash or not path:
+        raise ValueError("a workload ID needs a path after the trust domain")
+    segments = path.split("/")
+    for segment in segments:
+        if not segment or segment in (".", "..") or not _PATH_SEGMENT.match(segment):
+            raise ValueError(f"invalid path segment {segment!r}")
+    namespace = service_account = ""
+    if len(segments) == 4 and segments[0] == "ns" and segments[2] == "sa":
+        namespace, service_account = segments[1], segments[3]
+    return SpiffeId(text, trust_domain, "/" + path, namespace, service_account)
+
+
+def resolve_caller(
+    request: AuthzInput, trust_domains: frozenset[str], trust_xfcc: bool
+) -> SpiffeId:
+    raw = request.source_principal or request.istio_authn_principal
+    if not raw and trust_xfcc and request.forwarded_client_cert:
+        raw = _xfcc_uri(request.forwarded_client_cert)
+    if not raw:
+        raise IdentityError(
+            "no_identity",
+            "no caller identity: the request did not arrive over mTLS with a SPIFFE certificate",
+        )
+    try:
+        caller = parse_spiffe_id(raw)
+    except ValueError as exc:
+        raise IdentityError("invalid_identity", f"caller identity is not a SPIFFE ID: {exc}") from None
+    if caller.trust_domain not in trust_domains:
+        raise IdentityError(
+            "untrusted_trust_domain",
+            f"caller trust domain {caller.trust_domain!r} is not one of the configured trustDomains",
+        )
+    return caller
+
+
+def _xfcc_uri(header: str) -> str:
+    """The single `URI=` across all XFCC elements; several distinct ones are ambiguous."""
+    uris = set()
+    for element in _split_outside_quotes(header, ","):
+        for pair in _split_outside_quotes(element, ";"):
+            key, _, value = pair.partition("=")
+            if key.strip().lower() == "uri":
+                uris.add(value.strip().strip('"'))
+    if len(uris) > 1:
+        raise IdentityError(
+            "ambiguous_identity", "x-forwarded-client-cert names more than one URI; refusing to guess"
+        )
+    return uris.pop() if uris else ""
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts, current, quoted, escaped = [], [], False, False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+            current.append(char)
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts

@@ -1,0 +1,76 @@
+"""Prometheus metrics (SPEC §7) and the small HTTP server for /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CHECK_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.decisions = Counter(
+            "mandate_decisions", "Decisions by result and reason.", ["result", "reason"], registry=self.registry
+        )
+        self.check_duration = Histogram(
+            "mandate_check_duration_seconds",
+            "Mandate's own time per Check, from bytes in to response out.",
+            buckets=CHECK_BUCKETS,
+            registry=self.registry,
+        )
+        self.chain_store_errors = Counter(
+            "mandate_chain_store_errors", "Failed chain store operations.", registry=self.registry
+        )
+        self.chain_outcomes = Counter(
+            "mandate_chain_outcomes", "Delegation chain outcomes.", ["outcome"], registry=self.registry
+        )
+        self.reloads = Counter("mandate_policy_reloads", "Policy reloads by result.", ["result"], registry=self.registry)
+        self.policy_errors = Gauge(
+            "mandate_policy_errors", "Errors in the last rejected policy set (0 when the last load succeeded).",
+            registry=self.registry,
+        )
+        self.policy_info = Gauge(
+            "mandate_policy_info", "The policy version being served (value 1).", ["version"], registry=self.registry
+        )
+
+    def serving(self, version: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(version=version).set(1)
+
+
+def serve_http(address: str, metrics: Metrics, ready: Callable[[], bool]) -> ThreadingHTTPServer:
+    """Start /metrics, /healthz and /readyz on `address` (host:port) in a daemon thread."""
+    host, _, port = address.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._reply(200, b"ok\n")
+            elif path == "/readyz":
+                ok = ready()
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"policies not loaded\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # scrapes are not audit events
+
+    server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

@@ -1,0 +1,135 @@
+"""The path one request travels: read → identify → classify → chain → decide → answer → record.
+
+Each step is a plain function in its own module; this one only composes them, turns a
+step's Refusal into a deny, and makes sure no exception ever escapes to gRPC.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from google.protobuf.message import DecodeError
+
+from .audit import AuditLog
+from .chain import unchained
+from .classify import Classified, MalformedRequest, classify
+from .decide import decide
+from .identity import IdentityError, resolve_caller
+from .metrics import Metrics
+from .policy.compiler import PolicySet
+from .protocols.a2a import A2aAction
+from .protocols.mcp import McpAction
+from .request import AuthzInput, from_check_request
+from .response import build_response
+from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
+
+log = logging.getLogger("mandate")
+
+
+def new_decision_id() -> str:
+    return os.urandom(8).hex()
+
+
+class Authorizer:
+    """Holds the current policy set; `policy` is swapped whole by a reload, never mutated."""
+
+    def __init__(self, policy: PolicySet, audit: AuditLog | None = None, metrics: Metrics | None = None) -> None:
+        self.policy = policy
+        self.audit = audit
+        self.metrics = metrics
+
+    def check_bytes(self, payload: bytes) -> CheckResponse:
+        """The gRPC entry point: serialized CheckRequest in, CheckResponse out, never raises."""
+        started = time.perf_counter_ns()
+        policy = self.policy
+        try:
+            request = from_check_request(CheckRequest.FromString(payload))
+        except (DecodeError, UnicodeError, ValueError) as exc:
+            decision = Decision(new_decision_id(), Verdict(False, "invalid_check_request", f"CheckRequest does not parse: {exc}", BAD_REQUEST))
+        else:
+            decision = self.decide(request, policy)
+        response = self._answer(decision, policy)
+        decision.latency_us = (time.perf_counter_ns() - started) / 1000
+        self._record(decision)
+        return response
+
+    def decide(self, request: AuthzInput, policy: PolicySet | None = None) -> Decision:
+        """Run every step for one request against one policy snapshot."""
+        policy = policy or self.policy
+        decision = Decision(new_decision_id(), Verdict(False, "internal_error", status=FORBIDDEN))
+        try:
+            decision.verdict = self._steps(request, policy, decision)
+        except Refusal as refusal:
+            decision.verdict = refusal.verdict
+            if isinstance(refusal, MalformedRequest):
+                decision.jsonrpc_ids = refusal.jsonrpc_ids
+        except Exception:  # noqa: BLE001 - fail closed, and say so in the log
+            log.exception("internal error deciding request %s", decision.id)
+            decision.verdict = Verdict(False, "internal_error", "Mandate failed to decide; see its log", FORBIDDEN)
+        return decision
+
+    def _steps(self, request: AuthzInput, policy: PolicySet, decision: Decision) -> Verdict:
+        settings = policy.settings
+        try:
+            caller = resolve_caller(request, settings.trust_domains, settings.trust_forwarded_client_cert)
+        except IdentityError as exc:
+            raise Refusal(UNAUTHENTICATED, exc.reason, str(exc)) from None
+        decision.caller = caller.principal
+        profile = policy.callers.get(caller.principal)
+        if profile is None:
+            raise Refusal(FORBIDDEN, "unknown_caller", f"no mission profile governs {caller.principal}")
+        decision.profile = profile.name
+        decision.dry_run = profile.dry_run
+        classified = classify(policy, request)
+        _describe(decision, classified)
+        chain = unchained(profile)
+        if settings.chain_header in request.headers:
+            raise Refusal(FORBIDDEN, "chain_unsupported", "delegation chain tokens are not accepted by this build")
+        decision.hops = chain.hops
+        return decide(caller, request, classified, chain)
+
+    def _answer(self, decision: Decision, policy: PolicySet) -> CheckResponse:
+        try:
+            return build_response(decision, policy.settings.chain_header)
+        except Exception:  # noqa: BLE001 - a response we cannot build is a deny we can
+            log.exception("cannot build response for %s", decision.id)
+            decision.verdict = Verdict(False, "internal_error", "Mandate failed to answer; see its log", FORBIDDEN)
+            decision.dry_run = False
+            decision.jsonrpc_ids = None
+            return build_response(decision, policy.settings.chain_header)
+
+    def _record(self, decision: Decision) -> None:
+        if self.metrics is not None:
+            self.metrics.decisions.labels(decision.result, decision.verdict.reason).inc()
+            self.metrics.check_duration.observe(decision.latency_us / 1e6)
+        if self.audit is not None:
+            try:
+                self.audit.record(decision)
+            except Exception:  # noqa: BLE001 - the answer is already decided; keep serving
+                log.exception("audit write failed for %s", decision.id)
+
+
+def _describe(decision: Decision, classified: Classified) -> None:
+    decision.target = classified.target.name
+    decision.protocol = classified.protocol
+    decision.jsonrpc_ids = classified.jsonrpc_ids
+    decision.strip_chain_header = classified.protocol == "egress"
+    first = classified.actions[0]
+    details = decision.details
+    details["url.path"] = classified.path
+    if isinstance(first, McpAction):
+        details["mcp.method.name"] = first.method
+        if first.kind == "tool":
+            details["gen_ai.tool.name"] = first.name
+        elif first.kind == "resource":
+            details["mcp.resource.uri"] = first.name
+        elif first.kind == "prompt":
+            details["gen_ai.prompt.name"] = first.name
+        if len(classified.actions) > 1:
+            details["mcp.batch.size"] = str(len(classified.actions))
+    elif isinstance(first, A2aAction):
+        details["a2a.method"] = first.method or first.wire_method
+        details["a2a.agent"] = classified.target.name

@@ -1,0 +1,439 @@
+"""Turn validated documents into lookup tables, once per policy load.
+
+Everything the request path needs is precomputed here: principal and host indexes,
+GlobSets for every name list, CEL programs, A2A method names normalised to v1.0, and
+egress hosts resolved to their targets. The request path then does only dict lookups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from ..identity import parse_spiffe_id
+from ..protocols.a2a import A2A_METHODS, to_v1_method
+from ..protocols.paths import host_key
+from .conditions import Condition, ConditionError
+from .globs import GlobSet
+from .loader import PolicyError, PolicyLoadError, SourcedDocument, load_directory, policy_files
+from .model import (
+    AgentRule,
+    EgressRule,
+    HttpRule,
+    McpRule,
+    MissionProfile,
+    Scope,
+    Settings,
+    SettingsSpec,
+    Target,
+    parse_duration,
+)
+
+# --- compiled forms ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMcpRule:
+    label: str
+    tools: GlobSet
+    resources: GlobSet
+    prompts: GlobSet
+    methods: GlobSet
+    when: Condition | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAgentRule:
+    label: str
+    methods: GlobSet | None  # None: every A2A method
+    grant: CompiledScope | None
+    when: Condition | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPathRule:
+    """An `egress` or `http` rule: host (egress only), paths and methods."""
+
+    label: str
+    host: str | None
+    paths: GlobSet
+    methods: GlobSet
+    when: Condition | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledScope:
+    """Rules keyed by the target they name, so a decision looks up one list."""
+
+    mcp: dict[str, tuple[CompiledMcpRule, ...]]
+    agents: dict[str, tuple[CompiledAgentRule, ...]]
+    egress: dict[str, tuple[CompiledPathRule, ...]]
+    http: dict[str, tuple[CompiledPathRule, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledProfile:
+    name: str
+    mission: str
+    dry_run: bool
+    principals: tuple[str, ...]
+    scope: CompiledScope
+    max_depth: int | None
+    accept_from: GlobSet | None  # None: any caller the chain rules allow
+    require_chain: bool
+    allow_reentry: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTarget:
+    name: str
+    kind: str  # mcp | egress | http | agent
+    path_prefix: str | None
+    workload: CompiledProfile | None  # the profile governing the target's own workload
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSettings:
+    trust_domains: frozenset[str]
+    trust_forwarded_client_cert: bool
+    max_depth: int
+    chain_header: str
+    chain_ttl_seconds: int
+
+
+T = TypeVar("T")
+
+
+class PrincipalIndex(Generic[T]):
+    """Exact SPIFFE IDs, then Istio namespace wildcards `spiffe://td/ns/<ns>/sa/*`."""
+
+    __slots__ = ("exact", "namespaces")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, T] = {}
+        self.namespaces: dict[str, T] = {}  # key: "spiffe://td/ns/<ns>/sa/"
+
+    def get(self, principal: str) -> T | None:
+        found = self.exact.get(principal)
+        if found is None and self.namespaces:
+            found = self.namespaces.get(principal[: principal.rfind("/") + 1])
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    version: str
+    settings: CompiledSettings
+    profiles: dict[str, CompiledProfile]
+    targets: dict[str, CompiledTarget]
+    callers: PrincipalIndex[CompiledProfile]
+    targets_by_principal: PrincipalIndex[CompiledTarget]
+    targets_by_host: dict[str, CompiledTarget]
+    egress_hosts: dict[str, CompiledTarget] = field(default_factory=dict)
+
+
+# --- compiling ---------------------------------------------------------------------------
+
+
+def compile_directory(directory: str | Path) -> PolicySet:
+    """Load, validate and compile a policy directory; raises PolicyLoadError with every error."""
+    digest = hashlib.sha256()
+    for path in policy_files(Path(directory)):
+        digest.update(path.name.encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            pass  # load_directory reports the unreadable file
+    return compile_documents(load_directory(directory), version=digest.hexdigest()[:12])
+
+
+def compile_documents(documents: list[SourcedDocument], version: str = "inline") -> PolicySet:
+    return _Compiler(documents).compile(version)
+
+
+class _Compiler:
+    def __init__(self, documents: list[SourcedDocument]) -> None:
+        self.documents = documents
+        self.errors: list[PolicyError] = []
+        self.targets: dict[str, tuple[Target, SourcedDocument]] = {}
+        self.profiles: dict[str, tuple[MissionProfile, SourcedDocument]] = {}
+        self.egress_hosts: dict[str, str] = {}  # host -> target name
+
+    def compile(self, version: str) -> PolicySet:
+        settings = self._settings()
+        self._index_names()
+        compiled_profiles = {
+            name: self._profile(profile, source, settings)
+            for name, (profile, source) in self.profiles.items()
+        }
+        callers = self._caller_index(compiled_profiles, settings)
+        targets, by_principal, by_host = self._target_indexes(compiled_profiles, callers, settings)
+        if self.errors:
+            raise PolicyLoadError(sorted(self.errors, key=lambda e: (e.file, e.line)))
+        return PolicySet(
+            version=version,
+            settings=settings,
+            profiles=compiled_profiles,
+            targets=targets,
+            callers=callers,
+            targets_by_principal=by_principal,
+            targets_by_host=by_host,
+            egress_hosts={host: targets[name] for host, name in self.egress_hosts.items()},
+        )
+
+    # settings and names
+
+    def _settings(self) -> CompiledSettings:
+        found = [(d.document, d) for d in self.documents if isinstance(d.document, Settings)]
+        spec = SettingsSpec()
+        for index, (settings, source) in enumerate(found):
+            if settings.metadata.name != "default":
+                self.errors.append(source.error("the Settings document must be named 'default'", "metadata", "name"))
+            if index > 0:
+                self.errors.append(source.error("at most one Settings document is allowed"))
+            else:
+                spec = settings.spec
+        return CompiledSettings(
+            trust_domains=frozenset(spec.trust_domains),
+            trust_forwarded_client_cert=spec.trust_forwarded_client_cert,
+            max_depth=spec.max_depth,
+            chain_header=spec.chain_header,
+            chain_ttl_seconds=parse_duration(spec.chain_ttl),
+        )
+
+    def _index_names(self) -> None:
+        first_seen: dict[str, SourcedDocument] = {}
+        for source in self.documents:
+            document = source.document
+            if isinstance(document, Settings):
+                continue
+            name = document.metadata.name
+            if name in first_seen:
+                other = first_seen[name]
+                self.errors.append(
+                    source.error(f"duplicate name {name!r} (also at {other.file}:{other.line()})", "metadata", "name")
+                )
+                continue
+            first_seen[name] = source
+            if isinstance(document, Target):
+                self.targets[name] = (document, source)
+                if document.spec.kind == "egress":
+                    for host in document.spec.hosts:
+                        self.egress_hosts.setdefault(host_key(host), name)
+            else:
+                self.profiles[name] = (document, source)
+
+    # profiles and their scopes
+
+    def _profile(self, profile: MissionProfile, source: SourcedDocument, settings: CompiledSettings) -> CompiledProfile:
+        spec = profile.spec
+        name = profile.metadata.name
+        delegation = spec.delegation
+        for index, accepted in enumerate(delegation.accept_from):
+            if "*" not in accepted and accepted not in self.profiles:
+                self.errors.append(
+                    source.error(f"acceptFrom names unknown profile {accepted!r}", "spec", "delegation", "acceptFrom", index)
+                )
+        return CompiledProfile(
+            name=name,
+            mission=spec.mission,
+            dry_run=spec.mode == "dry-run",
+            principals=tuple(spec.principals),
+            scope=self._scope(spec, source, name, ("spec",)),
+            max_depth=delegation.max_depth,
+            accept_from=GlobSet(delegation.accept_from) if delegation.accept_from else None,
+            require_chain=delegation.require_chain,
+            allow_reentry=delegation.allow_reentry,
+        )
+
+    def _scope(self, scope: Scope, source: SourcedDocument, label: str, loc: tuple[str | int, ...]) -> CompiledScope:
+        mcp: dict[str, list[CompiledMcpRule]] = {}
+        agents: dict[str, list[CompiledAgentRule]] = {}
+        egress: dict[str, list[CompiledPathRule]] = {}
+        http: dict[str, list[CompiledPathRule]] = {}
+        for index, rule in enumerate(scope.mcp):
+            where = (*loc, "mcp", index)
+            self._expect_target(rule.server, "mcp", source, (*where, "server"))
+            mcp.setdefault(rule.server, []).append(self._mcp_rule(rule, f"{label}.mcp[{index}]", source, where))
+        for index, rule in enumerate(scope.agents):
+            where = (*loc, "agents", index)
+            if rule.agent not in self.profiles:
+                self.errors.append(source.error(f"agent {rule.agent!r} is not a MissionProfile", *where, "agent"))
+            agents.setdefault(rule.agent, []).append(self._agent_rule(rule, f"{label}.agents[{index}]", source, where))
+        for index, rule in enumerate(scope.egress):
+            where = (*loc, "egress", index)
+            target = self.egress_hosts.get(host_key(rule.host))
+            if target is None:
+                self.errors.append(source.error(f"egress host {rule.host!r} is not a host of any Target of kind egress", *where, "host"))
+                continue
+            egress.setdefault(target, []).append(self._path_rule(rule, f"{label}.egress[{index}]", source, where))
+        for index, rule in enumerate(scope.http):
+            where = (*loc, "http", index)
+            self._expect_target(rule.target, "http", source, (*where, "target"))
+            http.setdefault(rule.target, []).append(self._path_rule(rule, f"{label}.http[{index}]", source, where))
+        return CompiledScope(
+            mcp={key: tuple(rules) for key, rules in mcp.items()},
+            agents={key: tuple(rules) for key, rules in agents.items()},
+            egress={key: tuple(rules) for key, rules in egress.items()},
+            http={key: tuple(rules) for key, rules in http.items()},
+        )
+
+    def _expect_target(self, name: str, kind: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> None:
+        found = self.targets.get(name)
+        if found is None:
+            self.errors.append(source.error(f"{name!r} is not a Target", *loc))
+        elif found[0].spec.kind != kind:
+            self.errors.append(source.error(f"Target {name!r} is of kind {found[0].spec.kind}, not {kind}", *loc))
+
+    def _mcp_rule(self, rule: McpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> CompiledMcpRule:
+        return CompiledMcpRule(
+            label=label,
+            tools=GlobSet(rule.tools),
+            resources=GlobSet(rule.resources),
+            prompts=GlobSet(rule.prompts),
+            methods=GlobSet(rule.methods),
+            when=self._condition(rule.when, source, loc),
+        )
+
+    def _agent_rule(self, rule: AgentRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> CompiledAgentRule:
+        methods = None
+        if rule.methods is not None:
+            normalized = []
+            for index, method in enumerate(rule.methods):
+                v1 = to_v1_method(method) if "*" not in method else method
+                if v1 is None:
+                    known = ", ".join(sorted(A2A_METHODS))
+                    self.errors.append(source.error(f"unknown A2A method {method!r}; known: {known}", *loc, "methods", index))
+                else:
+                    normalized.append(v1)
+            methods = GlobSet(normalized)
+        grant = None
+        if rule.grant is not None:
+            grant = self._scope(rule.grant, source, f"{label}.grant", (*loc, "grant"))
+        return CompiledAgentRule(label, methods, grant, self._condition(rule.when, source, loc))
+
+    def _path_rule(self, rule: EgressRule | HttpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> CompiledPathRule:
+        for index, path in enumerate(rule.paths):
+            if path != "*" and not path.startswith("/"):
+                self.errors.append(source.error(f"path {path!r} must start with '/' (or be '*')", *loc, "paths", index))
+        host = host_key(rule.host) if isinstance(rule, EgressRule) else None
+        return CompiledPathRule(
+            label=label,
+            host=host,
+            paths=GlobSet(rule.paths),
+            methods=GlobSet(method.upper() for method in rule.methods),
+            when=self._condition(rule.when, source, loc),
+        )
+
+    def _condition(self, text: str | None, source: SourcedDocument, loc: tuple[str | int, ...]) -> Condition | None:
+        if text is None:
+            return None
+        try:
+            return Condition(text)
+        except ConditionError as exc:
+            self.errors.append(source.error(f"when: {exc}", *loc, "when"))
+            return None
+
+    # indexes
+
+    def _caller_index(self, profiles: dict[str, CompiledProfile], settings: CompiledSettings) -> PrincipalIndex[CompiledProfile]:
+        index: PrincipalIndex[CompiledProfile] = PrincipalIndex()
+        for name, (profile, source) in self.profiles.items():
+            self._add_principals(index, profile.spec.principals, profiles[name], source, settings, "profile")
+        return index
+
+    def _target_indexes(
+        self,
+        profiles: dict[str, CompiledProfile],
+        callers: PrincipalIndex[CompiledProfile],
+        settings: CompiledSettings,
+    ) -> tuple[dict[str, CompiledTarget], PrincipalIndex[CompiledTarget], dict[str, CompiledTarget]]:
+        """Agents (profiles) first, then explicit Targets, which win on a shared principal or host."""
+        targets: dict[str, CompiledTarget] = {}
+        by_principal: PrincipalIndex[CompiledTarget] = PrincipalIndex()
+        by_host: dict[str, CompiledTarget] = {}
+        agent_hosts: dict[str, str] = {}
+        for name, (profile, source) in self.profiles.items():
+            agent = CompiledTarget(name, "agent", None, profiles[name])
+            targets[name] = agent
+            for principal in profile.spec.principals:
+                _put_principal(by_principal, principal, agent)
+            for index, host in enumerate(profile.spec.hosts):
+                key = host_key(host)
+                if key in agent_hosts:
+                    self.errors.append(source.error(f"host {host!r} is also claimed by profile {agent_hosts[key]!r}", "spec", "hosts", index))
+                agent_hosts[key] = name
+                by_host[key] = agent
+        explicit_principals: PrincipalIndex[CompiledTarget] = PrincipalIndex()
+        explicit_hosts: dict[str, str] = {}
+        for name, (target, source) in self.targets.items():
+            spec = target.spec
+            workload = next((callers.get(p) for p in spec.principals if callers.get(p) is not None), None)
+            compiled = CompiledTarget(name, spec.kind, spec.path_prefix, workload)
+            targets[name] = compiled
+            self._add_principals(explicit_principals, spec.principals, compiled, source, settings, "target")
+            for principal in spec.principals:
+                _put_principal(by_principal, principal, compiled)
+            for index, host in enumerate(spec.hosts):
+                key = host_key(host)
+                if "*" in key:
+                    self.errors.append(source.error(f"host {host!r}: wildcards are not supported in hosts", "spec", "hosts", index))
+                if key in explicit_hosts:
+                    self.errors.append(source.error(f"host {host!r} is also claimed by target {explicit_hosts[key]!r}", "spec", "hosts", index))
+                explicit_hosts[key] = name
+                by_host[key] = compiled
+            if not spec.principals and not spec.hosts:
+                self.errors.append(source.error("a Target needs at least one of principals or hosts", "spec"))
+        return targets, by_principal, by_host
+
+    def _add_principals(
+        self,
+        index: PrincipalIndex,  # type: ignore[type-arg]
+        principals: Iterable[str],
+        value: object,
+        source: SourcedDocument,
+        settings: CompiledSettings,
+        what: str,
+    ) -> None:
+        for position, principal in enumerate(principals):
+            loc = ("spec", "principals", position)
+            problem = _principal_problem(principal, settings)
+            if problem:
+                self.errors.append(source.error(problem, *loc))
+                continue
+            table, key = _principal_slot(index, principal)
+            if key in table:
+                other = table[key]
+                self.errors.append(source.error(f"SPIFFE ID {principal!r} is also claimed by {what} {other.name!r}", *loc))
+                continue
+            table[key] = value
+
+
+def _principal_slot(index: PrincipalIndex, principal: str) -> tuple[dict, str]:  # type: ignore[type-arg]
+    if principal.endswith("/sa/*"):
+        return index.namespaces, principal[:-1]
+    return index.exact, principal
+
+
+def _put_principal(index: PrincipalIndex, principal: str, value: object) -> None:  # type: ignore[type-arg]
+    if _principal_problem(principal, None) is None:
+        table, key = _principal_slot(index, principal)
+        table[key] = value
+
+
+def _principal_problem(principal: str, settings: CompiledSettings | None) -> str | None:
+    concrete = principal[:-1] + "x" if principal.endswith("/sa/*") else principal
+    if "*" in concrete:
+        return f"principal {principal!r}: '*' is only allowed as the whole service account (.../ns/<ns>/sa/*)"
+    try:
+        parsed = parse_spiffe_id(concrete)
+    except ValueError as exc:
+        return f"principal {principal!r} is not a SPIFFE ID: {exc}"
+    if principal.endswith("/sa/*") and not parsed.namespace:
+        return f"principal {principal!r}: a wildcard needs the form spiffe://<td>/ns/<ns>/sa/*"
+    if settings is not None and parsed.trust_domain not in settings.trust_domains:
+        return f"principal {principal!r} is outside the configured trustDomains"
+    return None

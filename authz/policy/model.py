@@ -1,0 +1,166 @@
+"""The policy documents as the security team writes them (SPEC §3).
+
+These models only describe and validate the *shape* of one document. Cross-document
+rules (duplicate names, dangling references, two profiles claiming one SPIFFE ID) live in
+the compiler, which sees the whole set.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "mandate.dev/v1alpha1"
+
+Name = Annotated[str, Field(min_length=1, max_length=253)]
+NameList = list[Name]
+
+
+class _Strict(BaseModel):
+    """Unknown fields are load errors; YAML keys are camelCase."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class Metadata(_Strict):
+    name: Name
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+class McpRule(_Strict):
+    server: Name
+    tools: NameList = []
+    resources: NameList = []
+    prompts: NameList = []
+    methods: NameList = []
+    when: str | None = None
+
+
+class EgressRule(_Strict):
+    host: Name
+    paths: NameList = ["*"]
+    methods: NameList = ["*"]
+    when: str | None = None
+
+
+class HttpRule(_Strict):
+    target: Name
+    paths: NameList = ["*"]
+    methods: NameList = ["*"]
+    when: str | None = None
+
+
+class Scope(_Strict):
+    """What a principal may do; a profile's own rules, or a `grant` to a delegate."""
+
+    mcp: list[McpRule] = []
+    agents: list[AgentRule] = []
+    egress: list[EgressRule] = []
+    http: list[HttpRule] = []
+
+
+class AgentRule(_Strict):
+    agent: Name
+    methods: NameList | None = None  # None: every A2A method
+    grant: Scope | None = None
+    when: str | None = None
+
+
+Scope.model_rebuild()
+
+
+class Delegation(_Strict):
+    max_depth: Annotated[int, Field(ge=1, le=64)] | None = None
+    accept_from: NameList = []
+    require_chain: bool = False
+    allow_reentry: bool = False
+
+
+# --- kinds -----------------------------------------------------------------------------
+
+
+class TargetSpec(_Strict):
+    kind: Literal["mcp", "egress", "http"]
+    principals: NameList = []
+    hosts: NameList = []
+    path_prefix: str | None = None
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("pathPrefix must start with '/'")
+        return value
+
+
+class MissionProfileSpec(Scope):
+    principals: NameList = Field(min_length=1)
+    hosts: NameList = []
+    mission: str = Field(min_length=1)
+    mode: Literal["enforce", "dry-run"] = "enforce"
+    delegation: Delegation = Delegation()
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class SettingsSpec(_Strict):
+    trust_domains: NameList = Field(default=["cluster.local"], min_length=1)
+    trust_forwarded_client_cert: bool = False
+    max_depth: Annotated[int, Field(ge=1, le=64)] = 5
+    chain_header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "x-delegation-chain"
+    chain_ttl: str = Field(default="15m", alias="chainTTL")
+    unknown_callers: Literal["deny"] = "deny"
+
+    @field_validator("chain_ttl")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not value or not _DURATION.match(value) or parse_duration(value) <= 0:
+            raise ValueError("chainTTL must be a duration like 15m, 1h30m or 90s")
+        return value
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a Go-style duration of h/m/s parts (`1h30m`)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+class _Document(_Strict):
+    api_version: Literal["mandate.dev/v1alpha1"]
+    metadata: Metadata
+
+
+class Target(_Document):
+    kind: Literal["Target"]
+    spec: TargetSpec
+
+
+class MissionProfile(_Document):
+    kind: Literal["MissionProfile"]
+    spec: MissionProfileSpec
+
+
+class Settings(_Document):
+    kind: Literal["Settings"]
+    spec: SettingsSpec = SettingsSpec()
+
+
+Document = Target | MissionProfile | Settings
+DOCUMENT_KINDS: dict[str, type[_Document]] = {
+    "Target": Target,
+    "MissionProfile": MissionProfile,
+    "Settings": Settings,
+}

@@ -1,0 +1,126 @@
+"""Strict JSON-RPC 2.0 reading, shared by MCP and A2A (SPEC §4.3).
+
+Parsers disagree on duplicate keys, NaN and lone surrogates; a request the authorizer reads
+one way and the upstream another is an authorization bypass. So anything a strict reader
+would question is refused here, before any rule looks at it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+JsonId = int | str | None
+
+
+class Malformed(Exception):
+    """Bad input: a 400 with `reason`; `request_id` lets the deny body echo the JSON-RPC id."""
+
+    def __init__(self, reason: str, message: str, request_id: JsonId = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One JSON-RPC message: a request, a notification (no id) or a response the client posts."""
+
+    method: str  # "" for a response
+    id: JsonId
+    params: dict[str, Any]
+    is_response: bool = False
+
+    @property
+    def is_notification(self) -> bool:
+        return not self.is_response and self.id is None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise Malformed("duplicate_json_key", f"JSON object repeats the key {key[:100]!r}")
+            seen.add(key)
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise Malformed("invalid_json", f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Malformed("invalid_json", "request body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except RecursionError:
+        raise Malformed("invalid_json", "request body nests JSON too deeply") from None
+    except ValueError as exc:
+        raise Malformed("invalid_json", f"request body is not JSON: {exc}") from None
+    if ("\\u" in text or "\\U" in text) and _has_lone_surrogate(value):
+        raise Malformed("invalid_json", "request body contains an unpaired UTF-16 surrogate escape")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """`\\ud800` escapes decode to lone surrogates that other parsers replace or reject."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_messages(body: bytes) -> tuple[list[Message], bool]:
+    """The messages in a POST body and whether it was a batch (a JSON array)."""
+    value = parse_json(body)
+    if isinstance(value, list):
+        if not value:
+            raise Malformed("empty_batch", "an empty JSON-RPC batch is not allowed")
+        return [_message(item) for item in value], True
+    return [_message(value)], False
+
+
+def _message(value: Any) -> Message:
+    if not isinstance(value, dict):
+        raise Malformed("invalid_jsonrpc", "a JSON-RPC message must be a JSON object")
+    request_id = value.get("id")
+    if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (int, str))):
+        raise Malformed("invalid_jsonrpc", "JSON-RPC id must be a string or an integer")
+    if value.get("jsonrpc") != "2.0":
+        raise Malformed("invalid_jsonrpc", 'JSON-RPC messages need "jsonrpc": "2.0"', request_id)
+    method = value.get("method")
+    if method is None:
+        if "id" not in value or ("result" in value) == ("error" in value):
+            raise Malformed(
+                "invalid_jsonrpc", "JSON-RPC message has no method and is not a response", request_id
+            )
+        return Message("", request_id, {}, is_response=True)
+    if not isinstance(method, str) or not method:
+        raise Malformed("invalid_jsonrpc", "JSON-RPC method must be a non-empty string", request_id)
+    if "result" in value or "error" in value:
+        raise Malformed("invalid_jsonrpc", "JSON-RPC message is both a request and a response", request_id)
+    params = value.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        if isinstance(params, list):
+            params = {}  # by-position params name nothing a rule could match
+        else:
+            raise Malformed("invalid_jsonrpc", "JSON-RPC params must be an object or an array", request_id)
+    return Message(method, request_id, params)

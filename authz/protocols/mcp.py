@@ -1,0 +1,129 @@
+"""MCP over Streamable HTTP, read down to the tool, resource or prompt (SPEC §4.2).
+
+Covers every revision from 2025-03-26 (which alone allows batches) to 2026-07-28 (which
+adds the `Mcp-Method` / `Mcp-Name` routing headers that must agree with the body).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .jsonrpc import JsonId, Malformed, Message, parse_messages
+
+BATCH_REVISION = "2025-03-26"
+_PLUMBING = frozenset({"initialize", "ping", "server/discover", "subscriptions/listen"})
+# 2026-07-28 wraps header values that would not survive HTTP as `=?base64?<payload>?=`.
+_BASE64_SENTINEL = re.compile(r"^=\?base64\?([A-Za-z0-9+/=]*)\?=$")
+# Methods whose subject is named by params.uri rather than params.name.
+_URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
+
+
+@dataclass(frozen=True, slots=True)
+class McpAction:
+    """One MCP message. `kind` says which rule list decides it.
+
+    tool / resource / prompt: `name` is the tool name, resource URI or prompt name;
+    plumbing: session traffic any rule for the server allows; method: needs `methods`.
+    """
+
+    method: str
+    kind: str
+    name: str = ""
+    id: JsonId = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+def classify_mcp(http_method: str, headers: dict[str, str], body: bytes) -> tuple[list[McpAction], bool]:
+    """The actions in one Streamable HTTP request, and whether they came as a batch."""
+    if http_method in ("GET", "DELETE"):  # the SSE stream and ending a session
+        return [McpAction(f"HTTP {http_method}", "plumbing")], False
+    if http_method != "POST":
+        raise Malformed("unsupported_http_method", f"MCP Streamable HTTP has no {http_method} requests")
+    if not body:
+        raise Malformed("missing_body", "MCP POST has no body")
+    messages, is_batch = parse_messages(body)
+    revision = headers.get("mcp-protocol-version", "")
+    if is_batch and revision not in ("", BATCH_REVISION):
+        raise Malformed("batch_not_allowed", f"JSON-RPC batches ended with MCP {BATCH_REVISION}; this client speaks {revision}")
+    actions = [_action(message) for message in messages]
+    _check_routing_headers(headers, messages, is_batch)
+    return actions, is_batch
+
+
+def _action(message: Message) -> McpAction:
+    method, params, request_id = message.method, message.params, message.id
+    if message.is_response:
+        return McpAction("response", "plumbing", id=request_id)
+    if method == "tools/call":
+        arguments = params.get("arguments", {})
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise Malformed("invalid_params", "tools/call arguments must be an object", request_id)
+        return McpAction(method, "tool", _string(params, "name", request_id), request_id, arguments)
+    if method == "resources/read":
+        return McpAction(method, "resource", _string(params, "uri", request_id), request_id)
+    if method == "prompts/get":
+        return McpAction(method, "prompt", _string(params, "name", request_id), request_id)
+    if method == "completion/complete":
+        return _completion(params, request_id)
+    if method in _PLUMBING or method.startswith("notifications/") or method.endswith("/list"):
+        return McpAction(method, "plumbing", id=request_id)
+    return McpAction(method, "method", method, request_id)
+
+
+def _completion(params: dict[str, Any], request_id: JsonId) -> McpAction:
+    ref = params.get("ref")
+    if not isinstance(ref, dict):
+        raise Malformed("invalid_params", "completion/complete needs params.ref", request_id)
+    if ref.get("type") == "ref/prompt":
+        return McpAction("completion/complete", "prompt", _string(ref, "name", request_id), request_id)
+    if ref.get("type") == "ref/resource":
+        return McpAction("completion/complete", "resource", _string(ref, "uri", request_id), request_id)
+    raise Malformed("invalid_params", "completion/complete ref.type must be ref/prompt or ref/resource", request_id)
+
+
+def _string(params: dict[str, Any], key: str, request_id: JsonId) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value:
+        raise Malformed("invalid_params", f"params.{key} must be a non-empty string", request_id)
+    return value
+
+
+def _check_routing_headers(headers: dict[str, str], messages: list[Message], is_batch: bool) -> None:
+    method_header = decode_header_value(headers.get("mcp-method"))
+    name_header = decode_header_value(headers.get("mcp-name"))
+    if method_header is None and name_header is None:
+        return
+    first = messages[0]
+    if is_batch:
+        raise Malformed("mcp_header_mismatch", "Mcp-Method / Mcp-Name headers cannot describe a batch", first.id)
+    if method_header is not None and method_header != first.method:
+        raise Malformed(
+            "mcp_header_mismatch", f"Mcp-Method header {method_header[:100]!r} disagrees with body method {first.method!r}", first.id
+        )
+    if name_header is not None:
+        key = "uri" if first.method in _URI_METHODS else "name"
+        if name_header != first.params.get(key):
+            raise Malformed("mcp_header_mismatch", f"Mcp-Name header disagrees with params.{key} in the body", first.id)
+
+
+def decode_header_value(value: str | None) -> str | None:
+    """Undo the 2026-07-28 base64 sentinel; a malformed one decodes to "" and so never matches."""
+    if value is None:
+        return None
+    match = _BASE64_SENTINEL.match(value)
+    if match is None:
+        return value
+    payload = match.group(1)
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        if base64.b64encode(decoded).decode("ascii") != payload:
+            return ""
+        return decoded.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""

@@ -1,0 +1,78 @@
+"""Step 1: read Envoy's CheckRequest into a small typed input, once.
+
+Everything after this step works on `AuthzInput` and never touches protobuf, so the
+decision logic can be driven by `mandate explain` and by tests without Envoy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+
+
+@dataclass(slots=True)
+class AuthzInput:
+    method: str = ""
+    path: str = ""
+    host: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    source_principal: str = ""
+    istio_authn_principal: str = ""
+    destination_principal: str = ""
+    request_id: str = ""
+
+    @property
+    def forwarded_client_cert(self) -> str:
+        return self.headers.get("x-forwarded-client-cert", "")
+
+    @property
+    def partial_body(self) -> bool:
+        """Envoy's flag, or a body shorter than its Content-Length (Envoy 1.40 says "false"
+        when the buffer filled exactly at `max_request_bytes`)."""
+        if self.headers.get(PARTIAL_BODY_HEADER, "").lower() == "true":
+            return True
+        declared = self.headers.get("content-length", "")
+        return declared.isdigit() and int(declared) > len(self.body)
+
+
+def from_check_request(check: CheckRequest) -> AuthzInput:
+    attributes = check.attributes
+    http = attributes.request.http
+    headers = dict(http.headers)
+    if not headers and len(http.header_map.headers):
+        headers = _flatten_header_map(http.header_map.headers)
+    body = http.raw_body or http.body.encode("utf-8", "surrogatepass")
+    return AuthzInput(
+        method=http.method or headers.get(":method", ""),
+        path=http.path or headers.get(":path", ""),
+        host=http.host or headers.get(":authority", ""),
+        headers=headers,
+        body=body,
+        source_principal=attributes.source.principal,
+        istio_authn_principal=_istio_authn_principal(attributes),
+        destination_principal=attributes.destination.principal,
+        request_id=http.id or headers.get("x-request-id", ""),
+    )
+
+
+def _istio_authn_principal(attributes: AttributeContext) -> str:
+    istio = attributes.metadata_context.filter_metadata.get("istio_authn")
+    if istio is None:
+        return ""
+    value = istio.fields.get("source.principal")
+    return value.string_value if value is not None else ""
+
+
+def _flatten_header_map(entries) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Envoy's `header_map` (sent with `encode_raw_headers`) may repeat a name; join like HTTP does."""
+    headers: dict[str, str] = {}
+    for entry in entries:
+        value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
+        key = entry.key.lower()
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    return headers

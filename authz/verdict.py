@@ -1,0 +1,59 @@
+"""The outcome of one check, shared by the decision, the response and the audit line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN = 400, 401, 403
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str  # machine-readable: "allowed", "tool_not_allowed", "duplicate_json_key", ...
+    message: str = ""  # for the agent's developer: what was refused and why
+    status: int = 200
+    rule: str = ""  # the rule that allowed it, e.g. "support-agent.mcp[0]"
+    hop: str = ""  # for a chain: the profile whose scope refused
+
+
+def allow(rule: str) -> Verdict:
+    return Verdict(True, "allowed", rule=rule)
+
+
+class Refusal(Exception):
+    """Raised by a step that must stop the request; becomes a deny Verdict."""
+
+    def __init__(self, status: int, reason: str, message: str, hop: str = "") -> None:
+        super().__init__(message)
+        self.verdict = Verdict(False, reason, message, status, hop=hop)
+
+
+@dataclass(slots=True)
+class Decision:
+    """Everything the response and the audit line need to know about one check."""
+
+    id: str
+    verdict: Verdict
+    caller: str = ""
+    profile: str = ""
+    target: str = ""
+    protocol: str = ""
+    dry_run: bool = False  # the caller's profile is in dry-run: a deny is logged, not enforced
+    chain_id: str = ""
+    hops: tuple[str, ...] = ()
+    minted_token: str = ""  # a child chain token to set on the forwarded request
+    strip_chain_header: bool = False  # the request leaves the mesh (egress)
+    jsonrpc_ids: tuple[object, ...] | None = None
+    details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
+    latency_us: float = 0.0
+
+    @property
+    def enforced_allow(self) -> bool:
+        return self.verdict.allowed or self.dry_run
+
+    @property
+    def result(self) -> str:
+        if self.verdict.allowed:
+            return "allow"
+        return "would_deny" if self.dry_run else "deny"
