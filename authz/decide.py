@@ -69,11 +69,12 @@ def _decide_action(action: Action, classified: Classified, chain: Chain, context
             reason, what = refusal
             if context.failed_condition:
                 reason = "condition_error" if context.condition_errored else reason
-                what = f"{what} matched a rule but {context.failed_condition}"
-            if position == 0:
-                message = f"{what} is not in the mission of {hop.given_by!r}"
+                why = f"a rule of {hop.given_by!r} names it but {context.failed_condition}"
+            elif position == 0:
+                why = f"it is not in the mission of {hop.given_by!r}"
             else:
-                message = f"{what} is outside the scope that {hop.given_by!r} delegated along chain {chain.id}"
+                why = f"it is outside the scope that {hop.given_by!r} delegated along chain {chain.id}"
+            message = f"{what} refused: {why}"
             return Verdict(False, reason, message, FORBIDDEN, hop=hop.given_by)
         caller_rule = caller_rule or rule
     return allow(caller_rule)

@@ -214,7 +214,7 @@ class _Compiler:
             if name in first_seen:
                 other = first_seen[name]
                 self.errors.append(
-                    source.error(f"duplicate name {name!r} (also at {other.file}:{other.line()})", "metadata", "name")
+                    source.error(f"duplicate name {name!r} (also at {other.file}:{other.line('metadata', 'name')})", "metadata", "name")
                 )
                 continue
             first_seen[name] = source

@@ -145,11 +145,13 @@ def _validate(
         return None, [PolicyError(filename, line, "a policy document must be a mapping")]
     if data.get("apiVersion") != API_VERSION:
         got = data.get("apiVersion")
-        return None, [PolicyError(filename, line, f"apiVersion must be {API_VERSION!r}, got {got!r}")]
+        where = lines.get(("apiVersion",), line)
+        return None, [PolicyError(filename, where, f"apiVersion must be {API_VERSION!r}, got {got!r}")]
     model = DOCUMENT_KINDS.get(data.get("kind"))  # type: ignore[arg-type]
     if model is None:
         kinds = ", ".join(DOCUMENT_KINDS)
-        return None, [PolicyError(filename, line, f"kind must be one of {kinds}, got {data.get('kind')!r}")]
+        where = lines.get(("kind",), line)
+        return None, [PolicyError(filename, where, f"kind must be one of {kinds}, got {data.get('kind')!r}")]
     try:
         return model.model_validate(data), []
     except ValidationError as exc:
