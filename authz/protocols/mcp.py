@@ -17,7 +17,7 @@ from .jsonrpc import JsonId, Malformed, Message, parse_messages
 BATCH_REVISION = "2025-03-26"
 _PLUMBING = frozenset({"initialize", "ping", "server/discover", "subscriptions/listen"})
 # 2026-07-28 wraps header values that would not survive HTTP as `=?base64?<payload>?=`.
-_BASE64_SENTINEL = re.compile(r"^=\?base64\?([A-Za-z0-9+/=]*)\?=$")
+_BASE64_SENTINEL = re.compile(r"^=\?base64\?(.*)\?=$", re.DOTALL)
 # Methods whose subject is named by params.uri rather than params.name.
 _URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
