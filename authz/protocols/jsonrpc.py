@@ -63,7 +63,7 @@ def parse_json(body: bytes) -> Any:
         raise Malformed("invalid_json", "request body nests JSON too deeply") from None
     except ValueError as exc:
         raise Malformed("invalid_json", f"request body is not JSON: {exc}") from None
-    if ("\\u" in text or "\\U" in text) and _has_lone_surrogate(value):
+    if "\\u" in text and _has_lone_surrogate(value):
         raise Malformed("invalid_json", "request body contains an unpaired UTF-16 surrogate escape")
     return value
 
@@ -102,6 +102,8 @@ def _message(value: Any) -> Message:
     request_id = value.get("id")
     if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (int, str))):
         raise Malformed("invalid_jsonrpc", "JSON-RPC id must be a string or an integer")
+    if isinstance(request_id, int) and not -(2**63) <= request_id < 2**63:
+        raise Malformed("invalid_jsonrpc", "JSON-RPC id is outside the 64-bit integer range")
     if value.get("jsonrpc") != "2.0":
         raise Malformed("invalid_jsonrpc", 'JSON-RPC messages need "jsonrpc": "2.0"', request_id)
     method = value.get("method")

@@ -1,0 +1,136 @@
+"""Session fixtures for the end-to-end suite: PKI, policies, `mandate serve`, real upstreams
+and one Envoy in front of them. Everything is started once and torn down at session end.
+
+Topology (all 127.0.0.1, ports from the kernel):
+
+    test client --mTLS--> Envoy --ext_authz gRPC--> mandate serve (subprocess)
+                            |-- Host github-mcp.tools.svc.cluster.local      --> MCP server
+                            |-- Host billing-agent.billing.svc.cluster.local --> A2A echo agent
+                            |-- Host status-page.ops.svc.cluster.local       --> HTTP echo
+                            `-- any other Host                               --> HTTP echo
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes `tests/harness` importable as `harness`
+
+from harness.envoy import EnvoyConfig, EnvoyProcess  # noqa: E402
+from harness.pki import CertPair, MeshPKI  # noqa: E402
+from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policies  # noqa: E402
+from harness.processes import MandateProcess, ThreadedUvicorn  # noqa: E402
+from harness.upstreams import RequestRecorder  # noqa: E402
+from harness.upstreams import a2a_agent, echo, mcp_server  # noqa: E402
+
+
+@dataclass
+class Upstream:
+    """A running upstream and the log of requests that reached it."""
+
+    name: str
+    recorder: RequestRecorder
+    server: ThreadedUvicorn
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+def _serve(name: str, app: object) -> Upstream:
+    recorder = RequestRecorder(app)  # type: ignore[arg-type]
+    return Upstream(name, recorder, ThreadedUvicorn(recorder, name).start())
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> MeshPKI:
+    return MeshPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def support_cert(pki: MeshPKI) -> CertPair:
+    return pki.client_cert(*SUPPORT)
+
+
+@pytest.fixture(scope="session")
+def intern_cert(pki: MeshPKI) -> CertPair:
+    return pki.client_cert(*INTERN)
+
+
+@pytest.fixture(scope="session")
+def nobody_cert(pki: MeshPKI) -> CertPair:
+    """A valid mesh identity that no MissionProfile governs."""
+    return pki.client_cert(*NOBODY)
+
+
+@pytest.fixture(scope="session")
+def untrusted_cert(pki: MeshPKI) -> CertPair:
+    """support-agent's SPIFFE ID, but signed by a CA Envoy does not trust."""
+    return pki.client_cert(*SUPPORT, untrusted=True)
+
+
+@pytest.fixture(scope="session")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_policies(tmp_path_factory.mktemp("policies"))
+
+
+@pytest.fixture(scope="session")
+def mandate(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MandateProcess]:
+    process = MandateProcess(policy_dir, tmp_path_factory.mktemp("mandate")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def mcp_upstream() -> Iterator[Upstream]:
+    upstream = _serve("github-mcp", mcp_server.build_app())
+    yield upstream
+    upstream.server.stop()
+
+
+@pytest.fixture(scope="session")
+def billing_agent() -> Iterator[tuple[Upstream, a2a_agent.EchoAgent]]:
+    agent = a2a_agent.EchoAgent("billing-agent")
+    upstream = _serve("billing-agent", agent.app)
+    yield upstream, agent
+    upstream.server.stop()
+
+
+@pytest.fixture(scope="session")
+def a2a_upstream(billing_agent: tuple[Upstream, a2a_agent.EchoAgent]) -> Upstream:
+    return billing_agent[0]
+
+
+@pytest.fixture(scope="session")
+def echo_upstream() -> Iterator[Upstream]:
+    upstream = _serve("echo", echo.build_app())
+    yield upstream
+    upstream.server.stop()
+
+
+def envoy_config(pki: MeshPKI, authz_port: int, upstreams: dict[str, int]) -> EnvoyConfig:
+    return EnvoyConfig(
+        authz_port=authz_port, upstreams=upstreams, ca_cert=pki.ca_cert, server_cert=pki.server.cert, server_key=pki.server.key
+    )
+
+
+@pytest.fixture(scope="session")
+def envoy(
+    pki: MeshPKI,
+    mandate: MandateProcess,
+    mcp_upstream: Upstream,
+    billing_agent: tuple[Upstream, a2a_agent.EchoAgent],
+    echo_upstream: Upstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EnvoyProcess]:
+    a2a, agent = billing_agent
+    upstreams = {GITHUB_HOST: mcp_upstream.port, BILLING_HOST: a2a.port, STATUS_HOST: echo_upstream.port, "*": echo_upstream.port}
+    process = EnvoyProcess(envoy_config(pki, mandate.grpc_port, upstreams), tmp_path_factory.mktemp("envoy")).start()
+    agent.public_url = process.url("/")  # the card must send SDK clients back through Envoy
+    yield process
+    process.stop()
