@@ -39,7 +39,7 @@ def directory_signature(directory: str) -> tuple[tuple[str, int, int, int], ...]
 
 
 class PolicyWatcher:
-    def __init__(self, directory: str, authorizer: Authorizer, metrics: Metrics, interval: float = 0.5) -> None:
+    def __init__(self, directory: str, authorizer: Authorizer, metrics: Metrics, interval: float = 0.4) -> None:
         self.directory = directory
         self.authorizer = authorizer
         self.metrics = metrics
@@ -68,9 +68,14 @@ class PolicyWatcher:
             if self._stop.is_set():
                 return
             signature = directory_signature(self.directory)
-            if signature != self._signature:
-                self._signature = signature
-                self.reload()
+            if signature == self._signature:
+                continue
+            # Debounce: an editor's truncate-then-write must not load a half-written file.
+            self._stop.wait(self.interval / 2)
+            if directory_signature(self.directory) != signature:
+                continue
+            self._signature = signature
+            self.reload()
 
     def reload(self) -> bool:
         try:

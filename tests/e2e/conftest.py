@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes `tests/har
 
 from harness.envoy import EnvoyConfig, EnvoyProcess  # noqa: E402
 from harness.pki import CertPair, MeshPKI  # noqa: E402
-from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policies  # noqa: E402
+from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set  # noqa: E402
 from harness.processes import MandateProcess, ThreadedUvicorn  # noqa: E402
 from harness.upstreams import RequestRecorder  # noqa: E402
 from harness.upstreams import a2a_agent, echo, mcp_server  # noqa: E402
@@ -76,7 +76,7 @@ def untrusted_cert(pki: MeshPKI) -> CertPair:
 
 @pytest.fixture(scope="session")
 def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_policies(tmp_path_factory.mktemp("policies"))
+    return write_policy_set(tmp_path_factory.mktemp("policies"))
 
 
 @pytest.fixture(scope="session")

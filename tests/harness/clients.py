@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import httpx
 import httpx2
-from a2a.client import ClientCallContext, ClientConfig, ClientFactory
+from a2a.client import A2ACardResolver, ClientCallContext, ClientConfig, ClientFactory
 from a2a.helpers import get_stream_response_text
-from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
+from a2a.types.a2a_pb2 import AgentCard, Message, Part, Role, SendMessageRequest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -74,14 +74,20 @@ def a2a_http_client(pki: MeshPKI, cert: CertPair | None, host: str) -> httpx.Asy
     return httpx.AsyncClient(verify=pki.ssl_context(cert), headers={"Host": host}, timeout=10.0)
 
 
-async def a2a_send_text(envoy: EnvoyProcess, http: httpx.AsyncClient, text: str) -> str:
-    """Resolve the agent card through Envoy, send one message, return the reply text.
+async def a2a_fetch_card(envoy: EnvoyProcess, http: httpx.AsyncClient) -> AgentCard:
+    """GET the agent card through Envoy (raises AgentCardResolutionError on a deny)."""
+    return await A2ACardResolver(http, envoy.base_url).get_agent_card()
 
-    Raises the SDK's errors: AgentCardResolutionError when the card GET fails,
-    A2AClientError when the JSON-RPC POST does.
+
+async def a2a_send_text(envoy: EnvoyProcess, http: httpx.AsyncClient, text: str, card: AgentCard | None = None) -> str:
+    """Send one message with the real SDK client and return the reply text.
+
+    Without `card` the client resolves it through Envoy first (`create_from_url`). Raises the
+    SDK's errors: AgentCardResolutionError when the card GET fails, A2AClientError when the
+    JSON-RPC POST does (its `__cause__` is the httpx.HTTPStatusError with Mandate's body).
     """
     factory = ClientFactory(ClientConfig(httpx_client=http, streaming=False))
-    client = await factory.create_from_url(envoy.base_url)
+    client = factory.create(card) if card is not None else await factory.create_from_url(envoy.base_url)
     try:
         request = SendMessageRequest(message=Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)]))
         replies = [

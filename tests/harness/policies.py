@@ -103,7 +103,7 @@ spec:
 """
 
 
-def write_policies(directory: Path) -> Path:
+def write_policy_set(directory: Path) -> Path:
     """Write the suite's policy set into `directory` and return it."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "targets.yaml").write_text(TARGETS)
