@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--policies", default=_env("POLICIES", "policies"))
     explain.add_argument("--request", required=True, help="YAML/JSON file: source, destination, method, host, path, headers, body")
     explain.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    check = commands.add_parser("check", help="send one described request to a running server, as Envoy would")
+    check.add_argument("--server", default="127.0.0.1:9191", help="address of mandate serve")
+    check.add_argument("--request", required=True, help="the same request file format as explain")
     return parser
 
 
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(args.directory)
     if args.command == "explain":
         return _explain(args)
+    if args.command == "check":
+        return _check(args)
     return _serve(args)
 
 
@@ -76,6 +82,29 @@ def _explain(args: argparse.Namespace) -> int:
     report = explain(policy, request)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.json else render_text(report))
     return 0 if report["decision"] != "deny" else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    import grpc
+    from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
+    from google.protobuf.json_format import MessageToDict
+
+    from .explain import RequestFileError, read_request_file
+    from .request import to_check_request
+
+    try:
+        request = to_check_request(read_request_file(args.request))
+    except RequestFileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with grpc.insecure_channel(args.server) as channel:
+        try:
+            response = AuthorizationStub(channel).Check(request, timeout=5)
+        except grpc.RpcError as exc:
+            print(f"Check failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    print(orjson.dumps(MessageToDict(response), option=orjson.OPT_INDENT_2).decode())
+    return 0 if response.HasField("ok_response") else 1
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -36,8 +36,9 @@ class _Context:
     def holds(self, condition: Condition, action: Action) -> bool:
         if self._base is None:
             self._base = _base_activation(self.caller, self.request, self.classified, self.chain)
+        variables = {**self._base, **_action_activation(self.classified, action)}
         try:
-            if condition.holds({**self._base, **_action_activation(self.classified, action)}):
+            if condition.holds({root: variables[root] for root in condition.roots}):
                 return True
             self.failed_condition = "its `when` condition is false"
         except Exception as exc:  # noqa: BLE001 - a runtime CEL error denies, it never allows

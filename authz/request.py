@@ -76,3 +76,18 @@ def _flatten_header_map(entries) -> dict[str, str]:  # type: ignore[no-untyped-d
         key = entry.key.lower()
         headers[key] = f"{headers[key]},{value}" if key in headers else value
     return headers
+
+
+def to_check_request(request: AuthzInput) -> CheckRequest:
+    """The CheckRequest Envoy would send for `request` (for `mandate check` and tests)."""
+    check = CheckRequest()
+    attributes = check.attributes
+    attributes.source.principal = request.source_principal
+    attributes.destination.principal = request.destination_principal
+    if request.istio_authn_principal:
+        attributes.metadata_context.filter_metadata["istio_authn"].update({"source.principal": request.istio_authn_principal})
+    http = attributes.request.http
+    http.method, http.path, http.host = request.method, request.path, request.host
+    http.headers.update({":method": request.method, ":path": request.path, ":authority": request.host, **request.headers})
+    http.raw_body = request.body
+    return check

@@ -23,7 +23,7 @@ class ConditionError(ValueError):
 
 
 class Condition:
-    __slots__ = ("source", "_program")
+    __slots__ = ("source", "roots", "_program")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -32,7 +32,10 @@ class Condition:
         except (ValueError, RuntimeError) as exc:
             raise ConditionError(f"CEL does not compile: {_first_line(exc)}") from None
         bound = set(_COMPREHENSION_VARIABLE.findall(source))
-        unknown = sorted(set(self._program.variables()) - ROOTS - bound)
+        variables = set(self._program.variables())
+        unknown = sorted(variables - ROOTS - bound)
+        # Converting the activation into CEL values dominates evaluation, so pass only these.
+        self.roots = tuple(sorted(variables & ROOTS))
         if unknown:
             raise ConditionError(
                 f"CEL refers to unknown variable(s) {', '.join(unknown)}; "
