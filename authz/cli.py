@@ -110,6 +110,9 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .server import MandateServer, ServeOptions
 
+    if args.workers != 1:
+        print("--workers other than 1 is not supported yet: run more replicas instead", file=sys.stderr)
+        return 2
     options = ServeOptions(
         policies=args.policies,
         listen=args.listen,
