@@ -88,12 +88,32 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 def parse_messages(body: bytes) -> tuple[list[Message], bool]:
     """The messages in a POST body and whether it was a batch (a JSON array)."""
-    value = parse_json(body)
+    try:
+        value = parse_json(body)
+    except Malformed as exc:
+        if exc.reason == "duplicate_json_key":
+            exc.request_id = _unambiguous_id(body)
+        raise
     if isinstance(value, list):
         if not value:
             raise Malformed("empty_batch", "an empty JSON-RPC batch is not allowed")
         return [_message(item) for item in value], True
     return [_message(value)], False
+
+
+def _unambiguous_id(body: bytes) -> JsonId:
+    """The top-level id of a single message refused for a duplicate key elsewhere, so the
+    error still reaches the right caller; None when `id` itself is repeated."""
+    try:
+        pairs = json.loads(body, object_pairs_hook=lambda items: items)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+        return None
+    ids = [value for key, value in pairs if key == "id"]
+    if len(ids) == 1 and isinstance(ids[0], (int, str)) and not isinstance(ids[0], bool):
+        return ids[0] if not isinstance(ids[0], int) or -(2**63) <= ids[0] < 2**63 else None
+    return None
 
 
 def _message(value: Any) -> Message:

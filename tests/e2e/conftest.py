@@ -14,37 +14,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes `tests/harness` importable as `harness`
 
-from harness.envoy import EnvoyConfig, EnvoyProcess  # noqa: E402
+from harness.envoy import EnvoyProcess, mesh_envoy_config  # noqa: E402
 from harness.pki import CertPair, MeshPKI  # noqa: E402
 from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set  # noqa: E402
-from harness.processes import MandateProcess, ThreadedUvicorn  # noqa: E402
-from harness.upstreams import RequestRecorder  # noqa: E402
+from harness.processes import MandateProcess  # noqa: E402
+from harness.upstreams import Upstream, serve_upstream  # noqa: E402
 from harness.upstreams import a2a_agent, echo, mcp_server  # noqa: E402
-
-
-@dataclass
-class Upstream:
-    """A running upstream and the log of requests that reached it."""
-
-    name: str
-    recorder: RequestRecorder
-    server: ThreadedUvicorn
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-
-def _serve(name: str, app: object) -> Upstream:
-    recorder = RequestRecorder(app)  # type: ignore[arg-type]
-    return Upstream(name, recorder, ThreadedUvicorn(recorder, name).start())
 
 
 @pytest.fixture(scope="session")
@@ -88,17 +69,17 @@ def mandate(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="session")
 def mcp_upstream() -> Iterator[Upstream]:
-    upstream = _serve("github-mcp", mcp_server.build_app())
+    upstream = serve_upstream("github-mcp", mcp_server.build_app())
     yield upstream
-    upstream.server.stop()
+    upstream.stop()
 
 
 @pytest.fixture(scope="session")
 def billing_agent() -> Iterator[tuple[Upstream, a2a_agent.EchoAgent]]:
     agent = a2a_agent.EchoAgent("billing-agent")
-    upstream = _serve("billing-agent", agent.app)
+    upstream = serve_upstream("billing-agent", agent.app)
     yield upstream, agent
-    upstream.server.stop()
+    upstream.stop()
 
 
 @pytest.fixture(scope="session")
@@ -108,15 +89,9 @@ def a2a_upstream(billing_agent: tuple[Upstream, a2a_agent.EchoAgent]) -> Upstrea
 
 @pytest.fixture(scope="session")
 def echo_upstream() -> Iterator[Upstream]:
-    upstream = _serve("echo", echo.build_app())
+    upstream = serve_upstream("echo", echo.build_app())
     yield upstream
-    upstream.server.stop()
-
-
-def envoy_config(pki: MeshPKI, authz_port: int, upstreams: dict[str, int]) -> EnvoyConfig:
-    return EnvoyConfig(
-        authz_port=authz_port, upstreams=upstreams, ca_cert=pki.ca_cert, server_cert=pki.server.cert, server_key=pki.server.key
-    )
+    upstream.stop()
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +105,7 @@ def envoy(
 ) -> Iterator[EnvoyProcess]:
     a2a, agent = billing_agent
     upstreams = {GITHUB_HOST: mcp_upstream.port, BILLING_HOST: a2a.port, STATUS_HOST: echo_upstream.port, "*": echo_upstream.port}
-    process = EnvoyProcess(envoy_config(pki, mandate.grpc_port, upstreams), tmp_path_factory.mktemp("envoy")).start()
+    process = EnvoyProcess(mesh_envoy_config(pki, mandate.grpc_port, upstreams), tmp_path_factory.mktemp("envoy")).start()
     agent.public_url = process.url("/")  # the card must send SDK clients back through Envoy
     yield process
     process.stop()

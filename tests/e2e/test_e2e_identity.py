@@ -6,17 +6,20 @@ upstream; a valid mesh identity that no profile governs is refused with a readab
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 import httpx2
 import pytest
 from a2a.client import AgentCardResolutionError
-from conftest import Upstream
 from harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_client, run_async
 from harness.envoy import EnvoyProcess
 from harness.pki import CertPair, MeshPKI
 from harness.policies import BILLING_HOST, GITHUB_HOST, STATUS_HOST, SUPPORT_ID
-from harness.processes import MandateProcess
+from harness.processes import MandateProcess, wait_until
+from harness.upstreams import Upstream
 from mcp import MCPError
+from mcp.types import CallToolResult
 
 FORGED = "spiffe://cluster.local/ns/kube-system/sa/cluster-admin"
 NOBODY_ID = "spiffe://cluster.local/ns/unknown/sa/nobody"
@@ -29,19 +32,26 @@ def leaf_exceptions(error: BaseException) -> list[BaseException]:
     return [error]
 
 
+def is_tls_rejection(error: BaseException | None, transport_error: type[Exception]) -> bool:
+    """The client saw the handshake fail: the HTTP library's transport error or, rarely, a
+    bare ssl.SSLError (httpcore's anyio backend leaves an alert read mid-response unmapped, and
+    the a2a SDK then does not wrap it: about 1 in 300 runs with the untrusted CA)."""
+    return isinstance(error, (transport_error, ssl.SSLError))
+
+
 def test_forged_caller_identity_is_overwritten_mcp(
     envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream
 ) -> None:
     mark = mcp_upstream.recorder.mark()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> CallToolResult:
         headers = {"x-caller-identity": FORGED}
         async with mcp_client(envoy, pki, support_cert, GITHUB_HOST, mode="legacy", headers=headers) as client:
             return await client.call_tool("get_me", {})
 
     assert run_async(scenario()).structured_content == {"login": "alice", "id": 1}
     seen = mcp_upstream.recorder.since(mark)
-    assert {request.method for request in seen} >= {"POST", "GET", "DELETE"}  # initialize ... session end
+    assert {request.method for request in seen} >= {"POST", "DELETE"}  # initialize ... session end (GET races)
     for request in seen:
         assert request.header_values("x-caller-identity") == [SUPPORT_ID], (request.method, request.jsonrpc_method)
 
@@ -76,12 +86,16 @@ def test_tls_failure_reaches_neither_mandate_nor_upstream(
     marks = [upstream.recorder.mark() for upstream in upstreams]
     decisions_before = mandate.decision_count()
     stat = "ssl.fail_verify_error" if cert else "ssl.fail_verify_no_cert"
-    stat_before = sum(value for name, value in envoy.stats("ssl.").items() if name.endswith(stat))
+
+    def ssl_failures() -> int:
+        return sum(value for name, value in envoy.stats("ssl.").items() if name.endswith(stat))
+
+    stat_before = ssl_failures()
 
     # raw httpx: the handshake fails on first read
-    with raw_client(envoy, pki, cert, STATUS_HOST) as client, pytest.raises(httpx.TransportError) as raw:
+    # (which check failed is asserted below through Envoy's ssl stats, not the alert text)
+    with raw_client(envoy, pki, cert, STATUS_HOST) as client, pytest.raises(httpx.TransportError):
         client.get("/api/health")
-    assert ("UNKNOWN_CA" if cert else "CERTIFICATE_REQUIRED") in str(raw.value)
 
     # the MCP SDK: an httpx2 transport error, wrapped in the transport's ExceptionGroups
     async def mcp_scenario() -> None:
@@ -91,22 +105,24 @@ def test_tls_failure_reaches_neither_mandate_nor_upstream(
     with pytest.raises(BaseException) as mcp_error:
         run_async(mcp_scenario())
     leaves = leaf_exceptions(mcp_error.value)
-    assert leaves and all(isinstance(leaf, httpx2.TransportError) for leaf in leaves), leaves
+    assert leaves and all(is_tls_rejection(leaf, httpx2.TransportError) for leaf in leaves), leaves
 
-    # the A2A SDK: the card cannot be fetched, with no HTTP status at all
+    # the A2A SDK: the card cannot be fetched, and there is no HTTP status at all
     async def a2a_scenario() -> str:
         async with a2a_http_client(pki, cert, BILLING_HOST) as http:
             return await a2a_send_text(envoy, http, "hello?")
 
-    with pytest.raises(AgentCardResolutionError) as a2a_error:
+    with pytest.raises((AgentCardResolutionError, ssl.SSLError)) as a2a_error:
         run_async(a2a_scenario())
-    assert a2a_error.value.status_code is None
-    assert isinstance(a2a_error.value.__cause__, httpx.TransportError)
+    if isinstance(a2a_error.value, AgentCardResolutionError):
+        assert a2a_error.value.status_code is None
+        assert is_tls_rejection(a2a_error.value.__cause__, httpx.TransportError)
+    else:
+        assert is_tls_rejection(a2a_error.value, httpx.TransportError)
 
     assert [upstream.recorder.since(mark) for upstream, mark in zip(upstreams, marks, strict=True)] == [[], [], []]
     assert mandate.decision_count() == decisions_before  # Envoy never asked Mandate
-    stat_after = sum(value for name, value in envoy.stats("ssl.").items() if name.endswith(stat))
-    assert stat_after >= stat_before + 3
+    wait_until(lambda: ssl_failures() >= stat_before + 3, 5.0, f"Envoy to count three {stat}")
 
 
 def test_unknown_caller_gets_jsonrpc_403(envoy: EnvoyProcess, pki: MeshPKI, nobody_cert: CertPair, mcp_upstream: Upstream) -> None:

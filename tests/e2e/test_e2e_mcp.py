@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import Upstream
 from harness.clients import mcp_client, run_async
 from harness.envoy import EnvoyProcess
 from harness.pki import CertPair, MeshPKI
 from harness.policies import GITHUB_HOST
 from harness.processes import MandateProcess
+from harness.upstreams import Upstream
 from harness.upstreams.mcp_server import README_TEXT
 from mcp import MCPError
+from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextContent, TextResourceContents
 
 MODES = ["auto", "2026-07-28", "legacy"]
+ERA_OPENER = {"auto": "server/discover", "2026-07-28": "tools/call", "legacy": "initialize"}  # first POST
 DECISION_ID = re.compile(r"^[0-9a-f]{8,64}$")
 
 
@@ -44,7 +46,7 @@ def test_allowed_tool_returns_upstream_result(
 ) -> None:
     mark = mcp_upstream.recorder.mark()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> CallToolResult:
         async with mcp_client(envoy, pki, support_cert, GITHUB_HOST, mode=mode) as client:
             return await client.call_tool("list_issues", {"repo": "acme/web"})
 
@@ -52,6 +54,9 @@ def test_allowed_tool_returns_upstream_result(
     assert not result.is_error
     assert result.structured_content == {"result": [{"repo": "acme/web", "number": 1, "title": "first issue"}]}
     assert tool_calls(mcp_upstream, mark) == ["list_issues"]
+    # the mode really spoke what it should (auto would silently fall back to legacy if discover were refused)
+    methods = [seen.jsonrpc_method for seen in mcp_upstream.recorder.since(mark) if seen.method == "POST"]
+    assert methods[0] == ERA_OPENER[mode] and ("initialize" in methods) == (mode == "legacy"), methods
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -60,7 +65,7 @@ def test_denied_tool_raises_mcp_error_and_never_reaches_server(
 ) -> None:
     mark = mcp_upstream.recorder.mark()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[MCPError, CallToolResult]:
         async with mcp_client(envoy, pki, support_cert, GITHUB_HOST, mode=mode) as client:
             with pytest.raises(MCPError) as denied:
                 await client.call_tool("create_issue", {"repo": "acme/web", "title": "please no"})
@@ -84,15 +89,16 @@ def test_allowed_resource_and_prompt(
 ) -> None:
     mark = mcp_upstream.recorder.mark()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[ReadResourceResult, GetPromptResult]:
         async with mcp_client(envoy, pki, support_cert, GITHUB_HOST, mode=mode) as client:
             resource = await client.read_resource("repo://acme/readme")
             prompt = await client.get_prompt("triage", {"issue": "#42"})
         return resource, prompt
 
     resource, prompt = run_async(scenario())
-    assert [content.text for content in resource.contents] == [README_TEXT]  # type: ignore[union-attr]
-    assert [message.content.text for message in prompt.messages] == ["Please triage issue: #42"]  # type: ignore[union-attr]
+    assert len(resource.contents) == 1 and len(prompt.messages) == 1
+    assert [c.text for c in resource.contents if isinstance(c, TextResourceContents)] == [README_TEXT]
+    assert [m.content.text for m in prompt.messages if isinstance(m.content, TextContent)] == ["Please triage issue: #42"]
     reached = [(seen.jsonrpc_method, seen.jsonrpc_name) for seen in mcp_upstream.recorder.since(mark)]
     assert ("resources/read", "repo://acme/readme") in reached
     assert ("prompts/get", "triage") in reached
@@ -102,7 +108,7 @@ def test_denied_resource_and_prompt(envoy: EnvoyProcess, pki: MeshPKI, intern_ce
     """intern-agent's only github rule names a tool: no resources, no prompts."""
     mark = mcp_upstream.recorder.mark()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[MCPError, MCPError]:
         async with mcp_client(envoy, pki, intern_cert, GITHUB_HOST, mode="2026-07-28") as client:
             with pytest.raises(MCPError) as resource:
                 await client.read_resource("repo://acme/readme")
@@ -122,7 +128,7 @@ def test_other_profile_tool_is_denied(envoy: EnvoyProcess, pki: MeshPKI, intern_
     """list_issues is in support-agent's mission, not intern-agent's; get_me is in both."""
     mark = mcp_upstream.recorder.mark()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[CallToolResult, MCPError]:
         async with mcp_client(envoy, pki, intern_cert, GITHUB_HOST) as client:
             me = await client.call_tool("get_me", {})
             with pytest.raises(MCPError) as denied:
@@ -141,7 +147,7 @@ def test_when_condition_refuses_arguments(envoy: EnvoyProcess, pki: MeshPKI, sup
     """support-agent may list issues only in acme/* repositories (a CEL `when` on tool arguments)."""
     mark = mcp_upstream.recorder.mark()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> MCPError:
         async with mcp_client(envoy, pki, support_cert, GITHUB_HOST, mode="legacy") as client:
             with pytest.raises(MCPError) as denied:
                 await client.call_tool("list_issues", {"repo": "evil/secrets"})

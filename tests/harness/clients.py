@@ -61,7 +61,7 @@ async def mcp_client(
     )
     client = Client(
         streamable_http_client(envoy.url(path), http_client=http),
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         read_timeout_seconds=MCP_READ_TIMEOUT,
         cache=None,  # every call must reach the wire, and so Mandate
     )

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from .pki import MeshPKI
+
 LISTENER_NAME = "mandate_ingress"
 AUTHZ_CLUSTER = "mandate_ext_authz"
 AUTHZ_METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
@@ -75,6 +77,13 @@ class EnvoyConfig:
     max_request_bytes: int = 1024 * 1024
     log_level: str = "warning"
     extra_authz: dict[str, Any] = field(default_factory=dict)
+
+
+def mesh_envoy_config(pki: MeshPKI, authz_port: int, upstreams: dict[str, int]) -> EnvoyConfig:
+    """The suite's standard Envoy: `pki`'s server cert, clients must chain to `pki`'s CA."""
+    return EnvoyConfig(
+        authz_port=authz_port, upstreams=upstreams, ca_cert=pki.ca_cert, server_cert=pki.server.cert, server_key=pki.server.key
+    )
 
 
 def build_bootstrap(cfg: EnvoyConfig, access_log_path: Path) -> dict[str, Any]:
@@ -278,12 +287,15 @@ class EnvoyProcess:
             return []
         return [json.loads(line) for line in lines if line.strip()]
 
-    def wait_access_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Entries matching `predicate`, polling until one shows up or `timeout` passes."""
+    def wait_access_log(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """Entries matching `predicate`, polling until `count` show up or `timeout` passes
+        (Envoy flushes the file every 100 ms here)."""
         deadline = time.monotonic() + timeout
         while True:
             hits = [entry for entry in self.access_log() if predicate(entry)]
-            if hits or time.monotonic() > deadline:
+            if len(hits) >= count or time.monotonic() > deadline:
                 return hits
             time.sleep(0.05)
 

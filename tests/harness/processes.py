@@ -56,6 +56,10 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, interva
 # --- mandate serve -------------------------------------------------------------------------
 
 
+class ProcessExited(RuntimeError):
+    """The subprocess ended while we waited for it to become ready."""
+
+
 class MandateProcess:
     """`mandate serve` on free ports; stdout (the audit log) and stderr go to files in `workdir`."""
 
@@ -75,7 +79,18 @@ class MandateProcess:
         script = Path(sys.executable).parent / "mandate"
         return [str(script)] if script.exists() else [sys.executable, "-m", "authz"]
 
-    def start(self, timeout: float = 20.0) -> MandateProcess:
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> MandateProcess:
+        """Start and wait for gRPC health SERVING; retried on fresh ports if the process dies
+        at start (another process may take a port between `free_port()` and Mandate's bind)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout)
+            except ProcessExited:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> MandateProcess:
         self.grpc_port, self.metrics_port = free_port(), free_port()
         command = [
             *self.command(), "serve",
@@ -100,7 +115,7 @@ class MandateProcess:
             while True:
                 assert self.proc is not None
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mandate exited with {self.proc.returncode}:\n{self.stderr_tail()}")
+                    raise ProcessExited(f"mandate exited with {self.proc.returncode}:\n{self.stderr_tail()}")
                 if self._serving(stub, "") and self._serving(stub, AUTHORIZATION_SERVICE):
                     return
                 if time.monotonic() > deadline:

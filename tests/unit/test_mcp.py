@@ -129,6 +129,15 @@ def test_hygiene(payload, reason):
     assert caught.value.reason == reason
 
 
+def test_duplicate_key_error_keeps_an_unambiguous_id():
+    with pytest.raises(Malformed) as caught:
+        classify_mcp("POST", {}, b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a","name":"b"}}')
+    assert (caught.value.reason, caught.value.request_id) == ("duplicate_json_key", 7)
+    with pytest.raises(Malformed) as caught:
+        classify_mcp("POST", {}, b'{"jsonrpc":"2.0","id":7,"id":8,"method":"ping"}')
+    assert caught.value.request_id is None  # which id? neither
+
+
 def test_malformed_error_keeps_the_request_id_when_known():
     with pytest.raises(Malformed) as caught:
         classify_mcp("POST", {}, b'{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{}}')
