@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .policy.compiler import CompiledTarget, PolicySet
 from .protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a
-from .protocols.jsonrpc import JsonId, Malformed
+from .protocols.jsonrpc import JsonId, Malformed, peek_ids
 from .protocols.mcp import McpAction, classify_mcp
 from .protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
 from .request import AuthzInput
@@ -65,7 +65,7 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
     try:
         path = normalize_path(request.path)
     except AmbiguousPath as exc:
-        raise MalformedRequest("ambiguous_path", str(exc), (None,) if jsonrpc else None) from None
+        raise MalformedRequest("ambiguous_path", str(exc), (peek_ids(method, request.body) or (None,)) if jsonrpc else None) from None
     if target.path_prefix and not under_prefix(path, target.path_prefix):
         raise Refusal(FORBIDDEN, "path_outside_target", f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
     if request.partial_body:

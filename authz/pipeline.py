@@ -21,7 +21,7 @@ from .identity import IdentityError, resolve_caller
 from .metrics import Metrics
 from .policy.compiler import PolicySet
 from .protocols.a2a import A2aAction
-from .protocols.jsonrpc import JsonId, Malformed, parse_messages
+from .protocols.jsonrpc import peek_ids
 from .protocols.mcp import McpAction
 from .request import AuthzInput, from_check_request
 from .response import build_response
@@ -68,7 +68,7 @@ class Authorizer:
             if isinstance(refusal, MalformedRequest):
                 decision.jsonrpc_ids = refusal.jsonrpc_ids
             elif decision.jsonrpc_ids is None:
-                decision.jsonrpc_ids = _peek_jsonrpc_ids(request)
+                decision.jsonrpc_ids = peek_ids(request.method, request.body)
         except Exception:  # noqa: BLE001 - fail closed, and say so in the log
             log.exception("internal error deciding request %s", decision.id)
             decision.verdict = Verdict(False, "internal_error", "Mandate failed to decide; see its log", FORBIDDEN)
@@ -113,18 +113,6 @@ class Authorizer:
                 self.audit.record(decision)
             except Exception:  # noqa: BLE001 - the answer is already decided; keep serving
                 log.exception("audit write failed for %s", decision.id)
-
-
-def _peek_jsonrpc_ids(request: AuthzInput) -> tuple[JsonId, ...] | None:
-    """For a refusal before classification (401, unknown caller or target): answer a JSON-RPC
-    request in JSON-RPC, so the agent's SDK shows the reason instead of a generic HTTP error."""
-    if request.method.upper() != "POST" or not request.body:
-        return None
-    try:
-        messages, _ = parse_messages(request.body)
-    except Malformed:
-        return None
-    return tuple(message.id for message in messages)
 
 
 def _describe(decision: Decision, classified: Classified) -> None:

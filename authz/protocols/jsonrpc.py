@@ -101,6 +101,18 @@ def parse_messages(body: bytes) -> tuple[list[Message], bool]:
     return [_message(value)], False
 
 
+def peek_ids(http_method: str, body: bytes) -> tuple[JsonId, ...] | None:
+    """The ids of a JSON-RPC POST refused before (or regardless of) its classification, so
+    the deny still answers in JSON-RPC and the agent's SDK shows the reason; None otherwise."""
+    if http_method.upper() != "POST" or not body:
+        return None
+    try:
+        messages, _ = parse_messages(body)
+    except Malformed:
+        return None
+    return tuple(message.id for message in messages)
+
+
 def _unambiguous_id(body: bytes) -> JsonId:
     """The top-level id of a single message refused for a duplicate key elsewhere, so the
     error still reaches the right caller; None when `id` itself is repeated."""

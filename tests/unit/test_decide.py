@@ -139,6 +139,10 @@ class TestBypassAttempts:
         cut.headers["content-length"] = str(len(cut.body) + 100)  # Envoy 1.40 may say "false" here
         assert outcome(authorizer, cut) == ("deny", 400, "partial_body")
 
+    def test_ambiguous_path_deny_keeps_the_jsonrpc_id(self, authorizer):
+        decision = authorizer.decide(mcp("tools/call", path="/mcp/..%2Fadmin", name="get_me"))
+        assert (decision.verdict.reason, decision.jsonrpc_ids) == ("ambiguous_path", (1,))
+
     def test_path_tricks_to_leave_the_prefix(self, authorizer):
         for path in ("/mcp/../admin", "/mcp/%2e%2e/admin", "/mcp%2F..%2Fadmin", "/mcp\\..\\admin", "/mcp/..%252Fadmin"):
             assert outcome(authorizer, mcp("initialize", path=path))[0] == "deny", path
