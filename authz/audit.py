@@ -53,6 +53,8 @@ class AuditLog:
             chain_id=decision.chain_id or None,
             chain_depth=len(decision.hops),
             hops=list(decision.hops) or None,
+            minted_chain_id=decision.minted_chain_id or None,
+            chain_events=decision.chain_events or None,
             latency_us=round(decision.latency_us, 1),
             **decision.details,
         )

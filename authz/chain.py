@@ -1,15 +1,28 @@
-"""Step 4: the delegation chain a request runs under (SPEC §5).
+"""Step 4: the delegation chain a request runs under, and the chain it hands on (SPEC §5).
 
 A chain is one more input to the decision: the list of scopes that must *all* allow the
-action, one per hop. Without a chain token the caller acts on its own behalf and the list is
-just its own profile's scope.
+action. Without a token the caller acts on its own behalf and the list is its own scope;
+with one, each earlier hop adds the scope it gave the next (its `grant`, or its own rules).
+
+Token problems (forged, unknown, expired, not held, revoked, store down) are `ChainRefusal`s:
+they are about the integrity of the request, so they are enforced even for dry-run profiles.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .policy.compiler import CompiledProfile, CompiledScope
+from .chains.store import ChainRecord, ChainStore, Hop, StoreUnavailable
+from .chains.tokens import ChainKeys, ForgedToken
+from .identity import SpiffeId
+from .policy.compiler import CompiledProfile, CompiledScope, CompiledTarget, PolicySet
+from .request import AuthzInput
+from .verdict import FORBIDDEN, Refusal
+
+MINT_REUSE_SECONDS = 30.0  # an edge minted this recently is handed out again, not rewritten
+MAX_MINTED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +38,191 @@ class Chain:
     id: str
     hops: tuple[str, ...]  # profile names, root first, the current caller last
     scopes: tuple[HopScope, ...]  # the caller's own scope first, then each earlier hop's grant
+    record: ChainRecord | None = None  # None: the caller acts on its own behalf
 
     @property
     def depth(self) -> int:
         return len(self.hops)
 
 
+@dataclass(frozen=True, slots=True)
+class Minted:
+    token: str
+    record: ChainRecord
+    reused: bool  # handed out again from this replica's recent mints: no store write
+
+
+class ChainRefusal(Refusal):
+    """A token that cannot be trusted; `outcome` labels the chain metric."""
+
+    def __init__(self, outcome: str, reason: str, message: str) -> None:
+        super().__init__(FORBIDDEN, reason, message)
+        self.outcome = outcome
+
+
 def unchained(caller: CompiledProfile) -> Chain:
     return Chain("", (caller.name,), (HopScope(caller.name, caller.scope),))
+
+
+def callee_hop(policy: PolicySet, target: CompiledTarget, request: AuthzInput) -> Hop | None:
+    """The hop a call to `target` reaches, if its workload has a MissionProfile.
+
+    Its exact SPIFFE ID is known only when Envoy reports the destination principal and that
+    principal is governed by the same profile (sidecar inbound); a waypoint knows the host.
+    """
+    workload = target.workload
+    if workload is None:
+        return None
+    principal = request.destination_principal
+    if principal and policy.callers.get(principal) is workload:
+        return Hop(workload.name, principal)
+    return Hop(workload.name, "")
+
+
+class ChainStep:
+    """Verifies incoming chain tokens and mints the ones handed to the next hop."""
+
+    def __init__(self, store: ChainStore, keys: ChainKeys, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.keys = keys
+        self._clock = clock
+        self._minted: dict[tuple[str, str, Hop], tuple[float, Minted]] = {}
+
+    # --- the chain a request runs under ----------------------------------------------
+
+    def resolve(self, policy: PolicySet, request: AuthzInput, caller: SpiffeId, profile: CompiledProfile) -> Chain:
+        header = policy.settings.chain_header
+        token = request.headers.get(header)
+        if token is None:
+            if profile.require_chain:
+                raise Refusal(
+                    FORBIDDEN, "chain_required",
+                    f"{profile.name!r} only acts when delegated (its profile sets requireChain) and the request carries no {header}",
+                )
+            return unchained(profile)
+        record = self.verify(token, header)
+        holder = record.hops[-1]
+        if holder.profile != profile.name or (holder.principal and holder.principal != caller.principal):
+            raise ChainRefusal(
+                "not_held", "chain_not_held",
+                f"the {header} token was handed to {holder.profile!r}, not to the caller {profile.name!r}: "
+                "an agent may only present the token it received",
+            )
+        hops = record.profiles
+        check_shape(policy, hops)
+        return Chain(record.id, hops, scopes_along(policy, hops, record.id), record)
+
+    def verify(self, token: str, header: str) -> ChainRecord:
+        """The live, unrevoked record behind a genuine token; ChainRefusal otherwise."""
+        try:
+            chain_id = self.keys.verify(token)
+        except ForgedToken as exc:
+            raise ChainRefusal("forged", "chain_forged", f"{header} is not valid: {exc}") from None
+        record = self._read(chain_id)
+        if record is None:
+            raise ChainRefusal(
+                "unknown", "chain_unknown",
+                f"delegation chain {chain_id} is unknown or expired: the delegating call must be made again",
+            )
+        if self.store.is_revoked(record):
+            raise ChainRefusal("revoked", "chain_revoked", f"delegation chain {chain_id} (or one it descends from) was revoked")
+        return record
+
+    def _read(self, chain_id: str) -> ChainRecord | None:
+        if not self.store.available():
+            raise _store_down("revocations cannot be heard")
+        try:
+            return self.store.get(chain_id)
+        except StoreUnavailable as exc:
+            raise _store_down(str(exc)) from None
+
+    # --- the chain handed to the callee ----------------------------------------------
+
+    def mint(self, policy: PolicySet, chain: Chain, caller: SpiffeId, callee: Hop) -> Minted:
+        """A child token for `[... caller, callee]`, written to the store before it is returned."""
+        parent = chain.record
+        key = (chain.id, caller.principal, callee)
+        now = self._clock()
+        recent = self._minted.get(key)
+        if recent is not None:
+            minted_at, minted = recent
+            if now - minted_at < MINT_REUSE_SECONDS and minted.record.expires > now and not self.store.is_revoked(minted.record):
+                return Minted(minted.token, minted.record, reused=True)
+        expires = now + policy.settings.chain_ttl_seconds
+        if parent is None:
+            hops: tuple[Hop, ...] = (Hop(chain.hops[0], caller.principal), callee)
+            lineage: tuple[str, ...] = ()
+        else:
+            hops = (*parent.hops, callee)
+            lineage = (*parent.lineage, parent.id)
+            expires = min(expires, parent.expires)  # a delegation never outlives the one it came from
+        record = ChainRecord(self.keys.new_id(), hops, lineage, now, expires)
+        if not self.store.available():
+            raise _store_down("revocations cannot be heard")
+        try:
+            self.store.put(record)
+        except StoreUnavailable as exc:
+            raise _store_down(str(exc)) from None
+        minted = Minted(self.keys.sign(record.id), record, reused=False)
+        if len(self._minted) >= MAX_MINTED:
+            self._minted = {}
+        self._minted[key] = (now, minted)
+        return minted
+
+
+def check_shape(policy: PolicySet, hops: tuple[str, ...]) -> None:
+    """Deny a chain longer than the smallest maxDepth of its hops, or with a forbidden re-entry."""
+    profiles = policy.profiles
+    limit, limited_by = policy.settings.max_depth, "the global maxDepth"
+    seen: set[str] = set()
+    for name in hops:
+        profile = profiles.get(name)
+        if profile is None:
+            raise Refusal(FORBIDDEN, "chain_profile_unknown", f"delegation chain names {name!r}, which no longer has a mission profile")
+        if profile.max_depth is not None and profile.max_depth < limit:
+            limit, limited_by = profile.max_depth, f"the maxDepth of {name!r}"
+        if name in seen and not profile.allow_reentry:
+            raise Refusal(
+                FORBIDDEN, "chain_reentry",
+                f"{name!r} would appear twice in delegation chain {' -> '.join(hops)}; its profile does not set allowReentry",
+            )
+        seen.add(name)
+    if len(hops) > limit:
+        raise Refusal(
+            FORBIDDEN, "chain_too_deep",
+            f"delegation chain {' -> '.join(hops)} would be {len(hops)} hops long; {limited_by} is {limit}",
+        )
+
+
+def scopes_along(policy: PolicySet, hops: tuple[str, ...], chain_id: str) -> tuple[HopScope, ...]:
+    """The caller's own scope, then, newest first, the scope each earlier hop gave the next."""
+    profiles = policy.profiles
+    scopes = [HopScope(hops[-1], profiles[hops[-1]].scope)]
+    for position in range(len(hops) - 2, -1, -1):
+        giver, delegate = hops[position], hops[position + 1]
+        given = profiles[giver].delegates.get(delegate)
+        if given is None:
+            raise Refusal(
+                FORBIDDEN, "delegation_withdrawn",
+                f"{giver!r} may no longer delegate to {delegate!r}, so chain {chain_id} no longer carries authority",
+                hop=giver,
+            )
+        scopes.append(HopScope(giver, given))
+    return tuple(scopes)
+
+
+def check_accepts(callee: CompiledProfile, caller: CompiledProfile) -> None:
+    """`acceptFrom`: only the profiles it names may call `callee` (empty: any allowed caller)."""
+    if callee.accept_from is not None and caller.name not in callee.accept_from:
+        raise Refusal(
+            FORBIDDEN, "caller_not_accepted",
+            f"{callee.name!r} accepts calls only from the profiles its delegation.acceptFrom names, and {caller.name!r} is not one",
+            hop=callee.name,
+        )
+
+
+def _store_down(detail: str) -> ChainRefusal:
+    return ChainRefusal(
+        "store_unavailable", "chain_store_unavailable",
+        f"the delegation chain store is unavailable ({detail[:200]}); chained and delegating calls are refused until it is back",
+    )

@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=_env("LISTEN", "0.0.0.0:9191"), help="gRPC address [MANDATE_LISTEN]")
     serve.add_argument("--redis", default=_env("REDIS"), help="chain store URL; absent: in-process [MANDATE_REDIS]")
     serve.add_argument("--chain-key", default=_env("CHAIN_KEY"), help="file of HMAC keys, one per line [MANDATE_CHAIN_KEY]")
+    serve.add_argument(
+        "--chain-store-timeout", type=float, default=float(_env("CHAIN_STORE_TIMEOUT", "0.25") or 0.25),
+        help="seconds one chain store command may take before the request is denied [MANDATE_CHAIN_STORE_TIMEOUT]",
+    )
     serve.add_argument("--metrics-listen", default=_env("METRICS_LISTEN", "0.0.0.0:9090"), help="/metrics, /healthz, /readyz [MANDATE_METRICS_LISTEN]")
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "1") or 1), help="processes sharing the port [MANDATE_WORKERS]")
 
@@ -36,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--policies", default=_env("POLICIES", "policies"))
     explain.add_argument("--request", required=True, help="YAML/JSON file: source, destination, method, host, path, headers, body")
     explain.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    chain = commands.add_parser("chain", help="inspect or revoke a delegation chain in the shared store")
+    chain_commands = chain.add_subparsers(dest="chain_command", required=True)
+    for name, text in (("show", "the hops, parent, age and expiry of a chain"), ("revoke", "deny a chain and its descendants on every replica")):
+        sub = chain_commands.add_parser(name, help=text)
+        sub.add_argument("chain", help="a chain id, or a whole token <id>.<mac>")
+        sub.add_argument("--redis", default=_env("REDIS"), required=_env("REDIS") is None, help="the chain store URL [MANDATE_REDIS]")
+        sub.add_argument("--json", action="store_true", help="print the record as JSON")
 
     check = commands.add_parser("check", help="send one described request to a running server, as Envoy would")
     check.add_argument("--server", default="127.0.0.1:9191", help="address of mandate serve")
@@ -52,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "chain":
+        return _chain(args)
     return _serve(args)
 
 
@@ -107,7 +121,53 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if response.HasField("ok_response") else 1
 
 
+def _chain(args: argparse.Namespace) -> int:
+    import time
+
+    from .chains.redis_store import RedisChainStore
+    from .chains.store import StoreUnavailable
+    from .chains.tokens import chain_id_of
+
+    chain_id = chain_id_of(args.chain)
+    store = RedisChainStore(args.redis, timeout=5.0)
+    try:
+        record = store.revoke(chain_id) if args.chain_command == "revoke" else store.get(chain_id)
+        revoked = args.chain_command == "revoke" or (record is not None and store.revoked_now(record))
+    except StoreUnavailable as exc:
+        print(f"chain store unavailable: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    if record is None:
+        print(f"chain {chain_id}: unknown or expired", file=sys.stderr)
+        return 1
+    now = time.time()
+    report = {
+        "id": record.id,
+        "hops": [{"profile": hop.profile, "principal": hop.principal or None} for hop in record.hops],
+        "parent": record.parent or None,
+        "lineage": list(record.lineage),
+        "created": record.created,
+        "age_seconds": round(now - record.created, 1),
+        "expires_in_seconds": round(record.expires - now, 1),
+        "revoked": revoked,
+    }
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if args.chain_command == "revoke":
+        print(f"revoked chain {record.id} and every chain delegated from it")
+    print(f"chain:   {record.id}")
+    print(f"parent:  {record.parent or '(root)'}")
+    print(f"age:     {report['age_seconds']}s, expires in {report['expires_in_seconds']}s")
+    print(f"revoked: {'yes' if revoked else 'no'}")
+    for depth, hop in enumerate(record.hops, start=1):
+        print(f"  {depth}. {hop.profile}" + (f"  ({hop.principal})" if hop.principal else ""))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from .chains.tokens import KeyFileError
     from .server import MandateServer, ServeOptions
 
     if args.workers != 1:
@@ -119,6 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         redis=args.redis,
         chain_key=args.chain_key,
+        chain_store_timeout=args.chain_store_timeout,
         workers=args.workers,
     )
     try:
@@ -127,6 +188,9 @@ def _serve(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
+    except (KeyFileError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
     server.run_forever()
     return 0
 

@@ -14,7 +14,9 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
 
 from .audit import AuditLog
-from .chain import unchained
+from .chain import ChainRefusal, ChainStep, callee_hop, check_accepts, check_shape
+from .chains.memory import MemoryChainStore
+from .chains.tokens import ChainKeys
 from .classify import Classified, MalformedRequest, classify
 from .decide import decide
 from .identity import IdentityError, resolve_caller
@@ -35,12 +37,22 @@ def new_decision_id() -> str:
 
 
 class Authorizer:
-    """Holds the current policy set; `policy` is swapped whole by a reload, never mutated."""
+    """Holds the current policy set; `policy` is swapped whole by a reload, never mutated.
 
-    def __init__(self, policy: PolicySet, audit: AuditLog | None = None, metrics: Metrics | None = None) -> None:
+    Without a `chains` step it keeps chains in-process under a random key (one replica).
+    """
+
+    def __init__(
+        self,
+        policy: PolicySet,
+        audit: AuditLog | None = None,
+        metrics: Metrics | None = None,
+        chains: ChainStep | None = None,
+    ) -> None:
         self.policy = policy
         self.audit = audit
         self.metrics = metrics
+        self.chains = chains or ChainStep(MemoryChainStore(), ChainKeys.ephemeral())
 
     def check_bytes(self, payload: bytes) -> CheckResponse:
         """The gRPC entry point: serialized CheckRequest in, CheckResponse out, never raises."""
@@ -65,6 +77,9 @@ class Authorizer:
             decision.verdict = self._steps(request, policy, decision)
         except Refusal as refusal:
             decision.verdict = refusal.verdict
+            if isinstance(refusal, ChainRefusal):
+                decision.chain_events.append(refusal.outcome)
+                decision.dry_run = False  # an untrustworthy token is refused whatever the profile's mode
             if isinstance(refusal, MalformedRequest):
                 decision.jsonrpc_ids = refusal.jsonrpc_ids
             elif decision.jsonrpc_ids is None:
@@ -88,11 +103,23 @@ class Authorizer:
         decision.dry_run = profile.dry_run
         classified = classify(policy, request)
         _describe(decision, classified)
-        chain = unchained(profile)
-        if settings.chain_header in request.headers:
-            raise Refusal(FORBIDDEN, "chain_unsupported", "delegation chain tokens are not accepted by this build")
-        decision.hops = chain.hops
-        return decide(caller, request, classified, chain)
+        chain = self.chains.resolve(policy, request, caller, profile)
+        decision.chain_id, decision.hops = chain.id, chain.hops
+        if chain.record is not None:
+            decision.chain_events.append("verified")
+        verdict = decide(caller, request, classified, chain)
+        if not verdict.allowed and verdict.hop and policy.profiles[verdict.hop].dry_run:
+            decision.dry_run = True  # the refusing scope belongs to a profile still in dry-run
+        callee = callee_hop(policy, classified.target, request)
+        if callee is not None and (verdict.allowed or decision.dry_run):
+            decision.strip_chain_header = True  # the callee gets a token it holds, or none
+            check_accepts(policy.profiles[callee.profile], profile)
+            check_shape(policy, (*chain.hops, callee.profile))
+            minted = self.chains.mint(policy, chain, caller, callee)
+            decision.minted_token, decision.minted_chain_id = minted.token, minted.record.id
+            decision.strip_chain_header = False
+            decision.chain_events.append("reused" if minted.reused else "minted")
+        return verdict
 
     def _answer(self, decision: Decision, policy: PolicySet) -> CheckResponse:
         try:
@@ -108,6 +135,10 @@ class Authorizer:
         if self.metrics is not None:
             self.metrics.decisions.labels(decision.result, decision.verdict.reason).inc()
             self.metrics.check_duration.observe(decision.latency_us / 1e6)
+            for outcome in decision.chain_events:
+                self.metrics.chain_outcomes.labels(outcome).inc()
+                if outcome == "store_unavailable":
+                    self.metrics.chain_store_errors.inc()
         if self.audit is not None:
             try:
                 self.audit.record(decision)

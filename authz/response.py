@@ -60,6 +60,8 @@ def _metadata(decision: Decision) -> Struct:
             "rule": decision.verdict.rule,
             "chain_id": decision.chain_id,
             "chain_depth": len(decision.hops),
+            "chain_hops": " > ".join(decision.hops),
+            "minted_chain_id": decision.minted_chain_id,
         }
     )
     return metadata

@@ -16,6 +16,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .audit import AuditLog, make_logger
+from .chain import ChainStep
+from .chains.store import open_store
+from .chains.tokens import ChainKeys, KeyFileError
 from .metrics import Metrics, serve_http
 from .pipeline import Authorizer
 from .policy.compiler import compile_directory
@@ -32,6 +35,7 @@ class ServeOptions:
     metrics_listen: str = "0.0.0.0:9090"
     redis: str | None = None
     chain_key: str | None = None
+    chain_store_timeout: float = 0.25
     workers: int = 1
     threads: int = 16
 
@@ -44,7 +48,9 @@ class MandateServer:
         for service in ("", AUTHORIZATION_SERVICE):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         policy = compile_directory(options.policies)  # a bad set at start is fatal, with every error
-        self.authorizer = Authorizer(policy, AuditLog(make_logger()), self.metrics)
+        self.chain_store = open_store(options.redis, options.chain_store_timeout)
+        chains = ChainStep(self.chain_store, chain_keys(options))
+        self.authorizer = Authorizer(policy, AuditLog(make_logger()), self.metrics, chains)
         self.metrics.serving(policy.version)
         self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)
         self.grpc_server = grpc.server(
@@ -66,16 +72,19 @@ class MandateServer:
         return grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, {"Check": check})
 
     def start(self) -> None:
+        self.chain_store.start()
+        if not self.chain_store.wait_available(2.0):
+            log.error("chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description)
         self.grpc_server.start()
         self.http = serve_http(self.options.metrics_listen, self.metrics, lambda: True)
         for service in ("", AUTHORIZATION_SERVICE):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.watcher.start()
         log.info(
-            "mandate serving on %s (metrics %s), policy %s: %d profiles, %d targets; "
-            "chain store: in-process (single replica only)",
+            "mandate serving on %s (metrics %s), policy %s: %d profiles, %d targets; chain store: %s",
             self.options.listen, self.options.metrics_listen, self.authorizer.policy.version,
             len(self.authorizer.policy.profiles), len(self.authorizer.policy.targets) - len(self.authorizer.policy.profiles),
+            self.chain_store.description,
         )
 
     def stop(self, grace: float = 2.0) -> None:
@@ -85,6 +94,7 @@ class MandateServer:
         self.grpc_server.stop(grace).wait()
         if self.http is not None:
             self.http.shutdown()
+        self.chain_store.close()
         self._stopped.set()
 
     def run_forever(self) -> None:
@@ -93,3 +103,14 @@ class MandateServer:
         signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=self.stop).start())
         signal.signal(signal.SIGHUP, lambda *_: self.watcher.reload_now())
         self._stopped.wait()
+
+
+def chain_keys(options: ServeOptions) -> ChainKeys:
+    """The HMAC keys from `--chain-key`; without one, a random key that only this process knows,
+    which is refused with `--redis` (other replicas could not verify its tokens)."""
+    if options.chain_key:
+        return ChainKeys.from_file(options.chain_key)
+    if options.redis:
+        raise KeyFileError("--redis needs --chain-key: every replica must verify the tokens the others sign")
+    log.warning("no --chain-key: chain tokens are signed with a random key and die with this process")
+    return ChainKeys.ephemeral()

@@ -43,6 +43,8 @@ class Decision:
     chain_id: str = ""
     hops: tuple[str, ...] = ()
     minted_token: str = ""  # a child chain token to set on the forwarded request
+    minted_chain_id: str = ""
+    chain_events: list[str] = field(default_factory=list)  # verified, minted, reused, forged, ...
     strip_chain_header: bool = False  # the request leaves the mesh (egress)
     jsonrpc_ids: tuple[object, ...] | None = None
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action

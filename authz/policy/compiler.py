@@ -81,6 +81,7 @@ class CompiledProfile:
     dry_run: bool
     principals: tuple[str, ...]
     scope: CompiledScope
+    delegates: dict[str, CompiledScope]  # agent -> the scope this profile gives it: a grant, or its own
     max_depth: int | None
     accept_from: GlobSet | None  # None: any caller the chain rules allow
     require_chain: bool
@@ -237,17 +238,42 @@ class _Compiler:
                 self.errors.append(
                     source.error(f"acceptFrom names unknown profile {accepted!r}", "spec", "delegation", "acceptFrom", index)
                 )
+        scope = self._scope(spec, source, name, ("spec",))
         return CompiledProfile(
             name=name,
             mission=spec.mission,
             dry_run=spec.mode == "dry-run",
             principals=tuple(spec.principals),
-            scope=self._scope(spec, source, name, ("spec",)),
+            scope=scope,
+            delegates=self._delegates(scope, source),
             max_depth=delegation.max_depth,
             accept_from=GlobSet(delegation.accept_from) if delegation.accept_from else None,
             require_chain=delegation.require_chain,
             allow_reentry=delegation.allow_reentry,
         )
+
+    def _delegates(self, scope: CompiledScope, source: SourcedDocument) -> dict[str, CompiledScope]:
+        """What each delegate may do on this profile's behalf (SPEC §5 "Deciding").
+
+        Two rules for one agent that disagree on the grant would make that scope ambiguous,
+        and a grant inside a grant is never consulted; both are load errors, not guesses.
+        """
+        delegates: dict[str, CompiledScope] = {}
+        for agent, rules in scope.agents.items():
+            if len(rules) > 1 and any(rule.grant is not None for rule in rules):
+                labels = ", ".join(rule.label for rule in rules)
+                self.errors.append(source.error(
+                    f"agents rules {labels} all name {agent!r} and not all carry the same grant: "
+                    "put the grant on a single rule for that agent", "spec", "agents"))
+            grant = rules[0].grant
+            for nested in (grant.agents.values() if grant is not None else ()):
+                for rule in nested:
+                    if rule.grant is not None:
+                        self.errors.append(source.error(
+                            f"{rule.label}: a grant's agents rules cannot carry a grant of their own "
+                            "(what a delegate passes on is set by its own profile)", "spec", "agents"))
+            delegates[agent] = grant if grant is not None else scope
+        return delegates
 
     def _scope(self, scope: Scope, source: SourcedDocument, label: str, loc: tuple[str | int, ...]) -> CompiledScope:
         mcp: dict[str, list[CompiledMcpRule]] = {}

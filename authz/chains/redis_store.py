@@ -1,0 +1,211 @@
+"""The shared chain store: Redis (or Redis Cluster), with a local cache in front of it.
+
+Request path: a record already seen is served from the local cache (records are immutable,
+so the cache never goes stale); a miss costs exactly one GET; a mint costs one SET NX.
+Every command has a bounded timeout and no retries, so a slow Redis turns into a prompt
+`chain_store_unavailable` deny instead of a hang past Envoy's own timeout.
+
+Revocations live in one sorted set (id -> keep-until) and are announced on a pub/sub
+channel. A listener thread keeps a local copy of the revoked ids and PINGs over its
+subscription; if it has not heard Redis within `LIVENESS` seconds, `available()` turns
+false and chained requests fail closed, as SPEC §5 asks, until it has resubscribed and
+re-read the revoked set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from .store import ChainRecord, StoreUnavailable
+
+log = logging.getLogger("mandate")
+
+RECORD_PREFIX = "mandate:chain:"
+REVOKED_KEY = "mandate:revoked"
+REVOCATION_CHANNEL = "mandate:revocations"
+LIVENESS = 0.75  # seconds without a pong before chains fail closed (SPEC: notice within 1 s)
+PING_EVERY = 0.2
+REVOCATION_KEPT = 3600.0  # seconds a revocation outlives the revoked chain's expiry (clock skew)
+MAX_CACHED = 100_000
+
+
+def connect(url: str, timeout: float) -> Any:
+    """A client for `url` with bounded timeouts and no retries (a retry would double them)."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    for scheme in ("redis+cluster://", "rediss+cluster://"):
+        if url.startswith(scheme):
+            return RedisCluster.from_url(url.replace("+cluster", "", 1), **options)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"--redis {url!r}: expected redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://")
+    return redis.Redis.from_url(url, **options)
+
+
+class RedisChainStore:
+    def __init__(self, url: str, timeout: float = 0.25, clock: Callable[[], float] = time.time) -> None:
+        self.description = f"redis ({_redact(url)})"
+        self._client = connect(url, timeout)
+        self._clock = clock
+        self._cache: dict[str, ChainRecord] = {}
+        self._revoked: dict[str, float] = {}  # id -> keep until (unix seconds)
+        self._last_heard = float("-inf")  # monotonic time of the last pong or message
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    # --- request path ------------------------------------------------------------------
+
+    def available(self) -> bool:
+        return time.monotonic() - self._last_heard < LIVENESS
+
+    def get(self, chain_id: str) -> ChainRecord | None:
+        record = self._cache.get(chain_id)
+        if record is None:
+            try:
+                raw = self._client.get(RECORD_PREFIX + chain_id)
+            except RedisError as exc:
+                raise StoreUnavailable(f"reading chain {chain_id}: {exc}") from None
+            if raw is None:
+                return None
+            record = ChainRecord.decode(raw)
+            if record.id != chain_id:
+                raise StoreUnavailable(f"chain record under {chain_id} names {record.id}")
+            self._remember(record)
+        return record if record.expires > self._clock() else None
+
+    def put(self, record: ChainRecord) -> None:
+        ttl_ms = int((record.expires - self._clock()) * 1000)
+        if ttl_ms <= 0:
+            raise StoreUnavailable(f"chain {record.id} would be written already expired")
+        try:
+            written = self._client.set(RECORD_PREFIX + record.id, record.encode(), nx=True, px=ttl_ms)
+        except RedisError as exc:
+            raise StoreUnavailable(f"writing chain {record.id}: {exc}") from None
+        if not written:
+            raise StoreUnavailable(f"chain id {record.id} is already taken")
+        self._remember(record)
+
+    def is_revoked(self, record: ChainRecord) -> bool:
+        revoked = self._revoked
+        return bool(revoked) and (record.id in revoked or any(ancestor in revoked for ancestor in record.lineage))
+
+    def _remember(self, record: ChainRecord) -> None:
+        if len(self._cache) >= MAX_CACHED:
+            now = self._clock()
+            self._cache = {key: value for key, value in self._cache.items() if value.expires > now}
+            if len(self._cache) >= MAX_CACHED:
+                self._cache = {}
+        self._cache[record.id] = record
+
+    # --- revocation ----------------------------------------------------------------------
+
+    def revoke(self, chain_id: str) -> ChainRecord | None:
+        """Record the revocation, then announce it; every replica denies it within LIVENESS."""
+        try:
+            raw = self._client.get(RECORD_PREFIX + chain_id)
+            if raw is None:
+                return None
+            record = ChainRecord.decode(raw)
+            keep_until = max(record.expires, self._clock()) + REVOCATION_KEPT
+            self._client.zadd(REVOKED_KEY, {chain_id: keep_until})
+            self._client.publish(REVOCATION_CHANNEL, f"{chain_id} {keep_until}")
+        except RedisError as exc:
+            raise StoreUnavailable(f"revoking chain {chain_id}: {exc}") from None
+        self._revoked[chain_id] = keep_until
+        return record
+
+    def revoked_now(self, record: ChainRecord) -> bool:
+        """Ask Redis (not the local copy) whether the chain or an ancestor is revoked: for the CLI."""
+        try:
+            scores = self._client.zmscore(REVOKED_KEY, [record.id, *record.lineage])
+        except RedisError as exc:
+            raise StoreUnavailable(f"reading revocations: {exc}") from None
+        return any(score is not None and score > self._clock() for score in scores)
+
+    def start(self) -> None:
+        """Start listening for revocations; returns at once (chains fail closed until heard)."""
+        self._listener = threading.Thread(target=self._listen, name="chain-revocations", daemon=True)
+        self._listener.start()
+
+    def wait_available(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.available() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.available()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(2)
+        self._client.close()
+
+    def _listen(self) -> None:
+        healthy = True
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(REVOCATION_CHANNEL)  # subscribe first, then read: no gap
+                self._load_revocations()
+                self._last_heard = time.monotonic()
+                if not healthy:
+                    log.warning("chain store reachable again: delegation chains served")
+                healthy = True
+                self._pump(pubsub)
+            except (RedisError, OSError, ValueError) as exc:
+                self._last_heard = float("-inf")
+                if healthy:
+                    log.error("chain store unreachable (%s): requests with or minting chains are denied until it is back", exc)
+                healthy = False
+                self._stop.wait(0.1)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except (RedisError, OSError):
+                        pass
+
+    def _pump(self, pubsub: Any) -> None:
+        next_ping = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_ping:
+                pubsub.ping()
+                next_ping = now + PING_EVERY
+            message = pubsub.get_message(timeout=PING_EVERY / 2)
+            if message is None:
+                continue
+            if message["type"] == "pong":
+                self._last_heard = time.monotonic()
+            elif message["type"] == "message":
+                self._last_heard = time.monotonic()
+                chain_id, _, until = message["data"].decode("ascii", "replace").partition(" ")
+                self._revoked[chain_id] = float(until or self._clock() + REVOCATION_KEPT)
+                log.info("chain %s revoked", chain_id)
+
+    def _load_revocations(self) -> None:
+        now = self._clock()
+        self._client.zremrangebyscore(REVOKED_KEY, "-inf", now)
+        for chain_id, until in self._client.zrangebyscore(REVOKED_KEY, now, "+inf", withscores=True):
+            self._revoked[chain_id.decode("ascii", "replace")] = until
+        self._revoked = {key: until for key, until in self._revoked.items() if until > now}
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest
