@@ -63,8 +63,10 @@ class ProcessExited(RuntimeError):
 class MandateProcess:
     """`mandate serve` on free ports; stdout (the audit log) and stderr go to files in `workdir`."""
 
-    def __init__(self, policies: Path, workdir: Path) -> None:
+    def __init__(self, policies: Path, workdir: Path, *, redis_url: str | None = None, chain_key: Path | None = None) -> None:
         self.policies = policies
+        self.redis_url = redis_url
+        self.chain_key = chain_key
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = workdir / "mandate.stdout.jsonl"
@@ -98,6 +100,10 @@ class MandateProcess:
             "--listen", f"127.0.0.1:{self.grpc_port}",
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
         ]
+        if self.redis_url:
+            command += ["--redis", self.redis_url]
+        if self.chain_key:
+            command += ["--chain-key", str(self.chain_key)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.stdout_path.open("ab") as stdout, self.stderr_path.open("ab") as stderr:
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env)
@@ -163,6 +169,15 @@ class MandateProcess:
             for sample in family.samples:
                 if sample.name == "mandate_decisions_total":
                     counts[(sample.labels["result"], sample.labels["reason"])] = sample.value
+        return counts
+
+    def chain_outcomes(self) -> dict[str, float]:
+        """`mandate_chain_outcomes_total` by outcome (minted, verified, forged, ...)."""
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == "mandate_chain_outcomes_total":
+                    counts[sample.labels["outcome"]] = sample.value
         return counts
 
     def decision_count(self) -> float:
