@@ -12,6 +12,7 @@ Topology (all 127.0.0.1, ports from the kernel):
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from harness.envoy import EnvoyProcess, mesh_envoy_config  # noqa: E402
 from harness.pki import CertPair, MeshPKI  # noqa: E402
 from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set  # noqa: E402
 from harness.processes import MandateProcess  # noqa: E402
+from harness.redis import RedisServer  # noqa: E402
 from harness.upstreams import Upstream, serve_upstream  # noqa: E402
 from harness.upstreams import a2a_agent, echo, mcp_server  # noqa: E402
 
@@ -109,3 +111,22 @@ def envoy(
     agent.public_url = process.url("/")  # the card must send SDK clients back through Envoy
     yield process
     process.stop()
+
+
+# --- delegation chains: a real Redis and a shared HMAC key ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests that stop or pause it must leave it running."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chain_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The key file every Mandate replica in the suite shares (one 256-bit key, hex)."""
+    path = tmp_path_factory.mktemp("chain-key") / "chain.key"
+    path.write_text(os.urandom(32).hex() + "\n")
+    return path
