@@ -1,27 +1,45 @@
-"""`mandate explain`: run one described request through the same pipeline `serve` uses."""
+"""`mandate explain`: run one described request through the same pipeline `serve` uses.
+
+A described request may name a delegation chain (`chain: [root, ..., caller]`, profile
+names); explain writes that chain to a private in-process store and sends its token, so the
+chained decision takes exactly the path a real one does, and then shows what each hop's
+scope says on its own.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
-from .pipeline import Authorizer
+from .chain import ChainStep
+from .chains.memory import MemoryChainStore
+from .chains.store import ChainRecord, Hop
+from .chains.tokens import ChainKeys
+from .pipeline import Authorizer, HopTrace
 from .policy.compiler import PolicySet
 from .request import AuthzInput
 from .verdict import Decision
 
-REQUEST_FIELDS = {"source", "destination", "method", "host", "path", "headers", "body", "istioAuthnPrincipal"}
+REQUEST_FIELDS = {"source", "destination", "method", "host", "path", "headers", "body", "istioAuthnPrincipal", "chain"}
 
 
 class RequestFileError(ValueError):
     pass
 
 
-def read_request_file(path: str) -> AuthzInput:
-    """A described request (YAML or JSON): source, destination, method, host, path, headers, body."""
+@dataclass(frozen=True)
+class DescribedRequest:
+    input: AuthzInput
+    chain: tuple[str, ...]  # profile names the request was delegated through, root first; () for none
+
+
+def read_request_file(path: str) -> DescribedRequest:
+    """A described request (YAML or JSON): source, destination, method, host, path, headers, body, chain."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -38,7 +56,10 @@ def read_request_file(path: str) -> AuthzInput:
         headers.setdefault("content-type", "application/json")
     elif isinstance(body, str):
         body = body.encode("utf-8")
-    return AuthzInput(
+    chain = data.get("chain") or []
+    if not isinstance(chain, list) or not all(isinstance(hop, str) and hop for hop in chain):
+        raise RequestFileError(f"{path}: chain must be a list of profile names, root first, the caller last")
+    request = AuthzInput(
         method=str(data.get("method", "POST")).upper(),
         path=str(data.get("path", "/")),
         host=str(data.get("host", "")),
@@ -48,11 +69,35 @@ def read_request_file(path: str) -> AuthzInput:
         istio_authn_principal=str(data.get("istioAuthnPrincipal", "")),
         destination_principal=str(data.get("destination", "")),
     )
+    return DescribedRequest(request, tuple(chain))
 
 
-def explain(policy: PolicySet, request: AuthzInput) -> dict[str, Any]:
-    decision = Authorizer(policy).decide(request)
-    return _report(decision, policy)
+def explain(policy: PolicySet, described: DescribedRequest) -> dict[str, Any]:
+    store, keys = MemoryChainStore(), ChainKeys.ephemeral()
+    request = described.input
+    if described.chain:
+        now = time.time()
+        record = ChainRecord(keys.new_id(), tuple(Hop(name, "") for name in described.chain), (), now, now + policy.settings.chain_ttl_seconds)
+        store.put(record)
+        request.headers[policy.settings.chain_header] = keys.sign(record.id)
+    trace: list[HopTrace] = []
+    decision = Authorizer(policy, chains=ChainStep(store, keys)).decide(request, trace=trace)
+    report = _report(decision, policy)
+    report["hops"] = [_hop_report(step, policy) for step in trace]
+    minted = store.get(decision.minted_chain_id) if decision.minted_chain_id else None
+    report["minted_chain"] = list(minted.profiles) if minted else []
+    return report
+
+
+def _hop_report(step: HopTrace, policy: PolicySet) -> dict[str, Any]:
+    if step.delegate is None:
+        scope = "its own mission (the caller)"
+    elif policy.profiles[step.given_by].delegates.get(step.delegate) is policy.profiles[step.given_by].scope:
+        scope = f"its own mission, passed to {step.delegate!r} (no grant)"
+    else:
+        scope = f"its grant to {step.delegate!r}"
+    verdict = step.verdict
+    return {"hop": step.given_by, "scope": scope, "allows": verdict.allowed, "rule": verdict.rule, "reason": verdict.reason}
 
 
 def _report(decision: Decision, policy: PolicySet) -> dict[str, Any]:
@@ -85,6 +130,13 @@ def render_text(report: dict[str, Any]) -> str:
             lines.append(f"{key + ':':9} {report[key]}")
     if report["chain"]:
         lines.append("chain:    " + " -> ".join(report["chain"]))
+    if len(report["hops"]) > 1:
+        lines.append("scopes along the chain (all must allow):")
+        for hop in report["hops"]:
+            verdict = f"allows ({hop['rule']})" if hop["allows"] else f"REFUSES ({hop['reason']})"
+            lines.append(f"  {hop['hop']}: {hop['scope']}: {verdict}")
+    if report["minted_chain"]:
+        lines.append("mints:    " + " -> ".join(report["minted_chain"]) + " (the callee receives this chain)")
     for key, value in report["action"].items():
         lines.append(f"  {key} = {value}")
     return "\n".join(lines)

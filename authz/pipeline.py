@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
 
 from .audit import AuditLog
-from .chain import ChainRefusal, ChainStep, callee_hop, check_accepts, check_shape
+from .chain import Chain, ChainRefusal, ChainStep, callee_hop, check_accepts, check_shape
 from .chains.memory import MemoryChainStore
 from .chains.tokens import ChainKeys
 from .classify import Classified, MalformedRequest, classify
@@ -30,6 +31,15 @@ from .response import build_response
 from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
 
 log = logging.getLogger("mandate")
+
+
+@dataclass(frozen=True, slots=True)
+class HopTrace:
+    """For `mandate explain`: what one hop's scope says about the request on its own."""
+
+    given_by: str
+    delegate: str | None  # the hop it gave this scope to; None for the caller's own scope
+    verdict: Verdict
 
 
 def new_decision_id() -> str:
@@ -69,12 +79,13 @@ class Authorizer:
         self._record(decision)
         return response
 
-    def decide(self, request: AuthzInput, policy: PolicySet | None = None) -> Decision:
-        """Run every step for one request against one policy snapshot."""
+    def decide(self, request: AuthzInput, policy: PolicySet | None = None, trace: list[HopTrace] | None = None) -> Decision:
+        """Run every step for one request against one policy snapshot; `trace` collects each
+        hop's own verdict for `explain`."""
         policy = policy or self.policy
         decision = Decision(new_decision_id(), Verdict(False, "internal_error", status=FORBIDDEN))
         try:
-            decision.verdict = self._steps(request, policy, decision)
+            decision.verdict = self._steps(request, policy, decision, trace)
         except Refusal as refusal:
             decision.verdict = refusal.verdict
             if isinstance(refusal, ChainRefusal):
@@ -89,7 +100,7 @@ class Authorizer:
             decision.verdict = Verdict(False, "internal_error", "Mandate failed to decide; see its log", FORBIDDEN)
         return decision
 
-    def _steps(self, request: AuthzInput, policy: PolicySet, decision: Decision) -> Verdict:
+    def _steps(self, request: AuthzInput, policy: PolicySet, decision: Decision, trace: list[HopTrace] | None) -> Verdict:
         settings = policy.settings
         try:
             caller = resolve_caller(request, settings.trust_domains, settings.trust_forwarded_client_cert)
@@ -107,6 +118,11 @@ class Authorizer:
         decision.chain_id, decision.hops = chain.id, chain.hops
         if chain.record is not None:
             decision.chain_events.append("verified")
+        if trace is not None:
+            for position, hop in enumerate(chain.scopes):
+                alone = Chain(chain.id, chain.hops, (hop,), chain.record)
+                delegate = chain.hops[len(chain.hops) - position] if position else None
+                trace.append(HopTrace(hop.given_by, delegate, decide(caller, request, classified, alone)))
         verdict = decide(caller, request, classified, chain)
         if not verdict.allowed and verdict.hop and policy.profiles[verdict.hop].dry_run:
             decision.dry_run = True  # the refusing scope belongs to a profile still in dry-run
