@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from .store import ChainRecord, StoreUnavailable
@@ -37,6 +37,7 @@ LIVENESS = 0.75  # seconds without a pong before chains fail closed (SPEC: notic
 PING_EVERY = 0.2
 REVOCATION_KEPT = 3600.0  # seconds a revocation outlives the revoked chain's expiry (clock skew)
 MAX_CACHED = 100_000
+FAILURES = (RedisError, RedisClusterException, OSError)  # cluster errors are not RedisErrors
 
 
 def connect(url: str, timeout: float) -> Any:
@@ -57,13 +58,31 @@ def connect(url: str, timeout: float) -> Any:
 class RedisChainStore:
     def __init__(self, url: str, timeout: float = 0.25, clock: Callable[[], float] = time.time) -> None:
         self.description = f"redis ({_redact(url)})"
-        self._client = connect(url, timeout)
+        self._url, self._timeout = url, timeout
+        self._connect_lock = threading.Lock()
+        self._client: Any = None
+        try:
+            self._client = connect(url, timeout)
+        except (RedisError, RedisClusterException):
+            pass  # a cluster client connects when built; the listener keeps trying
         self._clock = clock
         self._cache: dict[str, ChainRecord] = {}
         self._revoked: dict[str, float] = {}  # id -> keep until (unix seconds)
         self._last_heard = float("-inf")  # monotonic time of the last pong or message
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+
+    @property
+    def _redis(self) -> Any:
+        """The client, built on first use if the store was down when Mandate started."""
+        client = self._client
+        if client is None:
+            with self._connect_lock:
+                try:
+                    client = self._client = self._client or connect(self._url, self._timeout)
+                except (RedisError, RedisClusterException) as exc:
+                    raise StoreUnavailable(f"connecting: {exc}") from None
+        return client
 
     # --- request path ------------------------------------------------------------------
 
@@ -74,8 +93,8 @@ class RedisChainStore:
         record = self._cache.get(chain_id)
         if record is None:
             try:
-                raw = self._client.get(RECORD_PREFIX + chain_id)
-            except RedisError as exc:
+                raw = self._redis.get(RECORD_PREFIX + chain_id)
+            except FAILURES as exc:
                 raise StoreUnavailable(f"reading chain {chain_id}: {exc}") from None
             if raw is None:
                 return None
@@ -90,8 +109,8 @@ class RedisChainStore:
         if ttl_ms <= 0:
             raise StoreUnavailable(f"chain {record.id} would be written already expired")
         try:
-            written = self._client.set(RECORD_PREFIX + record.id, record.encode(), nx=True, px=ttl_ms)
-        except RedisError as exc:
+            written = self._redis.set(RECORD_PREFIX + record.id, record.encode(), nx=True, px=ttl_ms)
+        except FAILURES as exc:
             raise StoreUnavailable(f"writing chain {record.id}: {exc}") from None
         if not written:
             raise StoreUnavailable(f"chain id {record.id} is already taken")
@@ -114,14 +133,14 @@ class RedisChainStore:
     def revoke(self, chain_id: str) -> ChainRecord | None:
         """Record the revocation, then announce it; every replica denies it within LIVENESS."""
         try:
-            raw = self._client.get(RECORD_PREFIX + chain_id)
+            raw = self._redis.get(RECORD_PREFIX + chain_id)
             if raw is None:
                 return None
             record = ChainRecord.decode(raw)
             keep_until = max(record.expires, self._clock()) + REVOCATION_KEPT
-            self._client.zadd(REVOKED_KEY, {chain_id: keep_until})
-            self._client.publish(REVOCATION_CHANNEL, f"{chain_id} {keep_until}")
-        except RedisError as exc:
+            self._redis.zadd(REVOKED_KEY, {chain_id: keep_until})
+            self._redis.publish(REVOCATION_CHANNEL, f"{chain_id} {keep_until}")
+        except FAILURES as exc:
             raise StoreUnavailable(f"revoking chain {chain_id}: {exc}") from None
         self._revoked[chain_id] = keep_until
         return record
@@ -129,8 +148,8 @@ class RedisChainStore:
     def revoked_now(self, record: ChainRecord) -> bool:
         """Ask Redis (not the local copy) whether the chain or an ancestor is revoked: for the CLI."""
         try:
-            scores = self._client.zmscore(REVOKED_KEY, [record.id, *record.lineage])
-        except RedisError as exc:
+            scores = self._redis.zmscore(REVOKED_KEY, [record.id, *record.lineage])
+        except FAILURES as exc:
             raise StoreUnavailable(f"reading revocations: {exc}") from None
         return any(score is not None and score > self._clock() for score in scores)
 
@@ -149,14 +168,15 @@ class RedisChainStore:
         self._stop.set()
         if self._listener is not None:
             self._listener.join(2)
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
     def _listen(self) -> None:
         healthy = True
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(REVOCATION_CHANNEL)  # subscribe first, then read: no gap
                 self._load_revocations()
                 self._last_heard = time.monotonic()
@@ -164,7 +184,7 @@ class RedisChainStore:
                     log.warning("chain store reachable again: delegation chains served")
                 healthy = True
                 self._pump(pubsub)
-            except (RedisError, OSError, ValueError) as exc:
+            except (*FAILURES, StoreUnavailable, ValueError) as exc:
                 self._last_heard = float("-inf")
                 if healthy:
                     log.error("chain store unreachable (%s): requests with or minting chains are denied until it is back", exc)
@@ -174,7 +194,7 @@ class RedisChainStore:
                 if pubsub is not None:
                     try:
                         pubsub.close()
-                    except (RedisError, OSError):
+                    except FAILURES:
                         pass
 
     def _pump(self, pubsub: Any) -> None:
@@ -197,8 +217,8 @@ class RedisChainStore:
 
     def _load_revocations(self) -> None:
         now = self._clock()
-        self._client.zremrangebyscore(REVOKED_KEY, "-inf", now)
-        for chain_id, until in self._client.zrangebyscore(REVOKED_KEY, now, "+inf", withscores=True):
+        self._redis.zremrangebyscore(REVOKED_KEY, "-inf", now)
+        for chain_id, until in self._redis.zrangebyscore(REVOKED_KEY, now, "+inf", withscores=True):
             self._revoked[chain_id.decode("ascii", "replace")] = until
         self._revoked = {key: until for key, until in self._revoked.items() if until > now}
 

@@ -73,7 +73,7 @@ class ChainKeys:
 
     def verify(self, token: str) -> str:
         """The chain id of a genuine token; ForgedToken otherwise."""
-        match = _TOKEN.match(token)
+        match = _TOKEN.fullmatch(token)  # not .match: `$` would also match before a trailing newline
         if match is None:
             raise ForgedToken("not a Mandate chain token (<id>.<mac>)")
         chain_id, mac = match.groups()
