@@ -1,7 +1,7 @@
 """A2A through Envoy with the real a2a-sdk client: billing-agent is a MissionProfile, so it
 is also a target of kind `agent`, reached by its host.
 
-Delegation chains (`x-delegation-chain`) are not implemented yet; no test sends one.
+Delegation chains minted by these calls are tested in test_e2e_chains.py.
 """
 
 from __future__ import annotations
