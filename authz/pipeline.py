@@ -17,12 +17,13 @@ from google.protobuf.message import DecodeError
 from .audit import AuditLog
 from .chain import Chain, ChainRefusal, ChainStep, callee_hop, check_accepts, check_shape
 from .chains.memory import MemoryChainStore
+from .chains.store import Hop
 from .chains.tokens import ChainKeys
 from .classify import Classified, MalformedRequest, classify
 from .decide import decide
-from .identity import IdentityError, resolve_caller
+from .identity import IdentityError, SpiffeId, resolve_caller
 from .metrics import Metrics
-from .policy.compiler import PolicySet
+from .policy.compiler import CompiledProfile, PolicySet
 from .protocols.a2a import A2aAction
 from .protocols.jsonrpc import peek_ids
 from .protocols.mcp import McpAction
@@ -128,14 +129,21 @@ class Authorizer:
             decision.dry_run = True  # the refusing scope belongs to a profile still in dry-run
         callee = callee_hop(policy, classified.target, request)
         if callee is not None and (verdict.allowed or decision.dry_run):
-            decision.strip_chain_header = True  # the callee gets a token it holds, or none
-            check_accepts(policy.profiles[callee.profile], profile)
-            check_shape(policy, (*chain.hops, callee.profile))
-            minted = self.chains.mint(policy, chain, caller, callee)
-            decision.minted_token, decision.minted_chain_id = minted.token, minted.record.id
-            decision.strip_chain_header = False
-            decision.chain_events.append("reused" if minted.reused else "minted")
+            self._hand_on(policy, decision, chain, caller, profile, callee)
         return verdict
+
+    def _hand_on(
+        self, policy: PolicySet, decision: Decision, chain: Chain, caller: SpiffeId, profile: CompiledProfile, callee: Hop
+    ) -> None:
+        """The call reaches another hop: it must accept the caller and the longer chain, and
+        receives a token for it; a callee never receives a token it does not hold."""
+        decision.strip_chain_header = True
+        check_accepts(policy.profiles[callee.profile], profile)
+        check_shape(policy, (*chain.hops, callee.profile))
+        minted = self.chains.mint(policy, chain, caller, callee)
+        decision.minted_token, decision.minted_chain_id = minted.token, minted.record.id
+        decision.strip_chain_header = False
+        decision.chain_events.append("reused" if minted.reused else "minted")
 
     def _answer(self, decision: Decision, policy: PolicySet) -> CheckResponse:
         try:
