@@ -143,6 +143,8 @@ class ChainStep:
         parent = chain.record
         key = (chain.id, caller.principal, callee)
         now = self._clock()
+        if not self.store.available():  # before reuse too: a delegating call fails closed while the store is down
+            raise _store_down("revocations cannot be heard")
         recent = self._minted.get(key)
         if recent is not None:
             minted_at, minted = recent
@@ -157,8 +159,6 @@ class ChainStep:
             lineage = (*parent.lineage, parent.id)
             expires = min(expires, parent.expires)  # a delegation never outlives the one it came from
         record = ChainRecord(self.keys.new_id(), hops, lineage, now, expires)
-        if not self.store.available():
-            raise _store_down("revocations cannot be heard")
         try:
             self.store.put(record)
         except StoreUnavailable as exc:
