@@ -86,7 +86,10 @@ def deny_body(decision: Decision) -> bytes:
     verdict = decision.verdict
     message = f"denied: {verdict.message}" if verdict.message else f"denied: {verdict.reason}"
     if decision.jsonrpc_ids is None:
-        return orjson.dumps({"error": message, "reason": verdict.reason, "decision_id": decision.id})
+        body = {"error": message, "reason": verdict.reason, "decision_id": decision.id}
+        if verdict.hop:
+            body["hop"] = verdict.hop
+        return orjson.dumps(body)
     if verdict.reason in _PARSE_ERROR_REASONS:
         code = -32700
     else:

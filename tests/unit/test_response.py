@@ -83,8 +83,9 @@ def test_unauthenticated_jsonrpc(authorizer):
 def test_plain_deny_is_json_with_error_reason_decision_id(authorizer):
     decision, response = respond(authorizer, http("DELETE", "api.github.com", "/zen"))
     body = orjson.loads(response.denied_response.body)
-    assert set(body) == {"error", "reason", "decision_id"}
+    assert set(body) == {"error", "reason", "decision_id", "hop"}  # hop: whose scope refused, as in JSON-RPC data
     assert body["reason"] == "egress_not_allowed" and body["decision_id"] == decision.id
+    assert body["hop"] == "support-agent"
     assert "DELETE /zen" in body["error"]
 
 
