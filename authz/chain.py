@@ -86,7 +86,7 @@ class ChainStep:
         self.store = store
         self.keys = keys
         self._clock = clock
-        self._minted: dict[tuple[str, str, Hop], tuple[float, Minted]] = {}
+        self._minted: dict[tuple[str, str, Hop], tuple[float, int, Minted]] = {}
 
     # --- the chain a request runs under ----------------------------------------------
 
@@ -145,10 +145,16 @@ class ChainStep:
         now = self._clock()
         if not self.store.available():  # before reuse too: a delegating call fails closed while the store is down
             raise _store_down("revocations cannot be heard")
+        generation = self.store.generation
         recent = self._minted.get(key)
         if recent is not None:
-            minted_at, minted = recent
-            if now - minted_at < MINT_REUSE_SECONDS and minted.record.expires > now and not self.store.is_revoked(minted.record):
+            minted_at, minted_generation, minted = recent
+            if (
+                now - minted_at < MINT_REUSE_SECONDS
+                and minted_generation == generation  # the store may have lost it since
+                and minted.record.expires > now
+                and not self.store.is_revoked(minted.record)
+            ):
                 return Minted(minted.token, minted.record, reused=True)
         expires = now + policy.settings.chain_ttl_seconds
         if parent is None:
@@ -166,7 +172,7 @@ class ChainStep:
         minted = Minted(self.keys.sign(record.id), record, reused=False)
         if len(self._minted) >= MAX_MINTED:
             self._minted = {}
-        self._minted[key] = (now, minted)
+        self._minted[key] = (now, generation, minted)
         return minted
 
 

@@ -13,6 +13,7 @@ MAX_RECORDS = 200_000
 
 class MemoryChainStore:
     description = "in-process (single replica only)"
+    generation = 0  # nothing is ever lost while the process lives
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -41,10 +42,8 @@ class MemoryChainStore:
         return bool(revoked) and (record.id in revoked or any(ancestor in revoked for ancestor in record.lineage))
 
     def revoke(self, chain_id: str) -> ChainRecord | None:
-        record = self._records.get(chain_id)
-        if record is not None:
-            self._revoked.add(chain_id)
-        return record
+        self._revoked.add(chain_id)
+        return self._records.get(chain_id)
 
     def start(self) -> None:
         pass

@@ -36,6 +36,7 @@ REVOCATION_CHANNEL = "mandate:revocations"
 LIVENESS = 0.75  # seconds without a pong before chains fail closed (SPEC: notice within 1 s)
 PING_EVERY = 0.2
 REVOCATION_KEPT = 3600.0  # seconds a revocation outlives the revoked chain's expiry (clock skew)
+UNKNOWN_EXPIRY = 86400.0  # seconds a revocation of a chain with no record is assumed to need
 MAX_CACHED = 100_000
 FAILURES = (RedisError, RedisClusterException, OSError)  # cluster errors are not RedisErrors
 
@@ -69,6 +70,7 @@ class RedisChainStore:
         self._cache: dict[str, ChainRecord] = {}
         self._revoked: dict[str, float] = {}  # id -> keep until (unix seconds)
         self._last_heard = float("-inf")  # monotonic time of the last pong or message
+        self.generation = 0  # connections made by the listener; see _listen
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -134,10 +136,9 @@ class RedisChainStore:
         """Record the revocation, then announce it; every replica denies it within LIVENESS."""
         try:
             raw = self._redis.get(RECORD_PREFIX + chain_id)
-            if raw is None:
-                return None
-            record = ChainRecord.decode(raw)
-            keep_until = max(record.expires, self._clock()) + REVOCATION_KEPT
+            record = ChainRecord.decode(raw) if raw is not None else None
+            expires = record.expires if record is not None else self._clock() + UNKNOWN_EXPIRY
+            keep_until = max(expires, self._clock()) + REVOCATION_KEPT
             self._redis.zadd(REVOKED_KEY, {chain_id: keep_until})
             self._redis.publish(REVOCATION_CHANNEL, f"{chain_id} {keep_until}")
         except FAILURES as exc:
@@ -179,6 +180,12 @@ class RedisChainStore:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(REVOCATION_CHANNEL)  # subscribe first, then read: no gap
                 self._load_revocations()
+                if self.generation:
+                    # Reconnected: Redis may have restarted without its data. Forget cached
+                    # records so every replica agrees on what exists, and (through
+                    # `generation`) stop re-handing chains minted before.
+                    self._cache = {}
+                self.generation += 1
                 self._last_heard = time.monotonic()
                 if not healthy:
                     log.warning("chain store reachable again: delegation chains served")

@@ -69,6 +69,7 @@ class ChainStore(Protocol):
     """Implemented by MemoryChainStore (one replica) and RedisChainStore (shared)."""
 
     description: str
+    generation: int  # changes whenever records written before may have been lost (a reconnect)
 
     def available(self) -> bool:
         """False when revocations may be going unheard; chained requests then fail closed."""
@@ -83,7 +84,8 @@ class ChainStore(Protocol):
         """Whether the chain or any ancestor was revoked (a local lookup, never a round trip)."""
 
     def revoke(self, chain_id: str) -> ChainRecord | None:
-        """Revoke a chain (and so its descendants) everywhere; the record, or None if unknown."""
+        """Revoke a chain (and so its descendants) everywhere, even one whose record is gone
+        (replicas may still cache it); returns the record, or None if it was not found."""
 
     def start(self) -> None:
         """Begin background work (listening for revocations); returns at once."""
