@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .chains.store import ChainRecord, ChainStore, Hop, StoreUnavailable
-from .chains.tokens import ChainKeys, ForgedToken
+from .chains.tokens import RECORD_SEAL, ChainKeys, ForgedToken
 from .identity import SpiffeId
 from .policy.compiler import CompiledProfile, CompiledScope, CompiledTarget, PolicySet
 from .request import AuthzInput
@@ -124,6 +124,11 @@ class ChainStep:
                 "unknown", "chain_unknown",
                 f"delegation chain {chain_id} is unknown or expired: the delegating call must be made again",
             )
+        if not self.keys.matches(RECORD_SEAL, record.content(), record.seal):
+            raise ChainRefusal(
+                "forged", "chain_forged",
+                f"the stored record of delegation chain {chain_id} is not sealed by a chain key: the store was tampered with",
+            )
         if self.store.is_revoked(record):
             raise ChainRefusal("revoked", "chain_revoked", f"delegation chain {chain_id} (or one it descends from) was revoked")
         return record
@@ -164,16 +169,23 @@ class ChainStep:
             hops = (*parent.hops, callee)
             lineage = (*parent.lineage, parent.id)
             expires = min(expires, parent.expires)  # a delegation never outlives the one it came from
-        record = ChainRecord(self.keys.new_id(), hops, lineage, now, expires)
-        try:
-            self.store.put(record)
-        except StoreUnavailable as exc:
-            raise _store_down(str(exc)) from None
-        minted = Minted(self.keys.sign(record.id), record, reused=False)
+        minted = self.issue(hops, lineage, now, expires)
         if len(self._minted) >= MAX_MINTED:
             self._minted = {}
         self._minted[key] = (now, generation, minted)
         return minted
+
+
+    def issue(self, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float) -> Minted:
+        """Seal and store a new record; its token. (`mint` decides what to issue; explain
+        issues the chain a described request names.)"""
+        record = ChainRecord(self.keys.new_id(), hops, lineage, created, expires)
+        record = replace(record, seal=self.keys.mac(RECORD_SEAL, record.content()))
+        try:
+            self.store.put(record)
+        except StoreUnavailable as exc:
+            raise _store_down(str(exc)) from None
+        return Minted(self.keys.sign(record.id), record, reused=False)
 
 
 def check_shape(policy: PolicySet, hops: tuple[str, ...]) -> None:

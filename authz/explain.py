@@ -18,7 +18,7 @@ import yaml
 
 from .chain import ChainStep
 from .chains.memory import MemoryChainStore
-from .chains.store import ChainRecord, Hop
+from .chains.store import Hop
 from .chains.tokens import ChainKeys
 from .pipeline import Authorizer, HopTrace
 from .policy.compiler import PolicySet
@@ -73,15 +73,15 @@ def read_request_file(path: str) -> DescribedRequest:
 
 
 def explain(policy: PolicySet, described: DescribedRequest) -> dict[str, Any]:
-    store, keys = MemoryChainStore(), ChainKeys.ephemeral()
+    store = MemoryChainStore()
+    chains = ChainStep(store, ChainKeys.ephemeral())
     request = described.input
     if described.chain:
         now = time.time()
-        record = ChainRecord(keys.new_id(), tuple(Hop(name, "") for name in described.chain), (), now, now + policy.settings.chain_ttl_seconds)
-        store.put(record)
-        request.headers[policy.settings.chain_header] = keys.sign(record.id)
+        hops = tuple(Hop(name, "") for name in described.chain)
+        request.headers[policy.settings.chain_header] = chains.issue(hops, (), now, now + policy.settings.chain_ttl_seconds).token
     trace: list[HopTrace] = []
-    decision = Authorizer(policy, chains=ChainStep(store, keys)).decide(request, trace=trace)
+    decision = Authorizer(policy, chains=chains).decide(request, trace=trace)
     report = _report(decision, policy)
     report["hops"] = [_hop_report(step, policy) for step in trace]
     minted = store.get(decision.minted_chain_id) if decision.minted_chain_id else None

@@ -7,6 +7,7 @@ so revoking a chain denies all its descendants without finding them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,7 @@ class ChainRecord:
     lineage: tuple[str, ...]  # ids of every ancestor chain, root first; the parent is last
     created: float  # unix seconds
     expires: float
+    seal: str = ""  # MAC over `content()` by a chain key, checked on every use
 
     @property
     def parent(self) -> str:
@@ -39,6 +41,12 @@ class ChainRecord:
     def profiles(self) -> tuple[str, ...]:
         return tuple(hop.profile for hop in self.hops)
 
+    def content(self) -> bytes:
+        """The sealed fields, in a fixed order."""
+        return orjson.dumps([
+            self.id, [[hop.profile, hop.principal] for hop in self.hops], list(self.lineage), self.created, self.expires,
+        ])
+
     def encode(self) -> bytes:
         return orjson.dumps({
             "v": 1,
@@ -47,22 +55,41 @@ class ChainRecord:
             "lineage": list(self.lineage),
             "created": self.created,
             "expires": self.expires,
+            "seal": self.seal,
         })
 
     @classmethod
     def decode(cls, raw: bytes) -> ChainRecord:
-        """Parse a stored record; StoreUnavailable if it is not one this version wrote."""
+        """Parse a stored record strictly; StoreUnavailable if it is not one this version wrote."""
         try:
             data = orjson.loads(raw)
-            if data["v"] != 1:
-                raise ValueError(f"record version {data['v']!r}")
-            hops = tuple(Hop(str(profile), str(principal)) for profile, principal in data["hops"])
-            record = cls(str(data["id"]), hops, tuple(str(i) for i in data["lineage"]), float(data["created"]), float(data["expires"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if not isinstance(data, dict) or set(data) != _FIELDS or type(data["v"]) is not int or data["v"] != 1:
+                raise ValueError("not a version 1 chain record")
+            hops = data["hops"]
+            if not isinstance(hops, list) or not hops or not all(_is_hop(hop) for hop in hops):
+                raise ValueError("hops must be a non-empty list of [profile, principal]")
+            lineage = data["lineage"]
+            if not isinstance(lineage, list) or not all(isinstance(i, str) and i for i in lineage):
+                raise ValueError("lineage must be a list of chain ids")
+            created, expires = data["created"], data["expires"]
+            if not all(_is_time(value) for value in (created, expires)):
+                raise ValueError("created and expires must be finite numbers")
+            if not all(isinstance(data[key], str) for key in ("id", "seal")):
+                raise ValueError("id and seal must be strings")
+        except (orjson.JSONDecodeError, ValueError) as exc:
             raise StoreUnavailable(f"unreadable chain record: {exc}") from None
-        if not hops:
-            raise StoreUnavailable("unreadable chain record: no hops")
-        return record
+        return cls(data["id"], tuple(Hop(*hop) for hop in hops), tuple(lineage), float(created), float(expires), data["seal"])
+
+
+_FIELDS = {"v", "id", "hops", "lineage", "created", "expires", "seal"}
+
+
+def _is_hop(value: object) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(part, str) for part in value) and bool(value[0])
+
+
+def _is_time(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 class ChainStore(Protocol):

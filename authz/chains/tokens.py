@@ -3,6 +3,8 @@
 The key file holds one key a line (at least 64 hex characters); the first key signs and
 every key verifies, so keys rotate by prepending a new line and later dropping the old one.
 A MAC is checked before any store lookup, so a forged token never costs a round trip.
+The same keys seal the stored records, so whoever can write to Redis still cannot rewrite
+a chain's hops.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import os
 import re
 from pathlib import Path
 
-_DOMAIN = b"mandate-chain-v1\0"  # binds the MAC to this use of the key
+TOKEN_MAC = b"mandate-chain-v1\0"  # each use of a key gets its own prefix, so no MAC
+RECORD_SEAL = b"mandate-record-v1\0"  # made for one purpose is valid for another
 _ID_BYTES = 18  # 144 bits, 24 base64url characters
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64,}$")
 _TOKEN = re.compile(r"^([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})$")
@@ -62,14 +65,21 @@ class ChainKeys:
         """A random key for a single in-process replica whose tokens die with it."""
         return cls([os.urandom(32)])
 
-    def _mac(self, key: bytes, chain_id: str) -> bytes:
-        return hmac.new(key, _DOMAIN + chain_id.encode("ascii"), hashlib.sha256).digest()
+    def mac(self, purpose: bytes, data: bytes) -> str:
+        """base64url HMAC-SHA256 of `purpose + data` under the signing (first) key."""
+        return _b64(hmac.new(self._keys[0], purpose + data, hashlib.sha256).digest())
+
+    def matches(self, purpose: bytes, data: bytes, mac: str) -> bool:
+        """Whether `mac` was made over `purpose + data` by any of the keys."""
+        return any(
+            hmac.compare_digest(_b64(hmac.new(key, purpose + data, hashlib.sha256).digest()), mac) for key in self._keys
+        )
 
     def new_id(self) -> str:
         return _b64(os.urandom(_ID_BYTES))
 
     def sign(self, chain_id: str) -> str:
-        return f"{chain_id}.{_b64(self._mac(self._keys[0], chain_id))}"
+        return f"{chain_id}.{self.mac(TOKEN_MAC, chain_id.encode('ascii'))}"
 
     def verify(self, token: str) -> str:
         """The chain id of a genuine token; ForgedToken otherwise."""
@@ -77,10 +87,9 @@ class ChainKeys:
         if match is None:
             raise ForgedToken("not a Mandate chain token (<id>.<mac>)")
         chain_id, mac = match.groups()
-        for key in self._keys:
-            if hmac.compare_digest(_b64(self._mac(key, chain_id)), mac):
-                return chain_id
-        raise ForgedToken("its MAC matches none of the chain keys")
+        if not self.matches(TOKEN_MAC, chain_id.encode("ascii"), mac):
+            raise ForgedToken("its MAC matches none of the chain keys")
+        return chain_id
 
 
 def chain_id_of(text: str) -> str:

@@ -245,35 +245,34 @@ class _Compiler:
             dry_run=spec.mode == "dry-run",
             principals=tuple(spec.principals),
             scope=scope,
-            delegates=self._delegates(scope, source),
+            delegates=self._delegates(spec, scope, source),
             max_depth=delegation.max_depth,
             accept_from=GlobSet(delegation.accept_from) if delegation.accept_from else None,
             require_chain=delegation.require_chain,
             allow_reentry=delegation.allow_reentry,
         )
 
-    def _delegates(self, scope: CompiledScope, source: SourcedDocument) -> dict[str, CompiledScope]:
+    def _delegates(self, spec: Scope, scope: CompiledScope, source: SourcedDocument) -> dict[str, CompiledScope]:
         """What each delegate may do on this profile's behalf (SPEC §5 "Deciding").
 
         Two rules for one agent that disagree on the grant would make that scope ambiguous,
         and a grant inside a grant is never consulted; both are load errors, not guesses.
         """
-        delegates: dict[str, CompiledScope] = {}
-        for agent, rules in scope.agents.items():
-            if len(rules) > 1 and any(rule.grant is not None for rule in rules):
-                labels = ", ".join(rule.label for rule in rules)
+        positions: dict[str, list[int]] = {}
+        for index, rule in enumerate(spec.agents):
+            positions.setdefault(rule.agent, []).append(index)
+            for inner, nested in enumerate(rule.grant.agents if rule.grant is not None else ()):
+                if nested.grant is not None:
+                    self.errors.append(source.error(
+                        f"this rule for {nested.agent!r} is inside a grant and cannot carry a grant of its own "
+                        "(what a delegate passes on is set by its own profile)",
+                        "spec", "agents", index, "grant", "agents", inner))
+        for agent, indexes in positions.items():
+            if len(indexes) > 1 and any(spec.agents[index].grant is not None for index in indexes):
                 self.errors.append(source.error(
-                    f"agents rules {labels} all name {agent!r} and not all carry the same grant: "
-                    "put the grant on a single rule for that agent", "spec", "agents"))
-            grant = rules[0].grant
-            for nested in (grant.agents.values() if grant is not None else ()):
-                for rule in nested:
-                    if rule.grant is not None:
-                        self.errors.append(source.error(
-                            f"{rule.label}: a grant's agents rules cannot carry a grant of their own "
-                            "(what a delegate passes on is set by its own profile)", "spec", "agents"))
-            delegates[agent] = grant if grant is not None else scope
-        return delegates
+                    f"agents[{', '.join(map(str, indexes))}] all name {agent!r} and not all carry the same grant: "
+                    "put the grant on a single rule for that agent", "spec", "agents", indexes[1], "agent"))
+        return {agent: rules[0].grant if rules[0].grant is not None else scope for agent, rules in scope.agents.items()}
 
     def _scope(self, scope: Scope, source: SourcedDocument, label: str, loc: tuple[str | int, ...]) -> CompiledScope:
         mcp: dict[str, list[CompiledMcpRule]] = {}

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from authz.chain import ChainStep
 from authz.chains.memory import MemoryChainStore
-from authz.chains.store import ChainRecord, Hop
+from authz.chains.store import Hop
 from authz.chains.tokens import ChainKeys
 from authz.pipeline import Authorizer
 from authz.policy.compiler import PolicySet, compile_documents
@@ -196,15 +196,12 @@ class World:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        self.store = MemoryChainStore()
-        self.keys = ChainKeys.ephemeral()
-        self.authorizer = Authorizer(model.compile(), chains=ChainStep(self.store, self.keys))
+        self.chains = ChainStep(MemoryChainStore(), ChainKeys.ephemeral())
+        self.authorizer = Authorizer(model.compile(), chains=self.chains)
 
     def token(self, chain: tuple[str, ...]) -> str:
         now = time.time()
-        record = ChainRecord(self.keys.new_id(), tuple(Hop(name, principal(name)) for name in chain), (), now, now + 600)
-        self.store.put(record)
-        return self.keys.sign(record.id)
+        return self.chains.issue(tuple(Hop(name, principal(name)) for name in chain), (), now, now + 600).token
 
     def decide(self, chain: tuple[str, ...], action: tuple[str, str], token: str | None = None):
         """The decision for the chain's last hop doing `action`: a token when chained, none for [h]."""
@@ -317,7 +314,7 @@ def test_chains_minted_by_the_pipeline_decide_like_the_rule(data):
             break
         chain = (*chain, callee)
         token = decision.minted_token
-        record = world.store.get(world.keys.verify(token))
+        record = world.chains.store.get(world.chains.keys.verify(token))
         assert record is not None and record.profiles == chain
     for tool in TOOLS:
         decision = world.decide(chain, ("tool", tool), token)

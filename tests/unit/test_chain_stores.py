@@ -23,7 +23,7 @@ from authz.chains.store import ChainRecord, Hop, StoreUnavailable, open_store
 from authz.chains.tokens import ChainKeys
 from authz.pipeline import Authorizer
 from authz.request import AuthzInput
-from tests.conftest import BILLING, BILLING_HOST, SUPPORT
+from tests.conftest import BILLING, BILLING_HOST, ORCHESTRATOR, SUPPORT
 from tests.harness.processes import wait_until
 from tests.harness.redis import RedisServer
 
@@ -445,6 +445,23 @@ def billing_tool(name: str, token: str | None) -> AuthzInput:
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
     headers = {"x-delegation-chain": token} if token else {}
     return AuthzInput(method="POST", path="/mcp", host="billing-db-mcp.billing.svc.cluster.local", headers=headers, body=body, source_principal=BILLING)
+
+
+def test_a_record_rewritten_in_redis_is_refused_as_forged(example_policy, redis_server, admin, redis_stores):
+    """Write access to Redis is not privilege: records are sealed with the chain key, so a
+    chain whose root was rewritten from support-agent (whose grant to billing-agent is
+    lookup_invoice only) to orchestrator (which grants refund) is refused, not widened."""
+    keys = ChainKeys.ephemeral()
+    minting = Authorizer(example_policy, chains=ChainStep(open_redis(redis_server, redis_stores, started=True), keys))
+    token = minting.decide(a2a_to_billing()).minted_token
+    assert minting.decide(billing_tool("refund", token)).verdict.reason == "tool_not_allowed"
+    stored = orjson.loads(admin.get(RECORD_PREFIX + keys.verify(token)))
+    stored["hops"][0] = ["orchestrator", ORCHESTRATOR]
+    admin.set(RECORD_PREFIX + keys.verify(token), orjson.dumps(stored), keepttl=True)
+    reader = Authorizer(example_policy, chains=ChainStep(open_redis(redis_server, redis_stores, started=True), keys))
+    decision = reader.decide(billing_tool("refund", token))
+    assert (decision.result, decision.verdict.reason, decision.chain_events) == ("deny", "chain_forged", ["forged"])
+    assert "tampered" in decision.verdict.message
 
 
 def test_chains_fail_closed_while_redis_is_down_and_recover(example_policy, redis_server, admin, redis_stores):
