@@ -9,6 +9,7 @@ import sys
 
 import orjson
 
+from .grpc_server import GRPC_SERVERS
 from .policy.compiler import compile_directory
 from .policy.loader import PolicyLoadError
 
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds one chain store command may take before the request is denied [MANDATE_CHAIN_STORE_TIMEOUT]",
     )
     serve.add_argument("--metrics-listen", default=_env("METRICS_LISTEN", "0.0.0.0:9090"), help="/metrics, /healthz, /readyz [MANDATE_METRICS_LISTEN]")
+    serve.add_argument(
+        "--grpc-server", choices=GRPC_SERVERS, default=_env("GRPC_SERVER", "threads"),
+        help="gRPC server flavour (see BENCHMARKS.md) [MANDATE_GRPC_SERVER]",
+    )
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "1") or 1), help="processes sharing the port [MANDATE_WORKERS]")
 
     validate = commands.add_parser("validate", help="check a policy directory; exit 0 or print every error")
@@ -189,6 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         chain_key=args.chain_key,
         chain_store_timeout=args.chain_store_timeout,
         workers=args.workers,
+        grpc_server=args.grpc_server,
     )
     try:
         server = MandateServer(options)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 TOKEN_MAC = b"mandate-chain-v1\0"  # each use of a key gets its own prefix, so no MAC
 RECORD_SEAL = b"mandate-record-v1\0"  # made for one purpose is valid for another
-_ID_BYTES = 18  # 144 bits, 24 base64url characters
+_ID_BYTES = 18  # 144 bits; hex, so an id never starts with "-" and reads as a CLI option
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64,}$")
-_TOKEN = re.compile(r"^([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})$")
+_TOKEN = re.compile(r"^([0-9a-f]{36})\.([A-Za-z0-9_-]{43})$")
 MIN_KEY_HEX = 64
 
 
@@ -76,7 +76,7 @@ class ChainKeys:
         )
 
     def new_id(self) -> str:
-        return _b64(os.urandom(_ID_BYTES))
+        return os.urandom(_ID_BYTES).hex()
 
     def sign(self, chain_id: str) -> str:
         return f"{chain_id}.{self.mac(TOKEN_MAC, chain_id.encode('ascii'))}"

@@ -54,7 +54,7 @@ CHAIN = "x-delegation-chain"
 A2A_HEADERS = {"a2a-version": "1.0", "content-type": "application/json"}
 MCP_HEADERS = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream", "content-type": "application/json"}
 MCP_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
-TOKEN_SHAPE = r"^[A-Za-z0-9_-]{24}\.[A-Za-z0-9_-]{43}$"
+TOKEN_SHAPE = r"^[0-9a-f]{36}\.[A-Za-z0-9_-]{43}$"
 
 
 # --- the mesh -------------------------------------------------------------------------------

@@ -1,0 +1,139 @@
+"""The gRPC side of `mandate serve`: Check and gRPC health on one port, in one of three
+flavours, so the choice can be made by measurement (BENCHMARKS.md) rather than by taste.
+
+- `threads`: grpcio's synchronous server, a thread pool running the handler;
+- `asyncio`: grpc.aio on an asyncio event loop in a background thread;
+- `uvloop`: the same on uvloop's event loop.
+
+The handler is a plain function, serialized CheckRequest bytes in, serialized
+CheckResponse bytes out, so Mandate and the benchmark's no-op floor share everything else.
+Every flavour sets SO_REUSEPORT, which lets `--workers` processes share the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+GRPC_SERVERS = ("threads", "asyncio", "uvloop")
+HEALTH_SERVICES = ("", AUTHORIZATION_SERVICE)
+_OPTIONS = [("grpc.so_reuseport", 1)]
+Check = Callable[[bytes], bytes]
+
+
+class CheckServer:
+    """One port serving Check and health; `start()` returns once it listens."""
+
+    def __init__(self, check: Check, listen: str, flavour: str = "threads", threads: int = 16) -> None:
+        if flavour not in GRPC_SERVERS:
+            raise ValueError(f"--grpc-server {flavour!r}: expected one of {', '.join(GRPC_SERVERS)}")
+        self.check, self.listen, self.flavour, self.threads = check, listen, flavour, threads
+        self.port = 0
+        self._server: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._health: Any = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.flavour == "threads":
+            self._health = health.HealthServicer()
+            self._server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="check"), options=_OPTIONS
+            )
+            self._server.add_generic_rpc_handlers([self._handlers(lambda payload, context: self.check(payload))])
+            self._finish_setup()
+            self._server.start()
+            return
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="grpc-aio", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or self._server is None:
+            raise RuntimeError(f"gRPC {self.flavour} server did not start on {self.listen}")
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in HEALTH_SERVICES:
+            if self._loop is None:
+                self._health.set(service, status)
+            else:
+                asyncio.run_coroutine_threadsafe(self._health.set(service, status), self._loop).result(5)
+
+    def stop(self, grace: float) -> None:
+        if self._loop is None:
+            self._server.stop(grace).wait()
+            return
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(grace + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    # --- building ------------------------------------------------------------------------
+
+    def _handlers(self, behaviour: Callable[..., Any]) -> grpc.GenericRpcHandler:
+        method = grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=None, response_serializer=None)
+        return grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, {"Check": method})
+
+    def _finish_setup(self) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self.port = self._server.add_insecure_port(self.listen)
+        if not self.port:
+            raise RuntimeError(f"cannot listen on {self.listen}")
+        self.set_serving(False)  # until the caller says policies are loaded
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        if self.flavour == "uvloop":
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        check = self.check
+
+        async def behaviour(payload: bytes, context: Any) -> bytes:
+            return check(payload)  # CPU-bound and short; chain store calls have tight timeouts
+
+        async def serve() -> None:
+            self._health = health.aio.HealthServicer()
+            self._server = grpc.aio.server(options=_OPTIONS)
+            self._server.add_generic_rpc_handlers([self._handlers(behaviour)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+            self.port = self._server.add_insecure_port(self.listen)
+            if not self.port:
+                raise RuntimeError(f"cannot listen on {self.listen}")
+            for service in HEALTH_SERVICES:
+                await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self._server.start()
+
+        try:
+            loop.run_until_complete(serve())
+        except BaseException:
+            self._server = None
+            ready.set()
+            raise
+        self._loop = loop
+        ready.set()
+        loop.run_forever()
+        loop.close()
+
+
+def run_check_server(check: Check, listen: str, flavour: str, threads: int) -> None:
+    """Serve `check` until interrupted (the benchmark floor uses this)."""
+    server = CheckServer(check, listen, flavour, threads)
+    server.start()
+    server.set_serving(True)
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop(1.0)
