@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--chain-store-timeout", type=float, default=float(_env("CHAIN_STORE_TIMEOUT", "0.25") or 0.25),
         help="seconds one chain store command may take before the request is denied [MANDATE_CHAIN_STORE_TIMEOUT]",
     )
-    serve.add_argument("--metrics-listen", default=_env("METRICS_LISTEN", "0.0.0.0:9090"), help="/metrics, /healthz, /readyz [MANDATE_METRICS_LISTEN]")
+    serve.add_argument("--metrics-listen", default=_env("METRICS_LISTEN", "0.0.0.0:9090"), help="/metrics, /healthz, /readyz; empty: none [MANDATE_METRICS_LISTEN]")
     serve.add_argument(
         "--grpc-server", choices=GRPC_SERVERS, default=_env("GRPC_SERVER", "threads"),
         help="gRPC server flavour (see BENCHMARKS.md) [MANDATE_GRPC_SERVER]",
@@ -183,8 +183,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .chains.tokens import KeyFileError
     from .server import MandateServer, ServeOptions
 
-    if args.workers != 1:
-        print("--workers other than 1 is not supported yet: run more replicas instead", file=sys.stderr)
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
         return 2
     options = ServeOptions(
         policies=args.policies,
@@ -196,6 +196,22 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         grpc_server=args.grpc_server,
     )
+    if args.workers > 1:
+        from .workers import Supervisor
+
+        if not args.redis:
+            print("--workers above 1 needs --redis (and --chain-key): workers must share delegation chains", file=sys.stderr)
+            return 2
+        if not args.metrics_listen:
+            print("--workers needs --metrics-listen: the supervisor serves every worker's metrics", file=sys.stderr)
+            return 2
+        try:
+            compile_directory(args.policies)  # fail here, once, with every error, not in N workers
+        except PolicyLoadError as exc:
+            for error in exc.errors:
+                print(error, file=sys.stderr)
+            return 1
+        return Supervisor(options).run()
     try:
         server = MandateServer(options)
     except PolicyLoadError as exc:

@@ -1,4 +1,8 @@
-"""Prometheus metrics (SPEC §7) and the small HTTP server for /metrics, /healthz, /readyz."""
+"""Prometheus metrics (SPEC §7) and the small HTTP server for /metrics, /healthz, /readyz.
+
+With `--workers N` each worker records into prometheus_client's multiprocess files and the
+supervising process serves their sum (`multiprocess_registry`); gauges say how to combine.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 CHECK_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3)
 
@@ -32,18 +36,30 @@ class Metrics:
         self.reloads = Counter("mandate_policy_reloads", "Policy reloads by result.", ["result"], registry=self.registry)
         self.policy_errors = Gauge(
             "mandate_policy_errors", "Errors in the last rejected policy set (0 when the last load succeeded).",
-            registry=self.registry,
+            registry=self.registry, multiprocess_mode="livemax",
         )
         self.policy_info = Gauge(
-            "mandate_policy_info", "The policy version being served (value 1).", ["version"], registry=self.registry
+            "mandate_policy_info", "The policy version being served (value 1).", ["version"], registry=self.registry,
+            multiprocess_mode="livemax",
         )
+        self._version: str | None = None
 
     def serving(self, version: str) -> None:
-        self.policy_info.clear()
+        if self._version is not None and self._version != version:
+            self.policy_info.labels(version=self._version).set(0)  # multiprocess files keep values
+            self.policy_info.remove(self._version)
+        self._version = version
         self.policy_info.labels(version=version).set(1)
 
 
-def serve_http(address: str, metrics: Metrics, ready: Callable[[], bool]) -> ThreadingHTTPServer:
+def multiprocess_registry(directory: str) -> CollectorRegistry:
+    """The sum of the metrics the workers write into `directory` (their PROMETHEUS_MULTIPROC_DIR)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return registry
+
+
+def serve_http(address: str, registry: CollectorRegistry, ready: Callable[[], bool]) -> ThreadingHTTPServer:
     """Start /metrics, /healthz and /readyz on `address` (host:port) in a daemon thread."""
     host, _, port = address.rpartition(":")
 
@@ -51,7 +67,7 @@ def serve_http(address: str, metrics: Metrics, ready: Callable[[], bool]) -> Thr
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 self._reply(200, b"ok\n")
             elif path == "/readyz":

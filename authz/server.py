@@ -8,10 +8,12 @@ The gRPC flavour (threads, asyncio, uvloop) is `grpc_server.py`'s business.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 from .audit import AuditLog, make_logger
 from .chain import ChainStep
@@ -23,8 +25,9 @@ from .pipeline import Authorizer
 from .policy.compiler import compile_directory
 from .reload import PolicyWatcher
 
-__all__ = ["AUTHORIZATION_SERVICE", "MandateServer", "ServeOptions"]
+__all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "MandateServer", "ServeOptions"]
 log = logging.getLogger("mandate")
+READY_DIR_ENV = "MANDATE_WORKER_READY_DIR"  # set by the `--workers` supervisor for its workers
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,13 @@ class MandateServer:
         self.chain_store.start()
         if not self.chain_store.wait_available(2.0):
             log.error("chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description)
-        self.http = serve_http(self.options.metrics_listen, self.metrics, lambda: True)
+        if self.options.metrics_listen:  # empty: a worker, whose supervisor serves the metrics
+            self.http = serve_http(self.options.metrics_listen, self.metrics.registry, lambda: True)
         self.grpc.set_serving(True)
         self.watcher.start()
+        ready_dir = os.environ.get(READY_DIR_ENV)
+        if ready_dir:
+            Path(ready_dir, str(os.getpid())).touch()
         policy = self.authorizer.policy
         log.info(
             "mandate serving on %s (gRPC %s, metrics %s), policy %s: %d profiles, %d targets; chain store: %s",

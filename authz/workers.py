@@ -1,0 +1,95 @@
+"""`mandate serve --workers N`: N serving processes behind one gRPC port, so a pod uses
+every core despite Python's GIL.
+
+Each worker is a whole `mandate serve` (its own policy copy, chain cache and reload
+watcher) binding the same port with SO_REUSEPORT; the kernel spreads connections across
+them. This supervising process serves the metrics of all of them (prometheus_client's
+multiprocess mode), forwards SIGHUP, and on SIGTERM stops them gracefully. If a worker dies
+unexpectedly it stops the rest and exits non-zero, so the orchestrator restarts the pod
+rather than leaving it quietly short of capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from prometheus_client import multiprocess
+
+from .metrics import multiprocess_registry, serve_http
+from .server import READY_DIR_ENV, ServeOptions
+
+log = logging.getLogger("mandate")
+
+
+def worker_command(options: ServeOptions) -> list[str]:
+    """The command line of one worker: the same options, one process, no metrics port."""
+    command = [sys.executable, "-m", "authz", "serve", "--policies", options.policies, "--listen", options.listen,
+               "--metrics-listen", "", "--workers", "1", "--grpc-server", options.grpc_server,
+               "--chain-store-timeout", str(options.chain_store_timeout)]
+    if options.redis:
+        command += ["--redis", options.redis]
+    if options.chain_key:
+        command += ["--chain-key", options.chain_key]
+    return command
+
+
+class Supervisor:
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.state_dir = tempfile.mkdtemp(prefix="mandate-workers-")
+        self.metrics_dir = os.path.join(self.state_dir, "metrics")
+        self.ready_dir = os.path.join(self.state_dir, "ready")
+        os.mkdir(self.metrics_dir)
+        os.mkdir(self.ready_dir)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+
+    def run(self) -> int:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, READY_DIR_ENV: self.ready_dir}
+        http = serve_http(self.options.metrics_listen, multiprocess_registry(self.metrics_dir), self._all_ready)
+        for _ in range(self.options.workers):
+            self.workers.append(subprocess.Popen(worker_command(self.options), env=env, stdin=subprocess.DEVNULL))
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._signal_all(signal.SIGHUP))
+        log.info("mandate supervising %d workers on %s (metrics %s)", len(self.workers), self.options.listen, self.options.metrics_listen)
+        code = 0
+        while not self._stopping.wait(0.2):
+            dead = [worker for worker in self.workers if worker.poll() is not None]
+            if dead:
+                log.error("worker %d exited with %s: stopping the others", dead[0].pid, dead[0].returncode)
+                code = 1
+                break
+        self._stop_all()
+        http.shutdown()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        return code
+
+    def _all_ready(self) -> bool:
+        """Every worker alive and serving (each says so by a file named after its pid)."""
+        ready = set(os.listdir(self.ready_dir))
+        return bool(self.workers) and all(worker.poll() is None and str(worker.pid) in ready for worker in self.workers)
+
+    def _signal_all(self, signum: int) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    def _stop_all(self, grace: float = 10.0) -> None:
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for worker in self.workers:
+            try:
+                worker.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            multiprocess.mark_process_dead(worker.pid, self.metrics_dir)
