@@ -3,11 +3,17 @@
 Attribute names follow OpenTelemetry's semantic conventions where one exists
 (`mcp.method.name`, `gen_ai.tool.name`, `http.request.method`, `url.path`). Tool arguments
 and bodies are never logged.
+
+Lines are rendered and written by a background thread, so the answer to Envoy never waits
+for stdout; `close()` drains the queue, so no decision goes unrecorded at shutdown.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import sys
+import threading
 from typing import IO, Any
 
 import orjson
@@ -33,8 +39,27 @@ def make_logger(stream: IO[bytes] | None = None) -> Any:
 class AuditLog:
     def __init__(self, logger: Any) -> None:
         self._logger = logger
+        self._queue: queue.SimpleQueue[Decision | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_all, name="audit", daemon=True)
+        self._writer.start()
 
     def record(self, decision: Decision) -> None:
+        """Queue the decision's line; it is written shortly after, in order."""
+        self._queue.put(decision)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write every queued line, then stop the writer."""
+        self._queue.put(None)
+        self._writer.join(timeout)
+
+    def _write_all(self) -> None:
+        while (decision := self._queue.get()) is not None:
+            try:
+                self.write(decision)
+            except Exception:  # noqa: BLE001 - one bad line must not stop the others
+                logging.getLogger("mandate").exception("audit write failed for %s", decision.id)
+
+    def write(self, decision: Decision) -> None:
         verdict = decision.verdict
         self._logger.info(
             "decision",

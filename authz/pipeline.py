@@ -164,10 +164,7 @@ class Authorizer:
                 if outcome == "store_unavailable":
                     self.metrics.chain_store_errors.inc()
         if self.audit is not None:
-            try:
-                self.audit.record(decision)
-            except Exception:  # noqa: BLE001 - the answer is already decided; keep serving
-                log.exception("audit write failed for %s", decision.id)
+            self.audit.record(decision)
 
 
 def _describe(decision: Decision, classified: Classified) -> None:

@@ -50,7 +50,8 @@ class MandateServer:
         policy = compile_directory(options.policies)  # a bad set at start is fatal, with every error
         self.chain_store = open_store(options.redis, options.chain_store_timeout)
         chains = ChainStep(self.chain_store, chain_keys(options))
-        self.authorizer = Authorizer(policy, AuditLog(make_logger()), self.metrics, chains)
+        self.audit = AuditLog(make_logger())
+        self.authorizer = Authorizer(policy, self.audit, self.metrics, chains)
         self.metrics.serving(policy.version)
         self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)
         check = self.authorizer.check_bytes
@@ -82,6 +83,7 @@ class MandateServer:
         self.grpc.set_serving(False)
         self.watcher.stop()
         self.grpc.stop(grace)
+        self.audit.close()  # every decision made is on stdout before the process ends
         if self.http is not None:
             self.http.shutdown()
         self.chain_store.close()
