@@ -7,19 +7,19 @@ so MCP and A2A clients surface it as an error instead of waiting for a reply.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
-from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
-from envoy.service.auth.v3.external_auth_pb2 import CheckResponse, DeniedHttpResponse, OkHttpResponse
-from envoy.type.v3.http_status_pb2 import HttpStatus
+from envoy.config.core.v3.base_pb2 import HeaderValueOption
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.protobuf.struct_pb2 import Struct
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
 from .verdict import BAD_REQUEST, UNAUTHENTICATED, Decision
 
 CALLER_HEADER = "x-caller-identity"
 DECISION_HEADER = "x-mandate-decision-id"
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_OK = status_pb2.Status(code=code_pb2.OK)
 _GRPC_CODE = {BAD_REQUEST: code_pb2.INVALID_ARGUMENT, UNAUTHENTICATED: code_pb2.UNAUTHENTICATED}
 # JSON-RPC error codes: the reserved ones for malformed input, implementation-defined
 # server errors for refusals (-320 + HTTP status; -32001 is the MCP SDK's own timeout).
@@ -34,52 +34,55 @@ def build_response(decision: Decision, chain_header: str) -> CheckResponse:
     return _deny(decision)
 
 
-def _header(key: str, value: str) -> HeaderValueOption:
-    return HeaderValueOption(header=HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+def _set_header(headers: Any, key: str, value: str) -> None:
+    """Append to a repeated HeaderValueOption field in place (no message copies: hot path)."""
+    option = headers.add()
+    option.header.key = key
+    option.header.value = value
+    option.append_action = _OVERWRITE
 
 
 def _allow(decision: Decision, chain_header: str) -> CheckResponse:
-    headers = [_header(CALLER_HEADER, decision.caller), _header(DECISION_HEADER, decision.id)]
+    response = CheckResponse()
+    response.status.code = code_pb2.OK
+    ok = response.ok_response
+    _set_header(ok.headers, CALLER_HEADER, decision.caller)
+    _set_header(ok.headers, DECISION_HEADER, decision.id)
     if decision.minted_token:
-        headers.append(_header(chain_header, decision.minted_token))
-    ok = OkHttpResponse(
-        headers=headers,
-        headers_to_remove=[chain_header] if decision.strip_chain_header else [],
-    )
-    return CheckResponse(status=_OK, ok_response=ok, dynamic_metadata=_metadata(decision))
+        _set_header(ok.headers, chain_header, decision.minted_token)
+    elif decision.strip_chain_header:
+        ok.headers_to_remove.append(chain_header)
+    _fill_metadata(response.dynamic_metadata, decision)
+    return response
 
 
-def _metadata(decision: Decision) -> Struct:
-    metadata = Struct()
-    metadata.update(
-        {
-            "decision_id": decision.id,
-            "decision": decision.result,
-            "reason": decision.verdict.reason,
-            "profile": decision.profile,
-            "rule": decision.verdict.rule,
-            "chain_id": decision.chain_id,
-            "chain_depth": len(decision.hops),
-            "chain_hops": " > ".join(decision.hops),
-            "minted_chain_id": decision.minted_chain_id,
-        }
-    )
-    return metadata
+def _fill_metadata(metadata: Struct, decision: Decision) -> None:
+    """Envoy's access-log fields; set field by field, which is several times cheaper than Struct.update."""
+    fields = metadata.fields
+    fields["decision_id"].string_value = decision.id
+    fields["decision"].string_value = decision.result
+    fields["reason"].string_value = decision.verdict.reason
+    fields["profile"].string_value = decision.profile
+    fields["rule"].string_value = decision.verdict.rule
+    fields["chain_id"].string_value = decision.chain_id
+    fields["chain_depth"].number_value = len(decision.hops)
+    fields["chain_hops"].string_value = " > ".join(decision.hops)
+    fields["minted_chain_id"].string_value = decision.minted_chain_id
 
 
 def _deny(decision: Decision) -> CheckResponse:
     verdict = decision.verdict
-    denied = DeniedHttpResponse(
-        status=HttpStatus(code=verdict.status),
-        headers=[
-            _header(DECISION_HEADER, decision.id),
-            _header("content-type", "application/json"),
-            _header("cache-control", "no-store"),
-        ],
-        body=deny_body(decision).decode("utf-8"),
-    )
-    status = status_pb2.Status(code=_GRPC_CODE.get(verdict.status, code_pb2.PERMISSION_DENIED), message=verdict.reason)
-    return CheckResponse(status=status, denied_response=denied, dynamic_metadata=_metadata(decision))
+    response = CheckResponse()
+    response.status.code = _GRPC_CODE.get(verdict.status, code_pb2.PERMISSION_DENIED)
+    response.status.message = verdict.reason
+    denied = response.denied_response
+    denied.status.code = verdict.status  # type: ignore[assignment]  # an HTTP status number
+    _set_header(denied.headers, DECISION_HEADER, decision.id)
+    _set_header(denied.headers, "content-type", "application/json")
+    _set_header(denied.headers, "cache-control", "no-store")
+    denied.body = deny_body(decision).decode("utf-8")
+    _fill_metadata(response.dynamic_metadata, decision)
+    return response
 
 
 def deny_body(decision: Decision) -> bytes:
