@@ -23,7 +23,7 @@ from .grpc_server import AUTHORIZATION_SERVICE, CheckServer
 from .metrics import Metrics, serve_http
 from .pipeline import Authorizer
 from .policy.compiler import compile_directory
-from .reload import PolicyWatcher
+from .reload import PolicyWatcher, freeze_heap
 
 __all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "MandateServer", "ServeOptions"]
 log = logging.getLogger("mandate")
@@ -67,6 +67,7 @@ class MandateServer:
             log.error("chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description)
         if self.options.metrics_listen:  # empty: a worker, whose supervisor serves the metrics
             self.http = serve_http(self.options.metrics_listen, self.metrics.registry, lambda: True)
+        freeze_heap()
         self.grpc.set_serving(True)
         self.watcher.start()
         ready_dir = os.environ.get(READY_DIR_ENV)

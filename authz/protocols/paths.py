@@ -7,6 +7,7 @@ another escape), control characters, or `..` climbing above the root.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 
@@ -14,9 +15,21 @@ class AmbiguousPath(ValueError):
     pass
 
 
+# A path that is already normal: segments of unreserved and sub-delimiter characters, none
+# of them `.` or `..`, no `%`, `\\`, `#`, empty segment or control character. Most are.
+_PLAIN_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~!$&'()*+,;=:@-]+)*/?")
+
+
 def normalize_path(raw: str) -> str:
     """The path without query, percent-decoded once, `//`, `.` and `..` resolved."""
     path = raw.split("?", 1)[0]
+    if _PLAIN_PATH.fullmatch(path) and path:
+        return path
+    return resolve_path(path, raw)
+
+
+def resolve_path(path: str, raw: str) -> str:
+    """The general case of `normalize_path` (`raw` is only for messages)."""
     if not path.startswith("/"):
         raise AmbiguousPath(f"path {raw[:200]!r} is not absolute")
     if "#" in path:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
+from authz.protocols.paths import AmbiguousPath, host_key, normalize_path, resolve_path, under_prefix
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,18 @@ def test_host_key_ignores_port_and_case():
     assert host_key("API.GitHub.com:443") == "api.github.com"
     assert host_key("[::1]:8080") == "[::1]"
     assert host_key("api.github.com") == "api.github.com"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="/.a%2Fe\\-_~:@!", max_size=14))
+def test_fast_path_agrees_with_the_general_case(path):
+    """`normalize_path` skips the general resolution for plain paths; it must never differ."""
+    try:
+        expected = resolve_path(path, path)
+    except AmbiguousPath:
+        expected = None
+    try:
+        got = normalize_path(path)
+    except AmbiguousPath:
+        got = None
+    assert got == expected
