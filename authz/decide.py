@@ -38,7 +38,7 @@ class _Context:
             self._base = _base_activation(self.caller, self.request, self.classified, self.chain)
         variables = {**self._base, **_action_activation(self.classified, action)}
         try:
-            if condition.holds({root: variables[root] for root in condition.roots}):
+            if condition.holds(variables):
                 return True
             self.failed_condition = "its `when` condition is false"
         except Exception as exc:  # noqa: BLE001 - a runtime CEL error denies, it never allows

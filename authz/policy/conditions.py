@@ -16,6 +16,8 @@ ROOTS = frozenset({"source", "request", "mcp", "a2a", "chain"})
 _COMPREHENSION_VARIABLE = re.compile(
     r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,"
 )
+# A root and, when it is followed by one, its first field: `mcp.tool.arguments` -> (mcp, tool).
+_ROOT_USE = re.compile(r"(?<![\w.])(" + "|".join(sorted(ROOTS)) + r")\b(?:\s*\.\s*([A-Za-z_]\w*))?")
 
 
 class ConditionError(ValueError):
@@ -23,7 +25,7 @@ class ConditionError(ValueError):
 
 
 class Condition:
-    __slots__ = ("source", "roots", "_program")
+    __slots__ = ("source", "roots", "_fields", "_program")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -36,20 +38,49 @@ class Condition:
         unknown = sorted(variables - ROOTS - bound)
         # Converting the activation into CEL values dominates evaluation, so pass only these.
         self.roots = tuple(sorted(variables & ROOTS))
+        self._fields = _fields_used(source, self.roots)
         if unknown:
             raise ConditionError(
                 f"CEL refers to unknown variable(s) {', '.join(unknown)}; "
                 f"available: {', '.join(sorted(ROOTS))}"
             )
 
-    def holds(self, activation: dict[str, Any]) -> bool:
-        """True only for a boolean true; anything else, errors included, raises."""
+    def holds(self, variables: dict[str, Any]) -> bool:
+        """True only for a boolean true; anything else, errors included, raises.
+
+        Converting the activation into CEL values dominates evaluation, so only the roots,
+        and of each root only the first-level fields, that the expression names are passed.
+        """
+        activation = {
+            root: variables[root] if fields is None else {key: variables[root][key] for key in fields if key in variables[root]}
+            for root, fields in self._fields
+        }
         result = self._program.execute(activation)
         if result is True:
             return True
         if result is False:
             return False
         raise ConditionError(f"`when` returned {type(result).__name__}, not bool")
+
+
+def _fields_used(source: str, roots: tuple[str, ...]) -> tuple[tuple[str, frozenset[str] | None], ...]:
+    """For each root, the first-level fields the expression reads, or None for the whole root
+    (when the root is used other than as `root.field`, e.g. indexed or passed whole).
+
+    Read from the source text: a root mentioned inside a string literal only adds fields,
+    which is harmless; anything unusual keeps the whole root, which is always correct.
+    """
+    used: dict[str, set[str] | None] = {root: set() for root in roots}
+    for match in _ROOT_USE.finditer(source):
+        root, field = match.groups()
+        if root not in used:
+            continue
+        fields = used[root]
+        if field is None or fields is None:
+            used[root] = None
+        else:
+            fields.add(field)
+    return tuple((root, None if fields is None else frozenset(fields)) for root, fields in used.items())
 
 
 def _first_line(exc: Exception) -> str:

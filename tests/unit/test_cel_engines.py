@@ -20,6 +20,12 @@ EXPRESSIONS = [
     'has(mcp.tool.arguments.repo) && mcp.tool.arguments.repo.matches("^acme/[a-z]+$")',
     '!(a2a.method in ["CancelTask"]) && a2a.agent != ""',
     'mcp.tool.arguments.count * 2 >= 10',
+    # only the fields an expression names are passed to the engine: index syntax, whole
+    # roots and field-presence tests must still see everything they ask for
+    'mcp["tool"]["name"] == "list_issues"',
+    'has(mcp.resource) && mcp.resource.uri == "" && !has(mcp.nothing)',
+    'size(chain) == 3 && chain.root != ""',
+    'request.headers.size() == 0 && "mcp.tool" != mcp.tool.name',
 ]
 
 NAMES = st.sampled_from(["support", "billing", "intern", "orchestrator", "acme/web", "acme/", "evil/x", "", "ACME/web"])
