@@ -1,0 +1,1 @@
+"""Benchmarks of Mandate: the in-process decision path (micro), the gRPC floor, the load-test runner."""

@@ -1,0 +1,1180 @@
+"""In-process micro-benchmark of Mandate's decision path alone (SPEC §8, first bullet).
+
+What is timed is "parsed request in, response out": from an already-built `AuthzInput` to a
+`CheckResponse`, i.e. `Authorizer.decide(request)` followed by `build_response(decision,
+chain_header)`. The protobuf parse of the CheckRequest, gRPC, metrics and the audit line are
+*not* in it (the gRPC benchmarks measure those). Each call is timed on its own with
+`time.perf_counter_ns()`, after a warm-up, with the garbage collector enabled and the heap
+frozen after loading exactly as `mandate serve` does (`authz.reload.freeze_heap`), so the tails
+include the collections a production process would see.
+
+Policy sets are generated, not hand-written: `write_policy_set(directory, profiles, seed)`
+writes YAML for N MissionProfiles (each with its own SPIFFE ID and host, two to four MCP
+rules, some with CEL `when` conditions, zero to two `agents` rules, some with grants and
+`when`s, egress rules, some http rules, some acceptFrom/maxDepth/dry-run) plus Targets (six
+MCP servers, three egress hosts, one http service) and Settings. Each size is compiled once
+with `compile_directory`, timed, and its resident memory measured twice: in this process
+(VmRSS after compiling, and the growth it caused) and, unless disabled, in a fresh Python
+process that only imports `authz` and compiles the same directory (the number to hold
+against SPEC's "< 300 MB with 10,000 profiles"; `peak_mb` is VmHWM, which includes the YAML
+and pydantic transients of loading).
+
+Scenarios (per size; callers are drawn at random from the generated profiles):
+
+  floor                    the same timing loop around building a fixed allow CheckResponse
+  build_response_allow     build_response() alone for a typical allow decision
+  mcp_call_allowed         MCP tools/call the caller's mission allows (CEL `when` where the rule has one)
+  mcp_call_denied          MCP tools/call refused: tool not in the rule, server not in the mission,
+                           or a `when` that is false (a third each)
+  mcp_tools_list           MCP session plumbing (tools/list)
+  egress_get               a GET to an egress host, allowed by an egress rule
+  a2a_send_reuse           A2A SendMessage to an agent the caller may call; the same edge was minted
+                           less than 30 s ago, so the token is handed out again (no store write)
+  a2a_send_mint            the same calls, each minting a fresh chain (in-process store)
+  chained_call_cached      the callee of such a SendMessage calls a tool carrying the token minted
+                           earlier; the record is in the (in-process) store: MAC, lookup, attenuation
+  mix                      40 % mcp_call_allowed, 10 % mcp_call_denied, 15 % mcp_tools_list,
+                           10 % egress_get, 5 % a2a_send_reuse, 20 % chained_call_cached
+  -- with Redis (--redis-url / --start-redis; skipped otherwise):
+  chained_call_redis_cached    as chained_call_cached, against a RedisChainStore whose local cache
+                               holds the record (it minted it)
+  chained_call_redis_uncached  the token was minted by *another* RedisChainStore (another replica)
+                               just before the call, so this replica's cache misses and the
+                               decision costs exactly one Redis GET (counted with INFO commandstats)
+  a2a_send_mint_redis          a fresh mint through Redis (one SET NX per call)
+
+`run(sizes, seconds_per_case, redis_url)` returns a JSON-serialisable dict:
+
+  {
+    "benchmark": "mandate-micro", "version": 1,
+    "python": str, "platform": str, "cpu_count": int, "started": ISO-8601 str,
+    "seconds_per_case": float, "seed": int, "smoke": bool, "gc_enabled": bool, "heap_frozen": bool,
+    "redis": str | None,                          # the URL used, or None (Redis cases skipped)
+    "what_is_timed": str,
+    "sizes": [                                    # one per requested size, in order
+      {
+        "profiles": int, "targets": int, "policy_files": int,
+        "generate_seconds": float, "compile_seconds": float,
+        "rss_mb": {"in_process_after_compile": float, "in_process_growth": float,
+                   "fresh_process_after_compile": float | None, "fresh_process_peak": float | None,
+                   "fresh_process_after_import": float | None},
+        "pool": int,                              # distinct requests built per scenario
+        "scenarios": {
+          name: {
+            "description": str,
+            "expect": "allow" | "deny" | "mixed",
+            "spec": bool,                         # counts for SPEC §8's 50 µs / flatness targets
+            "iterations": int,                    # timed calls (warm-up excluded)
+            "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us": float,
+            "calls_per_s": float,                 # 1e6 / mean_us: one core, timed region only
+            "allowed": int, "denied": int,        # by the response actually built (OK vs not)
+            "outcomes": {label: count},           # e.g. "allow+verified", "deny:tool_not_allowed"
+            "gc_collections": [gen0, gen1, gen2], # collections that ran during the timed calls
+            "redis_gets_per_call": float,         # Redis cases only
+          }
+        },
+        "skipped": {name: reason},               # scenarios that could not run at this size
+      }
+    ],
+    "summary": {
+      "by_scenario": {name: {"p50_us": {size: v}, "p99_us": {size: v},
+                             "p99_ratio_largest_vs_smallest": float | None}},
+      "spec": {"p99_target_us": 50.0, "flat_tolerance": 0.2,
+               "worst_p99_us": {size: {"scenario": str, "p99_us": float}},
+               "p99_target_met": bool, "flat": bool | None, "flat_detail": {name: ratio}},
+    },
+  }
+
+Sizes are JSON object keys as strings in "summary". Run it as
+`python -m loadtest.micro [--sizes 10,1000,10000] [--seconds-per-case N]
+[--redis-url URL | --start-redis] [--json OUT.json] [--smoke]`.
+
+The Redis helper (`local_redis()`) is a small copy of the test harness's RedisServer start
+logic, so that `loadtest` does not import from `tests/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from google.rpc import code_pb2, status_pb2
+
+from authz.chain import ChainStep
+from authz.chains.memory import MemoryChainStore
+from authz.chains.store import Hop
+from authz.pipeline import Authorizer
+from authz.policy.compiler import PolicySet, compile_directory
+from authz.request import AuthzInput
+from authz.response import build_response
+from authz.verdict import Decision, allow
+
+API = "mandate.dev/v1alpha1"
+TRUST_DOMAIN = "cluster.local"
+CHAIN_HEADER = "x-delegation-chain"
+DEFAULT_SIZES = (10, 1_000, 10_000)
+DEFAULT_SECONDS = 3.0
+P99_TARGET_US = 50.0
+FLAT_TOLERANCE = 0.2
+PROFILES_PER_FILE = 1_000
+EGRESS_GATEWAY = "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-service-account"
+WHAT_IS_TIMED = (
+    "Authorizer.decide(AuthzInput) + build_response(decision, chain_header), one call per sample, "
+    "time.perf_counter_ns, gc enabled; no protobuf parse, no gRPC, no metrics/audit"
+)
+
+# --- the generated world ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class McpServer:
+    name: str
+    tools: tuple[str, ...]
+    when: str | None  # the CEL condition rules on this server may carry
+    arguments: dict[str, Any]  # arguments that satisfy `when`
+    bad_arguments: dict[str, Any] | None  # arguments that make `when` false
+    resources: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+
+    @property
+    def principal(self) -> str:
+        return f"spiffe://{TRUST_DOMAIN}/ns/tools/sa/{self.name}-mcp"
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}-mcp.tools.svc.cluster.local"
+
+
+MCP_SERVERS: tuple[McpServer, ...] = (
+    McpServer(
+        "github",
+        ("get_me", "list_issues", "get_issue", "create_issue", "add_label", "list_pull_requests",
+         "get_file_contents", "create_pull_request", "merge_pull_request"),
+        'mcp.method != "tools/call" || !has(mcp.tool.arguments.repo) || mcp.tool.arguments.repo.startsWith("acme/")',
+        {"repo": "acme/web", "state": "open", "labels": ["bug"]},
+        {"repo": "evil/exfiltrate", "state": "open"},
+        resources=("repo://acme/*",),
+        prompts=("triage", "summarize_pr"),
+    ),
+    McpServer(
+        "jira",
+        ("search_issues", "get_issue", "create_issue", "transition_issue", "add_comment"),
+        'mcp.method != "tools/call" || !has(mcp.tool.arguments.project) || mcp.tool.arguments.project in ["OPS", "SUP", "ENG"]',
+        {"project": "SUP", "jql": "status = Open ORDER BY created DESC", "maxResults": 20},
+        {"project": "HR", "jql": "assignee = currentUser()"},
+    ),
+    McpServer(
+        "billing-db",
+        ("lookup_invoice", "list_invoices", "refund", "void_invoice"),
+        "!has(mcp.tool.arguments.amount_cents) || mcp.tool.arguments.amount_cents <= 50000",
+        {"invoice": "INV-20417", "customer": "cus_8842", "amount_cents": 1299},
+        {"invoice": "INV-20417", "customer": "cus_8842", "amount_cents": 990000},
+    ),
+    McpServer(
+        "filesystem",
+        ("read_file", "list_directory", "write_file", "delete_file", "search_files"),
+        'mcp.method != "tools/call" || !has(mcp.tool.arguments.path) || mcp.tool.arguments.path.startsWith("/workspace/")',
+        {"path": "/workspace/reports/q3.md"},
+        {"path": "/etc/shadow"},
+    ),
+    McpServer(
+        "slack",
+        ("post_message", "list_channels", "read_channel", "add_reaction"),
+        'mcp.method != "tools/call" || !has(mcp.tool.arguments.channel) || !mcp.tool.arguments.channel.startsWith("#exec")',
+        {"channel": "#support", "text": "Ticket 4411 is resolved; closing."},
+        {"channel": "#exec-board", "text": "hello"},
+    ),
+    McpServer("search", ("web_search", "fetch_page"), None, {"query": "acme quarterly revenue 2026", "limit": 10}, None),
+)
+SERVERS_BY_NAME = {server.name: server for server in MCP_SERVERS}
+COMMON_TOOL = ("search", "web_search")  # every profile may search: the tool any unattenuated chain allows
+
+
+@dataclass(frozen=True)
+class EgressHost:
+    target: str
+    host: str
+    rules: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]  # (paths, methods) a profile may get
+    get_paths: tuple[str, ...]  # concrete paths a GET rule above allows
+
+
+EGRESS_HOSTS: tuple[EgressHost, ...] = (
+    EgressHost("github-api", "api.github.com", ((("/zen", "/repos/acme/*"), ("GET",)),), ("/repos/acme/web/issues", "/zen")),
+    EgressHost("pypi", "pypi.org", ((("/simple/*", "/pypi/*"), ("GET",)),), ("/simple/requests/", "/pypi/orjson/json")),
+    EgressHost("openai", "api.openai.com", ((("/v1/models", "/v1/models/*"), ("GET",)), (("/v1/chat/completions",), ("POST",))),
+               ("/v1/models", "/v1/models/gpt-5-mini")),
+)
+HTTP_TARGET = ("status-page", "spiffe://cluster.local/ns/ops/sa/status-page", "status-page.ops.svc.cluster.local")
+A2A_METHOD_SETS: tuple[tuple[str, ...] | None, ...] = (
+    ("SendMessage", "GetTask"),
+    None,  # every A2A method
+    ("SendMessage", "SendStreamingMessage", "GetTask", "CancelTask"),
+)
+
+
+@dataclass
+class GeneratedProfile:
+    name: str
+    namespace: str
+    dry_run: bool
+    mcp: dict[str, tuple[str, ...]]  # server -> tools
+    when: dict[str, bool]  # server -> the rule carries the server's `when`
+    agents: dict[str, tuple[tuple[str, str], ...] | None] = field(default_factory=dict)  # agent -> granted (server, tool)s
+    egress: list[tuple[EgressHost, str]] = field(default_factory=list)  # (host, a path a GET is allowed on)
+
+    @property
+    def principal(self) -> str:
+        return f"spiffe://{TRUST_DOMAIN}/ns/{self.namespace}/sa/{self.name}"
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+@dataclass
+class GeneratedSet:
+    profiles: list[GeneratedProfile]
+    by_name: dict[str, GeneratedProfile]
+    files: int
+    targets: int
+
+
+def generate(size: int, seed: int = 1) -> tuple[GeneratedSet, list[tuple[str, list[dict[str, Any]]]]]:
+    """`size` profiles with realistic variety, and the YAML documents per file."""
+    rng = random.Random(seed * 1_000_003 + size)
+    namespaces = max(1, size // 25)
+    profiles: list[GeneratedProfile] = []
+    for index in range(size):
+        name = f"agent-{index:05d}"
+        servers = ["search", *rng.sample([s.name for s in MCP_SERVERS if s.name != "search"], rng.randint(1, 3))]
+        mcp: dict[str, tuple[str, ...]] = {}
+        when: dict[str, bool] = {}
+        for server_name in servers:
+            server = SERVERS_BY_NAME[server_name]
+            if server_name == "search":
+                tools = ("web_search",) if rng.random() < 0.5 else ("web_search", "fetch_page")
+            else:  # never the whole catalogue, so a refused tool always exists
+                tools = tuple(rng.sample(server.tools, rng.randint(1, len(server.tools) - 1)))
+            mcp[server_name] = tools
+            when[server_name] = server.when is not None and rng.random() < 0.6
+        profile = GeneratedProfile(name, f"team-{index % namespaces:03d}", rng.random() < 0.05, mcp, when)
+        for _ in range(rng.randint(1, 2)):
+            host = rng.choice(EGRESS_HOSTS)
+            if all(existing.host != host.host for existing, _ in profile.egress):
+                profile.egress.append((host, rng.choice(host.get_paths)))
+        profiles.append(profile)
+    by_name = {profile.name: profile for profile in profiles}
+    # agents rules, once every profile's own rules exist (a grant is carved out of the callee's)
+    for profile in profiles:
+        if size < 2:
+            break
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            callee = rng.choice(profiles)
+            if callee is profile or callee.name in profile.agents:
+                continue
+            granted = None
+            if rng.random() < 0.5:
+                server = rng.choice([s for s in callee.mcp if s != "search"] or ["search"])
+                tools = callee.mcp[server]
+                granted = tuple((server, tool) for tool in rng.sample(tools, rng.randint(1, len(tools))))
+            profile.agents[callee.name] = granted
+    callers_of: dict[str, list[str]] = {}
+    for profile in profiles:
+        for callee in profile.agents:
+            callers_of.setdefault(callee, []).append(profile.name)
+
+    files: list[tuple[str, list[dict[str, Any]]]] = [
+        ("settings.yaml", [_doc("Settings", "default", {
+            "trustDomains": [TRUST_DOMAIN], "maxDepth": 5, "chainHeader": CHAIN_HEADER, "chainTTL": "15m"})]),
+        ("targets.yaml", _target_documents()),
+    ]
+    documents: list[dict[str, Any]] = []
+    for profile in profiles:
+        documents.append(_profile_document(profile, rng, callers_of.get(profile.name, [])))
+        if len(documents) == PROFILES_PER_FILE:
+            files.append((f"profiles-{len(files) - 2:03d}.yaml", documents))
+            documents = []
+    if documents:
+        files.append((f"profiles-{len(files) - 2:03d}.yaml", documents))
+    targets = len(files[1][1])
+    return GeneratedSet(profiles, by_name, len(files), targets), files
+
+
+def _doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = labels
+    return {"apiVersion": API, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+def _target_documents() -> list[dict[str, Any]]:
+    documents = [
+        _doc("Target", server.name, {"kind": "mcp", "principals": [server.principal], "hosts": [server.host], "pathPrefix": "/mcp"})
+        for server in MCP_SERVERS
+    ]
+    documents += [_doc("Target", host.target, {"kind": "egress", "hosts": [host.host]}) for host in EGRESS_HOSTS]
+    name, principal, host = HTTP_TARGET
+    documents.append(_doc("Target", name, {"kind": "http", "principals": [principal], "hosts": [host]}))
+    return documents
+
+
+def _profile_document(profile: GeneratedProfile, rng: random.Random, callers: list[str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "principals": [profile.principal],
+        "hosts": [profile.host],
+        "mission": f"Works the {profile.namespace} queue: reads and triages tickets, looks things up, "
+                   "asks specialist agents; never deletes.",
+    }
+    if profile.dry_run:
+        spec["mode"] = "dry-run"
+    mcp = []
+    for server_name, tools in profile.mcp.items():
+        server = SERVERS_BY_NAME[server_name]
+        rule: dict[str, Any] = {"server": server_name, "tools": list(tools)}
+        if server.resources and rng.random() < 0.5:
+            rule["resources"] = list(server.resources)
+        if server.prompts and rng.random() < 0.5:
+            rule["prompts"] = list(server.prompts[: rng.randint(1, len(server.prompts))])
+        if profile.when[server_name]:
+            rule["when"] = server.when
+        mcp.append(rule)
+    spec["mcp"] = mcp
+    agents = []
+    for callee, granted in profile.agents.items():
+        rule = {"agent": callee}
+        methods = rng.choice(A2A_METHOD_SETS)
+        if methods is not None:
+            rule["methods"] = list(methods)
+        if rng.random() < 0.3:
+            rule["when"] = "chain.depth <= 2"
+        if granted is not None:
+            grant: dict[str, list[str]] = {}
+            for server, tool in granted:
+                grant.setdefault(server, []).append(tool)
+            rule["grant"] = {"mcp": [{"server": server, "tools": tools} for server, tools in grant.items()]}
+        agents.append(rule)
+    if agents:
+        spec["agents"] = agents
+    egress = []
+    for host, _ in profile.egress:
+        for paths, methods in host.rules:
+            egress.append({"host": host.host, "paths": list(paths), "methods": list(methods)})
+    spec["egress"] = egress
+    if rng.random() < 0.3:
+        spec["http"] = [{"target": HTTP_TARGET[0], "paths": ["/api/*"], "methods": ["GET"]}]
+    delegation: dict[str, Any] = {}
+    if rng.random() < 0.2:
+        delegation["maxDepth"] = 3
+    if callers and rng.random() < 0.2:
+        delegation["acceptFrom"] = sorted(callers)
+    if delegation:
+        spec["delegation"] = delegation
+    return _doc("MissionProfile", profile.name, spec, {"team": profile.namespace})
+
+
+def write_policy_set(directory: str | Path, size: int, seed: int = 1) -> GeneratedSet:
+    """Write the generated policy set for `size` profiles into `directory` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    generated, files = generate(size, seed)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    for name, documents in files:
+        text = yaml.dump_all(documents, Dumper=dumper, sort_keys=False, default_flow_style=None, width=160)
+        (directory / name).write_text(text, encoding="utf-8")
+    return generated
+
+
+# --- requests ------------------------------------------------------------------------
+
+
+class _Ids:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.count = 0
+
+    def hex(self, bits: int) -> str:
+        return f"{self.rng.getrandbits(bits):0{bits // 4}x}"
+
+    def jsonrpc(self) -> int:
+        self.count += 1
+        return self.count
+
+    def common_headers(self, method: str, path: str, host: str, user_agent: str) -> dict[str, str]:
+        request_id = f"{self.hex(32)}-{self.hex(16)}-4{self.hex(12)}-a{self.hex(12)}-{self.hex(48)}"
+        return {
+            ":method": method,
+            ":path": path,
+            ":authority": host,
+            ":scheme": "https",
+            "user-agent": user_agent,
+            "x-request-id": request_id,
+            "traceparent": f"00-{self.hex(128)}-{self.hex(64)}-01",
+            "x-forwarded-proto": "https",
+            "x-envoy-attempt-count": "1",
+        }
+
+
+def _mcp_request(ids: _Ids, caller: GeneratedProfile, server: McpServer, method: str, params: dict[str, Any] | None,
+                 token: str = "") -> AuthzInput:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": ids.jsonrpc(), "method": method}
+    if params is not None:
+        message["params"] = params
+    body = orjson.dumps(message)
+    headers = ids.common_headers("POST", "/mcp", server.host, "mcp-python-sdk/2.3.0 python-httpx/0.28.1")
+    headers.update({
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "content-length": str(len(body)),
+        "mcp-session-id": ids.hex(128),
+    })
+    if ids.rng.random() < 0.5:  # the 2026-07-28 revision adds routing headers that must match the body
+        headers["mcp-protocol-version"] = "2026-07-28"
+        headers["mcp-method"] = method
+        if params is not None and "name" in params:
+            headers["mcp-name"] = params["name"]
+    else:
+        headers["mcp-protocol-version"] = "2025-11-25"
+    if token:
+        headers[CHAIN_HEADER] = token
+    return AuthzInput(
+        method="POST", path="/mcp", host=server.host, headers=headers, body=body,
+        source_principal=caller.principal, destination_principal=server.principal, request_id=headers["x-request-id"],
+    )
+
+
+def tool_call(ids: _Ids, caller: GeneratedProfile, server_name: str, tool: str, arguments: dict[str, Any] | None = None,
+              token: str = "") -> AuthzInput:
+    server = SERVERS_BY_NAME[server_name]
+    params = {"name": tool, "arguments": dict(server.arguments if arguments is None else arguments)}
+    return _mcp_request(ids, caller, server, "tools/call", params, token)
+
+
+def a2a_send(ids: _Ids, caller: GeneratedProfile, callee: GeneratedProfile) -> AuthzInput:
+    body = orjson.dumps({
+        "jsonrpc": "2.0", "id": ids.jsonrpc(), "method": "SendMessage",
+        "params": {"message": {"role": "ROLE_USER", "messageId": f"m-{ids.hex(64)}",
+                               "parts": [{"text": "Customer cus_8842 asks why invoice INV-20417 was charged twice; please check."}]}},
+    })
+    headers = ids.common_headers("POST", "/", callee.host, "a2a-python-sdk/1.3.0 python-httpx/0.28.1")
+    headers.update({"content-type": "application/json", "accept": "application/json", "a2a-version": "1.0",
+                    "content-length": str(len(body))})
+    return AuthzInput(
+        method="POST", path="/", host=callee.host, headers=headers, body=body,
+        source_principal=caller.principal, destination_principal=callee.principal, request_id=headers["x-request-id"],
+    )
+
+
+def egress_get(ids: _Ids, caller: GeneratedProfile, host: EgressHost, path: str) -> AuthzInput:
+    full = f"{path}?per_page=50" if ids.rng.random() < 0.5 else path
+    headers = ids.common_headers("GET", full, host.host, "python-httpx/0.28.1")
+    headers.update({"accept": "application/json", "authorization": f"Bearer {ids.hex(160)}"})
+    return AuthzInput(
+        method="GET", path=full, host=host.host, headers=headers, body=b"",
+        source_principal=caller.principal, destination_principal=EGRESS_GATEWAY, request_id=headers["x-request-id"],
+    )
+
+
+@dataclass
+class Edge:
+    caller: GeneratedProfile
+    callee: GeneratedProfile
+    server: str  # a tool the callee may call within the caller's scope for it
+    tool: str
+
+
+def chain_edges(generated: GeneratedSet) -> list[Edge]:
+    """Every agents edge, with a tool call the callee may make while acting for the caller."""
+    edges = []
+    for caller in generated.profiles:
+        for callee_name, granted in caller.agents.items():
+            callee = generated.by_name[callee_name]
+            if granted:
+                server, tool = granted[0]
+            else:  # no grant: the caller's own rules bound the callee; both may search
+                server, tool = COMMON_TOOL
+            edges.append(Edge(caller, callee, server, tool))
+    return edges
+
+
+@dataclass
+class Pools:
+    mcp_call_allowed: list[AuthzInput]
+    mcp_call_denied: list[AuthzInput]
+    mcp_tools_list: list[AuthzInput]
+    egress_get: list[AuthzInput]
+    a2a_send: list[AuthzInput]
+    edges: list[Edge]
+
+
+def build_pools(generated: GeneratedSet, pool: int, seed: int = 1) -> Pools:
+    rng = random.Random(seed * 7_919 + len(generated.profiles))
+    ids = _Ids(rng)
+    profiles = generated.profiles
+    enforced = [p for p in profiles if not p.dry_run] or profiles
+
+    allowed = []
+    for _ in range(pool):
+        caller = rng.choice(profiles)
+        server = rng.choice(list(caller.mcp))
+        allowed.append(tool_call(ids, caller, server, rng.choice(caller.mcp[server])))
+    denied = []
+    for index in range(pool):
+        caller = rng.choice(enforced)
+        kind = index % 3
+        with_when = [s for s in caller.mcp if caller.when[s]]
+        if kind == 2 and with_when:  # a `when` that is false
+            server = rng.choice(with_when)
+            bad = SERVERS_BY_NAME[server].bad_arguments
+            denied.append(tool_call(ids, caller, server, rng.choice(caller.mcp[server]), bad))
+        elif kind == 1 and len(caller.mcp) < len(MCP_SERVERS):  # a server outside the mission
+            server = rng.choice([s.name for s in MCP_SERVERS if s.name not in caller.mcp])
+            denied.append(tool_call(ids, caller, server, SERVERS_BY_NAME[server].tools[0]))
+        else:  # a tool the rule does not list
+            server = rng.choice([s for s in caller.mcp if s != "search"] or ["search"])
+            missing = [t for t in SERVERS_BY_NAME[server].tools if t not in caller.mcp[server]]
+            if not missing:
+                server = rng.choice([s for s in caller.mcp if set(SERVERS_BY_NAME[s].tools) - set(caller.mcp[s])])
+                missing = [t for t in SERVERS_BY_NAME[server].tools if t not in caller.mcp[server]]
+            denied.append(tool_call(ids, caller, server, rng.choice(missing)))
+    plumbing = []
+    for _ in range(pool):
+        caller = rng.choice(profiles)
+        server = SERVERS_BY_NAME[rng.choice(list(caller.mcp))]
+        plumbing.append(_mcp_request(ids, caller, server, "tools/list", {} if rng.random() < 0.5 else None))
+    egress = []
+    for _ in range(pool):
+        caller = rng.choice([p for p in profiles if p.egress])
+        host, path = rng.choice(caller.egress)
+        egress.append(egress_get(ids, caller, host, path))
+    edges = chain_edges(generated)
+    if edges:
+        edges = [rng.choice(edges) for _ in range(min(pool, max(len(edges), 1)))]
+    a2a = [a2a_send(ids, edge.caller, edge.callee) for edge in edges]
+    return Pools(allowed, denied, plumbing, egress, a2a, edges)
+
+
+def chained_calls(authorizer: Authorizer, pools: Pools, seed: int = 1) -> list[AuthzInput]:
+    """Mint a token for each edge through `authorizer` (an allowed SendMessage), then the
+    callee's tool call carrying it."""
+    ids = _Ids(random.Random(seed * 31 + len(pools.edges)))
+    header = authorizer.policy.settings.chain_header
+    calls = []
+    for edge, send in zip(pools.edges, pools.a2a_send, strict=True):
+        decision = authorizer.decide(send)
+        if not decision.minted_token:
+            raise RuntimeError(f"minting {edge.caller.name} -> {edge.callee.name} failed: {decision.verdict}")
+        build_response(decision, header)
+        calls.append(tool_call(ids, edge.callee, edge.server, edge.tool, token=decision.minted_token))
+    return calls
+
+
+# --- timing --------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    expect: str  # allow | deny | mixed
+    call: Callable[[Any], Any]
+    args: Sequence[Any] = ()
+    prepare: Callable[[int], Any] | None = None  # per-iteration argument, built outside the timed region
+    label: Callable[[Any], tuple[bool, str]] | None = None  # (response allowed, outcome label)
+    spec: bool = True
+    redis_client: Any = None  # count GETs on this server during the case
+
+
+def _decision_label(decision: Decision) -> tuple[bool, str]:
+    verdict = decision.verdict
+    label = decision.result if verdict.allowed or decision.dry_run else f"deny:{verdict.reason}"
+    if decision.dry_run and not verdict.allowed:
+        label = f"would_deny:{verdict.reason}"
+    if decision.chain_events:
+        label += "+" + "+".join(decision.chain_events)
+    return decision.enforced_allow, label
+
+
+def _response_label(response: CheckResponse) -> tuple[bool, str]:
+    allowed = response.status.code == code_pb2.OK
+    return allowed, "allow" if allowed else "deny"
+
+
+def decision_path(authorizer: Authorizer) -> Callable[[AuthzInput], Decision]:
+    """The timed function: decide, then build the CheckResponse Envoy would get."""
+    decide = authorizer.decide
+
+    def decide_and_answer(request: AuthzInput) -> Decision:
+        decision = decide(request)
+        build_response(decision, authorizer.policy.settings.chain_header)
+        return decision
+
+    return decide_and_answer
+
+
+_FLOOR_STATUS = status_pb2.Status(code=code_pb2.OK)
+
+
+def floor_call(_: object) -> CheckResponse:
+    return CheckResponse(status=_FLOOR_STATUS)
+
+
+def _percentile(ordered: list[int], q: float) -> float:
+    """Nearest-rank percentile of sorted ns samples, in µs."""
+    rank = math.ceil(round(q * len(ordered), 6))
+    return ordered[max(0, min(len(ordered) - 1, rank - 1))] / 1000
+
+
+def _redis_gets(client: Any) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+def measure(scenario: Scenario, seconds: float, warmup_seconds: float, min_iterations: int) -> dict[str, Any]:
+    call, args, prepare, label = scenario.call, scenario.args, scenario.prepare, scenario.label or _decision_label
+    count = len(args)
+    clock = time.perf_counter_ns
+    outcomes: Counter[str] = Counter()
+    allowed = denied = 0
+    gets_before = _redis_gets(scenario.redis_client) if scenario.redis_client is not None else 0
+    samples: list[int] = []
+    total = 0
+    for phase, budget, minimum in (("warmup", warmup_seconds, min(200, min_iterations)), ("timed", seconds, min_iterations)):
+        samples = []
+        append = samples.append
+        deadline = clock() + int(budget * 1e9)
+        gc_before = [s["collections"] for s in gc.get_stats()]
+        index = 0
+        while True:
+            arg = prepare(total) if prepare is not None else args[total % count]
+            started = clock()
+            result = call(arg)
+            ended = clock()
+            append(ended - started)
+            total += 1
+            index += 1
+            if phase == "timed":
+                ok, text = label(result)
+                outcomes[text] += 1
+                if ok:
+                    allowed += 1
+                else:
+                    denied += 1
+            if ended > deadline and index >= minimum:
+                break
+        gc_after = [s["collections"] for s in gc.get_stats()]
+    ordered = sorted(samples)
+    mean_us = sum(ordered) / len(ordered) / 1000
+    result_dict: dict[str, Any] = {
+        "description": scenario.description,
+        "expect": scenario.expect,
+        "spec": scenario.spec,
+        "iterations": len(ordered),
+        "p50_us": round(_percentile(ordered, 0.50), 2),
+        "p90_us": round(_percentile(ordered, 0.90), 2),
+        "p99_us": round(_percentile(ordered, 0.99), 2),
+        "p999_us": round(_percentile(ordered, 0.999), 2),
+        "max_us": round(ordered[-1] / 1000, 2),
+        "mean_us": round(mean_us, 2),
+        "calls_per_s": round(1e6 / mean_us, 1) if mean_us else 0.0,
+        "allowed": allowed,
+        "denied": denied,
+        "outcomes": dict(outcomes.most_common()),
+        "gc_collections": [after - before for before, after in zip(gc_before, gc_after, strict=True)],
+    }
+    if scenario.redis_client is not None:
+        result_dict["redis_gets_per_call"] = round((_redis_gets(scenario.redis_client) - gets_before) / total, 3)
+    return result_dict
+
+
+try:
+    from authz.reload import freeze_heap
+except ImportError:  # an authz without it: do what it does
+
+    def freeze_heap() -> None:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+
+
+# --- memory --------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    """This process's resident set (VmRSS), in MB."""
+    return _status_kb("VmRSS") / 1024
+
+
+def _status_kb(field_name: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    import resource  # noqa: PLC0415 - fallback off Linux: peak, not current
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+_FRESH_RSS = """
+import gc, json, sys, time
+from pathlib import Path
+def kb(name):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+from authz.policy.compiler import compile_directory
+import authz.pipeline, authz.response
+gc.collect()
+after_import = kb("VmRSS")
+started = time.perf_counter()
+policy = compile_directory(sys.argv[1])
+seconds = time.perf_counter() - started
+gc.collect()
+print(json.dumps({"after_import": after_import, "after_compile": kb("VmRSS"), "peak": kb("VmHWM"),
+                  "seconds": seconds, "profiles": len(policy.profiles)}))
+"""
+
+
+def fresh_process_rss(directory: Path) -> dict[str, float]:
+    """Compile `directory` in a new interpreter that imports only `authz`; its memory, in MB."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH_RSS, str(directory)],
+        capture_output=True, text=True, check=True, timeout=900, cwd=Path(__file__).resolve().parent.parent,
+    )
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "after_import": round(data["after_import"] / 1024, 1),
+        "after_compile": round(data["after_compile"] / 1024, 1),
+        "peak": round(data["peak"] / 1024, 1),
+        "seconds": round(data["seconds"], 2),
+    }
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_redis() -> Iterator[str]:
+    """A throwaway `redis-server` on a free loopback port, no persistence; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found (apt-get install redis-server)")
+    with tempfile.TemporaryDirectory(prefix="mandate-micro-redis-") as workdir:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", workdir, "--logfile", str(Path(workdir) / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {proc.returncode}")
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {port} did not answer")
+                time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class _RedisReplicas:
+    """Two RedisChainStores sharing one key, as two Mandate replicas would: `measured` serves
+    the timed decisions, `other` mints the chains whose first read by `measured` is a miss."""
+
+    def __init__(self, url: str, policy: PolicySet, keys: Any) -> None:
+        import redis  # noqa: PLC0415
+
+        from authz.chains.redis_store import RedisChainStore  # noqa: PLC0415
+
+        self.measured_store = RedisChainStore(url)
+        self.other_store = RedisChainStore(url)
+        self.measured_store.start()
+        if not self.measured_store.wait_available(10):
+            self.close()
+            raise RuntimeError(f"Redis at {url} is not available")
+        self.keys = keys
+        self.measured = Authorizer(policy, chains=ChainStep(self.measured_store, keys))
+        self.other = ChainStep(self.other_store, keys)
+        self.stats = redis.Redis.from_url(url)
+
+    def close(self) -> None:
+        self.measured_store.close()
+        self.other_store.close()
+        if getattr(self, "stats", None) is not None:
+            self.stats.close()
+
+
+# --- running -------------------------------------------------------------------------
+
+
+def _scenarios(policy: PolicySet, pools: Pools, seed: int, redis: _RedisReplicas | None,
+               skipped: dict[str, str]) -> list[Scenario]:
+    header = policy.settings.chain_header
+    main = Authorizer(policy)
+    path = decision_path(main)
+    typical = Decision("0123456789abcdef", allow("agent-00001.mcp[0]"), caller="spiffe://cluster.local/ns/team-001/sa/agent-00001",
+                       profile="agent-00001", target="github", protocol="mcp", chain_id="", hops=("agent-00001",))
+    scenarios = [
+        Scenario("floor", "timing loop around building a fixed allow CheckResponse", "allow", floor_call, (None,),
+                 label=_response_label, spec=False),
+        Scenario("build_response_allow", "build_response() alone, typical allow decision", "allow",
+                 lambda decision: build_response(decision, header), (typical,), label=_response_label, spec=False),
+        Scenario("mcp_call_allowed", "MCP tools/call in the mission (CEL when where the rule has one)", "allow",
+                 path, pools.mcp_call_allowed),
+        Scenario("mcp_call_denied", "MCP tools/call refused (tool / server / false when)", "deny", path, pools.mcp_call_denied),
+        Scenario("mcp_tools_list", "MCP plumbing: tools/list", "allow", path, pools.mcp_tools_list),
+        Scenario("egress_get", "GET to an egress host via the egress gateway", "allow", path, pools.egress_get),
+    ]
+    chained: list[AuthzInput] = []
+    if pools.edges:
+        chained = chained_calls(main, pools, seed)  # also leaves every edge freshly minted on `main`
+        scenarios.append(Scenario("a2a_send_reuse", "A2A SendMessage, edge minted < 30 s ago (token handed out again)",
+                                  "allow", path, pools.a2a_send))
+        minting = Authorizer(policy, chains=ChainStep(MemoryChainStore(), main.chains.keys))
+        mint_path = decision_path(minting)
+
+        def fresh_step(index: int) -> AuthzInput:
+            # A new ChainStep forgets its recent mints, so the edge is minted again; a new
+            # store now and then keeps MemoryChainStore below its clean-up threshold.
+            store = minting.chains.store if index % 50_000 else MemoryChainStore()
+            minting.chains = ChainStep(store, main.chains.keys)
+            return pools.a2a_send[index % len(pools.a2a_send)]
+
+        scenarios.append(Scenario("a2a_send_mint", "A2A SendMessage minting a fresh chain (in-process store)", "allow",
+                                  mint_path, prepare=fresh_step))
+        scenarios.append(Scenario("chained_call_cached", "tool call carrying a token minted earlier (in-process store)",
+                                  "allow", path, chained))
+    else:
+        for name in ("a2a_send_reuse", "a2a_send_mint", "chained_call_cached"):
+            skipped[name] = "no agents rules at this size"
+    mix = _mix(pools, chained, seed)
+    scenarios.append(Scenario("mix", "40% allowed call, 10% denied, 15% tools/list, 10% egress, 5% A2A, 20% chained",
+                              "mixed", path, mix))
+    if redis is None:
+        for name in ("chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"):
+            skipped[name] = "no Redis (--redis-url or --start-redis)"
+    elif not pools.edges:
+        for name in ("chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"):
+            skipped[name] = "no agents rules at this size"
+    else:
+        measured_path = decision_path(redis.measured)
+        cached = chained_calls(redis.measured, pools, seed + 1)
+        scenarios.append(Scenario("chained_call_redis_cached", "chained tool call, RedisChainStore, record in the local cache",
+                                  "allow", measured_path, cached, redis_client=redis.stats))
+        templates = cached
+        edges = pools.edges
+
+        def minted_elsewhere(index: int) -> AuthzInput:
+            edge = edges[index % len(edges)]
+            now = time.time()
+            minted = redis.other.issue(
+                (Hop(edge.caller.name, edge.caller.principal), Hop(edge.callee.name, edge.callee.principal)), (), now, now + 900
+            )
+            template = templates[index % len(templates)]
+            headers = dict(template.headers)
+            headers[header] = minted.token
+            return dataclasses.replace(template, headers=headers)
+
+        scenarios.append(Scenario("chained_call_redis_uncached",
+                                  "chained tool call, token minted by another replica: local cache miss, one GET",
+                                  "allow", measured_path, prepare=minted_elsewhere, spec=False, redis_client=redis.stats))
+        redis_minting = Authorizer(policy, chains=ChainStep(redis.measured_store, redis.keys))
+        redis_mint_path = decision_path(redis_minting)
+
+        def fresh_redis_step(index: int) -> AuthzInput:
+            redis_minting.chains = ChainStep(redis.measured_store, redis.keys)
+            return pools.a2a_send[index % len(pools.a2a_send)]
+
+        scenarios.append(Scenario("a2a_send_mint_redis", "A2A SendMessage minting a fresh chain through Redis (one SET)",
+                                  "allow", redis_mint_path, prepare=fresh_redis_step, spec=False))
+    return scenarios
+
+
+def _mix(pools: Pools, chained: list[AuthzInput], seed: int) -> list[AuthzInput]:
+    rng = random.Random(seed * 13 + len(pools.mcp_call_allowed))
+    weighted = [(pools.mcp_call_allowed, 40), (pools.mcp_call_denied, 10), (pools.mcp_tools_list, 15),
+                (pools.egress_get, 10), (pools.a2a_send, 5), (chained, 20)]
+    mix: list[AuthzInput] = []
+    for pool, weight in weighted:
+        if pool:
+            mix += rng.choices(pool, k=weight * 20)
+    rng.shuffle(mix)
+    return mix
+
+
+def _check_expectations(scenario: Scenario, result: dict[str, Any]) -> list[str]:
+    problems = []
+    if scenario.expect == "allow" and result["denied"]:
+        problems.append(f"{scenario.name}: expected every call allowed, got {result['outcomes']}")
+    if scenario.expect == "deny" and result["allowed"]:
+        problems.append(f"{scenario.name}: expected every call denied, got {result['outcomes']}")
+    if scenario.name.startswith("chained_call") and any("verified" not in label for label in result["outcomes"]):
+        problems.append(f"{scenario.name}: expected a verified chain on every call, got {result['outcomes']}")
+    if scenario.name.startswith("a2a_send_mint") and any("minted" not in label for label in result["outcomes"]):
+        problems.append(f"{scenario.name}: expected a fresh mint on every call, got {result['outcomes']}")
+    return problems
+
+
+def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed: int = 1, pool: int = 512,
+             warmup_seconds: float = 0.3, min_iterations: int = 2_000, fresh_rss: bool = True,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    say = progress or (lambda _: None)
+    gc.collect()
+    rss_before = rss_mb()
+    with tempfile.TemporaryDirectory(prefix=f"mandate-micro-{size}-") as directory:
+        started = time.perf_counter()
+        generated = write_policy_set(directory, size, seed)
+        generate_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        policy = compile_directory(directory)
+        compile_seconds = time.perf_counter() - started
+        gc.collect()
+        rss_after = rss_mb()
+        say(f"{size} profiles: generated in {generate_seconds:.1f} s, compiled in {compile_seconds:.2f} s, "
+            f"RSS {rss_after:.0f} MB (+{rss_after - rss_before:.0f})")
+        fresh = fresh_process_rss(Path(directory)) if fresh_rss else None
+        if fresh:
+            say(f"{size} profiles: fresh process RSS {fresh['after_compile']} MB, peak {fresh['peak']} MB")
+    result: dict[str, Any] = {
+        "profiles": len(policy.profiles),
+        "targets": generated.targets,
+        "policy_files": generated.files,
+        "generate_seconds": round(generate_seconds, 2),
+        "compile_seconds": round(compile_seconds, 3),
+        "rss_mb": {
+            "in_process_after_compile": round(rss_after, 1),
+            "in_process_growth": round(rss_after - rss_before, 1),
+            "fresh_process_after_import": fresh["after_import"] if fresh else None,
+            "fresh_process_after_compile": fresh["after_compile"] if fresh else None,
+            "fresh_process_peak": fresh["peak"] if fresh else None,
+        },
+        "pool": pool,
+        "scenarios": {},
+        "skipped": {},
+    }
+    pools = build_pools(generated, pool, seed)
+    redis = None
+    if redis_url:
+        redis = _RedisReplicas(redis_url, policy, Authorizer(policy).chains.keys)
+    problems: list[str] = []
+    try:
+        scenarios = _scenarios(policy, pools, seed, redis, result["skipped"])
+        freeze_heap()  # as `mandate serve` does once the policy is loaded: gc stops walking it
+        for scenario in scenarios:
+            measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
+            result["scenarios"][scenario.name] = measured
+            problems += _check_expectations(scenario, measured)
+            say(f"{size:>6} {scenario.name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
+                f"max {measured['max_us']:>9.1f} µs  n={measured['iterations']}")
+    finally:
+        if redis is not None:
+            redis.close()
+        gc.unfreeze()
+    if problems:
+        raise RuntimeError("the generated requests did not decide as intended:\n" + "\n".join(problems))
+    return result
+
+
+def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *, seed: int = 1, smoke: bool = False,
+        fresh_rss: bool | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Benchmark every size; see the module docstring for the shape of the result."""
+    options: dict[str, Any] = {"seed": seed, "progress": progress}
+    if smoke:
+        options.update(pool=64, warmup_seconds=0.02, min_iterations=50, fresh_rss=bool(fresh_rss))
+    else:
+        options.update(fresh_rss=True if fresh_rss is None else fresh_rss)
+    report: dict[str, Any] = {
+        "benchmark": "mandate-micro",
+        "version": 1,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count() or 0,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds_per_case": seconds_per_case,
+        "seed": seed,
+        "smoke": smoke,
+        "gc_enabled": gc.isenabled(),
+        "heap_frozen": True,  # gc.freeze() after loading, as `mandate serve` does (authz.reload.freeze_heap)
+        "redis": redis_url,
+        "what_is_timed": WHAT_IS_TIMED,
+        "sizes": [],
+    }
+    for size in sizes:
+        report["sizes"].append(run_size(size, seconds_per_case, redis_url, **options))
+        gc.collect()
+    report["summary"] = summarize(report["sizes"])
+    return report
+
+
+def summarize(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+    by_scenario: dict[str, Any] = {}
+    names: list[str] = []
+    for entry in sizes:
+        for name in entry["scenarios"]:
+            if name not in names:
+                names.append(name)
+    for name in names:
+        p50 = {str(e["profiles"]): e["scenarios"][name]["p50_us"] for e in sizes if name in e["scenarios"]}
+        p99 = {str(e["profiles"]): e["scenarios"][name]["p99_us"] for e in sizes if name in e["scenarios"]}
+        values = list(p99.values())
+        ratio = round(values[-1] / values[0], 3) if len(values) > 1 and values[0] else None
+        by_scenario[name] = {"p50_us": p50, "p99_us": p99, "p99_ratio_largest_vs_smallest": ratio}
+    worst: dict[str, Any] = {}
+    for entry in sizes:
+        spec = [(s["p99_us"], n) for n, s in entry["scenarios"].items() if s["spec"]]
+        if spec:
+            value, name = max(spec)
+            worst[str(entry["profiles"])] = {"scenario": name, "p99_us": value}
+    spec_names = [n for n in names if all(e["scenarios"][n]["spec"] for e in sizes if n in e["scenarios"])]
+    flat_detail = {n: by_scenario[n]["p99_ratio_largest_vs_smallest"] for n in spec_names
+                   if by_scenario[n]["p99_ratio_largest_vs_smallest"] is not None}
+    flat = (all(abs(r - 1) <= FLAT_TOLERANCE for r in flat_detail.values()) if flat_detail else None)
+    return {
+        "by_scenario": by_scenario,
+        "spec": {
+            "p99_target_us": P99_TARGET_US,
+            "flat_tolerance": FLAT_TOLERANCE,
+            "worst_p99_us": worst,
+            "p99_target_met": bool(worst) and all(w["p99_us"] <= P99_TARGET_US for w in worst.values()),
+            "flat": flat,
+            "flat_detail": flat_detail,
+        },
+    }
+
+
+# --- output --------------------------------------------------------------------------
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"Mandate decision path, in process ({report['what_is_timed']})",
+        f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case, "
+        f"redis: {report['redis'] or 'none'}",
+        "",
+        f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'RSS MB':>7}  {'growth':>7}  {'fresh RSS':>9}  {'fresh peak':>10}",
+    ]
+    for entry in report["sizes"]:
+        rss = entry["rss_mb"]
+        fresh = rss["fresh_process_after_compile"]
+        peak = rss["fresh_process_peak"]
+        lines.append(
+            f"{entry['profiles']:>8}  {entry['policy_files']:>5}  {entry['compile_seconds']:>9.2f}  "
+            f"{rss['in_process_after_compile']:>7.1f}  {rss['in_process_growth']:>7.1f}  "
+            f"{fresh if fresh is not None else '-':>9}  {peak if peak is not None else '-':>10}"
+        )
+    header = (f"{'scenario':<28} {'profiles':>8} {'n':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>8} {'max':>9} "
+              f"{'calls/s':>9}  outcome")
+    lines += ["", "latency in µs", header, "-" * len(header)]
+    names: list[str] = []
+    for entry in report["sizes"]:
+        names += [n for n in entry["scenarios"] if n not in names]
+    for name in names:
+        for entry in report["sizes"]:
+            s = entry["scenarios"].get(name)
+            if s is None:
+                continue
+            top = next(iter(s["outcomes"]), "")
+            outcome = top if len(s["outcomes"]) == 1 else f"{top} (+{len(s['outcomes']) - 1} more)"
+            if "redis_gets_per_call" in s:
+                outcome += f", {s['redis_gets_per_call']} GET/call"
+            lines.append(
+                f"{name:<28} {entry['profiles']:>8} {s['iterations']:>8} {s['p50_us']:>7.1f} {s['p90_us']:>7.1f} "
+                f"{s['p99_us']:>7.1f} {s['p999_us']:>8.1f} {s['max_us']:>9.1f} {s['calls_per_s']:>9.0f}  {outcome}"
+            )
+    skipped = {name: why for entry in report["sizes"] for name, why in entry["skipped"].items()}
+    for name, why in skipped.items():
+        lines.append(f"{name:<28} skipped: {why}")
+    spec = report["summary"]["spec"]
+    lines += ["", f"SPEC §8: decision p99 <= {spec['p99_target_us']:.0f} µs and flat (±{spec['flat_tolerance']:.0%}) "
+                  "from the smallest to the largest size (scenarios marked spec)"]
+    for size, worst in spec["worst_p99_us"].items():
+        lines.append(f"  worst p99 at {size:>6} profiles: {worst['p99_us']:.1f} µs ({worst['scenario']})")
+    lines.append(f"  p99 target met: {spec['p99_target_met']}")
+    if spec["flat_detail"]:
+        ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in spec["flat_detail"].items())
+        lines.append(f"  p99 largest/smallest: {ratios}")
+        lines.append(f"  flat: {spec['flat']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loadtest.micro", description="In-process micro-benchmark of the decision path.")
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="profile counts, comma-separated")
+    parser.add_argument("--seconds-per-case", type=float, default=None, help=f"timed seconds per scenario and size (default {DEFAULT_SECONDS})")
+    redis_group = parser.add_mutually_exclusive_group()
+    redis_group.add_argument("--redis-url", help="a Redis for the chain store cases (redis://127.0.0.1:6379/0)")
+    redis_group.add_argument("--start-redis", action="store_true", help="start a throwaway redis-server on a free port")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-fresh-rss", action="store_true", help="skip measuring RSS in a fresh process")
+    parser.add_argument("--keep-policies", type=Path, help="also write each generated policy set to DIR/<size>/ and exit")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (sizes 10,100, 0.05 s per case) for CI")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    if args.keep_policies:
+        for size in sizes:
+            write_policy_set(args.keep_policies / str(size), size, args.seed)
+            print(args.keep_policies / str(size))
+        return 0
+    seconds = args.seconds_per_case
+    if args.smoke:
+        sizes = sizes if args.sizes != ",".join(map(str, DEFAULT_SIZES)) else [10, 100]
+        seconds = 0.05 if seconds is None else seconds
+    seconds = DEFAULT_SECONDS if seconds is None else seconds
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    fresh = False if args.no_fresh_rss else None
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(local_redis()) if args.start_redis else args.redis_url
+        report = run(sizes, seconds, redis_url, seed=args.seed, smoke=args.smoke, fresh_rss=fresh, progress=progress)
+    if args.start_redis:
+        report["redis"] = "started (throwaway redis-server on loopback)"
+    print(format_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""The decision-path micro-benchmark's smoke mode: it runs, and its result has the documented
+shape with every scenario deciding as intended. Never asserts a timing (SPEC §8: benchmarks,
+not timed unit tests, measure speed)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+
+import pytest
+
+from loadtest import micro
+
+pytestmark = pytest.mark.timeout(60)
+
+SIZES = [10, 40]
+IN_PROCESS = [
+    "floor", "build_response_allow", "mcp_call_allowed", "mcp_call_denied", "mcp_tools_list", "egress_get",
+    "a2a_send_reuse", "a2a_send_mint", "chained_call_cached", "mix",
+]
+WITH_REDIS = ["chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"]
+EXPECT = {
+    "floor": "allow", "build_response_allow": "allow", "mcp_call_allowed": "allow", "mcp_call_denied": "deny",
+    "mcp_tools_list": "allow", "egress_get": "allow", "a2a_send_reuse": "allow", "a2a_send_mint": "allow",
+    "chained_call_cached": "allow", "mix": "mixed", "chained_call_redis_cached": "allow",
+    "chained_call_redis_uncached": "allow", "a2a_send_mint_redis": "allow",
+}
+NUMBERS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "calls_per_s"]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(micro.local_redis()) if shutil.which("redis-server") else None
+        return micro.run(SIZES, 0.02, url, smoke=True)
+
+
+def test_result_is_json_and_lists_every_size(report: dict) -> None:
+    assert json.loads(json.dumps(report)) == report
+    assert report["benchmark"] == "mandate-micro" and report["smoke"] is True and report["gc_enabled"] is True
+    assert [entry["profiles"] for entry in report["sizes"]] == SIZES
+    for entry in report["sizes"]:
+        assert entry["compile_seconds"] > 0 and entry["policy_files"] >= 3 and entry["targets"] >= 8
+        assert entry["rss_mb"]["in_process_after_compile"] > 0
+
+
+def test_every_scenario_measured_with_positive_ordered_numbers(report: dict) -> None:
+    expected = IN_PROCESS + (WITH_REDIS if report["redis"] else [])
+    for entry in report["sizes"]:
+        scenarios = entry["scenarios"]
+        assert set(scenarios) == set(expected), entry["skipped"]
+        for name, result in scenarios.items():
+            assert result["iterations"] >= 50, name
+            assert all(result[key] > 0 for key in NUMBERS), (name, result)
+            assert result["p50_us"] <= result["p90_us"] <= result["p99_us"] <= result["p999_us"] <= result["max_us"], name
+            assert result["allowed"] + result["denied"] == result["iterations"] == sum(result["outcomes"].values())
+            assert len(result["gc_collections"]) == 3
+            assert result["expect"] == EXPECT[name]
+        if not report["redis"]:
+            assert set(entry["skipped"]) == set(WITH_REDIS)
+
+
+def test_allowed_and_denied_scenarios_decide_as_named(report: dict) -> None:
+    for entry in report["sizes"]:
+        scenarios = entry["scenarios"]
+        for name, result in scenarios.items():
+            if result["expect"] == "allow":
+                assert result["denied"] == 0, (name, result["outcomes"])
+            elif result["expect"] == "deny":
+                assert result["allowed"] == 0, (name, result["outcomes"])
+                assert all(label.startswith("deny:") for label in result["outcomes"])
+        assert scenarios["mix"]["allowed"] > 0 and scenarios["mix"]["denied"] > 0
+        assert all(label.startswith("allow+verified") for label in scenarios["chained_call_cached"]["outcomes"])
+        assert all(label == "allow+minted" for label in scenarios["a2a_send_mint"]["outcomes"])
+        assert all(label.startswith("allow") for label in scenarios["mcp_call_allowed"]["outcomes"])
+
+
+def test_uncached_chain_read_costs_one_redis_get(report: dict) -> None:
+    if not report["redis"]:
+        pytest.skip("redis-server is not installed")
+    for entry in report["sizes"]:
+        assert entry["scenarios"]["chained_call_redis_uncached"]["redis_gets_per_call"] == pytest.approx(1.0)
+        assert entry["scenarios"]["chained_call_redis_cached"]["redis_gets_per_call"] == 0
+
+
+def test_summary_and_table(report: dict) -> None:
+    summary = report["summary"]
+    assert set(summary["by_scenario"]["mcp_call_allowed"]["p99_us"]) == {str(size) for size in SIZES}
+    assert summary["spec"]["p99_target_us"] == 50.0
+    assert set(summary["spec"]["worst_p99_us"]) == {str(size) for size in SIZES}
+    assert "floor" not in summary["spec"]["flat_detail"]
+    table = micro.format_table(report)
+    assert "mcp_call_denied" in table and "p99.9" in table
+
+
+def test_generated_policy_set_compiles_with_every_profile(tmp_path) -> None:
+    from authz.policy.compiler import compile_directory
+
+    generated = micro.write_policy_set(tmp_path, 25, seed=3)
+    policy = compile_directory(tmp_path)
+    assert len(policy.profiles) == 25 == len(generated.profiles)
+    assert len({profile.principal for profile in generated.profiles}) == 25
+    assert any(rule.when is not None for p in policy.profiles.values() for rules in p.scope.mcp.values() for rule in rules)
+    assert any(rule.grant is not None for p in policy.profiles.values() for rules in p.scope.agents.values() for rule in rules)
