@@ -10,9 +10,12 @@ include the collections a production process would see.
 
 Policy sets are generated, not hand-written: `write_policy_set(directory, profiles, seed)`
 writes YAML for N MissionProfiles (each with its own SPIFFE ID and host, two to four MCP
-rules, some with CEL `when` conditions, zero to two `agents` rules, some with grants and
-`when`s, egress rules, some http rules, some acceptFrom/maxDepth/dry-run) plus Targets (six
-MCP servers, three egress hosts, one http service) and Settings. Each size is compiled once
+rules, 60 % of those on servers that have one with a CEL `when`, zero to two `agents` rules,
+half of them with grants, a third with `when`s, one or two egress hosts, some http rules,
+acceptFrom, maxDepth, dry-run) plus Targets (six MCP servers, three egress hosts, one http
+service) and Settings. Rule *shapes* (how many rules, which carry a `when` or a grant) follow
+the profile's index in fixed proportions, and request pools are drawn in fixed proportions
+too, so every size meets the same mix and comparing sizes compares only the profile count. Each size is compiled once
 with `compile_directory`, timed, and its resident memory measured twice: in this process
 (VmRSS after compiling, and the growth it caused) and, unless disabled, in a fresh Python
 process that only imports `authz` and compiles the same directory (the number to hold
@@ -74,6 +77,8 @@ Scenarios (per size; callers are drawn at random from the generated profiles):
           }
         },
         "skipped": {name: reason},               # scenarios that could not run at this size
+        "warnings": [str],                        # e.g. Redis liveness lapses (that case is then
+                                                  # measured again and carries "remeasured": true)
       }
     ],
     "summary": {
@@ -235,14 +240,22 @@ A2A_METHOD_SETS: tuple[tuple[str, ...] | None, ...] = (
 
 
 @dataclass
+class AgentRuleSpec:
+    granted: tuple[tuple[str, str], ...] | None  # (server, tool)s the grant allows; None: no grant
+    methods: tuple[str, ...] | None
+    when: bool  # carries `when: chain.depth <= 2`
+
+
+@dataclass
 class GeneratedProfile:
     name: str
     namespace: str
     dry_run: bool
     mcp: dict[str, tuple[str, ...]]  # server -> tools
     when: dict[str, bool]  # server -> the rule carries the server's `when`
-    agents: dict[str, tuple[tuple[str, str], ...] | None] = field(default_factory=dict)  # agent -> granted (server, tool)s
+    agents: dict[str, AgentRuleSpec] = field(default_factory=dict)  # callee -> its rule
     egress: list[tuple[EgressHost, str]] = field(default_factory=list)  # (host, a path a GET is allowed on)
+    extras: dict[str, Any] = field(default_factory=dict)  # resources, prompts, http, maxDepth: no request uses them
 
     @property
     def principal(self) -> str:
@@ -261,49 +274,66 @@ class GeneratedSet:
     targets: int
 
 
+# What a decision costs depends on the shape of the rules it meets (a `when` or not, a grant or
+# not, how many rules), so shapes follow the profile's index in fixed proportions, identical at
+# every size; names, tools, callees and hosts are drawn at random. Comparing sizes then compares
+# the number of profiles, not a different mix.
+WHEN_SHARE = (0, 1, 2)  # rule k of profile i carries its server's `when` iff (i + k) % 5 in WHEN_SHARE
+AGENT_PATTERN = ((), (False,), (True,), (True, False))  # by index % 4: agents rules, True = with a grant
+
+
 def generate(size: int, seed: int = 1) -> tuple[GeneratedSet, list[tuple[str, list[dict[str, Any]]]]]:
     """`size` profiles with realistic variety, and the YAML documents per file."""
     rng = random.Random(seed * 1_000_003 + size)
     namespaces = max(1, size // 25)
+    others = [s.name for s in MCP_SERVERS if s.name != "search"]
     profiles: list[GeneratedProfile] = []
     for index in range(size):
+        own = random.Random(f"{seed}/{index}")  # a profile's own rules do not depend on the size
         name = f"agent-{index:05d}"
-        servers = ["search", *rng.sample([s.name for s in MCP_SERVERS if s.name != "search"], rng.randint(1, 3))]
+        servers = ["search", *own.sample(others, 1 + index % 3)]
         mcp: dict[str, tuple[str, ...]] = {}
         when: dict[str, bool] = {}
-        for server_name in servers:
-            server = SERVERS_BY_NAME[server_name]
+        for position, server_name in enumerate(servers):
+            catalogue = SERVERS_BY_NAME[server_name]
+            tools: tuple[str, ...]
             if server_name == "search":
-                tools = ("web_search",) if rng.random() < 0.5 else ("web_search", "fetch_page")
+                tools = ("web_search",) if own.random() < 0.5 else ("web_search", "fetch_page")
             else:  # never the whole catalogue, so a refused tool always exists
-                tools = tuple(rng.sample(server.tools, rng.randint(1, len(server.tools) - 1)))
+                tools = tuple(own.sample(catalogue.tools, own.randint(1, len(catalogue.tools) - 1)))
             mcp[server_name] = tools
-            when[server_name] = server.when is not None and rng.random() < 0.6
-        profile = GeneratedProfile(name, f"team-{index % namespaces:03d}", rng.random() < 0.05, mcp, when)
-        for _ in range(rng.randint(1, 2)):
-            host = rng.choice(EGRESS_HOSTS)
-            if all(existing.host != host.host for existing, _ in profile.egress):
-                profile.egress.append((host, rng.choice(host.get_paths)))
+            when[server_name] = catalogue.when is not None and (index + position) % 5 in WHEN_SHARE
+        profile = GeneratedProfile(name, f"team-{index % namespaces:03d}", index % 20 == 19, mcp, when)
+        for host in own.sample(EGRESS_HOSTS, 1 + index % 2):
+            profile.egress.append((host, own.choice(host.get_paths)))
+        github = SERVERS_BY_NAME["github"]
+        profile.extras = {
+            "resources": list(github.resources) if own.random() < 0.5 else [],
+            "prompts": list(github.prompts[: own.randint(1, len(github.prompts))]) if own.random() < 0.5 else [],
+            "http": own.random() < 0.3,
+            "max_depth": 3 if own.random() < 0.2 else None,
+        }
         profiles.append(profile)
     by_name = {profile.name: profile for profile in profiles}
     # agents rules, once every profile's own rules exist (a grant is carved out of the callee's)
-    for profile in profiles:
+    for index, profile in enumerate(profiles):
         if size < 2:
             break
-        for _ in range(rng.choice((0, 1, 1, 2))):
-            callee = rng.choice(profiles)
-            if callee is profile or callee.name in profile.agents:
+        for position, with_grant in enumerate(AGENT_PATTERN[index % 4]):
+            callee = profiles[(index + rng.randrange(1, size)) % size]  # never the profile itself
+            if callee.name in profile.agents:
                 continue
             granted = None
-            if rng.random() < 0.5:
-                server = rng.choice([s for s in callee.mcp if s != "search"] or ["search"])
-                tools = callee.mcp[server]
-                granted = tuple((server, tool) for tool in rng.sample(tools, rng.randint(1, len(tools))))
-            profile.agents[callee.name] = granted
+            if with_grant:
+                granted_server = rng.choice([s for s in callee.mcp if s != "search"])
+                callee_tools = callee.mcp[granted_server]
+                granted = tuple((granted_server, tool) for tool in rng.sample(callee_tools, rng.randint(1, len(callee_tools))))
+            methods = A2A_METHOD_SETS[(index + position) % len(A2A_METHOD_SETS)]
+            profile.agents[callee.name] = AgentRuleSpec(granted, methods, (index + position) % 3 == 0)
     callers_of: dict[str, list[str]] = {}
     for profile in profiles:
-        for callee in profile.agents:
-            callers_of.setdefault(callee, []).append(profile.name)
+        for callee_name in profile.agents:
+            callers_of.setdefault(callee_name, []).append(profile.name)
 
     files: list[tuple[str, list[dict[str, Any]]]] = [
         ("settings.yaml", [_doc("Settings", "default", {
@@ -311,8 +341,9 @@ def generate(size: int, seed: int = 1) -> tuple[GeneratedSet, list[tuple[str, li
         ("targets.yaml", _target_documents()),
     ]
     documents: list[dict[str, Any]] = []
-    for profile in profiles:
-        documents.append(_profile_document(profile, rng, callers_of.get(profile.name, [])))
+    for index, profile in enumerate(profiles):
+        accept_from = sorted(callers_of[profile.name]) if profile.name in callers_of and index % 5 == 4 else []
+        documents.append(_profile_document(profile, accept_from))
         if len(documents) == PROFILES_PER_FILE:
             files.append((f"profiles-{len(files) - 2:03d}.yaml", documents))
             documents = []
@@ -340,7 +371,7 @@ def _target_documents() -> list[dict[str, Any]]:
     return documents
 
 
-def _profile_document(profile: GeneratedProfile, rng: random.Random, callers: list[str]) -> dict[str, Any]:
+def _profile_document(profile: GeneratedProfile, accept_from: list[str]) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "principals": [profile.principal],
         "hosts": [profile.host],
@@ -353,27 +384,26 @@ def _profile_document(profile: GeneratedProfile, rng: random.Random, callers: li
     for server_name, tools in profile.mcp.items():
         server = SERVERS_BY_NAME[server_name]
         rule: dict[str, Any] = {"server": server_name, "tools": list(tools)}
-        if server.resources and rng.random() < 0.5:
-            rule["resources"] = list(server.resources)
-        if server.prompts and rng.random() < 0.5:
-            rule["prompts"] = list(server.prompts[: rng.randint(1, len(server.prompts))])
+        if server_name == "github" and profile.extras["resources"]:
+            rule["resources"] = profile.extras["resources"]
+        if server_name == "github" and profile.extras["prompts"]:
+            rule["prompts"] = profile.extras["prompts"]
         if profile.when[server_name]:
             rule["when"] = server.when
         mcp.append(rule)
     spec["mcp"] = mcp
     agents = []
-    for callee, granted in profile.agents.items():
+    for callee, agent_rule in profile.agents.items():
         rule = {"agent": callee}
-        methods = rng.choice(A2A_METHOD_SETS)
-        if methods is not None:
-            rule["methods"] = list(methods)
-        if rng.random() < 0.3:
+        if agent_rule.methods is not None:
+            rule["methods"] = list(agent_rule.methods)
+        if agent_rule.when:
             rule["when"] = "chain.depth <= 2"
-        if granted is not None:
+        if agent_rule.granted is not None:
             grant: dict[str, list[str]] = {}
-            for server, tool in granted:
-                grant.setdefault(server, []).append(tool)
-            rule["grant"] = {"mcp": [{"server": server, "tools": tools} for server, tools in grant.items()]}
+            for granted_server, tool in agent_rule.granted:
+                grant.setdefault(granted_server, []).append(tool)
+            rule["grant"] = {"mcp": [{"server": name, "tools": tools} for name, tools in grant.items()]}
         agents.append(rule)
     if agents:
         spec["agents"] = agents
@@ -382,13 +412,13 @@ def _profile_document(profile: GeneratedProfile, rng: random.Random, callers: li
         for paths, methods in host.rules:
             egress.append({"host": host.host, "paths": list(paths), "methods": list(methods)})
     spec["egress"] = egress
-    if rng.random() < 0.3:
+    if profile.extras["http"]:
         spec["http"] = [{"target": HTTP_TARGET[0], "paths": ["/api/*"], "methods": ["GET"]}]
     delegation: dict[str, Any] = {}
-    if rng.random() < 0.2:
-        delegation["maxDepth"] = 3
-    if callers and rng.random() < 0.2:
-        delegation["acceptFrom"] = sorted(callers)
+    if profile.extras["max_depth"]:
+        delegation["maxDepth"] = profile.extras["max_depth"]
+    if accept_from:
+        delegation["acceptFrom"] = accept_from
     if delegation:
         spec["delegation"] = delegation
     return _doc("MissionProfile", profile.name, spec, {"team": profile.namespace})
@@ -502,19 +532,20 @@ class Edge:
     callee: GeneratedProfile
     server: str  # a tool the callee may call within the caller's scope for it
     tool: str
+    granted: bool
 
 
 def chain_edges(generated: GeneratedSet) -> list[Edge]:
     """Every agents edge, with a tool call the callee may make while acting for the caller."""
     edges = []
     for caller in generated.profiles:
-        for callee_name, granted in caller.agents.items():
+        for callee_name, rule in caller.agents.items():
             callee = generated.by_name[callee_name]
-            if granted:
-                server, tool = granted[0]
+            if rule.granted:
+                server, tool = rule.granted[0]
             else:  # no grant: the caller's own rules bound the callee; both may search
                 server, tool = COMMON_TOOL
-            edges.append(Edge(caller, callee, server, tool))
+            edges.append(Edge(caller, callee, server, tool, rule.granted is not None))
     return edges
 
 
@@ -529,48 +560,53 @@ class Pools:
 
 
 def build_pools(generated: GeneratedSet, pool: int, seed: int = 1) -> Pools:
+    """`pool` requests per kind from random callers, in the same proportions at every size:
+    60 % of allowed calls meet a `when`; denials are a third each tool / server / false `when`;
+    half the A2A edges carry a grant."""
     rng = random.Random(seed * 7_919 + len(generated.profiles))
     ids = _Ids(rng)
     profiles = generated.profiles
     enforced = [p for p in profiles if not p.dry_run] or profiles
+    with_when = [(p, s) for p in profiles for s in p.mcp if p.when[s]]
+    without_when = [(p, s) for p in profiles for s in p.mcp if not p.when[s]]
+    enforced_when = [(p, s) for p in enforced for s in p.mcp if p.when[s]]
+    enforced_partial = [(p, s) for p in enforced for s in p.mcp if len(p.mcp[s]) < len(SERVERS_BY_NAME[s].tools)]
 
     allowed = []
-    for _ in range(pool):
-        caller = rng.choice(profiles)
-        server = rng.choice(list(caller.mcp))
+    for index in range(pool):
+        caller, server = rng.choice(with_when if index % 5 < 3 and with_when else without_when)
         allowed.append(tool_call(ids, caller, server, rng.choice(caller.mcp[server])))
     denied = []
     for index in range(pool):
-        caller = rng.choice(enforced)
         kind = index % 3
-        with_when = [s for s in caller.mcp if caller.when[s]]
-        if kind == 2 and with_when:  # a `when` that is false
-            server = rng.choice(with_when)
+        if kind == 2 and enforced_when:  # a `when` that is false
+            caller, server = rng.choice(enforced_when)
             bad = SERVERS_BY_NAME[server].bad_arguments
             denied.append(tool_call(ids, caller, server, rng.choice(caller.mcp[server]), bad))
-        elif kind == 1 and len(caller.mcp) < len(MCP_SERVERS):  # a server outside the mission
+        elif kind == 1:  # a server outside the mission (a profile has at most four of six)
+            caller = rng.choice(enforced)
             server = rng.choice([s.name for s in MCP_SERVERS if s.name not in caller.mcp])
             denied.append(tool_call(ids, caller, server, SERVERS_BY_NAME[server].tools[0]))
         else:  # a tool the rule does not list
-            server = rng.choice([s for s in caller.mcp if s != "search"] or ["search"])
+            caller, server = rng.choice(enforced_partial)
             missing = [t for t in SERVERS_BY_NAME[server].tools if t not in caller.mcp[server]]
-            if not missing:
-                server = rng.choice([s for s in caller.mcp if set(SERVERS_BY_NAME[s].tools) - set(caller.mcp[s])])
-                missing = [t for t in SERVERS_BY_NAME[server].tools if t not in caller.mcp[server]]
             denied.append(tool_call(ids, caller, server, rng.choice(missing)))
     plumbing = []
     for _ in range(pool):
         caller = rng.choice(profiles)
-        server = SERVERS_BY_NAME[rng.choice(list(caller.mcp))]
-        plumbing.append(_mcp_request(ids, caller, server, "tools/list", {} if rng.random() < 0.5 else None))
+        mcp_server = SERVERS_BY_NAME[rng.choice(list(caller.mcp))]
+        plumbing.append(_mcp_request(ids, caller, mcp_server, "tools/list", {} if rng.random() < 0.5 else None))
     egress = []
     for _ in range(pool):
-        caller = rng.choice([p for p in profiles if p.egress])
+        caller = rng.choice(profiles)
         host, path = rng.choice(caller.egress)
         egress.append(egress_get(ids, caller, host, path))
-    edges = chain_edges(generated)
-    if edges:
-        edges = [rng.choice(edges) for _ in range(min(pool, max(len(edges), 1)))]
+    every_edge = chain_edges(generated)
+    granted = [edge for edge in every_edge if edge.granted]
+    plain = [edge for edge in every_edge if not edge.granted]
+    edges = []
+    if every_edge:
+        edges = [rng.choice((granted if index % 2 else plain) or every_edge) for index in range(pool)]
     a2a = [a2a_send(ids, edge.caller, edge.callee) for edge in edges]
     return Pools(allowed, denied, plumbing, egress, a2a, edges)
 
@@ -604,6 +640,7 @@ class Scenario:
     label: Callable[[Any], tuple[bool, str]] | None = None  # (response allowed, outcome label)
     spec: bool = True
     redis_client: Any = None  # count GETs on this server during the case
+    uses_redis: bool = False
 
 
 def _decision_label(decision: Decision) -> tuple[bool, str]:
@@ -733,7 +770,7 @@ def _status_kb(field_name: str) -> int:
                 return int(line.split()[1])
     except OSError:
         pass
-    import resource  # noqa: PLC0415 - fallback off Linux: peak, not current
+    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -823,9 +860,9 @@ class _RedisReplicas:
     the timed decisions, `other` mints the chains whose first read by `measured` is a miss."""
 
     def __init__(self, url: str, policy: PolicySet, keys: Any) -> None:
-        import redis  # noqa: PLC0415
+        import redis
 
-        from authz.chains.redis_store import RedisChainStore  # noqa: PLC0415
+        from authz.chains.redis_store import RedisChainStore
 
         self.measured_store = RedisChainStore(url)
         self.other_store = RedisChainStore(url)
@@ -901,7 +938,7 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, redis: _RedisReplicas
         measured_path = decision_path(redis.measured)
         cached = chained_calls(redis.measured, pools, seed + 1)
         scenarios.append(Scenario("chained_call_redis_cached", "chained tool call, RedisChainStore, record in the local cache",
-                                  "allow", measured_path, cached, redis_client=redis.stats))
+                                  "allow", measured_path, cached, redis_client=redis.stats, uses_redis=True))
         templates = cached
         edges = pools.edges
 
@@ -918,7 +955,8 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, redis: _RedisReplicas
 
         scenarios.append(Scenario("chained_call_redis_uncached",
                                   "chained tool call, token minted by another replica: local cache miss, one GET",
-                                  "allow", measured_path, prepare=minted_elsewhere, spec=False, redis_client=redis.stats))
+                                  "allow", measured_path, prepare=minted_elsewhere, spec=False, redis_client=redis.stats,
+                                  uses_redis=True))
         redis_minting = Authorizer(policy, chains=ChainStep(redis.measured_store, redis.keys))
         redis_mint_path = decision_path(redis_minting)
 
@@ -927,7 +965,7 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, redis: _RedisReplicas
             return pools.a2a_send[index % len(pools.a2a_send)]
 
         scenarios.append(Scenario("a2a_send_mint_redis", "A2A SendMessage minting a fresh chain through Redis (one SET)",
-                                  "allow", redis_mint_path, prepare=fresh_redis_step, spec=False))
+                                  "allow", redis_mint_path, prepare=fresh_redis_step, spec=False, uses_redis=True))
     return scenarios
 
 
@@ -943,15 +981,25 @@ def _mix(pools: Pools, chained: list[AuthzInput], seed: int) -> list[AuthzInput]
     return mix
 
 
+STORE_DOWN = "chain_store_unavailable"
+
+
+def _store_down_calls(result: dict[str, Any]) -> int:
+    return sum(count for label, count in result["outcomes"].items() if STORE_DOWN in label)
+
+
 def _check_expectations(scenario: Scenario, result: dict[str, Any]) -> list[str]:
+    """Calls that did not decide as the scenario intends. With Redis, `chain_store_unavailable`
+    denials are not the generator's fault (the store's liveness lapsed): run_size warns instead."""
+    outcomes = {label: count for label, count in result["outcomes"].items() if not (scenario.uses_redis and STORE_DOWN in label)}
     problems = []
-    if scenario.expect == "allow" and result["denied"]:
+    if scenario.expect == "allow" and any(not label.startswith("allow") for label in outcomes):
         problems.append(f"{scenario.name}: expected every call allowed, got {result['outcomes']}")
     if scenario.expect == "deny" and result["allowed"]:
         problems.append(f"{scenario.name}: expected every call denied, got {result['outcomes']}")
-    if scenario.name.startswith("chained_call") and any("verified" not in label for label in result["outcomes"]):
+    if scenario.name.startswith("chained_call") and any("verified" not in label for label in outcomes):
         problems.append(f"{scenario.name}: expected a verified chain on every call, got {result['outcomes']}")
-    if scenario.name.startswith("a2a_send_mint") and any("minted" not in label for label in result["outcomes"]):
+    if scenario.name.startswith("a2a_send_mint") and any("minted" not in label for label in outcomes):
         problems.append(f"{scenario.name}: expected a fresh mint on every call, got {result['outcomes']}")
     return problems
 
@@ -992,6 +1040,7 @@ def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed:
         "pool": pool,
         "scenarios": {},
         "skipped": {},
+        "warnings": [],
     }
     pools = build_pools(generated, pool, seed)
     redis = None
@@ -1003,6 +1052,17 @@ def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed:
         freeze_heap()  # as `mandate serve` does once the policy is loaded: gc stops walking it
         for scenario in scenarios:
             measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
+            down = _store_down_calls(measured) if scenario.uses_redis else 0
+            if down:
+                result["warnings"].append(
+                    f"{scenario.name}: {down} of {measured['iterations']} calls denied {STORE_DOWN}: the Redis store's "
+                    "liveness lapsed (its revocation listener went unheard for 0.75 s); measured again"
+                )
+                say(f"{size:>6} {scenario.name:<28} {result['warnings'][-1]}")
+                measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
+                measured["remeasured"] = True
+                if _store_down_calls(measured):
+                    result["warnings"].append(f"{scenario.name}: again {_store_down_calls(measured)} calls denied {STORE_DOWN}")
             result["scenarios"][scenario.name] = measured
             problems += _check_expectations(scenario, measured)
             say(f"{size:>6} {scenario.name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
@@ -1030,7 +1090,7 @@ def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count() or 0,
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds_per_case": seconds_per_case,
         "seed": seed,
         "smoke": smoke,
@@ -1089,8 +1149,8 @@ def summarize(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"Mandate decision path, in process ({report['what_is_timed']})",
-        f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case, "
-        f"redis: {report['redis'] or 'none'}",
+        (f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case, "
+         f"redis: {report['redis'] or 'none'}"),
         "",
         f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'RSS MB':>7}  {'growth':>7}  {'fresh RSS':>9}  {'fresh peak':>10}",
     ]
@@ -1125,9 +1185,12 @@ def format_table(report: dict[str, Any]) -> str:
     skipped = {name: why for entry in report["sizes"] for name, why in entry["skipped"].items()}
     for name, why in skipped.items():
         lines.append(f"{name:<28} skipped: {why}")
+    for entry in report["sizes"]:
+        for warning in entry.get("warnings", []):
+            lines.append(f"warning at {entry['profiles']} profiles: {warning}")
     spec = report["summary"]["spec"]
-    lines += ["", f"SPEC §8: decision p99 <= {spec['p99_target_us']:.0f} µs and flat (±{spec['flat_tolerance']:.0%}) "
-                  "from the smallest to the largest size (scenarios marked spec)"]
+    lines += ["", (f"SPEC §8: decision p99 <= {spec['p99_target_us']:.0f} µs and flat (±{spec['flat_tolerance']:.0%}) "
+                   "from the smallest to the largest size (scenarios marked spec)")]
     for size, worst in spec["worst_p99_us"].items():
         lines.append(f"  worst p99 at {size:>6} profiles: {worst['p99_us']:.1f} µs ({worst['scenario']})")
     lines.append(f"  p99 target met: {spec['p99_target_met']}")

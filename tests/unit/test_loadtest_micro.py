@@ -43,6 +43,7 @@ def test_result_is_json_and_lists_every_size(report: dict) -> None:
     for entry in report["sizes"]:
         assert entry["compile_seconds"] > 0 and entry["policy_files"] >= 3 and entry["targets"] >= 8
         assert entry["rss_mb"]["in_process_after_compile"] > 0
+        assert isinstance(entry["warnings"], list)
 
 
 def test_every_scenario_measured_with_positive_ordered_numbers(report: dict) -> None:
@@ -66,7 +67,10 @@ def test_allowed_and_denied_scenarios_decide_as_named(report: dict) -> None:
         scenarios = entry["scenarios"]
         for name, result in scenarios.items():
             if result["expect"] == "allow":
-                assert result["denied"] == 0, (name, result["outcomes"])
+                # Only a lapse of the Redis store's liveness (reported in warnings) may deny these.
+                refused = [label for label in result["outcomes"] if not label.startswith("allow")]
+                assert not refused or (name in WITH_REDIS and entry["warnings"]
+                                       and all("chain_store_unavailable" in label for label in refused)), (name, result["outcomes"])
             elif result["expect"] == "deny":
                 assert result["allowed"] == 0, (name, result["outcomes"])
                 assert all(label.startswith("deny:") for label in result["outcomes"])
