@@ -1,0 +1,95 @@
+"""The load-test tooling still runs end to end: `python -m loadtest.run --smoke` starts a Redis,
+the floor and Mandate, drives them with h2load and locust, tries 2 workers, runs the
+micro-benchmark in smoke mode and writes BENCHMARKS.md, the CDF plot and the raw JSON.
+
+Structure only — numbers present and positive, files written, sample requests decided as
+expected — never a timing: SPEC §8 is measured by benchmarks, not by timed unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest import h2load
+from loadtest.requests import build_mix, decide_in_process, representative, schedule
+from loadtest.run import parse_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_sample_request_is_decided_as_expected_in_process() -> None:
+    """The mix's expectations hold against the example policies (chained calls with a real token)."""
+    assert decide_in_process() == []
+
+
+def test_the_mix_covers_every_kind_allowed_and_denied() -> None:
+    samples = build_mix("token")
+    kinds = {sample.kind for sample in samples}
+    assert {"mcp", "mcp-plumbing", "a2a", "chained", "egress"} <= kinds
+    assert any(sample.expect_allow for sample in samples) and any(not sample.expect_allow for sample in samples)
+    sequence = schedule(samples)
+    assert {sample.name for sample in sequence} == {sample.name for sample in samples}
+    frame = representative().frame
+    assert frame[0] == 0 and int.from_bytes(frame[1:5], "big") == len(frame) - 5
+
+
+def test_h2load_output_is_read() -> None:
+    summary = """finished in 3.00s, 7570.00 req/s, 487.94KB/s
+requests: 15140 total, 15140 started, 15140 done, 15138 succeeded, 2 failed, 0 errored, 0 timeout
+status codes: 15138 2xx, 0 3xx, 0 4xx, 2 5xx"""
+    assert h2load.parse_summary(summary) == (7570.0, 15138, 2, 2)
+    assert h2load.duration(0.4) == "400ms"
+    values = list(range(1, 1001))
+    stats = h2load.latency_summary(values)
+    assert (stats["p50_us"], stats["p99_us"], stats["p999_us"]) == (500.0, 990.0, 999.0)
+
+
+def test_smoke_writes_nothing_unless_asked() -> None:
+    assert parse_args(["--smoke"]).out is None
+    args = parse_args(["--smoke", "--out", "/x/B.md"])
+    assert (args.plot, args.json) == (Path("/x/benchmarks/latency-cdf.png"), Path("/x/benchmarks/results.json"))
+    assert parse_args([]).out == ROOT / "BENCHMARKS.md"
+
+
+@pytest.mark.timeout(150)
+def test_smoke_run_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run([sys.executable, "-m", "loadtest.run", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=140, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
+    assert (tmp_path / "benchmarks" / "latency-cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert all(results["verification"]["grpc_status_ok"].values())
+    assert results["verification"]["verdict_problems"] == {"mandate/threads": []}
+    for mode in ("1 in flight", "16 in flight"):
+        for who in ("floor", "mandate"):
+            for key, spread in results["main"][mode][who]["aggregate"].items():
+                assert spread["median"] > 0 and spread["min"] <= spread["median"] <= spread["max"], (mode, who, key)
+            assert results["main"][mode][who]["rounds"][0]["requests"] > 0
+        assert results["main"][mode]["ratio"]["p50_us"]["median"] > 0
+    for who in ("floor", "mandate"):
+        (run,) = results["locust"][who]
+        assert run["requests"] > 0 and run["rps"] > 0 and run["p99_us"] >= run["p50_us"] > 0
+        assert run["failures"] == 0
+    assert results["locust"]["mandate"][0]["unexpected_verdicts"] == 0
+    workers = results["workers"]
+    assert workers["supported"], workers
+    assert workers["verdict_problems"] == [] and workers["2"]["aggregate"]["rps"]["median"] > 0
+    assert workers["memory"]["2"]["processes"] >= 3  # the supervisor and two workers
+    assert results["memory"]["end"]["mandate"]["VmRSS"] > 0
+    micro = results["micro"]
+    assert "error" not in micro, micro.get("error")
+    assert micro["report"]["sizes"] and micro["table"]
+
+    report = out.read_text()
+    assert "## SPEC §8 targets" in report and "](benchmarks/latency-cdf.png)" in report
+    table = report.split("## SPEC §8 targets", 1)[1].split("\n\n")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 6
+    assert all(("**MET" in row) or ("**NOT MET" in row) for row in rows), rows
