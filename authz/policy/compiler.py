@@ -162,6 +162,9 @@ class _Compiler:
         self.targets: dict[str, tuple[Target, SourcedDocument]] = {}
         self.profiles: dict[str, tuple[MissionProfile, SourcedDocument]] = {}
         self.egress_hosts: dict[str, str] = {}  # host -> target name
+        # Thousands of profiles repeat the same name lists and conditions: compile each once.
+        self._globsets: dict[tuple[str, ...], GlobSet] = {}
+        self._conditions: dict[str, Condition] = {}
 
     def compile(self, version: str) -> PolicySet:
         settings = self._settings()
@@ -247,7 +250,7 @@ class _Compiler:
             scope=scope,
             delegates=self._delegates(spec, scope, source),
             max_depth=delegation.max_depth,
-            accept_from=GlobSet(delegation.accept_from) if delegation.accept_from else None,
+            accept_from=self._globset(delegation.accept_from) if delegation.accept_from else None,
             require_chain=delegation.require_chain,
             allow_reentry=delegation.allow_reentry,
         )
@@ -316,10 +319,10 @@ class _Compiler:
     def _mcp_rule(self, rule: McpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> CompiledMcpRule:
         return CompiledMcpRule(
             label=label,
-            tools=GlobSet(rule.tools),
-            resources=GlobSet(rule.resources),
-            prompts=GlobSet(rule.prompts),
-            methods=GlobSet(rule.methods),
+            tools=self._globset(rule.tools),
+            resources=self._globset(rule.resources),
+            prompts=self._globset(rule.prompts),
+            methods=self._globset(rule.methods),
             when=self._condition(rule.when, source, loc),
         )
 
@@ -334,7 +337,7 @@ class _Compiler:
                     self.errors.append(source.error(f"unknown A2A method {method!r}; known: {known}", *loc, "methods", index))
                 else:
                     normalized.append(v1)
-            methods = GlobSet(normalized)
+            methods = self._globset(normalized)
         grant = None
         if rule.grant is not None:
             grant = self._scope(rule.grant, source, f"{label}.grant", (*loc, "grant"))
@@ -348,19 +351,29 @@ class _Compiler:
         return CompiledPathRule(
             label=label,
             host=host,
-            paths=GlobSet(rule.paths),
-            methods=GlobSet(method.upper() for method in rule.methods),
+            paths=self._globset(rule.paths),
+            methods=self._globset(method.upper() for method in rule.methods),
             when=self._condition(rule.when, source, loc),
         )
+
+    def _globset(self, patterns: Iterable[str]) -> GlobSet:
+        key = tuple(patterns)
+        found = self._globsets.get(key)
+        if found is None:
+            found = self._globsets[key] = GlobSet(key)
+        return found
 
     def _condition(self, text: str | None, source: SourcedDocument, loc: tuple[str | int, ...]) -> Condition | None:
         if text is None:
             return None
-        try:
-            return Condition(text)
-        except ConditionError as exc:
-            self.errors.append(source.error(f"when: {exc}", *loc, "when"))
-            return None
+        found = self._conditions.get(text)
+        if found is None:
+            try:
+                found = self._conditions[text] = Condition(text)
+            except ConditionError as exc:
+                self.errors.append(source.error(f"when: {exc}", *loc, "when"))
+                return None
+        return found
 
     # indexes
 

@@ -92,17 +92,20 @@ def load_text(text: str, filename: str) -> tuple[list[SourcedDocument], list[Pol
     documents: list[SourcedDocument] = []
     errors: list[PolicyError] = []
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_COMPOSER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
         return [], [PolicyError(filename, line, f"invalid YAML: {exc}")]
+    # A loader of our own per file: PyYAML's constructor remembers every node it built, so a
+    # shared one would keep every policy ever loaded alive (and is not thread-safe).
+    scalars = yaml.SafeLoader("")
     for node in nodes:
         if node is None:  # an empty document between `---` separators
             continue
         lines: dict[Loc, int] = {}
         try:
-            data = _to_python(node, (), lines)
+            data = _to_python(node, (), lines, scalars)
         except _DuplicateKey as exc:
             errors.append(PolicyError(filename, exc.line, f"duplicate key {exc.key!r}"))
             continue
@@ -113,28 +116,29 @@ def load_text(text: str, filename: str) -> tuple[list[SourcedDocument], list[Pol
     return documents, errors
 
 
+# libyaml's composer when PyYAML was built with it (several times faster on large sets).
+_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _DuplicateKey(Exception):
     def __init__(self, key: str, line: int) -> None:
         self.key, self.line = key, line
 
 
-_scalars = yaml.SafeLoader("")
-
-
-def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
+def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], scalars: yaml.SafeLoader) -> Any:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        _scalars.flatten_mapping(node)  # resolve `<<` merge keys the way PyYAML does
+        scalars.flatten_mapping(node)  # resolve `<<` merge keys the way PyYAML does
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _to_python(key_node, loc, {})
+            key = _to_python(key_node, loc, {}, scalars)
             if key in result:
                 raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            result[key] = _to_python(value_node, (*loc, key), lines)
+            result[key] = _to_python(value_node, (*loc, key), lines, scalars)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*loc, index), lines) for index, item in enumerate(node.value)]
-    return _scalars.construct_object(node, deep=True)
+        return [_to_python(item, (*loc, index), lines, scalars) for index, item in enumerate(node.value)]
+    return scalars.construct_object(node, deep=True)
 
 
 def _validate(
