@@ -9,6 +9,7 @@ import sys
 
 import orjson
 
+from .export_istio import add_export_parser, run_export
 from .grpc_server import GRPC_SERVERS
 from .policy.compiler import compile_directory
 from .policy.loader import PolicyLoadError
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="send one described request to a running server, as Envoy would")
     check.add_argument("--server", default="127.0.0.1:9191", help="address of mandate serve")
     check.add_argument("--request", required=True, help="the same request file format as explain")
+
+    add_export_parser(commands)  # `mandate export istio` (authz/export_istio.py)
     return parser
 
 
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args)
     if args.command == "chain":
         return _chain(args)
+    if args.command == "export":
+        return run_export(args)
     return _serve(args)
 
 

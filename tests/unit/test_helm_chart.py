@@ -403,6 +403,7 @@ def test_the_ci_example_runs_the_real_commands() -> None:
     assert "validate /policies" in script and "export istio --policies /policies" in script
     parser = build_parser()
     assert parser.parse_args(["validate", "/policies"]).command == "validate"
+    assert parser.parse_args(["export", "istio", "--policies", "/policies"]).export_kind == "istio"
 
 
 def test_the_service_monitor_scrapes_the_metrics_port(chart) -> None:
