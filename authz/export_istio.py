@@ -257,7 +257,7 @@ def _ambient(governed: dict[str, Governed], principals: dict[str, list[str]], op
         labels = _selector_labels(selector, options)
         attach = {"selector": {"matchLabels": labels}} if labels else {}
         waypoint = f"{workload.trust_domain}/ns/{namespace}/sa/{options.waypoint}"
-        primary = sorted(names)[0]
+        primary = min(names)
         objects.append(_policy(f"mandate-waypoint-only-{primary}", namespace, ",".join(sorted(names)),
                                {**attach, "action": "ALLOW", **_from([waypoint])}, [waypoint]))
     return objects

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .metrics import Metrics
 from .pipeline import Authorizer
-from .policy.compiler import compile_directory
+from .policy.compiler import PolicySet, compile_directory
 from .policy.loader import PolicyLoadError
 
 log = logging.getLogger("mandate")
@@ -89,7 +89,11 @@ class PolicyWatcher:
 
     def reload(self) -> bool:
         try:
-            policy = compile_directory(self.directory)
+            policy = self._compile_one_generation()
+        except _StillChanging:
+            log.warning("policy directory %s kept changing while it was read; trying again at the next look", self.directory)
+            self._signature = ()
+            return False
         except PolicyLoadError as exc:
             self.metrics.reloads.labels("rejected").inc()
             self.metrics.policy_errors.set(len(exc.errors))
@@ -107,3 +111,29 @@ class PolicyWatcher:
         self.metrics.serving(policy.version)
         log.info("policy reloaded: version %s, %d profiles", policy.version, len(policy.profiles))
         return True
+
+    def _compile_one_generation(self, attempts: int = 5) -> PolicySet:
+        """Compile the directory, and make sure every file came from one generation of it.
+
+        Files are read one by one, so a ConfigMap swap (or an editor) in the middle of a read
+        could hand the compiler half the old set and half the new one, and that mix could even
+        be valid. If the directory's signature moved while it was read, the result is dropped
+        and the directory read again; errors from such a read are not reported either.
+        """
+        for _ in range(attempts):
+            before = directory_signature(self.directory)
+            try:
+                policy = compile_directory(self.directory)
+            except Exception:
+                if directory_signature(self.directory) == before:
+                    self._signature = before
+                    raise
+                continue
+            if directory_signature(self.directory) == before:
+                self._signature = before
+                return policy
+        raise _StillChanging
+
+
+class _StillChanging(Exception):
+    """The policy directory changed during every attempt to read it."""
