@@ -45,6 +45,9 @@ Scenarios (per size; callers are drawn at random from the generated profiles):
                                just before the call, so this replica's cache misses and the
                                decision costs exactly one Redis GET (counted with INFO commandstats)
   a2a_send_mint_redis          a fresh mint through Redis (one SET NX per call)
+  (Back-to-back decisions without I/O can starve the store's revocation listener thread of the
+  GIL past its 0.75 s liveness; the calls then denied `chain_store_unavailable` are counted and
+  reported under "warnings", not hidden.)
 
 `run(sizes, seconds_per_case, redis_url)` returns a JSON-serialisable dict:
 
@@ -77,8 +80,9 @@ Scenarios (per size; callers are drawn at random from the generated profiles):
           }
         },
         "skipped": {name: reason},               # scenarios that could not run at this size
-        "warnings": [str],                        # e.g. Redis liveness lapses (that case is then
-                                                  # measured again and carries "remeasured": true)
+        "warnings": [str],                        # e.g. Redis liveness lapses: calls denied
+                                                  # chain_store_unavailable (the scenario then also
+                                                  # carries "store_unavailable_calls": int)
       }
     ],
     "summary": {
@@ -1054,15 +1058,13 @@ def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed:
             measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
             down = _store_down_calls(measured) if scenario.uses_redis else 0
             if down:
+                measured["store_unavailable_calls"] = down
                 result["warnings"].append(
                     f"{scenario.name}: {down} of {measured['iterations']} calls denied {STORE_DOWN}: the Redis store's "
-                    "liveness lapsed (its revocation listener went unheard for 0.75 s); measured again"
+                    "revocation listener thread was not heard for 0.75 s while this thread ran decisions back to back "
+                    "(GIL-starved), so available() turned false; those calls are in the percentiles"
                 )
-                say(f"{size:>6} {scenario.name:<28} {result['warnings'][-1]}")
-                measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
-                measured["remeasured"] = True
-                if _store_down_calls(measured):
-                    result["warnings"].append(f"{scenario.name}: again {_store_down_calls(measured)} calls denied {STORE_DOWN}")
+                say(f"{size:>6} {scenario.name:<28} warning: {result['warnings'][-1]}")
             result["scenarios"][scenario.name] = measured
             problems += _check_expectations(scenario, measured)
             say(f"{size:>6} {scenario.name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
