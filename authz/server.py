@@ -91,10 +91,11 @@ class MandateServer:
         self._stopped.set()
 
     def run_forever(self) -> None:
+        # SIGHUP first: once health says SERVING, a SIGHUP must reload, never kill the process.
+        signal.signal(signal.SIGHUP, lambda *_: self.watcher.reload_now())
         self.start()
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=self.stop).start())
         signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=self.stop).start())
-        signal.signal(signal.SIGHUP, lambda *_: self.watcher.reload_now())
         self._stopped.wait()
 
 

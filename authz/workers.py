@@ -53,13 +53,14 @@ class Supervisor:
         self._stopping = threading.Event()
 
     def run(self) -> int:
+        # Before any worker exists: a SIGTERM must never leave orphans behind.
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._signal_all(signal.SIGHUP))
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, READY_DIR_ENV: self.ready_dir}
         http = serve_http(self.options.metrics_listen, multiprocess_registry(self.metrics_dir), self._all_ready)
         for _ in range(self.options.workers):
             self.workers.append(subprocess.Popen(worker_command(self.options), env=env, stdin=subprocess.DEVNULL))
-        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._signal_all(signal.SIGHUP))
         log.info("mandate supervising %d workers on %s (metrics %s)", len(self.workers), self.options.listen, self.options.metrics_listen)
         code = 0
         while not self._stopping.wait(0.2):
