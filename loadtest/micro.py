@@ -889,8 +889,8 @@ class _RedisReplicas:
 # --- running -------------------------------------------------------------------------
 
 
-def _scenarios(policy: PolicySet, pools: Pools, seed: int, redis: _RedisReplicas | None,
-               skipped: dict[str, str]) -> list[Scenario]:
+def _scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: dict[str, str]) -> list[Scenario]:
+    """The in-process cases (in-memory chain store: no store thread running)."""
     header = policy.settings.chain_header
     main = Authorizer(policy)
     path = decision_path(main)
@@ -932,44 +932,48 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, redis: _RedisReplicas
     mix = _mix(pools, chained, seed)
     scenarios.append(Scenario("mix", "40% allowed call, 10% denied, 15% tools/list, 10% egress, 5% A2A, 20% chained",
                               "mixed", path, mix))
-    if redis is None:
-        for name in ("chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"):
-            skipped[name] = "no Redis (--redis-url or --start-redis)"
-    elif not pools.edges:
-        for name in ("chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"):
-            skipped[name] = "no agents rules at this size"
-    else:
-        measured_path = decision_path(redis.measured)
-        cached = chained_calls(redis.measured, pools, seed + 1)
-        scenarios.append(Scenario("chained_call_redis_cached", "chained tool call, RedisChainStore, record in the local cache",
-                                  "allow", measured_path, cached, redis_client=redis.stats, uses_redis=True))
-        templates = cached
-        edges = pools.edges
+    return scenarios
 
-        def minted_elsewhere(index: int) -> AuthzInput:
-            edge = edges[index % len(edges)]
-            now = time.time()
-            minted = redis.other.issue(
-                (Hop(edge.caller.name, edge.caller.principal), Hop(edge.callee.name, edge.callee.principal)), (), now, now + 900
-            )
-            template = templates[index % len(templates)]
-            headers = dict(template.headers)
-            headers[header] = minted.token
-            return dataclasses.replace(template, headers=headers)
 
-        scenarios.append(Scenario("chained_call_redis_uncached",
-                                  "chained tool call, token minted by another replica: local cache miss, one GET",
-                                  "allow", measured_path, prepare=minted_elsewhere, spec=False, redis_client=redis.stats,
-                                  uses_redis=True))
-        redis_minting = Authorizer(policy, chains=ChainStep(redis.measured_store, redis.keys))
-        redis_mint_path = decision_path(redis_minting)
+REDIS_SCENARIOS = ("chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis")
 
-        def fresh_redis_step(index: int) -> AuthzInput:
-            redis_minting.chains = ChainStep(redis.measured_store, redis.keys)
-            return pools.a2a_send[index % len(pools.a2a_send)]
 
-        scenarios.append(Scenario("a2a_send_mint_redis", "A2A SendMessage minting a fresh chain through Redis (one SET)",
-                                  "allow", redis_mint_path, prepare=fresh_redis_step, spec=False, uses_redis=True))
+def _redis_scenarios(policy: PolicySet, pools: Pools, seed: int, redis: _RedisReplicas) -> list[Scenario]:
+    """The cases against Redis; built (and the store's listener thread started) only once the
+    in-process cases are done, since that thread competes with them for the GIL."""
+    header = policy.settings.chain_header
+    scenarios: list[Scenario] = []
+    measured_path = decision_path(redis.measured)
+    cached = chained_calls(redis.measured, pools, seed + 1)
+    scenarios.append(Scenario("chained_call_redis_cached", "chained tool call, RedisChainStore, record in the local cache",
+                              "allow", measured_path, cached, redis_client=redis.stats, uses_redis=True))
+    templates = cached
+    edges = pools.edges
+
+    def minted_elsewhere(index: int) -> AuthzInput:
+        edge = edges[index % len(edges)]
+        now = time.time()
+        minted = redis.other.issue(
+            (Hop(edge.caller.name, edge.caller.principal), Hop(edge.callee.name, edge.callee.principal)), (), now, now + 900
+        )
+        template = templates[index % len(templates)]
+        headers = dict(template.headers)
+        headers[header] = minted.token
+        return dataclasses.replace(template, headers=headers)
+
+    scenarios.append(Scenario("chained_call_redis_uncached",
+                              "chained tool call, token minted by another replica: local cache miss, one GET",
+                              "allow", measured_path, prepare=minted_elsewhere, spec=False, redis_client=redis.stats,
+                              uses_redis=True))
+    redis_minting = Authorizer(policy, chains=ChainStep(redis.measured_store, redis.keys))
+    redis_mint_path = decision_path(redis_minting)
+
+    def fresh_redis_step(index: int) -> AuthzInput:
+        redis_minting.chains = ChainStep(redis.measured_store, redis.keys)
+        return pools.a2a_send[index % len(pools.a2a_send)]
+
+    scenarios.append(Scenario("a2a_send_mint_redis", "A2A SendMessage minting a fresh chain through Redis (one SET)",
+                              "allow", redis_mint_path, prepare=fresh_redis_step, spec=False, uses_redis=True))
     return scenarios
 
 
@@ -1047,28 +1051,25 @@ def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed:
         "warnings": [],
     }
     pools = build_pools(generated, pool, seed)
-    redis = None
-    if redis_url:
-        redis = _RedisReplicas(redis_url, policy, Authorizer(policy).chains.keys)
     problems: list[str] = []
+    redis: _RedisReplicas | None = None
+
+    def batches() -> Iterator[list[Scenario]]:
+        nonlocal redis
+        yield _scenarios(policy, pools, seed, result["skipped"])
+        if not redis_url:
+            result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no Redis (--redis-url or --start-redis)"))
+        elif not pools.edges:
+            result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no agents rules at this size"))
+        else:
+            redis = _RedisReplicas(redis_url, policy, Authorizer(policy).chains.keys)
+            yield _redis_scenarios(policy, pools, seed, redis)
+
     try:
-        scenarios = _scenarios(policy, pools, seed, redis, result["skipped"])
-        freeze_heap()  # as `mandate serve` does once the policy is loaded: gc stops walking it
-        for scenario in scenarios:
-            measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
-            down = _store_down_calls(measured) if scenario.uses_redis else 0
-            if down:
-                measured["store_unavailable_calls"] = down
-                result["warnings"].append(
-                    f"{scenario.name}: {down} of {measured['iterations']} calls denied {STORE_DOWN}: the Redis store's "
-                    "revocation listener thread was not heard for 0.75 s while this thread ran decisions back to back "
-                    "(GIL-starved), so available() turned false; those calls are in the percentiles"
-                )
-                say(f"{size:>6} {scenario.name:<28} warning: {result['warnings'][-1]}")
-            result["scenarios"][scenario.name] = measured
-            problems += _check_expectations(scenario, measured)
-            say(f"{size:>6} {scenario.name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
-                f"max {measured['max_us']:>9.1f} µs  n={measured['iterations']}")
+        for scenarios in batches():
+            freeze_heap()  # as `mandate serve` does once the policy is loaded: gc stops walking it
+            for scenario in scenarios:
+                _run_one(size, scenario, result, problems, seconds_per_case, warmup_seconds, min_iterations, say)
     finally:
         if redis is not None:
             redis.close()
@@ -1076,6 +1077,24 @@ def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed:
     if problems:
         raise RuntimeError("the generated requests did not decide as intended:\n" + "\n".join(problems))
     return result
+
+
+def _run_one(size: int, scenario: Scenario, result: dict[str, Any], problems: list[str], seconds_per_case: float,
+             warmup_seconds: float, min_iterations: int, say: Callable[[str], None]) -> None:
+    measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
+    down = _store_down_calls(measured) if scenario.uses_redis else 0
+    if down:
+        measured["store_unavailable_calls"] = down
+        result["warnings"].append(
+            f"{scenario.name}: {down} of {measured['iterations']} calls denied {STORE_DOWN}: the Redis store's "
+            "revocation listener thread was not heard for 0.75 s while this thread ran decisions back to back "
+            "(GIL-starved), so available() turned false; those calls are in the percentiles"
+        )
+        say(f"{size:>6} {scenario.name:<28} warning: {result['warnings'][-1]}")
+    result["scenarios"][scenario.name] = measured
+    problems.extend(_check_expectations(scenario, measured))
+    say(f"{size:>6} {scenario.name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
+        f"max {measured['max_us']:>9.1f} µs  n={measured['iterations']}")
 
 
 def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *, seed: int = 1, smoke: bool = False,
