@@ -94,6 +94,7 @@ def test_summary_and_table(report: dict) -> None:
     assert summary["spec"]["p99_target_us"] == 50.0
     assert set(summary["spec"]["worst_p99_us"]) == {str(size) for size in SIZES}
     assert "floor" not in summary["spec"]["flat_detail"]
+    assert set(summary["spec"]["excluded"]) <= set(WITH_REDIS)
     table = micro.format_table(report)
     assert "mcp_call_denied" in table and "p99.9" in table
 
