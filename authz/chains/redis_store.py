@@ -71,6 +71,9 @@ class RedisChainStore:
         self._revoked: dict[str, float] = {}  # id -> keep until (unix seconds)
         self._last_heard = float("-inf")  # monotonic time of the last pong or message
         self.generation = 0  # connections made by the listener; see _listen
+        self._pubsub: Any = None  # the live subscription, used only under _pump_lock
+        self._pump_lock = threading.Lock()
+        self._next_ping = 0.0
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -89,7 +92,11 @@ class RedisChainStore:
     # --- request path ------------------------------------------------------------------
 
     def available(self) -> bool:
-        return time.monotonic() - self._last_heard < LIVENESS
+        silent = time.monotonic() - self._last_heard
+        if silent > PING_EVERY:
+            self._pump()  # a busy server pings and reads the pongs itself (see _pump)
+            silent = time.monotonic() - self._last_heard
+        return silent < LIVENESS
 
     def get(self, chain_id: str) -> ChainRecord | None:
         record = self._cache.get(chain_id)
@@ -173,9 +180,9 @@ class RedisChainStore:
             self._client.close()
 
     def _listen(self) -> None:
+        """Keep a subscription: (re)subscribe, re-read revocations, then pump until it fails."""
         healthy = True
         while not self._stop.is_set():
-            pubsub = None
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(REVOCATION_CHANNEL)  # subscribe first, then read: no gap
@@ -186,41 +193,64 @@ class RedisChainStore:
                     # `generation`) stop re-handing chains minted before.
                     self._cache = {}
                 self.generation += 1
+                with self._pump_lock:
+                    self._pubsub, self._next_ping = pubsub, 0.0
                 self._last_heard = time.monotonic()
                 if not healthy:
                     log.warning("chain store reachable again: delegation chains served")
                 healthy = True
-                self._pump(pubsub)
+                while not self._stop.is_set() and self._pubsub is pubsub:
+                    if time.monotonic() - self._last_heard > PING_EVERY:
+                        self._pump()  # an idle server: nobody else is keeping the pongs coming
+                    self._stop.wait(PING_EVERY / 4)  # sleeping, not holding the GIL or the lock
             except (*FAILURES, StoreUnavailable, ValueError) as exc:
-                self._last_heard = float("-inf")
                 if healthy:
                     log.error("chain store unreachable (%s): requests with or minting chains are denied until it is back", exc)
                 healthy = False
                 self._stop.wait(0.1)
             finally:
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except FAILURES:
-                        pass
+                self._drop_subscription()
 
-    def _pump(self, pubsub: Any) -> None:
-        next_ping = 0.0
-        while not self._stop.is_set():
+    def _pump(self) -> None:
+        """Ping when due and handle whatever has arrived, without waiting for anything.
+
+        Request threads call it when the last pong is getting old (`available`); the listener
+        thread only when they have not (an idle server). Under full CPU load a lone listener
+        is starved of the GIL for longer than LIVENESS, and would hold this lock while it
+        waits: replies sitting unread would make a healthy store look dead. The lock is only
+        ever tried, never waited for.
+        """
+        if not self._pump_lock.acquire(blocking=False):
+            return
+        try:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
             now = time.monotonic()
-            if now >= next_ping:
+            if now >= self._next_ping:
                 pubsub.ping()
-                next_ping = now + PING_EVERY
-            message = pubsub.get_message(timeout=PING_EVERY / 2)
-            if message is None:
-                continue
-            if message["type"] == "pong":
+                self._next_ping = now + PING_EVERY
+            while (message := pubsub.get_message(timeout=0.0)) is not None:
                 self._last_heard = time.monotonic()
-            elif message["type"] == "message":
-                self._last_heard = time.monotonic()
-                chain_id, _, until = message["data"].decode("ascii", "replace").partition(" ")
-                self._revoked[chain_id] = float(until or self._clock() + REVOCATION_KEPT)
-                log.info("chain %s revoked", chain_id)
+                if message["type"] == "message":
+                    chain_id, _, until = message["data"].decode("ascii", "replace").partition(" ")
+                    self._revoked[chain_id] = float(until or self._clock() + REVOCATION_KEPT)
+                    log.info("chain %s revoked", chain_id)
+        except (*FAILURES, ValueError):
+            self._last_heard = float("-inf")
+            self._pubsub = None  # the listener notices and reconnects
+        finally:
+            self._pump_lock.release()
+
+    def _drop_subscription(self) -> None:
+        with self._pump_lock:
+            pubsub, self._pubsub = self._pubsub, None
+        self._last_heard = float("-inf")
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except FAILURES:
+                pass
 
     def _load_revocations(self) -> None:
         now = self._clock()

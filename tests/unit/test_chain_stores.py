@@ -536,3 +536,21 @@ def test_round_trip_encoding():
     child = record(parent=root)
     assert ChainRecord.decode(child.encode()) == child
     assert ChainRecord.decode(root.encode()) == root
+
+
+def test_a_busy_replica_still_hears_its_store(example_policy, redis_server, admin, redis_stores):
+    """A thread deciding back to back starves the listener thread of the GIL; the request
+    path then reads the pongs itself. Before it did, a quarter of these checks found the
+    (healthy) store unavailable, and chained calls were wrongly denied."""
+    store = open_redis(redis_server, redis_stores, started=True)
+    authorizer = Authorizer(example_policy)
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "list_issues", "arguments": {"repo": "acme/web"}}})
+    request = AuthzInput(method="POST", path="/mcp", host="github-mcp.tools.svc.cluster.local", body=body, source_principal=SUPPORT)
+    assert authorizer.decide(request).verdict.allowed  # a decision with a CEL `when`, as busy as they come
+    checks = unavailable = 0
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        authorizer.decide(request)
+        checks += 1
+        unavailable += not store.available()
+    assert checks > 10_000 and unavailable <= checks // 1000, (unavailable, checks)
