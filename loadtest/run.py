@@ -809,6 +809,9 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
               "runs; the alternating rounds and the per-round ratios are what to read."]
     if raw is not None:
         lines += [f"- Raw figures (every round): [{os.path.relpath(raw, out.parent)}]({os.path.relpath(raw, out.parent)})."]
+    analysis = Path(__file__).with_name("ANALYSIS.md")
+    if analysis.exists():
+        lines += ["", analysis.read_text(encoding="utf-8").strip()]
     return "\n".join(lines) + "\n"
 
 
