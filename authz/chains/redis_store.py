@@ -74,6 +74,7 @@ class RedisChainStore:
         self._pubsub: Any = None  # the live subscription, used only under _pump_lock
         self._pump_lock = threading.Lock()
         self._next_ping = 0.0
+        self._requests_seen_until = 0.0  # monotonic; see available() and _listen
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -92,7 +93,9 @@ class RedisChainStore:
     # --- request path ------------------------------------------------------------------
 
     def available(self) -> bool:
-        silent = time.monotonic() - self._last_heard
+        now = time.monotonic()
+        self._requests_seen_until = now + PING_EVERY / 2  # the listener steps back while requests flow
+        silent = now - self._last_heard
         if silent > PING_EVERY:
             self._pump()  # a busy server pings and reads the pongs itself (see _pump)
             silent = time.monotonic() - self._last_heard
@@ -200,8 +203,9 @@ class RedisChainStore:
                     log.warning("chain store reachable again: delegation chains served")
                 healthy = True
                 while not self._stop.is_set() and self._pubsub is pubsub:
-                    if time.monotonic() - self._last_heard > PING_EVERY:
-                        self._pump()  # an idle server: nobody else is keeping the pongs coming
+                    now = time.monotonic()
+                    if now > self._requests_seen_until or now - self._last_heard > PING_EVERY:
+                        self._pump()  # idle (or nobody else pumped): notice a dropped connection at once
                     self._stop.wait(PING_EVERY / 4)  # sleeping, not holding the GIL or the lock
             except (*FAILURES, StoreUnavailable, ValueError) as exc:
                 if healthy:
@@ -215,7 +219,7 @@ class RedisChainStore:
         """Ping when due and handle whatever has arrived, without waiting for anything.
 
         Request threads call it when the last pong is getting old (`available`); the listener
-        thread only when they have not (an idle server). Under full CPU load a lone listener
+        thread every 50 ms while no requests flow, and otherwise only when they have not. Under full CPU load a lone listener
         is starved of the GIL for longer than LIVENESS, and would hold this lock while it
         waits: replies sitting unread would make a healthy store look dead. The lock is only
         ever tried, never waited for.
