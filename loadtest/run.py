@@ -45,12 +45,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadtest import h2load
+from loadtest.micro import local_redis
 from loadtest.requests import ROOT, grpc_frame, grpc_sender, representative, verify
 
 FLAVOURS = ("threads", "asyncio", "uvloop")
@@ -211,35 +212,6 @@ def mandate_command(flavour: str, address: str, chain_store: list[str], workers:
     command = [sys.executable, "-m", "authz", "serve", "--policies", str(policies), "--listen", address,
                "--metrics-listen", f"127.0.0.1:{free_port()}", "--grpc-server", flavour, *chain_store]
     return command + (["--workers", str(workers)] if workers != 1 else [])
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, no persistence."""
-    binary = shutil.which("redis-server")
-    if not binary:
-        raise RuntimeError("redis-server not found (apt-get install redis-server), or use --chain-store memory")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -426,7 +398,7 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         redis_url = None
         chain_store: list[str] = []
         if args.chain_store == "redis":
-            redis_url = stack.enter_context(redis_server(workdir))
+            redis_url = stack.enter_context(local_redis())
             key = workdir / "chain.key"
             key.write_text(os.urandom(32).hex() + "\n")
             chain_store = ["--redis", redis_url, "--chain-key", str(key)]
