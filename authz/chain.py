@@ -87,6 +87,7 @@ class ChainStep:
         self.keys = keys
         self._clock = clock
         self._minted: dict[tuple[str, str, Hop], tuple[float, int, Minted]] = {}
+        self._sealed: dict[str, ChainRecord] = {}  # records whose seal was checked, by id
 
     # --- the chain a request runs under ----------------------------------------------
 
@@ -124,7 +125,7 @@ class ChainStep:
                 "unknown", "chain_unknown",
                 f"delegation chain {chain_id} is unknown or expired: the delegating call must be made again",
             )
-        if not self.keys.matches(RECORD_SEAL, record.content(), record.seal):
+        if not self._sealed_by_us(record):
             raise ChainRefusal(
                 "forged", "chain_forged",
                 f"the stored record of delegation chain {chain_id} is not sealed by a chain key: the store was tampered with",
@@ -140,6 +141,21 @@ class ChainStep:
             return self.store.get(chain_id)
         except StoreUnavailable as exc:
             raise _store_down(str(exc)) from None
+
+    def _sealed_by_us(self, record: ChainRecord) -> bool:
+        """Check the seal once per record object: the stores hand back the same immutable
+        object while it is cached, and a record read again is a new object, checked again."""
+        if self._sealed.get(record.id) is record:
+            return True
+        if not self.keys.matches(RECORD_SEAL, record.content(), record.seal):
+            return False
+        self._remember_sealed(record)
+        return True
+
+    def _remember_sealed(self, record: ChainRecord) -> None:
+        if len(self._sealed) >= MAX_MINTED:
+            self._sealed = {}
+        self._sealed[record.id] = record
 
     # --- the chain handed to the callee ----------------------------------------------
 
@@ -185,6 +201,7 @@ class ChainStep:
             self.store.put(record)
         except StoreUnavailable as exc:
             raise _store_down(str(exc)) from None
+        self._remember_sealed(record)
         return Minted(self.keys.sign(record.id), record, reused=False)
 
 

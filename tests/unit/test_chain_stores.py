@@ -554,3 +554,22 @@ def test_a_busy_replica_still_hears_its_store(example_policy, redis_server, admi
         checks += 1
         unavailable += not store.available()
     assert checks > 10_000 and unavailable <= checks // 1000, (unavailable, checks)
+
+
+def test_a_seal_is_checked_again_for_every_new_record_object():
+    """The seal check is skipped only for the very object already checked: a record the
+    store hands back anew (re-read after a reconnect, say) is checked again."""
+    from dataclasses import replace
+
+    store = MemoryChainStore()
+    step = ChainStep(store, ChainKeys.ephemeral())
+    now = time.time()
+    minted = step.issue((Hop("support-agent", SUPPORT), Hop("billing-agent", "")), (), now, now + 60)
+    assert step.verify(minted.token, "x-delegation-chain") is minted.record
+    widened = replace(minted.record, hops=(Hop("orchestrator", ORCHESTRATOR), Hop("billing-agent", "")))
+    store._records[minted.record.id] = widened  # what a write to the store behind our back looks like
+    from authz.chain import ChainRefusal
+
+    with pytest.raises(ChainRefusal) as caught:
+        step.verify(minted.token, "x-delegation-chain")
+    assert caught.value.verdict.reason == "chain_forged"
