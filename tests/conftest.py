@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from authz.pipeline import Authorizer
+from tests.harness.redis import RedisServer
 from authz.policy.compiler import PolicySet, compile_directory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,3 +45,11 @@ def write_policies(tmp_path: Path) -> Callable[..., Path]:
         return directory
 
     return write
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; a test that stops or pauses it must restore it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

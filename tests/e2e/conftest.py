@@ -25,7 +25,6 @@ from harness.envoy import EnvoyProcess, mesh_envoy_config  # noqa: E402
 from harness.pki import CertPair, MeshPKI  # noqa: E402
 from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set  # noqa: E402
 from harness.processes import MandateProcess  # noqa: E402
-from harness.redis import RedisServer  # noqa: E402
 from harness.upstreams import Upstream, serve_upstream  # noqa: E402
 from harness.upstreams import a2a_agent, echo, mcp_server  # noqa: E402
 
@@ -113,15 +112,7 @@ def envoy(
     process.stop()
 
 
-# --- delegation chains: a real Redis and a shared HMAC key ----------------------------------
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the session; tests that stop or pause it must leave it running."""
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
+# --- delegation chains: a shared HMAC key (the session redis_server is in tests/conftest.py) ---
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,6 @@ from tests.harness.redis import RedisServer
 MANDATE = [sys.executable, "-m", "authz", "serve"]
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def supervisor(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
     key = tmp_path / "chain.key"
