@@ -85,7 +85,7 @@ class ChainStep:
     def __init__(self, store: ChainStore, keys: ChainKeys, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.keys = keys
-        self._clock = clock
+        self.clock = clock
         self._minted: dict[tuple[str, str, Hop], tuple[float, int, Minted]] = {}
         self._sealed: dict[str, ChainRecord] = {}  # records whose seal was checked, by id
 
@@ -163,7 +163,7 @@ class ChainStep:
         """A child token for `[... caller, callee]`, written to the store before it is returned."""
         parent = chain.record
         key = (chain.id, caller.principal, callee)
-        now = self._clock()
+        now = self.clock()
         if not self.store.available():  # before reuse too: a delegating call fails closed while the store is down
             raise _store_down("revocations cannot be heard")
         generation = self.store.generation

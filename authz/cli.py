@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-server", choices=GRPC_SERVERS, default=_env("GRPC_SERVER", "threads"),
         help="gRPC server flavour (see BENCHMARKS.md) [MANDATE_GRPC_SERVER]",
     )
+    serve.add_argument(
+        "--decision-cache", type=int, default=int(_env("DECISION_CACHE", "10000") or 0), metavar="N",
+        help="answers kept for repeated requests, per policy version; 0: decide every request afresh [MANDATE_DECISION_CACHE]",
+    )
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "1") or 1), help="processes sharing the port [MANDATE_WORKERS]")
 
     validate = commands.add_parser("validate", help="check a policy directory; exit 0 or print every error")
@@ -191,6 +195,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
+    if args.decision_cache < 0:
+        print("--decision-cache must be 0 (off) or more", file=sys.stderr)
+        return 2
     options = ServeOptions(
         policies=args.policies,
         listen=args.listen,
@@ -200,6 +207,7 @@ def _serve(args: argparse.Namespace) -> int:
         chain_store_timeout=args.chain_store_timeout,
         workers=args.workers,
         grpc_server=args.grpc_server,
+        decision_cache=args.decision_cache,
     )
     if args.workers > 1:
         from .workers import Supervisor

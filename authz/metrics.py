@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -43,6 +44,23 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self._version: str | None = None
+        self._children: dict[tuple[object, ...], Any] = {}  # labelled series, found once each
+
+    def decided(self, result: str, reason: str, seconds: float, chain_events: list[str]) -> None:
+        """Count one decision; `labels()` takes a lock and builds a key, so each series is looked up once."""
+        self._child(self.decisions, result, reason).inc()
+        self.check_duration.observe(seconds)
+        for outcome in chain_events:
+            self._child(self.chain_outcomes, outcome).inc()
+            if outcome == "store_unavailable":
+                self.chain_store_errors.inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def serving(self, version: str) -> None:
         if self._version is not None and self._version != version:

@@ -21,6 +21,7 @@ from .chains.store import Hop
 from .chains.tokens import ChainKeys
 from .classify import Classified, MalformedRequest, classify
 from .decide import decide
+from .decision_cache import DEFAULT_ENTRIES, DecisionCache, fill_in
 from .identity import IdentityError, SpiffeId, resolve_caller
 from .metrics import Metrics
 from .policy.compiler import CompiledProfile, PolicySet
@@ -47,10 +48,19 @@ def new_decision_id() -> str:
     return os.urandom(8).hex()
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A policy set and the decision cache that belongs to it, swapped together by a reload."""
+
+    policy: PolicySet
+    cache: DecisionCache
+
+
 class Authorizer:
     """Holds the current policy set; `policy` is swapped whole by a reload, never mutated.
 
     Without a `chains` step it keeps chains in-process under a random key (one replica).
+    `decision_cache` is how many answers to keep for repeated requests (0: none).
     """
 
     def __init__(
@@ -59,23 +69,63 @@ class Authorizer:
         audit: AuditLog | None = None,
         metrics: Metrics | None = None,
         chains: ChainStep | None = None,
+        decision_cache: int = DEFAULT_ENTRIES,
     ) -> None:
-        self.policy = policy
         self.audit = audit
         self.metrics = metrics
         self.chains = chains or ChainStep(MemoryChainStore(), ChainKeys.ephemeral())
+        self.decision_cache = decision_cache
+        self.policy = policy
 
-    def check_bytes(self, payload: bytes) -> CheckResponse:
-        """The gRPC entry point: serialized CheckRequest in, CheckResponse out, never raises."""
+    @property
+    def policy(self) -> PolicySet:
+        return self._snapshot.policy
+
+    @policy.setter
+    def policy(self, policy: PolicySet) -> None:
+        cache = DecisionCache(policy, self.chains.store, self.chains.clock, self.decision_cache)
+        self._snapshot = _Snapshot(policy, cache)  # one assignment: a request sees both or neither
+
+    def check_bytes(self, payload: bytes) -> bytes:
+        """The gRPC entry point: serialized CheckRequest in, serialized CheckResponse out, never raises."""
         started = time.perf_counter_ns()
-        policy = self.policy
+        snapshot = self._snapshot
         try:
-            request = from_check_request(CheckRequest.FromString(payload))
+            check = CheckRequest.FromString(payload)
         except (DecodeError, UnicodeError, ValueError) as exc:
-            decision = Decision(new_decision_id(), Verdict(False, "invalid_check_request", f"CheckRequest does not parse: {exc}", BAD_REQUEST))
+            decision = _unreadable(exc)
+            return self._finish(decision, self._answer(decision, snapshot.policy).SerializeToString(), started)
+        return self.check_request(check, snapshot, started)
+
+    def check_request(self, check: CheckRequest, snapshot: _Snapshot | None = None, started: int | None = None) -> bytes:
+        """A parsed CheckRequest in, the serialized response out: from the decision cache when
+        the same request was decided before, else through every step."""
+        started = started or time.perf_counter_ns()
+        snapshot = snapshot or self._snapshot
+        policy, cache = snapshot.policy, snapshot.cache
+        key = None
+        try:
+            key = cache.key(check)
+            cached = cache.get(key) if key is not None else None
+        except Exception:  # noqa: BLE001 - the cache is a shortcut: without it, decide afresh
+            log.exception("decision cache failed; deciding afresh")
+            cached = None
+        if cached is not None:
+            decision = cached.decision.repeated(new_decision_id())
+            return self._finish(decision, fill_in(cached, decision.id), started)
+        generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
+        try:
+            request = from_check_request(check)
+        except (UnicodeError, ValueError) as exc:
+            decision = _unreadable(exc)
         else:
             decision = self.decide(request, policy)
-        response = self._answer(decision, policy)
+        response = self._answer(decision, policy).SerializeToString()
+        if key is not None:
+            cache.put(key, decision, response, generation)
+        return self._finish(decision, response, started)
+
+    def _finish(self, decision: Decision, response: bytes, started: int) -> bytes:
         decision.latency_us = (time.perf_counter_ns() - started) / 1000
         self._record(decision)
         return response
@@ -119,6 +169,7 @@ class Authorizer:
         decision.chain_id, decision.hops = chain.id, chain.hops
         if chain.record is not None:
             decision.chain_events.append("verified")
+            decision.records = (chain.record,)
         if trace is not None:
             for position, hop in enumerate(chain.scopes):
                 alone = Chain(chain.id, chain.hops, (hop,), chain.record)
@@ -142,6 +193,7 @@ class Authorizer:
         check_shape(policy, (*chain.hops, callee.profile))
         minted = self.chains.mint(policy, chain, caller, callee)
         decision.minted_token, decision.minted_chain_id = minted.token, minted.record.id
+        decision.records = (*decision.records, minted.record)
         decision.strip_chain_header = False
         decision.chain_events.append("reused" if minted.reused else "minted")
 
@@ -157,14 +209,13 @@ class Authorizer:
 
     def _record(self, decision: Decision) -> None:
         if self.metrics is not None:
-            self.metrics.decisions.labels(decision.result, decision.verdict.reason).inc()
-            self.metrics.check_duration.observe(decision.latency_us / 1e6)
-            for outcome in decision.chain_events:
-                self.metrics.chain_outcomes.labels(outcome).inc()
-                if outcome == "store_unavailable":
-                    self.metrics.chain_store_errors.inc()
+            self.metrics.decided(decision.result, decision.verdict.reason, decision.latency_us / 1e6, decision.chain_events)
         if self.audit is not None:
             self.audit.record(decision)
+
+
+def _unreadable(exc: Exception) -> Decision:
+    return Decision(new_decision_id(), Verdict(False, "invalid_check_request", f"CheckRequest does not parse: {exc}", BAD_REQUEST))
 
 
 def _describe(decision: Decision, classified: Classified) -> None:

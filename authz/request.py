@@ -12,6 +12,11 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+# Every header a decision reads besides the chain header and those a `when` names (SPEC §2–§5).
+DECIDING_HEADERS = (
+    ":method", ":path", ":authority", "content-type", "content-length", PARTIAL_BODY_HEADER,
+    "x-forwarded-client-cert", "mcp-protocol-version", "mcp-method", "mcp-name",
+)
 
 
 @dataclass(slots=True)
@@ -57,6 +62,24 @@ def from_check_request(check: CheckRequest) -> AuthzInput:
         istio_authn_principal=_istio_authn_principal(attributes),
         destination_principal=attributes.destination.principal,
         request_id=http.id or headers.get("x-request-id", ""),
+    )
+
+
+def decision_key(check: CheckRequest, headers: tuple[str, ...] | None, max_body: int) -> tuple[object, ...] | None:
+    """Every field of `check` that `from_check_request` reads and a decision can depend on:
+    two requests with equal keys get the same decision. `headers` are the header names that
+    matter (None: all of them). None when the request is not worth caching: a body over
+    `max_body` bytes, or headers sent as Envoy's `header_map`.
+    """
+    attributes = check.attributes
+    http = attributes.request.http
+    if len(http.raw_body) + len(http.body) > max_body or (not http.headers and len(http.header_map.headers)):
+        return None
+    fields = http.headers
+    header_values = tuple(sorted(fields.items())) if headers is None else tuple(map(fields.get, headers))
+    return (
+        attributes.source.principal, _istio_authn_principal(attributes), attributes.destination.principal,
+        http.method, http.path, http.host, http.raw_body, http.body, header_values,
     )
 
 

@@ -19,6 +19,7 @@ from .audit import AuditLog, make_logger
 from .chain import ChainStep
 from .chains.store import open_store
 from .chains.tokens import ChainKeys, KeyFileError
+from .decision_cache import DEFAULT_ENTRIES
 from .grpc_server import AUTHORIZATION_SERVICE, CheckServer
 from .metrics import Metrics, serve_http
 from .pipeline import Authorizer
@@ -41,6 +42,7 @@ class ServeOptions:
     workers: int = 1
     grpc_server: str = "threads"
     threads: int = 16
+    decision_cache: int = DEFAULT_ENTRIES
 
 
 class MandateServer:
@@ -51,11 +53,10 @@ class MandateServer:
         self.chain_store = open_store(options.redis, options.chain_store_timeout)
         chains = ChainStep(self.chain_store, chain_keys(options))
         self.audit = AuditLog(make_logger())
-        self.authorizer = Authorizer(policy, self.audit, self.metrics, chains)
+        self.authorizer = Authorizer(policy, self.audit, self.metrics, chains, options.decision_cache)
         self.metrics.serving(policy.version)
         self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)
-        check = self.authorizer.check_bytes
-        self.grpc = CheckServer(lambda payload: check(payload).SerializeToString(), options.listen, options.grpc_server, options.threads)
+        self.grpc = CheckServer(self.authorizer.check_bytes, options.listen, options.grpc_server, options.threads)
         self.http: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .chains.store import ChainRecord
 
 BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN = 400, 401, 403
 
@@ -48,7 +52,18 @@ class Decision:
     strip_chain_header: bool = False  # the request leaves the mesh (egress)
     jsonrpc_ids: tuple[object, ...] | None = None
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
+    records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
     latency_us: float = 0.0
+
+    def repeated(self, decision_id: str) -> Decision:
+        """The same decision for an identical request (the decision cache): a token handed
+        out again is `reused`, not `minted`. Shares `details`, which nobody changes once decided."""
+        return Decision(
+            decision_id, self.verdict, self.caller, self.profile, self.target, self.protocol, self.dry_run,
+            self.chain_id, self.hops, self.minted_token, self.minted_chain_id,
+            ["reused" if event == "minted" else event for event in self.chain_events],
+            self.strip_chain_header, self.jsonrpc_ids, self.details, self.records,
+        )
 
     @property
     def enforced_allow(self) -> bool:

@@ -33,7 +33,8 @@ def worker_command(options: ServeOptions) -> list[str]:
     """The command line of one worker: the same options, one process, no metrics port."""
     command = [sys.executable, "-m", "authz", "serve", "--policies", options.policies, "--listen", options.listen,
                "--metrics-listen", "", "--workers", "1", "--grpc-server", options.grpc_server,
-               "--chain-store-timeout", str(options.chain_store_timeout)]
+               "--chain-store-timeout", str(options.chain_store_timeout),
+               "--decision-cache", str(options.decision_cache)]
     if options.redis:
         command += ["--redis", options.redis]
     if options.chain_key:

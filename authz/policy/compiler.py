@@ -134,6 +134,8 @@ class PolicySet:
     targets_by_principal: PrincipalIndex[CompiledTarget]
     targets_by_host: dict[str, CompiledTarget]
     egress_hosts: dict[str, CompiledTarget] = field(default_factory=dict)
+    # Headers some `when` reads (the decision cache keys on them); None: any header may matter.
+    condition_headers: frozenset[str] | None = frozenset()
 
 
 # --- compiling ---------------------------------------------------------------------------
@@ -186,6 +188,7 @@ class _Compiler:
             targets_by_principal=by_principal,
             targets_by_host=by_host,
             egress_hosts={host: targets[name] for host, name in self.egress_hosts.items()},
+            condition_headers=self._condition_headers(),
         )
 
     # settings and names
@@ -362,6 +365,14 @@ class _Compiler:
         if found is None:
             found = self._globsets[key] = GlobSet(key)
         return found
+
+    def _condition_headers(self) -> frozenset[str] | None:
+        names: set[str] = set()
+        for condition in self._conditions.values():
+            if condition.headers is None:
+                return None
+            names |= condition.headers
+        return frozenset(names)
 
     def _condition(self, text: str | None, source: SourcedDocument, loc: tuple[str | int, ...]) -> Condition | None:
         if text is None:

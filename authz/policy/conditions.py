@@ -18,6 +18,11 @@ _COMPREHENSION_VARIABLE = re.compile(
 )
 # A root and, when it is followed by one, its first field: `mcp.tool.arguments` -> (mcp, tool).
 _ROOT_USE = re.compile(r"(?<![\w.])(" + "|".join(sorted(ROOTS)) + r")\b(?:\s*\.\s*([A-Za-z_]\w*))?")
+_HEADERS_USE = re.compile(r"(?<![\w.])request\s*\.\s*headers\b")
+_LITERAL = r"(?:\"([^\"\\]*)\"|'([^'\\]*)')"
+# The ways a header can be named so that its name is plain: headers["x"], headers.x, "x" in headers.
+_HEADER_AFTER = re.compile(r"\s*(?:\[\s*" + _LITERAL + r"\s*\]|\.\s*([A-Za-z_]\w*)\b(?!\s*\())")
+_HEADER_BEFORE = re.compile(_LITERAL + r"\s+in\s*$")
 
 
 class ConditionError(ValueError):
@@ -25,7 +30,7 @@ class ConditionError(ValueError):
 
 
 class Condition:
-    __slots__ = ("source", "roots", "_fields", "_program")
+    __slots__ = ("source", "roots", "headers", "_fields", "_program")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -39,6 +44,7 @@ class Condition:
         # Converting the activation into CEL values dominates evaluation, so pass only these.
         self.roots = tuple(sorted(variables & ROOTS))
         self._fields = _fields_used(source, self.roots)
+        self.headers = _headers_read(source, dict(self._fields).get("request", frozenset()))
         if unknown:
             raise ConditionError(
                 f"CEL refers to unknown variable(s) {', '.join(unknown)}; "
@@ -81,6 +87,29 @@ def _fields_used(source: str, roots: tuple[str, ...]) -> tuple[tuple[str, frozen
         else:
             fields.add(field)
     return tuple((root, None if fields is None else frozenset(fields)) for root, fields in used.items())
+
+
+def _headers_read(source: str, request_fields: frozenset[str] | None) -> frozenset[str] | None:
+    """The request headers the expression can read, or None when that cannot be told from the
+    text (headers iterated, indexed by a computed name, ...): then any header may matter.
+
+    The decision cache keys on these headers only, so this errs towards None.
+    """
+    if request_fields is None:
+        return None
+    if "headers" not in request_fields:
+        return frozenset()
+    names: set[str] = set()
+    for use in _HEADERS_USE.finditer(source):
+        after = _HEADER_AFTER.match(source, use.end())
+        before = _HEADER_BEFORE.search(source, 0, use.start())
+        if after is not None:
+            names.add(next(group for group in after.groups() if group is not None))
+        elif before is not None:
+            names.add(next(group for group in before.groups() if group is not None))
+        else:
+            return None
+    return frozenset(names)
 
 
 def _first_line(exc: Exception) -> str:

@@ -95,6 +95,10 @@ def tool_call(tool: str, principal: str = SUPPORT, host: str = GITHUB_HOST) -> e
     return request
 
 
+def answer_bytes(response: bytes) -> tuple[str, ...]:
+    return answer(external_auth_pb2.CheckResponse.FromString(response))
+
+
 def answer(response: external_auth_pb2.CheckResponse) -> tuple[str, ...]:
     """What a decision says, without its per-request ids: allow with the rule that allowed
     it, or deny with status, reason and message (which names the server and the tool)."""
@@ -232,7 +236,7 @@ def pure_answers(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, in
             (directory / name).write_text(text)
         authorizer = Authorizer(compile_directory(directory))
         for tool in range(SETS):
-            answers[(index, tool)] = answer(authorizer.check_bytes(request_for(tool).SerializeToString()))
+            answers[(index, tool)] = answer_bytes(authorizer.check_bytes(request_for(tool).SerializeToString()))
     assert answers[(0, 0)][0] == "allow" and answers[(1, 0)][0] == "deny"
     assert len(set(answers.values())) == SETS * SETS  # every (set, request) answer is distinct
     return answers
@@ -252,7 +256,7 @@ def test_the_answers_tell_a_mix_apart(tmp_path: Path, pure_answers) -> None:
         sets[1], targets=sets[0].targets, targets_by_principal=sets[0].targets_by_principal, targets_by_host=sets[0].targets_by_host
     )
     for tool in range(SETS):
-        mixed_answer = answer(Authorizer(mixed).check_bytes(request_for(tool).SerializeToString()))
+        mixed_answer = answer_bytes(Authorizer(mixed).check_bytes(request_for(tool).SerializeToString()))
         assert mixed_answer not in pure_answers.values(), mixed_answer
 
 
@@ -275,7 +279,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mand
 )
 def test_concurrent_checks_never_see_a_mix_of_two_sets(live_server, pure_answers, sequence: list[int], tools: list[int], clients: int) -> None:
     server, volume = live_server
-    current = next(i for i in range(SETS) if pure_answers[(i, 0)] == answer(server.authorizer.check_bytes(request_for(0).SerializeToString())))
+    current = next(i for i in range(SETS) if pure_answers[(i, 0)] == answer_bytes(server.authorizer.check_bytes(request_for(0).SerializeToString())))
     live = {current}
     stop = threading.Event()
     seen: list[tuple[int, tuple[str, ...]]] = []
@@ -318,7 +322,7 @@ def test_concurrent_checks_never_see_a_mix_of_two_sets(live_server, pure_answers
     # And fresh: once the last reload returned, only the last set answers.
     final = sequence[-1]
     for tool in set(tools):
-        assert answer(server.authorizer.check_bytes(request_for(tool).SerializeToString())) == pure_answers[(final, tool)]
+        assert answer_bytes(server.authorizer.check_bytes(request_for(tool).SerializeToString())) == pure_answers[(final, tool)]
 
 
 # --- a reload racing the kubelet's swap ----------------------------------------------------------
@@ -351,7 +355,7 @@ def race_answers(authorizer: Authorizer) -> frozenset[tuple[int, int, tuple[str,
     for tool, prefix in itertools.product(range(2), range(2)):
         request = request_for(tool)
         request.attributes.request.http.path = f"/p{prefix}"
-        answers.add((tool, prefix, answer(authorizer.check_bytes(request.SerializeToString()))))
+        answers.add((tool, prefix, answer_bytes(authorizer.check_bytes(request.SerializeToString()))))
     return frozenset(answers)
 
 

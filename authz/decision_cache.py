@@ -1,0 +1,103 @@
+"""A shortcut around steps 2–6: a request whose decision-relevant fields were seen before gets
+the answer decided then, with a fresh decision id, instead of being decided again (SPEC §8).
+
+Why this is sound: a decision is a function of the policy set, the request fields that
+`request.decision_key` collects (principals, method, path, host, body, the headers that
+classification, identity, the chain and some `when` read) and, for chained or delegating
+calls, the chain records it relied on. The cache belongs to one policy set (a reload starts
+an empty one); an answer that relied on chain records is re-used only while the store is
+reachable, has not reconnected since (it may have lost them), none of them is revoked or
+expired, and a token it hands on is still within the mint-reuse window. Answers that came
+from a broken chain token or an internal error are never kept.
+
+The response is kept serialized, with a placeholder where the decision id goes; the
+placeholder is as long as an id, so substituting one leaves the protobuf valid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+from .chain import MINT_REUSE_SECONDS
+from .chains.store import ChainStore
+from .policy.compiler import PolicySet
+from .request import DECIDING_HEADERS, decision_key
+from .verdict import Decision
+
+PLACEHOLDER = b"<mandate-dec-id>"  # as long as a decision id (16 hex digits), and never one
+MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
+DEFAULT_ENTRIES = 10_000
+_TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    template: bytes  # the serialized CheckResponse with PLACEHOLDER for the decision id
+    decision: Decision  # what the audit line and metrics say when it is re-used
+    expires: float  # on the chain step's clock; inf when no chain record is involved
+    generation: int  # the chain store's generation when decided
+
+
+class DecisionCache:
+    def __init__(self, policy: PolicySet, store: ChainStore, clock: Callable[[], float], entries: int = DEFAULT_ENTRIES) -> None:
+        chain_header = policy.settings.chain_header
+        named = policy.condition_headers
+        self.headers: tuple[str, ...] | None = (
+            None if named is None else (*DECIDING_HEADERS, chain_header, *sorted(named - {*DECIDING_HEADERS, chain_header}))
+        )
+        self.entries = entries
+        self._store = store
+        self._clock = clock
+        self._answers: dict[tuple[object, ...], CachedAnswer] = {}
+
+    def key(self, check: CheckRequest) -> tuple[object, ...] | None:
+        """The request's cache key, or None if it is not to be cached (or caching is off)."""
+        if not self.entries:
+            return None
+        return decision_key(check, self.headers, MAX_BODY)
+
+    def get(self, key: tuple[object, ...]) -> CachedAnswer | None:
+        answer = self._answers.get(key)
+        if answer is None or not answer.decision.records or self._still_valid(answer):
+            return answer
+        self._answers.pop(key, None)
+        return None
+
+    def put(self, key: tuple[object, ...], decision: Decision, response: bytes, generation: int) -> None:
+        """Keep `response` (just sent for `decision`) for requests with the same key."""
+        if decision.verdict.reason == "internal_error" or not _TRUSTED_CHAIN_EVENTS.issuperset(decision.chain_events):
+            return
+        identifier = decision.id.encode()
+        if PLACEHOLDER in response or identifier not in response:
+            return  # the placeholder came in with the request: this answer cannot be templated
+        if len(self._answers) >= self.entries:
+            self._answers = {}
+        self._answers[key] = CachedAnswer(
+            response.replace(identifier, PLACEHOLDER), decision.repeated(""), self._expires(decision), generation
+        )
+
+    def _expires(self, decision: Decision) -> float:
+        expires = math.inf
+        for record in decision.records:
+            expires = min(expires, record.expires)
+            if record.id == decision.minted_chain_id:
+                expires = min(expires, record.created + MINT_REUSE_SECONDS)
+        return expires
+
+    def _still_valid(self, answer: CachedAnswer) -> bool:
+        store = self._store
+        return (
+            self._clock() < answer.expires
+            and store.available()
+            and store.generation == answer.generation
+            and not any(store.is_revoked(record) for record in answer.decision.records)
+        )
+
+
+def fill_in(answer: CachedAnswer, decision_id: str) -> bytes:
+    """The cached response for a decision with id `decision_id`."""
+    return answer.template.replace(PLACEHOLDER, decision_id.encode())
