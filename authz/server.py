@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from .audit import AuditLog, make_logger
+from .audit import AuditLog
 from .chain import ChainStep
 from .chains.store import open_store
 from .chains.tokens import ChainKeys, KeyFileError
@@ -52,7 +52,7 @@ class MandateServer:
         policy = compile_directory(options.policies)  # a bad set at start is fatal, with every error
         self.chain_store = open_store(options.redis, options.chain_store_timeout)
         chains = ChainStep(self.chain_store, chain_keys(options))
-        self.audit = AuditLog(make_logger())
+        self.audit = AuditLog()
         self.authorizer = Authorizer(policy, self.audit, self.metrics, chains, options.decision_cache)
         self.metrics.serving(policy.version)
         self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)

@@ -11,7 +11,7 @@ import grpc
 import orjson
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.audit import AuditLog, make_logger
+from authz.audit import AuditLog
 from authz.explain import read_request_file
 from authz.request import to_check_request
 from authz.verdict import Decision, Verdict
@@ -26,7 +26,7 @@ class Stream(io.BytesIO):
 
 def test_close_writes_every_queued_line_in_order() -> None:
     stream = Stream()
-    audit = AuditLog(make_logger(stream))
+    audit = AuditLog(stream)
     for number in range(2000):
         audit.record(Decision(f"d{number}", Verdict(True, "allowed")))
     audit.close()
@@ -35,7 +35,7 @@ def test_close_writes_every_queued_line_in_order() -> None:
 
 def test_a_line_that_fails_does_not_stop_the_others() -> None:
     stream = Stream()
-    audit = AuditLog(make_logger(stream))
+    audit = AuditLog(stream)
     broken = Decision("broken", Verdict(True, "allowed"))
     broken.verdict = None  # type: ignore[assignment]  # cannot be rendered
     for decision in (Decision("before", Verdict(True, "allowed")), broken, Decision("after", Verdict(True, "allowed"))):
