@@ -93,7 +93,7 @@ class AuditLog:
     def _write_pending(self) -> None:
         pending = self._pending
         while pending:
-            lines = []
+            lines: list[bytes] = []
             while pending and len(lines) < BATCH:
                 decision = pending.popleft()
                 try:

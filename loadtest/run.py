@@ -208,9 +208,12 @@ def floor_command(flavour: str, address: str) -> list[str]:
     return [sys.executable, "-m", "loadtest.floor", "--listen", address, "--grpc-server", flavour, "--threads", str(SERVER_THREADS)]
 
 
-def mandate_command(flavour: str, address: str, chain_store: list[str], workers: int = 1, policies: Path = ROOT / "policies") -> list[str]:
+def mandate_command(flavour: str, address: str, chain_store: list[str], workers: int = 1, policies: Path = ROOT / "policies",
+                    decision_cache: int | None = None) -> list[str]:
     command = [sys.executable, "-m", "authz", "serve", "--policies", str(policies), "--listen", address,
                "--metrics-listen", f"127.0.0.1:{free_port()}", "--grpc-server", flavour, *chain_store]
+    if decision_cache is not None:
+        command += ["--decision-cache", str(decision_cache)]
     return command + (["--workers", str(workers)] if workers != 1 else [])
 
 
@@ -417,7 +420,15 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 servers[(kind, flavour)] = server
                 stack.callback(server.stop)
                 server.start()
-        for server in servers.values():
+        # The same Mandate deciding every request afresh: h2load repeats one request, which
+        # the decision cache answers from the second on; this server shows a first decision.
+        address = f"127.0.0.1:{free_port()}"
+        uncached = Server(f"mandate-uncached/{main_flavour}", "mandate", main_flavour,
+                          mandate_command(main_flavour, address, chain_store, decision_cache=0), address,
+                          workdir / "mandate-uncached.log")
+        stack.callback(uncached.stop)
+        uncached.start()
+        for server in (*servers.values(), uncached):
             server.wait_serving()
         say("servers up: " + ", ".join(f"{s.label} {s.address} ({s.ready_seconds:.1f} s)" for s in servers.values()))
 
@@ -443,9 +454,11 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         floor, mandate = servers[("floor", main_flavour)], servers[("mandate", main_flavour)]
 
         # -- the main comparison, alternating
-        main_runs = alternate([floor, mandate], [ONE, SIXTEEN], plan.rounds, plan.seconds, plan.warmup, workdir,
-                              keep_latencies=lambda server, mode: mode == ONE[0], label="main ")
+        main_runs = alternate([floor, mandate, uncached], [ONE, SIXTEEN], plan.rounds, plan.seconds, plan.warmup, workdir,
+                              keep_latencies=lambda server, mode: mode == ONE[0] and server is not uncached, label="main ")
         results["main"] = comparison(main_runs, floor.label, mandate.label)
+        results["uncached"] = comparison(main_runs, floor.label, uncached.label)
+        uncached.stop()
         results["cdf"] = {label: series.latencies_us for label, series in main_runs[ONE[0]].items()}
         results["memory"] = {"after_main": {"mandate": mandate.memory(), "floor": floor.memory()}}
 
@@ -568,6 +581,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
                     f"floor {us(sixteen['floor']['aggregate']['rps']['median'])} req/s; rounds {percent(sixteen['ratio']['rps']['min'])}–{percent(sixteen['ratio']['rps']['max'])})",
         **verdict(rps_ratio >= 0.85, f"{(rps_ratio - 0.85) * 100:.0f} points above" if rps_ratio >= 0.85 else f"{(0.85 - rps_ratio) * 100:.0f} points short"),
     })
+    fresh = results.get("uncached")
+    if fresh:  # the same targets with every request decided afresh, said beside the cached figures
+        rows[0]["measured"] += f"; cache off: {times(fresh[ONE[0]]['ratio']['p50_us']['median'])}"
+        rows[1]["measured"] += f"; cache off: {us(fresh[ONE[0]]['mandate']['aggregate']['p99_us']['median'])} µs"
+        rows[2]["measured"] += f"; cache off: {percent(fresh[SIXTEEN[0]]['ratio']['rps']['median'])}"
     rows += micro_targets(results.get("micro", {}))
     return rows
 
@@ -652,7 +670,9 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
         + (" (a throwaway `redis-server`, `--redis` + `--chain-key`)" if settings["chain_store"] == "redis" else "")
         + f"; audit: {settings['audit']}",
         f"- **request** (h2load): `{settings['representative']}` — examples/list-issues.yaml, an allowed MCP `tools/call` "
-        f"whose rule has a CEL `when`; {settings['representative_bytes']} bytes of CheckRequest",
+        f"whose rule has a CEL `when`; {settings['representative_bytes']} bytes of CheckRequest. h2load sends this one request "
+        "over and over, so from the second on Mandate answers from its **decision cache** (authz/decision_cache.py); the "
+        "rows marked `--decision-cache 0` are a third server deciding every request afresh, alternated with the other two",
         f"- **method**: h2load ({plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up per run), "
         "the floor and Mandate alternately, the order reversed every other round. Each figure is the **median of the rounds "
         "(min–max)**; ratios are Mandate ÷ floor within a round, then the median of those.",
@@ -686,6 +706,13 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
         ratio = data["ratio"]
         lines.append(f"| {mode} | **Mandate ÷ floor** | {ranged(ratio['p50_us'], times)} | {ranged(ratio['p90_us'], times)} | "
                      f"{ranged(ratio['p99_us'], times)} | {ranged(ratio['p999_us'], times)} | {ranged(ratio['rps'], times)} |")
+        if mode in results.get("uncached", {}):
+            fresh = results["uncached"][mode]
+            agg, ratio = fresh["mandate"]["aggregate"], fresh["ratio"]
+            lines.append(f"| {mode} | Mandate, `--decision-cache 0` | {ranged(agg['p50_us'])} | {ranged(agg['p90_us'])} | "
+                         f"{ranged(agg['p99_us'])} | {ranged(agg['p999_us'])} | {ranged(agg['rps'])} |")
+            lines.append(f"| {mode} | *cache off ÷ floor* | {ranged(ratio['p50_us'], times)} | {ranged(ratio['p90_us'], times)} | "
+                         f"{ranged(ratio['p99_us'], times)} | {ranged(ratio['p999_us'], times)} | {ranged(ratio['rps'], times)} |")
     if plot is not None:
         lines += ["", f"![Latency CDF, 1 in flight]({os.path.relpath(plot, out.parent)})", "",
                   f"Every request of every round at 1 in flight ({len(results['cdf'].get('floor/' + flavour, [])):,} floor, "

@@ -11,7 +11,7 @@ from harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_clie
 from harness.envoy import EnvoyProcess
 from harness.pki import CertPair, MeshPKI
 from harness.policies import BILLING_HOST, GITHUB_HOST, STATUS_HOST, SUPPORT_ID
-from harness.processes import MandateProcess
+from harness.processes import MandateProcess, wait_until
 from harness.upstreams import Upstream
 from mcp import MCPError
 
@@ -78,7 +78,11 @@ def test_one_audit_line_per_decision(mandate: MandateProcess, envoy: EnvoyProces
     with raw_client(envoy, pki, support_cert, STATUS_HOST) as client:
         assert client.get("/api/health").status_code == 200
         assert client.get("/admin").status_code == 403
-    events = [event for event in mandate.audit_events() if event.get("event") == "decision"]
+    def caught_up() -> list[dict] | None:  # the audit thread writes every 20 ms
+        events = [event for event in mandate.audit_events() if event.get("event") == "decision"]
+        return events if len(events) >= mandate.decision_count() else None
+
+    events = wait_until(caught_up, 5.0, "the audit log to catch up with the decision counters")
     per_id = Counter(event["decision_id"] for event in events)
     assert per_id and max(per_id.values()) == 1
     assert len(events) == mandate.decision_count()

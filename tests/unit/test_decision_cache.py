@@ -1,0 +1,316 @@
+"""The decision cache answers a repeated request as deciding it again would, and never otherwise.
+
+Every test drives the real Authorizer with serialized CheckRequests (what Envoy sends), and
+tries to make the cache hand out an answer that no longer, or never did, apply: another
+caller, tool, header a `when` reads, policy version, a revoked or expired chain, a lost or
+unreachable store, a token past its reuse window.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+
+from authz.chain import MINT_REUSE_SECONDS, ChainStep
+from authz.chains.memory import MemoryChainStore
+from authz.chains.tokens import ChainKeys
+from authz.decision_cache import PLACEHOLDER
+from authz.metrics import Metrics
+from authz.pipeline import Authorizer
+from authz.policy.compiler import compile_directory
+from authz.policy.conditions import Condition
+from authz.request import AuthzInput, to_check_request
+from tests.unit.test_chain_decisions import HEADER, Clock, call_agent, cast, documents, principal, use_tool
+
+_request_ids = itertools.count()
+
+
+class SwitchableStore(MemoryChainStore):
+    """The in-process store, with a switch for reachability and a generation to bump (a reconnect)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.up = True
+        self.generation = 0
+
+    def available(self) -> bool:
+        return self.up
+
+
+class Counted(Authorizer):
+    """Counts how often a request is decided through every step (a cache miss)."""
+
+    decided = 0
+
+    def decide(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        self.decided += 1
+        return super().decide(*args, **kwargs)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> SwitchableStore:
+    return SwitchableStore(clock)
+
+
+@pytest.fixture
+def policy_dir(write_policies):
+    def write(profiles: dict[str, dict[str, Any]] | None = None, settings: dict[str, Any] | None = None):
+        return write_policies(**documents(cast() if profiles is None else profiles, settings))
+
+    return write
+
+
+@pytest.fixture
+def build(policy_dir, store, clock):
+    def make(profiles: dict[str, dict[str, Any]] | None = None, entries: int = 100, metrics: Metrics | None = None) -> Counted:
+        chains = ChainStep(store, ChainKeys.ephemeral(), clock=clock)
+        return Counted(compile_directory(policy_dir(profiles)), None, metrics, chains, entries)
+
+    return make
+
+
+def send(authorizer: Authorizer, request: AuthzInput, **headers: str) -> CheckResponse:
+    """The request as Envoy sends it: every check carries its own x-request-id."""
+    check = to_check_request(request)
+    check.attributes.request.http.headers["x-request-id"] = f"req-{next(_request_ids)}"
+    check.attributes.request.http.headers.update(headers)
+    return CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString()))
+
+
+def outcome(response: CheckResponse) -> tuple[str, str]:
+    fields = response.dynamic_metadata.fields
+    return fields["decision"].string_value, fields["reason"].string_value
+
+
+def decision_id(response: CheckResponse) -> str:
+    return response.dynamic_metadata.fields["decision_id"].string_value
+
+
+def header(response: CheckResponse, name: str) -> str:
+    part = response.ok_response if response.HasField("ok_response") else response.denied_response
+    return next((option.header.value for option in part.headers if option.header.key == name), "")
+
+
+# --- hits ---------------------------------------------------------------------------------
+
+
+def test_a_repeated_request_is_answered_without_deciding_again(build):
+    authorizer = build()
+    first, second = send(authorizer, use_tool("alice", "read")), send(authorizer, use_tool("alice", "read"))
+    assert outcome(first) == outcome(second) == ("allow", "allowed")
+    assert authorizer.decided == 1  # x-request-id differs, and is not part of any decision
+
+
+def test_each_answer_has_its_own_decision_id_everywhere(build):
+    authorizer = build()
+    answers = [send(authorizer, use_tool("alice", "admin")) for _ in range(3)]
+    assert authorizer.decided == 1
+    ids = [decision_id(answer) for answer in answers]
+    assert len(set(ids)) == 3 and all(len(i) == 16 for i in ids)
+    for answer, identifier in zip(answers, ids, strict=True):
+        assert header(answer, "x-mandate-decision-id") == identifier
+        body = orjson.loads(answer.denied_response.body)
+        assert body["id"] == 7 and body["error"]["data"]["decision_id"] == identifier  # still a JSON-RPC error for id 7
+
+
+def test_metrics_count_every_answer_and_a_handed_on_token_as_reused(build):
+    metrics = Metrics()
+    authorizer = build(metrics=metrics)
+    for _ in range(3):
+        send(authorizer, call_agent("alice", "bob"))
+    assert authorizer.decided == 1
+    assert metrics.registry.get_sample_value("mandate_decisions_total", {"result": "allow", "reason": "allowed"}) == 3
+    assert metrics.registry.get_sample_value("mandate_chain_outcomes_total", {"outcome": "minted"}) == 1
+    assert metrics.registry.get_sample_value("mandate_chain_outcomes_total", {"outcome": "reused"}) == 2
+
+
+def test_caching_off_decides_every_request(build):
+    authorizer = build(entries=0)
+    for _ in range(3):
+        assert outcome(send(authorizer, use_tool("alice", "read"))) == ("allow", "allowed")
+    assert authorizer.decided == 3
+
+
+def test_a_full_cache_starts_again_and_stays_correct(build):
+    authorizer = build(entries=2)
+    for _ in range(2):
+        for tool, expected in (("read", "allow"), ("write", "allow"), ("admin", "deny"), ("delete", "deny")):
+            assert outcome(send(authorizer, use_tool("alice", tool)))[0] == expected
+
+
+# --- what must miss -------------------------------------------------------------------------
+
+
+def test_another_tool_or_caller_is_decided_on_its_own(build):
+    authorizer = build()
+    assert outcome(send(authorizer, use_tool("alice", "read"))) == ("allow", "allowed")
+    assert outcome(send(authorizer, use_tool("alice", "admin"))) == ("deny", "tool_not_allowed")
+    assert outcome(send(authorizer, use_tool("bob", "read", source=principal("alice")))) == ("allow", "allowed")  # alice's identity
+    assert outcome(send(authorizer, use_tool("alice", "read", source=principal("mallory")))) == ("deny", "unknown_caller")
+    assert authorizer.decided == 3
+
+
+def test_a_header_that_a_when_reads_is_part_of_the_key(build):
+    profiles = cast()
+    profiles["alice"]["when"] = 'request.headers["x-tenant"] == "acme"'
+    authorizer = build(profiles)
+    assert outcome(send(authorizer, use_tool("alice", "read"), **{"x-tenant": "acme"}))[0] == "allow"
+    assert outcome(send(authorizer, use_tool("alice", "read"), **{"x-tenant": "evil"}))[0] == "deny"
+    assert outcome(send(authorizer, use_tool("alice", "read")))[0] == "deny"
+
+
+def test_headers_read_in_a_way_the_text_cannot_tell_make_every_header_count(build):
+    profiles = cast()
+    profiles["alice"]["when"] = 'request.headers.exists(name, name == "x-approved")'
+    authorizer = build(profiles)
+    assert authorizer.decided == 0
+    assert outcome(send(authorizer, use_tool("alice", "read"), **{"x-approved": "1"}))[0] == "allow"
+    assert outcome(send(authorizer, use_tool("alice", "read")))[0] == "deny"
+
+
+def test_the_chain_header_is_part_of_the_key(build):
+    authorizer = build()
+    token = send(authorizer, call_agent("alice", "bob")).ok_response.headers
+    bobs = next(option.header.value for option in token if option.header.key == HEADER)
+    assert outcome(send(authorizer, use_tool("bob", "delete")))[0] == "allow"  # on its own behalf
+    assert outcome(send(authorizer, use_tool("bob", "delete", bobs))) == ("deny", "tool_not_allowed")  # alice may not delete
+    assert outcome(send(authorizer, use_tool("bob", "delete", bobs + "0"))) == ("deny", "chain_forged")
+
+
+def test_a_policy_reload_starts_an_empty_cache(build, policy_dir):
+    authorizer = build()
+    assert outcome(send(authorizer, use_tool("alice", "write")))[0] == "allow"
+    profiles = cast()
+    profiles["alice"]["tools"] = ["read"]
+    authorizer.policy = compile_directory(policy_dir(profiles))
+    assert outcome(send(authorizer, use_tool("alice", "write"))) == ("deny", "tool_not_allowed")
+
+
+def test_a_placeholder_smuggled_into_the_request_is_not_substituted(build):
+    authorizer = build()
+    smuggled = PLACEHOLDER.decode()
+    answers = [send(authorizer, use_tool("alice", smuggled)) for _ in range(2)]
+    assert authorizer.decided == 2  # such an answer is never kept
+    for answer in answers:
+        assert smuggled in orjson.loads(answer.denied_response.body)["error"]["message"]
+        assert header(answer, "x-mandate-decision-id") == decision_id(answer) != smuggled
+
+
+def test_headers_sent_as_a_header_map_are_decided_every_time(build):
+    authorizer = build()
+    for _ in range(2):
+        check = to_check_request(use_tool("alice", "read"))
+        http = check.attributes.request.http
+        for key, value in http.headers.items():
+            http.header_map.headers.add(key=key, raw_value=value.encode())
+        http.ClearField("headers")
+        assert outcome(CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString()))) == ("allow", "allowed")
+    assert authorizer.decided == 2
+
+
+# --- chains: the answer lives only as long as what it relied on --------------------------------
+
+
+def minted(response: CheckResponse) -> str:
+    return header(response, HEADER)
+
+
+def test_a_revoked_chain_is_refused_although_its_answer_was_cached(build, store):
+    authorizer = build()
+    bobs = minted(send(authorizer, call_agent("alice", "bob")))
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs)))[0] == "allow"
+    store.revoke(authorizer.chains.keys.verify(bobs))
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs))) == ("deny", "chain_revoked")
+    assert outcome(send(authorizer, call_agent("bob", "carol", bobs))) == ("deny", "chain_revoked")
+
+
+def test_a_cached_hand_on_is_not_repeated_once_its_own_chain_is_revoked(build, store):
+    authorizer = build()
+    first = minted(send(authorizer, call_agent("alice", "bob")))
+    store.revoke(authorizer.chains.keys.verify(first))
+    second = minted(send(authorizer, call_agent("alice", "bob")))
+    assert second and second != first  # a fresh chain, not the revoked one again
+
+
+def test_an_expired_chain_is_refused_although_its_answer_was_cached(build, clock):
+    authorizer = build()
+    bobs = minted(send(authorizer, call_agent("alice", "bob")))
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs)))[0] == "allow"
+    clock.now += 15 * 60 + 1  # chainTTL
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs))) == ("deny", "chain_unknown")
+
+
+def test_a_token_is_handed_out_again_only_within_the_reuse_window(build, clock):
+    authorizer = build()
+    first = minted(send(authorizer, call_agent("alice", "bob")))
+    clock.now += MINT_REUSE_SECONDS - 1
+    assert minted(send(authorizer, call_agent("alice", "bob"))) == first
+    clock.now += 2
+    assert minted(send(authorizer, call_agent("alice", "bob"))) not in ("", first)
+
+
+def test_an_unreachable_store_refuses_cached_chained_answers_and_they_come_back(build, store):
+    authorizer = build()
+    bobs = minted(send(authorizer, call_agent("alice", "bob")))
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs)))[0] == "allow"
+    store.up = False
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs))) == ("deny", "chain_store_unavailable")
+    assert outcome(send(authorizer, call_agent("alice", "bob"))) == ("deny", "chain_store_unavailable")
+    assert outcome(send(authorizer, use_tool("alice", "read")))[0] == "allow"  # no chain involved
+    store.up = True
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs)))[0] == "allow"  # the refusal was not kept
+
+
+def test_after_a_store_reconnect_a_token_is_minted_again(build, store):
+    authorizer = build()
+    first = minted(send(authorizer, call_agent("alice", "bob")))
+    store.generation += 1  # records written before may be gone
+    second = minted(send(authorizer, call_agent("alice", "bob")))
+    assert second not in ("", first)
+
+
+# --- which headers a `when` reads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "headers"),
+    [
+        ('request.headers["x-tenant"] == "a"', {"x-tenant"}),
+        ("request.headers['x-tenant'] == 'a'", {"x-tenant"}),
+        ('request.headers.tenant == "a"', {"tenant"}),
+        ('has(request.headers.tenant)', {"tenant"}),
+        ('"x-tenant" in request.headers', {"x-tenant"}),
+        ('request.headers["a"] == "1" && request . headers["b"] == "2"', {"a", "b"}),
+        ('request.method == "GET"', set()),
+        ('request.method == "GET" && mcp.tool.name == "request.headers"', None),  # a string: told apart only safely
+        ('request.headers.exists(k, k == "a")', None),
+        ("request.headers.size() > 2", None),
+        ('request.headers["a" + "b"] == "x"', None),
+        ('request.headers["a\\"b"] == "x"', None),
+        ('request["headers"]["a"] == "x"', None),
+        ('request.headers[mcp.tool.name] == "x"', None),
+    ],
+)
+def test_the_headers_an_expression_reads(expression: str, headers: set[str] | None):
+    found = Condition(expression).headers
+    assert (None if found is None else set(found)) == headers
+
+
+def test_the_example_policies_cache_on_a_fixed_set_of_headers(example_policy):
+    cache = Authorizer(example_policy)._snapshot.cache
+    assert cache.headers is not None and "x-request-id" not in cache.headers and HEADER in cache.headers
+
+
+def test_settings_choose_the_chain_header_in_the_key(write_policies):
+    directory = write_policies(**documents(cast(), {"chainHeader": "x-chain"}))
+    cache = Authorizer(compile_directory(directory))._snapshot.cache
+    assert cache.headers is not None and "x-chain" in cache.headers and HEADER not in cache.headers
