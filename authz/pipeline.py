@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 
@@ -44,8 +45,14 @@ class HopTrace:
     verdict: Verdict
 
 
+# Decision ids need to be unique, not secret: a generator seeded from os.urandom (reseeded in a
+# forked child) instead of os.urandom per call, a syscall that lets go of the GIL mid-request.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_decision_id() -> str:
-    return os.urandom(8).hex()
+    return f"{_ids.getrandbits(64):016x}"
 
 
 @dataclass(frozen=True, slots=True)
