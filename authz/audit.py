@@ -1,30 +1,23 @@
-"""Step 7: one JSON line per decision (SPEC §7), through structlog with orjson.
+"""The audit trail: one JSON line per decision (SPEC §7), through structlog with orjson.
 
 Attribute names follow OpenTelemetry's semantic conventions where one exists
 (`mcp.method.name`, `gen_ai.tool.name`, `http.request.method`, `url.path`). Tool arguments
-and bodies are never logged.
-
-Lines are rendered and written by a background thread, so the answer to Envoy never waits
-for stdout; `close()` drains the queue, so no decision goes unrecorded at shutdown. The
-thread writes what has gathered every FLUSH_EVERY seconds: a request thread only appends to
-a deque, never wakes another thread (a wake-up per decision cost more than the append).
+and bodies are never logged. The recorder (record.py) hands answers over in batches, off the
+request path; a batch is one write.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import orjson
 import structlog
 
+from .record import Answered
 from .verdict import Decision
-
-FLUSH_EVERY = 0.02  # seconds: how far the audit trail may lag behind the answers
 
 
 # structlog's processors, composed as plain functions: its bound-logger machinery around them
@@ -34,10 +27,9 @@ PROCESSORS: list[Callable[[Any, str, Any], Any]] = [
     structlog.processors.add_log_level,
     structlog.processors.JSONRenderer(serializer=orjson.dumps),
 ]
-BATCH = 1000  # lines per write
 
 
-def render(decision: Decision) -> bytes:
+def render(decision: Decision, decision_id: str, latency_us: float) -> bytes:
     """One audit line (without its newline)."""
     verdict = decision.verdict
     event: Any = {
@@ -45,7 +37,7 @@ def render(decision: Decision) -> bytes:
         "decision": decision.result,
         "reason": verdict.reason,
         "message": verdict.message or None,
-        "decision_id": decision.id,
+        "decision_id": decision_id,
         "caller": decision.caller or None,
         "profile": decision.profile or None,
         "target": decision.target or None,
@@ -59,7 +51,7 @@ def render(decision: Decision) -> bytes:
         "hops": list(decision.hops) or None,
         "minted_chain_id": decision.minted_chain_id or None,
         "chain_events": decision.chain_events or None,
-        "latency_us": round(decision.latency_us, 1),
+        "latency_us": round(latency_us, 1),
         **decision.details,
     }
     for processor in PROCESSORS:
@@ -68,42 +60,23 @@ def render(decision: Decision) -> bytes:
 
 
 class AuditLog:
-    def __init__(self, stream: IO[bytes] | None = None, flush_every: float = FLUSH_EVERY) -> None:
+    """A recorder sink: renders a batch of answers and writes it to `stream` (stdout by default)."""
+
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream or sys.stdout.buffer
-        self._flush_every = flush_every
-        self._pending: deque[Decision] = deque()
-        self._closing = threading.Event()
-        self._writer = threading.Thread(target=self._write_all, name="audit", daemon=True)
-        self._writer.start()
 
-    def record(self, decision: Decision) -> None:
-        """Queue the decision's line; it is written shortly after, in order."""
-        self._pending.append(decision)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write every queued line, then stop the writer."""
-        self._closing.set()
-        self._writer.join(timeout)
-
-    def _write_all(self) -> None:
-        while not self._closing.wait(self._flush_every):
-            self._write_pending()
-        self._write_pending()
-
-    def _write_pending(self) -> None:
-        pending = self._pending
-        while pending:
-            lines: list[bytes] = []
-            while pending and len(lines) < BATCH:
-                decision = pending.popleft()
-                try:
-                    lines.append(render(decision))
-                except Exception:  # noqa: BLE001 - one bad line must not stop the others
-                    logging.getLogger("mandate").exception("audit line failed for %s", decision.id)
-            if lines:
-                lines.append(b"")
-                try:
-                    self._stream.write(b"\n".join(lines))
-                    self._stream.flush()
-                except (OSError, ValueError):  # stdout gone: say so on stderr, keep the writer alive
-                    logging.getLogger("mandate").exception("cannot write %d audit lines", len(lines) - 1)
+    def write(self, batch: Sequence[Answered]) -> None:
+        lines: list[bytes] = []
+        for decision, decision_id, latency_us in batch:
+            try:
+                lines.append(render(decision, decision_id, latency_us))
+            except Exception:  # noqa: BLE001 - one bad line must not stop the others
+                logging.getLogger("mandate").exception("audit line failed for %s", decision_id)
+        if not lines:
+            return
+        lines.append(b"")
+        try:
+            self._stream.write(b"\n".join(lines))
+            self._stream.flush()
+        except (OSError, ValueError):  # stdout gone: say so on stderr, keep the recorder alive
+            logging.getLogger("mandate").exception("cannot write %d audit lines", len(lines) - 1)

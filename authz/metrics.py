@@ -7,11 +7,13 @@ supervising process serves their sum (`multiprocess_registry`); gauges say how t
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from .record import Answered
 
 CHECK_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3)
 
@@ -46,14 +48,17 @@ class Metrics:
         self._version: str | None = None
         self._children: dict[tuple[object, ...], Any] = {}  # labelled series, found once each
 
-    def decided(self, result: str, reason: str, seconds: float, chain_events: list[str]) -> None:
-        """Count one decision; `labels()` takes a lock and builds a key, so each series is looked up once."""
-        self._child(self.decisions, result, reason).inc()
-        self.check_duration.observe(seconds)
-        for outcome in chain_events:
-            self._child(self.chain_outcomes, outcome).inc()
-            if outcome == "store_unavailable":
-                self.chain_store_errors.inc()
+    def count(self, batch: Sequence[Answered]) -> None:
+        """A recorder sink: count a batch of answers. `labels()` takes a lock and builds a key,
+        so each series is looked up once."""
+        duration = self.check_duration
+        for decision, _, latency_us in batch:
+            self._child(self.decisions, decision.result, decision.verdict.reason).inc()
+            duration.observe(latency_us / 1e6)
+            for outcome in decision.chain_events:
+                self._child(self.chain_outcomes, outcome).inc()
+                if outcome == "store_unavailable":
+                    self.chain_store_errors.inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)
@@ -77,14 +82,18 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
     return registry
 
 
-def serve_http(address: str, registry: CollectorRegistry, ready: Callable[[], bool]) -> ThreadingHTTPServer:
-    """Start /metrics, /healthz and /readyz on `address` (host:port) in a daemon thread."""
+def serve_http(
+    address: str, registry: CollectorRegistry, ready: Callable[[], bool], before_scrape: Callable[[], object] = lambda: None
+) -> ThreadingHTTPServer:
+    """Start /metrics, /healthz and /readyz on `address` (host:port) in a daemon thread;
+    `before_scrape` brings the metrics up to date (the recorder's flush)."""
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
+                before_scrape()
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 self._reply(200, b"ok\n")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
 
-from .audit import AuditLog
 from .chain import Chain, ChainRefusal, ChainStep, callee_hop, check_accepts, check_shape
 from .chains.memory import MemoryChainStore
 from .chains.store import Hop
@@ -24,11 +23,11 @@ from .classify import Classified, MalformedRequest, classify
 from .decide import decide
 from .decision_cache import DEFAULT_ENTRIES, DecisionCache, fill_in
 from .identity import IdentityError, SpiffeId, resolve_caller
-from .metrics import Metrics
 from .policy.compiler import CompiledProfile, PolicySet
 from .protocols.a2a import A2aAction
 from .protocols.jsonrpc import peek_ids
 from .protocols.mcp import McpAction
+from .record import Recorder
 from .request import AuthzInput, from_check_request
 from .response import build_response
 from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
@@ -67,19 +66,18 @@ class Authorizer:
     """Holds the current policy set; `policy` is swapped whole by a reload, never mutated.
 
     Without a `chains` step it keeps chains in-process under a random key (one replica).
-    `decision_cache` is how many answers to keep for repeated requests (0: none).
+    `decision_cache` is how many answers to keep for repeated requests (0: none); `recorder`
+    takes every answer for the audit trail and the metrics.
     """
 
     def __init__(
         self,
         policy: PolicySet,
-        audit: AuditLog | None = None,
-        metrics: Metrics | None = None,
+        recorder: Recorder | None = None,
         chains: ChainStep | None = None,
         decision_cache: int = DEFAULT_ENTRIES,
     ) -> None:
-        self.audit = audit
-        self.metrics = metrics
+        self.recorder = recorder
         self.chains = chains or ChainStep(MemoryChainStore(), ChainKeys.ephemeral())
         self.decision_cache = decision_cache
         self.policy = policy
@@ -96,20 +94,22 @@ class Authorizer:
     def check_bytes(self, payload: bytes) -> bytes:
         """The gRPC entry point: serialized CheckRequest in, serialized CheckResponse out, never raises."""
         started = time.perf_counter_ns()
-        snapshot = self._snapshot
         try:
             check = CheckRequest.FromString(payload)
         except (DecodeError, UnicodeError, ValueError) as exc:
             decision = _unreadable(exc)
-            return self._finish(decision, self._answer(decision, snapshot.policy).SerializeToString(), started)
-        return self.check_request(check, snapshot, started)
+            response = self._answer(decision, self._snapshot.policy).SerializeToString()
+            self._record(decision, decision.id, started)
+            return response
+        return self.check_request(check, started)
 
-    def check_request(self, check: CheckRequest, snapshot: _Snapshot | None = None, started: int | None = None) -> bytes:
+    def check_request(self, check: CheckRequest, started: int = 0) -> bytes:
         """A parsed CheckRequest in, the serialized response out: from the decision cache when
-        the same request was decided before, else through every step."""
+        the same request was decided before, else through every step. `started` is when the
+        request arrived (perf_counter_ns), for the latency it is recorded with."""
         started = started or time.perf_counter_ns()
-        snapshot = snapshot or self._snapshot
-        policy, cache = snapshot.policy, snapshot.cache
+        snapshot = self._snapshot  # one policy set and its cache for the whole request
+        cache = snapshot.cache
         key = None
         try:
             key = cache.key(check)
@@ -118,23 +118,20 @@ class Authorizer:
             log.exception("decision cache failed; deciding afresh")
             cached = None
         if cached is not None:
-            decision = cached.decision.repeated(new_decision_id())
-            return self._finish(decision, fill_in(cached, decision.id), started)
+            decision_id = new_decision_id()
+            self._record(cached.decision, decision_id, started)
+            return fill_in(cached, decision_id)
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
         try:
             request = from_check_request(check)
         except (UnicodeError, ValueError) as exc:
             decision = _unreadable(exc)
         else:
-            decision = self.decide(request, policy)
-        response = self._answer(decision, policy).SerializeToString()
+            decision = self.decide(request, snapshot.policy)
+        response = self._answer(decision, snapshot.policy).SerializeToString()
         if key is not None:
             cache.put(key, decision, response, generation)
-        return self._finish(decision, response, started)
-
-    def _finish(self, decision: Decision, response: bytes, started: int) -> bytes:
-        decision.latency_us = (time.perf_counter_ns() - started) / 1000
-        self._record(decision)
+        self._record(decision, decision.id, started)
         return response
 
     def decide(self, request: AuthzInput, policy: PolicySet | None = None, trace: list[HopTrace] | None = None) -> Decision:
@@ -214,11 +211,9 @@ class Authorizer:
             decision.jsonrpc_ids = None
             return build_response(decision, policy.settings.chain_header)
 
-    def _record(self, decision: Decision) -> None:
-        if self.metrics is not None:
-            self.metrics.decided(decision.result, decision.verdict.reason, decision.latency_us / 1e6, decision.chain_events)
-        if self.audit is not None:
-            self.audit.record(decision)
+    def _record(self, decision: Decision, decision_id: str, started: int) -> None:
+        if self.recorder is not None:
+            self.recorder.record(decision, decision_id, (time.perf_counter_ns() - started) / 1000)
 
 
 def _unreadable(exc: Exception) -> Decision:

@@ -24,6 +24,7 @@ from .grpc_server import AUTHORIZATION_SERVICE, CheckServer
 from .metrics import Metrics, serve_http
 from .pipeline import Authorizer
 from .policy.compiler import compile_directory
+from .record import Recorder
 from .reload import PolicyWatcher, freeze_heap
 
 __all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "MandateServer", "ServeOptions"]
@@ -52,8 +53,8 @@ class MandateServer:
         policy = compile_directory(options.policies)  # a bad set at start is fatal, with every error
         self.chain_store = open_store(options.redis, options.chain_store_timeout)
         chains = ChainStep(self.chain_store, chain_keys(options))
-        self.audit = AuditLog()
-        self.authorizer = Authorizer(policy, self.audit, self.metrics, chains, options.decision_cache)
+        self.recorder = Recorder([AuditLog().write, self.metrics.count])
+        self.authorizer = Authorizer(policy, self.recorder, chains, options.decision_cache)
         self.metrics.serving(policy.version)
         self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)
         self.grpc = CheckServer(self.authorizer.check_bytes, options.listen, options.grpc_server, options.threads)
@@ -67,7 +68,7 @@ class MandateServer:
         if not self.chain_store.wait_available(2.0):
             log.error("chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description)
         if self.options.metrics_listen:  # empty: a worker, whose supervisor serves the metrics
-            self.http = serve_http(self.options.metrics_listen, self.metrics.registry, lambda: True)
+            self.http = serve_http(self.options.metrics_listen, self.metrics.registry, lambda: True, self.recorder.flush)
         freeze_heap()
         self.grpc.set_serving(True)
         self.watcher.start()
@@ -85,7 +86,7 @@ class MandateServer:
         self.grpc.set_serving(False)
         self.watcher.stop()
         self.grpc.stop(grace)
-        self.audit.close()  # every decision made is on stdout before the process ends
+        self.recorder.close()  # every decision made is on stdout before the process ends
         if self.http is not None:
             self.http.shutdown()
         self.chain_store.close()

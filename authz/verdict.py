@@ -53,7 +53,6 @@ class Decision:
     jsonrpc_ids: tuple[object, ...] | None = None
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
     records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
-    latency_us: float = 0.0
 
     def repeated(self, decision_id: str) -> Decision:
         """The same decision for an identical request (the decision cache): a token handed

@@ -1,4 +1,4 @@
-"""Audit lines are written off the request path, in order, and none is lost at shutdown."""
+"""Audit lines and metrics are recorded off the request path, in order, and none is lost at shutdown."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import orjson
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from authz.audit import AuditLog
+from authz.metrics import Metrics
+from authz.record import Recorder
 from authz.explain import read_request_file
 from authz.request import to_check_request
 from authz.verdict import Decision, Verdict
@@ -26,22 +28,51 @@ class Stream(io.BytesIO):
 
 def test_close_writes_every_queued_line_in_order() -> None:
     stream = Stream()
-    audit = AuditLog(stream)
-    for number in range(2000):
-        audit.record(Decision(f"d{number}", Verdict(True, "allowed")))
-    audit.close()
-    assert [line["decision_id"] for line in stream.lines()] == [f"d{number}" for number in range(2000)]
+    recorder = Recorder([AuditLog(stream).write])
+    for number in range(2500):  # more than one batch
+        recorder.record(Decision("", Verdict(True, "allowed")), f"d{number}", 12.5)
+    recorder.close()
+    lines = stream.lines()
+    assert [line["decision_id"] for line in lines] == [f"d{number}" for number in range(2500)]
+    assert {line["latency_us"] for line in lines} == {12.5}
 
 
 def test_a_line_that_fails_does_not_stop_the_others() -> None:
     stream = Stream()
-    audit = AuditLog(stream)
-    broken = Decision("broken", Verdict(True, "allowed"))
+    recorder = Recorder([AuditLog(stream).write])
+    broken = Decision("", Verdict(True, "allowed"))
     broken.verdict = None  # type: ignore[assignment]  # cannot be rendered
-    for decision in (Decision("before", Verdict(True, "allowed")), broken, Decision("after", Verdict(True, "allowed"))):
-        audit.record(decision)
-    audit.close()
+    for decision, decision_id in ((Decision("", Verdict(True, "allowed")), "before"), (broken, "broken"),
+                                  (Decision("", Verdict(True, "allowed")), "after")):
+        recorder.record(decision, decision_id, 1.0)
+    recorder.close()
     assert [line["decision_id"] for line in stream.lines()] == ["before", "after"]
+
+
+def test_a_failing_sink_does_not_silence_the_others() -> None:
+    stream = Stream()
+
+    def broken(batch) -> None:
+        raise RuntimeError("sink down")
+
+    recorder = Recorder([broken, AuditLog(stream).write])
+    recorder.record(Decision("", Verdict(True, "allowed")), "kept", 1.0)
+    recorder.close()
+    assert [line["decision_id"] for line in stream.lines()] == ["kept"]
+
+
+def test_flush_returns_once_every_answer_so_far_is_counted() -> None:
+    """What the metrics endpoint relies on: a scrape after an answer counts that answer."""
+    metrics = Metrics()
+    recorder = Recorder([metrics.count], flush_every=60)  # the timer alone would not drain it in time
+    for _ in range(3):
+        recorder.record(Decision("", Verdict(False, "tool_not_allowed"), chain_events=["verified"]), "d", 40.0)
+    assert recorder.flush(timeout=5)
+    sample = metrics.registry.get_sample_value
+    assert sample("mandate_decisions_total", {"result": "deny", "reason": "tool_not_allowed"}) == 3
+    assert sample("mandate_chain_outcomes_total", {"outcome": "verified"}) == 3
+    assert sample("mandate_check_duration_seconds_bucket", {"le": "5e-05"}) == 3
+    recorder.close()
 
 
 def test_sigterm_after_a_burst_loses_no_audit_line(tmp_path) -> None:

@@ -23,6 +23,7 @@ from authz.metrics import Metrics
 from authz.pipeline import Authorizer
 from authz.policy.compiler import compile_directory
 from authz.policy.conditions import Condition
+from authz.record import Recorder
 from authz.request import AuthzInput, to_check_request
 from tests.unit.test_chain_decisions import HEADER, Clock, call_agent, cast, documents, principal, use_tool
 
@@ -73,7 +74,8 @@ def policy_dir(write_policies):
 def build(policy_dir, store, clock):
     def make(profiles: dict[str, dict[str, Any]] | None = None, entries: int = 100, metrics: Metrics | None = None) -> Counted:
         chains = ChainStep(store, ChainKeys.ephemeral(), clock=clock)
-        return Counted(compile_directory(policy_dir(profiles)), None, metrics, chains, entries)
+        recorder = Recorder([metrics.count]) if metrics is not None else None
+        return Counted(compile_directory(policy_dir(profiles)), recorder, chains, entries)
 
     return make
 
@@ -128,6 +130,7 @@ def test_metrics_count_every_answer_and_a_handed_on_token_as_reused(build):
     for _ in range(3):
         send(authorizer, call_agent("alice", "bob"))
     assert authorizer.decided == 1
+    assert authorizer.recorder.flush()
     assert metrics.registry.get_sample_value("mandate_decisions_total", {"result": "allow", "reason": "allowed"}) == 3
     assert metrics.registry.get_sample_value("mandate_chain_outcomes_total", {"outcome": "minted"}) == 1
     assert metrics.registry.get_sample_value("mandate_chain_outcomes_total", {"outcome": "reused"}) == 2
