@@ -213,7 +213,7 @@ class Authorizer:
 
     def _record(self, decision: Decision, decision_id: str, started: int) -> None:
         if self.recorder is not None:
-            self.recorder.record(decision, decision_id, (time.perf_counter_ns() - started) / 1000)
+            self.recorder.record(decision, decision_id, started)
 
 
 def _unreadable(exc: Exception) -> Decision:

@@ -1,6 +1,6 @@
 """Step 7: record every answer — its audit line and its metrics — off the request path.
 
-A request thread only appends `(decision, decision id, latency)` to a deque; it never takes
+A request thread only appends `(decision, decision id, started, answered)` to a deque; it never takes
 a lock, wakes a thread or touches prometheus_client. A background thread hands what has
 gathered to each sink every FLUSH_EVERY seconds, in order. Measured under load, the request
 thread runs with cold CPU caches and every line of Python it executes costs three to five
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -23,7 +24,9 @@ from .verdict import Decision
 FLUSH_EVERY = 0.02  # seconds: how far the audit trail and the metrics may lag behind the answers
 BATCH = 1000  # answers per hand-over to the sinks
 
-Answered = tuple[Decision, str, float]  # the decision, the id it was answered under, Mandate's time in µs
+# The decision, the id it was answered under, and perf_counter_ns() when the request came in and
+# when it was answered: the sinks work out Mandate's time and the wall-clock time from them.
+Answered = tuple[Decision, str, int, int]
 Sink = Callable[[Sequence[Answered]], None]
 log = logging.getLogger("mandate")
 
@@ -40,9 +43,10 @@ class Recorder:
         self._writer = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._writer.start()
 
-    def record(self, decision: Decision, decision_id: str, latency_us: float) -> None:
-        """Queue one answer; the sinks see it within FLUSH_EVERY seconds."""
-        self._pending.append((decision, decision_id, latency_us))
+    def record(self, decision: Decision, decision_id: str, started_ns: int) -> None:
+        """Queue one answer, given now, to a request that came in at `started_ns`
+        (perf_counter_ns); the sinks see it within FLUSH_EVERY seconds."""
+        self._pending.append((decision, decision_id, started_ns, time.perf_counter_ns()))
 
     def flush(self, timeout: float = 2.0) -> bool:
         """Wait until every answer recorded before this call has reached the sinks."""

@@ -12,9 +12,10 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
-# Every header a decision reads besides the chain header and those a `when` names (SPEC §2–§5).
+# Every header a decision reads besides the chain header, those a `when` names (SPEC §2–§5) and
+# the pseudo-headers, which only stand in for method, path and host when Envoy leaves them empty.
 DECIDING_HEADERS = (
-    ":method", ":path", ":authority", "content-type", "content-length", PARTIAL_BODY_HEADER,
+    "content-type", "content-length", PARTIAL_BODY_HEADER,
     "x-forwarded-client-cert", "mcp-protocol-version", "mcp-method", "mcp-name",
 )
 
@@ -66,20 +67,23 @@ def from_check_request(check: CheckRequest) -> AuthzInput:
 
 
 def decision_key(check: CheckRequest, headers: tuple[str, ...] | None, max_body: int) -> tuple[object, ...] | None:
-    """Every field of `check` that `from_check_request` reads and a decision can depend on:
-    two requests with equal keys get the same decision. `headers` are the header names that
-    matter (None: all of them). None when the request is not worth caching: a body over
-    `max_body` bytes, or headers sent as Envoy's `header_map`.
+    """Every field of `check` that `from_check_request` reads and a decision can depend on, as
+    it reads them: two requests with equal keys get the same decision. `headers` are the header
+    names that matter (None: all of them). None when the request is not worth caching: a body
+    over `max_body` bytes, or headers sent as Envoy's `header_map`.
+
+    Read on every request, cache hit or not, so it reads as few protobuf fields as it can.
     """
     attributes = check.attributes
     http = attributes.request.http
-    if len(http.raw_body) + len(http.body) > max_body or (not http.headers and len(http.header_map.headers)):
-        return None
+    body = http.raw_body or http.body
     fields = http.headers
-    header_values = tuple(sorted(fields.items())) if headers is None else tuple(map(fields.get, headers))
+    if len(body) > max_body or (not fields and len(http.header_map.headers)):
+        return None
     return (
         attributes.source.principal, _istio_authn_principal(attributes), attributes.destination.principal,
-        http.method, http.path, http.host, http.raw_body, http.body, header_values,
+        http.method or fields.get(":method"), http.path or fields.get(":path"), http.host or fields.get(":authority"),
+        body, *(map(fields.get, headers) if headers is not None else sorted(fields.items())),
     )
 
 

@@ -25,7 +25,7 @@ from authz.policy.compiler import compile_directory
 from authz.policy.conditions import Condition
 from authz.record import Recorder
 from authz.request import AuthzInput, to_check_request
-from tests.unit.test_chain_decisions import HEADER, Clock, call_agent, cast, documents, principal, use_tool
+from tests.unit.test_chain_decisions import HEADER, TOOLS_HOST, Clock, call_agent, cast, documents, principal, use_tool
 
 _request_ids = itertools.count()
 
@@ -187,6 +187,28 @@ def test_the_chain_header_is_part_of_the_key(build):
     assert outcome(send(authorizer, use_tool("bob", "delete")))[0] == "allow"  # on its own behalf
     assert outcome(send(authorizer, use_tool("bob", "delete", bobs))) == ("deny", "tool_not_allowed")  # alice may not delete
     assert outcome(send(authorizer, use_tool("bob", "delete", bobs + "0"))) == ("deny", "chain_forged")
+
+
+def test_pseudo_headers_count_when_envoy_leaves_method_path_or_host_empty(build):
+    """The key holds method, path and host as the decision reads them: the field, or the
+    pseudo-header standing in for it when the field is empty."""
+    authorizer = build()
+
+    def send_blank(**pseudo: str) -> CheckResponse:
+        check = to_check_request(use_tool("alice", "read"))
+        http = check.attributes.request.http
+        http.method = http.path = http.host = ""
+        http.headers.update(pseudo)
+        return CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString()))
+
+    tools = {":method": "POST", ":path": "/mcp", ":authority": TOOLS_HOST}
+    assert outcome(send_blank(**tools)) == ("allow", "allowed")
+    assert outcome(send_blank(**{**tools, ":authority": "elsewhere.example"}))[0] == "deny"
+    assert authorizer.decided == 2
+    for name, other in ((":method", "GET"), (":path", "/mcp/")):
+        send_blank(**{**tools, name: other})
+    assert authorizer.decided == 4
+    assert outcome(send_blank(**tools)) == ("allow", "allowed") and authorizer.decided == 4
 
 
 def test_a_policy_reload_starts_an_empty_cache(build, policy_dir):
