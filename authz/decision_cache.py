@@ -54,18 +54,19 @@ class DecisionCache:
         self._clock = clock
         self._answers: dict[tuple[object, ...], CachedAnswer] = {}
 
-    def key(self, check: CheckRequest) -> tuple[object, ...] | None:
-        """The request's cache key, or None if it is not to be cached (or caching is off)."""
+    def look_up(self, check: CheckRequest) -> tuple[tuple[object, ...] | None, CachedAnswer | None]:
+        """The request's key (None: not to be cached, or caching is off) and the answer kept
+        for it, if that answer still holds."""
         if not self.entries:
-            return None
-        return decision_key(check, self.headers, MAX_BODY)
-
-    def get(self, key: tuple[object, ...]) -> CachedAnswer | None:
+            return None, None
+        key = decision_key(check, self.headers, MAX_BODY)
+        if key is None:
+            return None, None
         answer = self._answers.get(key)
-        if answer is None or not answer.decision.records or self._still_valid(answer):
-            return answer
-        self._answers.pop(key, None)
-        return None
+        if answer is not None and answer.decision.records and not self._still_valid(answer):
+            self._answers.pop(key, None)
+            return key, None
+        return key, answer
 
     def put(self, key: tuple[object, ...], decision: Decision, response: bytes, generation: int) -> None:
         """Keep `response` (just sent for `decision`) for requests with the same key."""

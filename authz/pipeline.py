@@ -110,13 +110,11 @@ class Authorizer:
         started = started or time.perf_counter_ns()
         snapshot = self._snapshot  # one policy set and its cache for the whole request
         cache = snapshot.cache
-        key = None
         try:
-            key = cache.key(check)
-            cached = cache.get(key) if key is not None else None
+            key, cached = cache.look_up(check)
         except Exception:  # noqa: BLE001 - the cache is a shortcut: without it, decide afresh
             log.exception("decision cache failed; deciding afresh")
-            cached = None
+            key, cached = None, None
         if cached is not None:
             decision_id = new_decision_id()
             self._record(cached.decision, decision_id, started)

@@ -81,7 +81,8 @@ def decision_key(check: CheckRequest, headers: tuple[str, ...] | None, max_body:
     if len(body) > max_body or (not fields and len(http.header_map.headers)):
         return None
     return (
-        attributes.source.principal, _istio_authn_principal(attributes), attributes.destination.principal,
+        attributes.source.principal or _istio_authn_principal(attributes),  # the caller, as identity.py reads it
+        attributes.destination.principal,
         http.method or fields.get(":method"), http.path or fields.get(":path"), http.host or fields.get(":authority"),
         body, *(map(fields.get, headers) if headers is not None else sorted(fields.items())),
     )
