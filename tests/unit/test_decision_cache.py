@@ -330,7 +330,8 @@ def test_after_a_store_reconnect_a_token_is_minted_again(build, store):
         ("request.headers.size() > 2", None),
         ('request.headers["a" + "b"] == "x"', None),
         ('request.headers["a\\"b"] == "x"', None),
-        ('request["headers"]["a"] == "x"', None),
+        ('request["headers"]["a"] == "x"', {"a"}),
+        ('"a" in request.headers == true', None),  # `in` and `==` bind alike: not told apart, so any header
         ('request.headers[mcp.tool.name] == "x"', None),
     ],
 )
