@@ -23,22 +23,19 @@ _WHAT = {"tool": "tool", "resource": "resource", "prompt": "prompt", "method": "
 
 
 class _Context:
-    """Builds the CEL activation only if some `when` is actually consulted."""
+    """What a `when` may read; each CEL root is built only once some `when` reads it."""
 
-    __slots__ = ("caller", "request", "classified", "chain", "_base", "failed_condition", "condition_errored")
+    __slots__ = ("caller", "request", "classified", "chain", "_roots", "failed_condition", "condition_errored")
 
     def __init__(self, caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain) -> None:
         self.caller, self.request, self.classified, self.chain = caller, request, classified, chain
-        self._base: dict[str, Any] | None = None
+        self._roots: dict[str, dict[str, Any]] = {}  # source, request, chain: the same for every action
         self.failed_condition = ""  # why the last consulted `when` did not allow
         self.condition_errored = False
 
     def holds(self, condition: Condition, action: Action) -> bool:
-        if self._base is None:
-            self._base = _base_activation(self.caller, self.request, self.classified, self.chain)
-        variables = {**self._base, **_action_activation(self.classified, action)}
         try:
-            if condition.holds(variables):
+            if condition.holds(_Variables(self, action)):
                 return True
             self.failed_condition = "its `when` condition is false"
         except Exception as exc:  # noqa: BLE001 - a runtime CEL error denies, it never allows
@@ -46,6 +43,28 @@ class _Context:
             self.failed_condition = f"its `when` condition failed: {detail}"
             self.condition_errored = True
         return False
+
+    def root(self, name: str) -> dict[str, Any]:
+        found = self._roots.get(name)
+        if found is None:
+            found = self._roots[name] = _REQUEST_ROOTS[name](self)
+        return found
+
+
+class _Variables:
+    """The CEL activation for one action, as a mapping that builds a root when it is read."""
+
+    __slots__ = ("_context", "_action")
+
+    def __init__(self, context: _Context, action: Action) -> None:
+        self._context, self._action = context, action
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        if name == "mcp":
+            return _mcp_root(self._context.classified, self._action)
+        if name == "a2a":
+            return _a2a_root(self._context.classified, self._action)
+        return self._context.root(name)
 
 
 def decide(caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain) -> Verdict:
@@ -147,27 +166,28 @@ def _path_rule_covers(rule: CompiledPathRule, action: HttpAction, host: str) -> 
 # --- CEL activation (SPEC §3) ------------------------------------------------------------
 
 
-def _base_activation(caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain) -> dict[str, Any]:
+def _source_root(context: _Context) -> dict[str, Any]:
+    caller = context.caller
     return {
-        "source": {
-            "principal": caller.principal,
-            "identity": {
-                "trustDomain": caller.trust_domain,
-                "namespace": caller.namespace,
-                "serviceAccount": caller.service_account,
-            },
-        },
-        "request": {
-            "method": request.method,
-            "path": classified.path,
-            "host": classified.host,
-            "headers": request.headers,
-        },
-        "chain": {"depth": chain.depth, "root": chain.hops[0], "hops": list(chain.hops)},
+        "principal": caller.principal,
+        "identity": {"trustDomain": caller.trust_domain, "namespace": caller.namespace, "serviceAccount": caller.service_account},
     }
 
 
-def _action_activation(classified: Classified, action: Action) -> dict[str, Any]:
+def _request_root(context: _Context) -> dict[str, Any]:
+    request, classified = context.request, context.classified
+    return {"method": request.method, "path": classified.path, "host": classified.host, "headers": request.headers}
+
+
+def _chain_root(context: _Context) -> dict[str, Any]:
+    chain = context.chain
+    return {"depth": chain.depth, "root": chain.hops[0], "hops": list(chain.hops)}
+
+
+_REQUEST_ROOTS = {"source": _source_root, "request": _request_root, "chain": _chain_root}
+
+
+def _mcp_root(classified: Classified, action: Action) -> dict[str, Any]:
     mcp: dict[str, Any] = {
         "method": "",
         "server": "",
@@ -175,7 +195,6 @@ def _action_activation(classified: Classified, action: Action) -> dict[str, Any]
         "resource": {"uri": ""},
         "prompt": {"name": ""},
     }
-    a2a = {"method": "", "agent": ""}
     if isinstance(action, McpAction):
         mcp["method"] = action.method
         mcp["server"] = classified.target.name
@@ -185,6 +204,10 @@ def _action_activation(classified: Classified, action: Action) -> dict[str, Any]
             mcp["resource"] = {"uri": action.name}
         elif action.kind == "prompt":
             mcp["prompt"] = {"name": action.name}
-    elif isinstance(action, A2aAction):
-        a2a = {"method": action.method, "agent": classified.target.name}
-    return {"mcp": mcp, "a2a": a2a}
+    return mcp
+
+
+def _a2a_root(classified: Classified, action: Action) -> dict[str, Any]:
+    if isinstance(action, A2aAction):
+        return {"method": action.method, "agent": classified.target.name}
+    return {"method": "", "agent": ""}

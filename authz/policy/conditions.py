@@ -8,7 +8,7 @@ comprehension variables (`hops.exists(h, ...)`) are the only other names allowed
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import cel
 
@@ -27,6 +27,12 @@ _OPERAND_END = re.compile(r"\s*(?:$|\)|&&|\|\||\?|:|,|\]|\})")
 # What an expression reads of the activation: for each name, None when the value is used
 # whole, else the tree of the fields (or map keys) it selects from it.
 Tree = dict[str, "Tree | None"]
+
+
+class Roots(Protocol):
+    """The activation: a mapping from root name to value (decide.py builds each on demand)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
 
 
 class ConditionError(ValueError):
@@ -53,7 +59,7 @@ class Condition:
         self._reads = _reads(source, tuple(sorted(variables & ROOTS)))
         self.headers = _headers(dict(self._reads))
 
-    def holds(self, variables: dict[str, Any]) -> bool:
+    def holds(self, variables: Roots) -> bool:
         """True only for a boolean true; anything else, errors included, raises.
 
         Converting the activation into CEL values dominates evaluation (about 1 µs a string
