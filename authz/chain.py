@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .chains.store import ChainRecord, ChainStore, Hop, StoreUnavailable
 from .chains.tokens import RECORD_SEAL, ChainKeys, ForgedToken
@@ -195,8 +195,9 @@ class ChainStep:
     def issue(self, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float) -> Minted:
         """Seal and store a new record; its token. (`mint` decides what to issue; explain
         issues the chain a described request names.)"""
-        record = ChainRecord(self.keys.new_id(), hops, lineage, created, expires)
-        record = replace(record, seal=self.keys.mac(RECORD_SEAL, record.content()))
+        record_id = self.keys.new_id()
+        content = ChainRecord(record_id, hops, lineage, created, expires).content()
+        record = ChainRecord(record_id, hops, lineage, created, expires, seal=self.keys.mac(RECORD_SEAL, content))
         try:
             self.store.put(record)
         except StoreUnavailable as exc:
