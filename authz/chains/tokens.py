@@ -19,6 +19,7 @@ from pathlib import Path
 TOKEN_MAC = b"mandate-chain-v1\0"  # each use of a key gets its own prefix, so no MAC
 RECORD_SEAL = b"mandate-record-v1\0"  # made for one purpose is valid for another
 _ID_BYTES = 18  # 144 bits; hex, so an id never starts with "-" and reads as a CLI option
+REMEMBERED_TOKENS = 100_000  # verified tokens kept, so a chain's later calls skip the MAC
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64,}$")
 _TOKEN = re.compile(r"^([0-9a-f]{36})\.([A-Za-z0-9_-]{43})$")
 MIN_KEY_HEX = 64
@@ -43,6 +44,7 @@ class ChainKeys:
         # Keyed once: a copy per MAC skips the key setup, and neither it nor hmac.digest's
         # one-shot (which lets go of the GIL in mid-request) is slower for short messages.
         self._keyed = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
+        self._genuine: dict[str, str] = {}  # token -> chain id, for tokens already verified
 
     @classmethod
     def from_file(cls, path: str | Path) -> ChainKeys:
@@ -90,13 +92,20 @@ class ChainKeys:
         return f"{chain_id}.{self.mac(TOKEN_MAC, chain_id.encode('ascii'))}"
 
     def verify(self, token: str) -> str:
-        """The chain id of a genuine token; ForgedToken otherwise."""
+        """The chain id of a genuine token; ForgedToken otherwise. A token found genuine is
+        remembered: the same string under the same keys is genuine again."""
+        chain_id = self._genuine.get(token)
+        if chain_id is not None:
+            return chain_id
         match = _TOKEN.fullmatch(token)  # not .match: `$` would also match before a trailing newline
         if match is None:
             raise ForgedToken("not a Mandate chain token (<id>.<mac>)")
         chain_id, mac = match.groups()
         if not self.matches(TOKEN_MAC, chain_id.encode("ascii"), mac):
             raise ForgedToken("its MAC matches none of the chain keys")
+        if len(self._genuine) >= REMEMBERED_TOKENS:
+            self._genuine = {}
+        self._genuine[token] = chain_id
         return chain_id
 
 

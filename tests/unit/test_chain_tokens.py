@@ -104,6 +104,7 @@ def test_tampering_any_character_of_the_id_is_forged():
     keys = ChainKeys.ephemeral()
     token = keys.sign(keys.new_id())
     chain_id, _, mac = token.partition(".")
+    assert keys.verify(token) == chain_id  # remembered as genuine: its neighbours must still fail
     for index in range(len(chain_id)):
         for tampered in _replace(chain_id, index)[:8]:
             with pytest.raises(ForgedToken):
@@ -114,6 +115,7 @@ def test_tampering_any_character_of_the_mac_is_forged():
     keys = ChainKeys.ephemeral()
     token = keys.sign(keys.new_id())
     chain_id, _, mac = token.partition(".")
+    assert keys.verify(token) == chain_id
     for index in range(len(mac)):  # every position, including the last (it carries 2 padding bits)
         for tampered in _replace(mac, index):
             with pytest.raises(ForgedToken):
@@ -283,3 +285,17 @@ def test_ephemeral_keys_differ():
     chain_id = first.new_id()
     with pytest.raises(ForgedToken):
         second.verify(first.sign(chain_id))
+
+
+def test_a_remembered_token_stays_bound_to_its_keys_and_the_memory_stays_bounded(monkeypatch):
+    monkeypatch.setattr("authz.chains.tokens.REMEMBERED_TOKENS", 3)
+    keys, other = ChainKeys.ephemeral(), ChainKeys.ephemeral()
+    tokens = [keys.sign(keys.new_id()) for _ in range(10)]
+    for _ in range(2):
+        assert [keys.verify(token) for token in tokens] == [chain_id_of(token) for token in tokens]
+    assert len(keys._genuine) <= 3
+    for token in tokens:
+        with pytest.raises(ForgedToken):
+            other.verify(token)  # genuine under `keys` only
+        with pytest.raises(ForgedToken):
+            keys.verify(token + "\n")
