@@ -29,6 +29,8 @@ Scenarios (per size; callers are drawn at random from the generated profiles):
   mcp_call_allowed         MCP tools/call the caller's mission allows (CEL `when` where the rule has one)
   mcp_call_denied          MCP tools/call refused: tool not in the rule, server not in the mission,
                            or a `when` that is false (a third each)
+  mcp_call_*_when_afresh   the same two, with the policy set's remembered `when` answers forgotten
+                           before every call (as if each call brought argument values never seen)
   mcp_tools_list           MCP session plumbing (tools/list)
   egress_get               a GET to an egress host, allowed by an egress rule
   a2a_send_reuse           A2A SendMessage to an agent the caller may call; the same edge was minted
@@ -898,6 +900,17 @@ class _RedisReplicas:
 # --- running -------------------------------------------------------------------------
 
 
+def _forgetting(policy: PolicySet, pool: list[AuthzInput]) -> Callable[[int], AuthzInput]:
+    """A `prepare` that forgets every remembered `when` answer before each call, as if every
+    call brought argument values never seen before."""
+
+    def prepare(index: int) -> AuthzInput:
+        policy.condition_results.clear()
+        return pool[index % len(pool)]
+
+    return prepare
+
+
 def _scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: dict[str, str]) -> list[Scenario]:
     """The in-process cases (in-memory chain store: no store thread running)."""
     header = policy.settings.chain_header
@@ -913,6 +926,10 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: dict[str, st
         Scenario("mcp_call_allowed", "MCP tools/call in the mission (CEL when where the rule has one)", "allow",
                  path, pools.mcp_call_allowed),
         Scenario("mcp_call_denied", "MCP tools/call refused (tool / server / false when)", "deny", path, pools.mcp_call_denied),
+        Scenario("mcp_call_allowed_when_afresh", "as mcp_call_allowed, no `when` answer remembered (new argument values)",
+                 "allow", path, prepare=_forgetting(policy, pools.mcp_call_allowed)),
+        Scenario("mcp_call_denied_when_afresh", "as mcp_call_denied, no `when` answer remembered (new argument values)",
+                 "deny", path, prepare=_forgetting(policy, pools.mcp_call_denied)),
         Scenario("mcp_tools_list", "MCP plumbing: tools/list", "allow", path, pools.mcp_tools_list),
         Scenario("egress_get", "GET to an egress host via the egress gateway", "allow", path, pools.egress_get),
     ]

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from ..identity import parse_spiffe_id
 from ..protocols.a2a import A2A_METHODS, to_v1_method
 from ..protocols.paths import host_key
-from .conditions import Condition, ConditionError
+from .conditions import Condition, ConditionError, Results
 from .globs import GlobSet
 from .loader import PolicyError, PolicyLoadError, SourcedDocument, load_directory, policy_files
 from .model import (
@@ -136,6 +136,8 @@ class PolicySet:
     egress_hosts: dict[str, CompiledTarget] = field(default_factory=dict)
     # Headers some `when` reads (the decision cache keys on them); None: any header may matter.
     condition_headers: frozenset[str] | None = frozenset()
+    # The answers this set's `when`s gave, by the values they read (see conditions.Results).
+    condition_results: Results = field(default_factory=Results)
 
 
 # --- compiling ---------------------------------------------------------------------------
@@ -167,6 +169,7 @@ class _Compiler:
         # Thousands of profiles repeat the same name lists and conditions: compile each once.
         self._globsets: dict[tuple[str, ...], GlobSet] = {}
         self._conditions: dict[str, Condition] = {}
+        self._results = Results()  # shared by this set's conditions, dropped with it
 
     def compile(self, version: str) -> PolicySet:
         settings = self._settings()
@@ -189,6 +192,7 @@ class _Compiler:
             targets_by_host=by_host,
             egress_hosts={host: targets[name] for host, name in self.egress_hosts.items()},
             condition_headers=self._condition_headers(),
+            condition_results=self._results,
         )
 
     # settings and names
@@ -380,7 +384,7 @@ class _Compiler:
         found = self._conditions.get(text)
         if found is None:
             try:
-                found = self._conditions[text] = Condition(text)
+                found = self._conditions[text] = Condition(text, self._results)
             except ConditionError as exc:
                 self.errors.append(source.error(f"when: {exc}", *loc, "when"))
                 return None

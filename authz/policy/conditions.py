@@ -27,6 +27,8 @@ _OPERAND_END = re.compile(r"\s*(?:$|\)|&&|\|\||\?|:|,|\]|\})")
 # What an expression reads of the activation: for each name, None when the value is used
 # whole, else the tree of the fields (or map keys) it selects from it.
 Tree = dict[str, "Tree | None"]
+REMEMBERED_RESULTS = 65_536  # answers kept per policy set
+REMEMBERED_CHARS = 512  # activations with more text than this are evaluated, never remembered
 
 
 class Roots(Protocol):
@@ -39,11 +41,40 @@ class ConditionError(ValueError):
     pass
 
 
-class Condition:
-    __slots__ = ("source", "headers", "_reads", "_program")
+class Results:
+    """What one policy set's `when`s answered, by the exact values each read (bounded).
 
-    def __init__(self, source: str) -> None:
+    Sound because an answer is a function of the expression and the values passed alone:
+    common-expression-language has no clock or randomness (no `now()`) and Mandate adds no
+    functions. Values are keyed with their types (1, 1.0 and true differ; floats by their
+    bits, so -0.0 is not 0.0); an error is never remembered, nor a large activation.
+    Converting values into CEL costs about 1 µs each, so a remembered answer saves most of
+    an evaluation when the values repeat across requests the decision cache tells apart
+    (the same repository, different issue numbers).
+    """
+
+    def __init__(self, entries: int = REMEMBERED_RESULTS) -> None:
+        self._entries = entries
+        self._answers: dict[tuple[object, object], bool] = {}
+
+    def get(self, key: tuple[object, object]) -> bool | None:
+        return self._answers.get(key)
+
+    def clear(self) -> None:
+        self._answers = {}
+
+    def put(self, key: tuple[object, object], answer: bool) -> None:
+        if len(self._answers) >= self._entries:
+            self._answers = {}
+        self._answers[key] = answer
+
+
+class Condition:
+    __slots__ = ("source", "headers", "_reads", "_program", "_results")
+
+    def __init__(self, source: str, results: Results | None = None) -> None:
         self.source = source
+        self._results = results
         try:
             self._program = cel.compile(source)
         except (ValueError, RuntimeError) as exc:
@@ -66,12 +97,18 @@ class Condition:
         with common-expression-language 0.10), so only what the expression reads is passed.
         """
         activation = {root: _project(variables[root], tree) for root, tree in self._reads}
+        key = None
+        if self._results is not None and (frozen := _frozen(activation)) is not None:
+            key = (self, frozen)
+            known = self._results.get(key)
+            if known is not None:
+                return known
         result = self._program.execute(activation)
-        if result is True:
-            return True
-        if result is False:
-            return False
-        raise ConditionError(f"`when` returned {type(result).__name__}, not bool")
+        if result is not True and result is not False:
+            raise ConditionError(f"`when` returned {type(result).__name__}, not bool")
+        if key is not None:
+            self._results.put(key, result)  # type: ignore[union-attr]  # key is set only with results
+        return result
 
 
 def _reads(source: str, roots: tuple[str, ...]) -> tuple[tuple[str, Tree | None], ...]:
@@ -113,6 +150,39 @@ def _project(value: Any, tree: Tree | None) -> Any:
     if tree is None or not isinstance(value, dict):
         return value
     return {key: _project(value[key], below) for key, below in tree.items() if key in value}
+
+
+def _frozen(activation: dict[str, Any]) -> tuple[object, ...] | None:
+    """A hashable, type-exact copy of `activation`; None when it holds a type not listed
+    here or more than REMEMBERED_CHARS of text."""
+    budget = REMEMBERED_CHARS
+
+    def freeze(value: Any) -> object:
+        nonlocal budget
+        kind = type(value)
+        if kind is dict:
+            return (dict, tuple((key, freeze(item)) for key, item in value.items()))
+        if kind is list:
+            return (list, tuple(freeze(item) for item in value))
+        if kind is str or kind is bytes:
+            budget -= len(value)
+            if budget < 0:
+                raise _Unremembered
+            return (kind, value)
+        if kind is float:
+            return (float, value.hex())
+        if kind is int or kind is bool or value is None:
+            return (kind, value)
+        raise _Unremembered
+
+    try:
+        return freeze(activation)  # type: ignore[return-value]
+    except _Unremembered:
+        return None
+
+
+class _Unremembered(Exception):
+    pass
 
 
 def _headers(reads: dict[str, Tree | None]) -> frozenset[str] | None:

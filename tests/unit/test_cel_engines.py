@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import cel
 import celpy
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.policy.conditions import Condition
+from authz.policy.conditions import Condition, Results
 
 EXPRESSIONS = [
     'mcp.tool.name == "list_issues"',
@@ -117,3 +118,76 @@ _whole = {source: cel.compile(source) for source in EXPRESSIONS}
 def test_passing_only_what_an_expression_reads_changes_nothing(source, activation):
     """Same engine, whole activation against the cut-down one: same value, or both an error."""
     assert _outcome(lambda: _fast[source].holds(activation)) == _outcome(lambda: _whole[source].execute(activation)), (source, activation)
+
+
+# --- remembered answers (conditions.Results) -----------------------------------------------
+
+TRICKY = st.sampled_from([0, 1, -1, 0.0, -0.0, 1.0, True, False, None, "1", "", "true", [1], {"1": 1}, 2**63, 1e300])
+
+
+@st.composite
+def tricky_activations(draw) -> dict:
+    activation = draw(activations())
+    for key in draw(st.lists(st.sampled_from(["repo", "count", "x"]), max_size=3)):
+        activation["mcp"]["tool"]["arguments"][key] = draw(TRICKY)
+    return activation
+
+
+TRICKY_EXPRESSIONS = [
+    *EXPRESSIONS,
+    'mcp.tool.arguments.x == 1',
+    'mcp.tool.arguments.x == 1.0',
+    'mcp.tool.arguments.x == true',
+    'string(mcp.tool.arguments.x) == "-0"',
+    '1.0 / mcp.tool.arguments.x < 0.0',
+    'type(mcp.tool.arguments.x) == type(1)',
+    'has(mcp.tool.arguments.x) && mcp.tool.arguments.x == null',
+    'size(mcp.tool.arguments) == 2',
+]
+_shared_results = Results(entries=64)  # small, so it also starts afresh under the test
+_remembering = {source: Condition(source, _shared_results) for source in TRICKY_EXPRESSIONS}
+_forgetting = {source: Condition(source) for source in TRICKY_EXPRESSIONS}
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(TRICKY_EXPRESSIONS), tricky_activations()), min_size=1, max_size=6))
+def test_a_remembered_answer_is_the_answer(calls):
+    """Any sequence of evaluations answers exactly as evaluating each afresh: no two
+    activations that CEL tells apart (1, 1.0 and true; 0.0 and -0.0; null and absent) share an answer."""
+    for source, activation in calls:
+        assert _outcome(lambda: _remembering[source].holds(activation)) == _outcome(lambda: _forgetting[source].holds(activation)), (source, activation)
+
+
+def test_values_cel_tells_apart_are_never_conflated():
+    results = Results()
+    cases = [
+        ('string(mcp.tool.arguments.x) == "0"', [0.0, -0.0, 0, False]),
+        ('mcp.tool.arguments.x == 1', [1, 1.0, True, "1"]),
+        ('has(mcp.tool.arguments.x)', [None, ...]),
+    ]
+    for source, values in cases:
+        remembering, fresh = Condition(source, results), Condition(source)
+        for value in values * 2:  # the second pass is answered from memory
+            arguments = {} if value is ... else {"x": value}
+            activation = {"mcp": {"tool": {"arguments": arguments}}}
+            assert _outcome(lambda: remembering.holds(activation)) == _outcome(lambda: fresh.holds(activation)), (source, value)
+
+
+def test_errors_and_large_activations_are_evaluated_every_time():
+    results = Results()
+    condition = Condition("10 / mcp.tool.arguments.count > 1", results)
+    for _ in range(2):
+        with pytest.raises(Exception):
+            condition.holds({"mcp": {"tool": {"arguments": {"count": 0}}}})
+    big = Condition('mcp.tool.arguments.repo.startsWith("a")', results)
+    assert big.holds({"mcp": {"tool": {"arguments": {"repo": "a" * 10_000}}}}) is True
+    assert big.holds({"mcp": {"tool": {"arguments": {"repo": "b" * 10_000}}}}) is False
+    assert results.get((big, ("anything",))) is None and len(results._answers) == 0
+
+
+def test_remembered_answers_stay_bounded():
+    results = Results(entries=8)
+    condition = Condition("mcp.tool.arguments.count > 3", results)
+    for count in range(100):
+        assert condition.holds({"mcp": {"tool": {"arguments": {"count": count}}}}) is (count > 3)
+    assert len(results._answers) <= 8

@@ -16,12 +16,13 @@ pytestmark = pytest.mark.timeout(60)
 
 SIZES = [10, 40]
 IN_PROCESS = [
-    "floor", "build_response_allow", "mcp_call_allowed", "mcp_call_denied", "mcp_tools_list", "egress_get",
-    "a2a_send_reuse", "a2a_send_mint", "chained_call_cached", "mix", "mix_cache_hit",
+    "floor", "build_response_allow", "mcp_call_allowed", "mcp_call_denied", "mcp_call_allowed_when_afresh",
+    "mcp_call_denied_when_afresh", "mcp_tools_list", "egress_get", "a2a_send_reuse", "a2a_send_mint", "chained_call_cached", "mix", "mix_cache_hit",
 ]
 WITH_REDIS = ["chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"]
 EXPECT = {
     "floor": "allow", "build_response_allow": "allow", "mcp_call_allowed": "allow", "mcp_call_denied": "deny",
+    "mcp_call_allowed_when_afresh": "allow", "mcp_call_denied_when_afresh": "deny",
     "mcp_tools_list": "allow", "egress_get": "allow", "a2a_send_reuse": "allow", "a2a_send_mint": "allow",
     "chained_call_cached": "allow", "mix": "mixed", "mix_cache_hit": "mixed", "chained_call_redis_cached": "allow",
     "chained_call_redis_uncached": "allow", "a2a_send_mint_redis": "allow",
