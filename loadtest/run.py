@@ -319,6 +319,12 @@ def aggregate(series: Series) -> dict[str, dict[str, float]]:
     return {key: spread([entry[key] for entry in series.rounds]) for key in keys}
 
 
+def points(fraction: float) -> str:
+    """A difference of ratios in percentage points, as words: "1 point", "4 points"."""
+    rounded = round(fraction * 100)
+    return f"{rounded} point" if rounded == 1 else f"{rounded} points"
+
+
 def paired_ratios(mandate: Series, floor: Series) -> dict[str, dict[str, float]]:
     """Mandate / floor, round by round (each round's two runs are next to each other in time)."""
     ratios = {}
@@ -579,7 +585,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         "required": "≥ 85 % of the floor's",
         "measured": f"{percent(rps_ratio)} (Mandate {us(sixteen['mandate']['aggregate']['rps']['median'])} req/s, "
                     f"floor {us(sixteen['floor']['aggregate']['rps']['median'])} req/s; rounds {percent(sixteen['ratio']['rps']['min'])}–{percent(sixteen['ratio']['rps']['max'])})",
-        **verdict(rps_ratio >= 0.85, f"{(rps_ratio - 0.85) * 100:.0f} points above" if rps_ratio >= 0.85 else f"{(0.85 - rps_ratio) * 100:.0f} points short"),
+        **verdict(rps_ratio >= 0.85, f"{points(rps_ratio - 0.85)} above" if rps_ratio >= 0.85 else f"{points(0.85 - rps_ratio)} short"),
     })
     fresh = results.get("uncached")
     if fresh:  # the same targets with every request decided afresh, said beside the cached figures
