@@ -21,7 +21,9 @@ _LITERAL = r"(?:\"([^\"\\]*)\"|'([^'\\]*)')"
 # One step down from a value: `.field` or `["key"]` with a plain string literal.
 _STEP = re.compile(r"\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*" + _LITERAL + r"\s*\])")
 _CALL = re.compile(r"\s*\(")
-_KEY_IN = re.compile(_LITERAL + r"\s+in\s*$")  # `"x" in <path>` asks only for key x
+# `"x" in <path>` asks only for key x, when the literal is the whole left operand: nothing
+# that binds tighter than `in` (`"a" + "x" in ...`, `y == "x" in ...`) may come before it.
+_KEY_IN = re.compile(r"(?:^|[(\[{,?:]|&&|\|\|)\s*" + _LITERAL + r"\s+in\s*$")
 _OPERAND_END = re.compile(r"\s*(?:$|\)|&&|\|\||\?|:|,|\]|\})")
 
 # What an expression reads of the activation: for each name, None when the value is used

@@ -35,6 +35,7 @@ EXPRESSIONS = [
     '!("x-tenant" in request.headers) || request["headers"]["x-tenant"].startsWith("acme")',
     'request.headers.exists(k, k == "a") || request.headers.all(k, k.size() > 1)',
     '"support" in chain.hops && chain.hops[0] == chain.root',
+    '"a" + "b" in request.headers || "x-" + "tenant" in request.headers',
     'mcp.tool.arguments == {"repo": "acme/web"} || mcp.tool == {"name": "x", "arguments": {}}',
 ]
 
@@ -52,7 +53,7 @@ def activations(draw) -> dict:
     return {
         "source": {"principal": "spiffe://cluster.local/ns/x/sa/y", "identity": {"trustDomain": "cluster.local", "namespace": draw(NAMES), "serviceAccount": "y"}},
         "request": {"method": draw(st.sampled_from(["GET", "POST"])), "path": draw(st.sampled_from(["/mcp", "/x"])), "host": "h",
-                    "headers": draw(st.dictionaries(st.sampled_from(["a", "x-tenant", "b"]), NAMES, max_size=3))},
+                    "headers": draw(st.dictionaries(st.sampled_from(["a", "x-tenant", "b", "ab"]), NAMES, max_size=3))},
         "mcp": {"method": "tools/call", "server": "github", "tool": {"name": draw(NAMES | st.just("list_issues")), "arguments": arguments},
                 "resource": {"uri": ""}, "prompt": {"name": ""}},
         "a2a": {"method": draw(st.sampled_from(["", "SendMessage", "CancelTask"])), "agent": draw(st.sampled_from(["", "billing-agent"]))},

@@ -332,6 +332,9 @@ def test_after_a_store_reconnect_a_token_is_minted_again(build, store):
         ('request.headers["a\\"b"] == "x"', None),
         ('request["headers"]["a"] == "x"', {"a"}),
         ('"a" in request.headers == true', None),  # `in` and `==` bind alike: not told apart, so any header
+        ('"a" + "x" in request.headers', None),  # the key is "ax", not "x"
+        ('request.method == "x" in request.headers', None),  # (method == "x") in headers
+        ('!("x" in request.headers) || ("y" in request.headers)', {"x", "y"}),
         ('request.headers[mcp.tool.name] == "x"', None),
     ],
 )
