@@ -10,8 +10,9 @@ reachable, has not reconnected since (it may have lost them), none of them is re
 expired, and a token it hands on is still within the mint-reuse window. Answers that came
 from a broken chain token or an internal error are never kept.
 
-The response is kept serialized, with a placeholder where the decision id goes; the
-placeholder is as long as an id, so substituting one leaves the protobuf valid.
+The response is kept serialized and cut where its decision id goes (a fresh random id, which
+no request can have guessed, so nothing echoed from the request is cut); joining the pieces
+with another id of the same length gives a valid protobuf.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from .policy.compiler import PolicySet
 from .request import DECIDING_HEADERS, decision_key
 from .verdict import Decision
 
-PLACEHOLDER = b"<mandate-dec-id>"  # as long as a decision id (16 hex digits), and never one
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
 DEFAULT_ENTRIES = 10_000
 _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
@@ -36,7 +36,7 @@ _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
 
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
-    template: bytes  # the serialized CheckResponse with PLACEHOLDER for the decision id
+    pieces: tuple[bytes, ...]  # the serialized CheckResponse, cut where its decision id goes
     decision: Decision  # what the audit line and metrics say when it is re-used
     expires: float  # on the chain step's clock; inf when no chain record is involved
     generation: int  # the chain store's generation when decided
@@ -72,14 +72,12 @@ class DecisionCache:
         """Keep `response` (just sent for `decision`) for requests with the same key."""
         if decision.verdict.reason == "internal_error" or not _TRUSTED_CHAIN_EVENTS.issuperset(decision.chain_events):
             return
-        identifier = decision.id.encode()
-        if PLACEHOLDER in response or identifier not in response:
-            return  # the placeholder came in with the request: this answer cannot be templated
+        pieces = tuple(response.split(decision.id.encode()))
+        if len(pieces) < 2:
+            return  # an answer without its decision id cannot be given under another one
         if len(self._answers) >= self.entries:
             self._answers = {}
-        self._answers[key] = CachedAnswer(
-            response.replace(identifier, PLACEHOLDER), decision.repeated(""), self._expires(decision), generation
-        )
+        self._answers[key] = CachedAnswer(pieces, decision.repeated(""), self._expires(decision), generation)
 
     def _expires(self, decision: Decision) -> float:
         expires = math.inf
@@ -97,8 +95,3 @@ class DecisionCache:
             and store.generation == answer.generation
             and not any(store.is_revoked(record) for record in answer.decision.records)
         )
-
-
-def fill_in(answer: CachedAnswer, decision_id: str) -> bytes:
-    """The cached response for a decision with id `decision_id`."""
-    return answer.template.replace(PLACEHOLDER, decision_id.encode())

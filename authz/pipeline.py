@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-import time
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
@@ -21,13 +21,13 @@ from .chains.store import Hop
 from .chains.tokens import ChainKeys
 from .classify import Classified, MalformedRequest, classify
 from .decide import decide
-from .decision_cache import DEFAULT_ENTRIES, DecisionCache, fill_in
+from .decision_cache import DEFAULT_ENTRIES, DecisionCache
 from .identity import IdentityError, SpiffeId, resolve_caller
 from .policy.compiler import CompiledProfile, PolicySet
 from .protocols.a2a import A2aAction
 from .protocols.jsonrpc import peek_ids
 from .protocols.mcp import McpAction
-from .record import Recorder
+from .record import Answered, Recorder
 from .request import AuthzInput, from_check_request
 from .response import build_response
 from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
@@ -77,7 +77,7 @@ class Authorizer:
         chains: ChainStep | None = None,
         decision_cache: int = DEFAULT_ENTRIES,
     ) -> None:
-        self.recorder = recorder
+        self._record = recorder.record if recorder is not None else _unrecorded
         self.chains = chains or ChainStep(MemoryChainStore(), ChainKeys.ephemeral())
         self.decision_cache = decision_cache
         self.policy = policy
@@ -92,33 +92,33 @@ class Authorizer:
         self._snapshot = _Snapshot(policy, cache)  # one assignment: a request sees both or neither
 
     def check_bytes(self, payload: bytes) -> bytes:
-        """The gRPC entry point: serialized CheckRequest in, serialized CheckResponse out, never raises."""
-        started = time.perf_counter_ns()
+        """The gRPC entry point: serialized CheckRequest in, serialized CheckResponse out, never raises.
+
+        A request decided before is answered from the decision cache under a fresh decision id;
+        that path is kept to a few calls, since it runs on every request with cold CPU caches,
+        where each Python call costs about half a microsecond (BENCHMARKS.md)."""
+        started = perf_counter_ns()
+        snapshot = self._snapshot  # one policy set and its cache for the whole request
         try:
             check = CheckRequest.FromString(payload)
         except (DecodeError, UnicodeError, ValueError) as exc:
             decision = _unreadable(exc)
-            response = self._answer(decision, self._snapshot.policy).SerializeToString()
-            self._record(decision, decision.id, started)
+            response = self._answer(decision, snapshot.policy).SerializeToString()
+            self._record((decision, decision.id, started, perf_counter_ns()))
             return response
-        return self.check_request(check, started)
-
-    def check_request(self, check: CheckRequest, started: int = 0) -> bytes:
-        """A parsed CheckRequest in, the serialized response out: from the decision cache when
-        the same request was decided before, else through every step. `started` is when the
-        request arrived (perf_counter_ns), for the latency it is recorded with."""
-        started = started or time.perf_counter_ns()
-        snapshot = self._snapshot  # one policy set and its cache for the whole request
-        cache = snapshot.cache
         try:
-            key, cached = cache.look_up(check)
+            key, cached = snapshot.cache.look_up(check)
         except Exception:  # noqa: BLE001 - the cache is a shortcut: without it, decide afresh
             log.exception("decision cache failed; deciding afresh")
             key, cached = None, None
-        if cached is not None:
-            decision_id = new_decision_id()
-            self._record(cached.decision, decision_id, started)
-            return fill_in(cached, decision_id)
+        if cached is None:
+            return self._check_afresh(check, snapshot, key, started)
+        decision_id = new_decision_id()
+        self._record((cached.decision, decision_id, started, perf_counter_ns()))
+        return decision_id.encode().join(cached.pieces)
+
+    def _check_afresh(self, check: CheckRequest, snapshot: _Snapshot, key: tuple[object, ...] | None, started: int) -> bytes:
+        """Every step for a request the decision cache had no answer for; the answer is kept under `key`."""
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
         try:
             request = from_check_request(check)
@@ -128,8 +128,8 @@ class Authorizer:
             decision = self.decide(request, snapshot.policy)
         response = self._answer(decision, snapshot.policy).SerializeToString()
         if key is not None:
-            cache.put(key, decision, response, generation)
-        self._record(decision, decision.id, started)
+            snapshot.cache.put(key, decision, response, generation)
+        self._record((decision, decision.id, started, perf_counter_ns()))
         return response
 
     def decide(self, request: AuthzInput, policy: PolicySet | None = None, trace: list[HopTrace] | None = None) -> Decision:
@@ -209,9 +209,9 @@ class Authorizer:
             decision.jsonrpc_ids = None
             return build_response(decision, policy.settings.chain_header)
 
-    def _record(self, decision: Decision, decision_id: str, started: int) -> None:
-        if self.recorder is not None:
-            self.recorder.record(decision, decision_id, started)
+
+def _unrecorded(answered: Answered) -> None:
+    """The recorder of an Authorizer that records nothing (`mandate explain`, tests)."""
 
 
 def _unreadable(exc: Exception) -> Decision:

@@ -40,9 +40,9 @@ Scenarios (per size; callers are drawn at random from the generated profiles):
                            earlier; the record is in the (in-process) store: MAC, lookup, attenuation
   mix                      40 % mcp_call_allowed, 10 % mcp_call_denied, 15 % mcp_tools_list,
                            10 % egress_get, 5 % a2a_send_reuse, 20 % chained_call_cached
-  mix_cache_hit            the mix again, as parsed CheckRequests through `Authorizer.check_request`
-                           after each was decided once: what the decision cache answers with
-                           (key, lookup, fresh id, serialized response; not counted for SPEC §8,
+  mix_cache_hit            the mix again, serialized, through `Authorizer.check_bytes` after each
+                           was decided once: what the decision cache answers with (parse, key,
+                           lookup, fresh id, serialized response; not counted for SPEC §8,
                            whose target is held against the decisions themselves)
   -- with Redis (--redis-url / --start-redis; skipped otherwise):
   chained_call_redis_cached    as chained_call_cached, against a RedisChainStore whose local cache
@@ -958,12 +958,12 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: dict[str, st
     mix = _mix(pools, chained, seed)
     scenarios.append(Scenario("mix", "40% allowed call, 10% denied, 15% tools/list, 10% egress, 5% A2A, 20% chained",
                               "mixed", path, mix))
-    repeated = [to_check_request(request) for request in mix]
-    for check in repeated:
-        main.check_request(check)  # decided once: from now on the decision cache answers
-    scenarios.append(Scenario("mix_cache_hit", "the mix again, as parsed CheckRequests answered by the decision cache "
-                              "(Authorizer.check_request, serialized response out)", "mixed", main.check_request, repeated,
-                              label=_wire_label, spec=False))
+    repeated = [to_check_request(request).SerializeToString() for request in mix]
+    for payload in repeated:
+        main.check_bytes(payload)  # decided once: from now on the decision cache answers
+    scenarios.append(Scenario("mix_cache_hit", "the mix again, serialized, answered by the decision cache "
+                              "(Authorizer.check_bytes: parse, key, lookup, fresh id, response)", "mixed", main.check_bytes,
+                              repeated, label=_wire_label, spec=False))
     return scenarios
 
 

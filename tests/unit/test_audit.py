@@ -15,12 +15,18 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from authz.audit import AuditLog
 from authz.metrics import Metrics
-from authz.record import Recorder
+from authz.record import Answered, Recorder
 from authz.explain import read_request_file
 from authz.request import to_check_request
 from authz.verdict import Decision, Verdict
 from tests.conftest import EXAMPLES, REPO
 from tests.harness.processes import free_port, wait_until
+
+
+def answered_now(decision: Decision, decision_id: str) -> Answered:
+    """An answer given now to a request that came in a moment ago."""
+    started = time.perf_counter_ns()
+    return decision, decision_id, started, time.perf_counter_ns()
 
 
 class Stream(io.BytesIO):
@@ -33,7 +39,7 @@ def test_close_writes_every_queued_line_in_order() -> None:
     recorder = Recorder([AuditLog(stream).write])
     started = time.perf_counter_ns()
     for number in range(2500):  # more than one batch
-        recorder.record(Decision("", Verdict(True, "allowed")), f"d{number}", started)
+        recorder.record((Decision("", Verdict(True, "allowed")), f"d{number}", started, time.perf_counter_ns()))
     recorder.close()
     lines = stream.lines()
     assert [line["decision_id"] for line in lines] == [f"d{number}" for number in range(2500)]
@@ -47,7 +53,7 @@ def test_a_line_that_fails_does_not_stop_the_others() -> None:
     broken.verdict = None  # type: ignore[assignment]  # cannot be rendered
     for decision, decision_id in ((Decision("", Verdict(True, "allowed")), "before"), (broken, "broken"),
                                   (Decision("", Verdict(True, "allowed")), "after")):
-        recorder.record(decision, decision_id, time.perf_counter_ns())
+        recorder.record(answered_now(decision, decision_id))
     recorder.close()
     assert [line["decision_id"] for line in stream.lines()] == ["before", "after"]
 
@@ -59,7 +65,7 @@ def test_a_failing_sink_does_not_silence_the_others() -> None:
         raise RuntimeError("sink down")
 
     recorder = Recorder([broken, AuditLog(stream).write])
-    recorder.record(Decision("", Verdict(True, "allowed")), "kept", time.perf_counter_ns())
+    recorder.record(answered_now(Decision("", Verdict(True, "allowed")), "kept"))
     recorder.close()
     assert [line["decision_id"] for line in stream.lines()] == ["kept"]
 
@@ -69,7 +75,7 @@ def test_flush_returns_once_every_answer_so_far_is_counted() -> None:
     metrics = Metrics()
     recorder = Recorder([metrics.count], flush_every=60)  # the timer alone would not drain it in time
     for _ in range(3):
-        recorder.record(Decision("", Verdict(False, "tool_not_allowed"), chain_events=["verified"]), "d", time.perf_counter_ns())
+        recorder.record(answered_now(Decision("", Verdict(False, "tool_not_allowed"), chain_events=["verified"]), "d"))
     assert recorder.flush(timeout=5)
     sample = metrics.registry.get_sample_value
     assert sample("mandate_decisions_total", {"result": "deny", "reason": "tool_not_allowed"}) == 3
@@ -135,7 +141,7 @@ def test_the_time_is_when_the_answer_was_given_in_utc() -> None:
     stream = Stream()
     recorder = Recorder([AuditLog(stream).write], flush_every=60)
     before = time.time()
-    recorder.record(Decision("d", Verdict(True, "allowed")), "d", time.perf_counter_ns())
+    recorder.record(answered_now(Decision("d", Verdict(True, "allowed")), "d"))
     after = time.time()
     time.sleep(0.05)  # written later than answered
     recorder.close()
