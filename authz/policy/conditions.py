@@ -157,30 +157,31 @@ def _project(value: Any, tree: Tree | None) -> Any:
 def _frozen(activation: dict[str, Any]) -> tuple[object, ...] | None:
     """A hashable, type-exact copy of `activation`; None when it holds a type not listed
     here or more than REMEMBERED_CHARS of text."""
-    budget = REMEMBERED_CHARS
-
-    def freeze(value: Any) -> object:
-        nonlocal budget
-        kind = type(value)
-        if kind is dict:
-            return (dict, tuple((key, freeze(item)) for key, item in value.items()))
-        if kind is list:
-            return (list, tuple(freeze(item) for item in value))
-        if kind is str or kind is bytes:
-            budget -= len(value)
-            if budget < 0:
-                raise _Unremembered
-            return (kind, value)
-        if kind is float:
-            return (float, value.hex())
-        if kind is int or kind is bool or value is None:
-            return (kind, value)
-        raise _Unremembered
-
     try:
-        return freeze(activation)  # type: ignore[return-value]
+        return _freeze(activation, [REMEMBERED_CHARS])  # type: ignore[return-value]
     except _Unremembered:
         return None
+
+
+def _freeze(value: Any, budget: list[int]) -> object:
+    """`budget` holds the characters of text still allowed, shared by the whole recursion (a
+    module-level function rather than a closure over it: a closure that calls itself is a
+    reference cycle, which left one per request for the garbage collector to find)."""
+    kind = type(value)
+    if kind is dict:
+        return (dict, tuple((key, _freeze(item, budget)) for key, item in value.items()))
+    if kind is list:
+        return (list, tuple(_freeze(item, budget) for item in value))
+    if kind is str or kind is bytes:
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            raise _Unremembered
+        return (kind, value)
+    if kind is float:
+        return (float, value.hex())
+    if kind is int or kind is bool or value is None:
+        return (kind, value)
+    raise _Unremembered
 
 
 class _Unremembered(Exception):
