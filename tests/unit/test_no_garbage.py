@@ -14,8 +14,11 @@ import gc
 
 import pytest
 
+from authz.pipeline import Authorizer
 from authz.policy.compiler import compile_directory
+from authz.record import Recorder
 from loadtest import micro
+from loadtest.requests import build_mix, mint_chain_token
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +48,29 @@ def test_every_kind_of_request_leaves_no_reference_cycle(scenarios: list[micro.S
             gc.set_debug(0)
             gc.enable()
         assert left == [], f"{scenario.name}: requests left reference cycles of {sorted(set(left))}"
+
+
+def test_the_serving_path_leaves_no_reference_cycle_either(example_policy) -> None:
+    """The same through `check_bytes` (parse, decide, respond, record) with the decision cache
+    off, over the load test's mix of the example policies, a malformed CheckRequest included."""
+    recorder = Recorder([])
+    authorizer = Authorizer(example_policy, recorder, decision_cache=0)
+    send = authorizer.check_bytes
+    payloads = [sample.payload for sample in build_mix(mint_chain_token(send))] + [b"\xff not protobuf"]
+    for payload in payloads:
+        send(payload)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(5):
+            for payload in payloads:
+                send(payload)
+        gc.collect()
+        left = [type(thing).__qualname__ for thing in gc.garbage]
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
+        recorder.close()
+    assert left == []
