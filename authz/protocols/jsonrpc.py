@@ -52,13 +52,17 @@ def _no_constants(name: str) -> Any:
     raise Malformed("invalid_json", f"{name} is not JSON")
 
 
+# One reader for every request: json.loads with hooks builds a new decoder (and scanner) per call.
+_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise Malformed("invalid_json", "request body is not valid UTF-8") from None
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = _STRICT.decode(text)
     except RecursionError:
         raise Malformed("invalid_json", "request body nests JSON too deeply") from None
     except ValueError as exc:
