@@ -320,8 +320,11 @@ def aggregate(series: Series) -> dict[str, dict[str, float]]:
 
 
 def points(fraction: float) -> str:
-    """A difference of ratios in percentage points, as words: "1 point", "4 points"."""
-    rounded = round(fraction * 100)
+    """A difference of ratios in percentage points, as words: "0.05 points", "1 point", "4 points"."""
+    value = fraction * 100
+    if value < 0.95:  # would round to 0 or 1 and hide how close it is
+        return f"{value:.2g} points"
+    rounded = round(value)
     return f"{rounded} point" if rounded == 1 else f"{rounded} points"
 
 
