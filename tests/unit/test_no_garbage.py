@@ -11,6 +11,8 @@ collector off, then one collection must find nothing.
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -29,24 +31,31 @@ def scenarios(tmp_path_factory: pytest.TempPathFactory) -> list[micro.Scenario]:
     return [s for s in micro._scenarios(policy, micro.build_pools(generated, 64, seed=5), 5, {}) if s.name != "floor"]
 
 
+def cycles_left(call: Callable[[Any], object], args: Sequence[Any]) -> list[str]:
+    """What the collector finds after `call(arg)` for every arg (the first tenth run first,
+    to fill the caches and memos meant to live on), with the collector off meanwhile."""
+    warm = max(1, len(args) // 10)
+    for arg in args[:warm]:
+        call(arg)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for arg in args[warm:]:
+            call(arg)
+        gc.collect()
+        return [type(thing).__qualname__ for thing in gc.garbage]
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
+
+
 def test_every_kind_of_request_leaves_no_reference_cycle(scenarios: list[micro.Scenario]) -> None:
     assert {"mcp_call_allowed_when_afresh", "a2a_send_mint", "chained_call_cached", "mix_cache_hit"} <= {s.name for s in scenarios}
     for scenario in scenarios:
-        calls = [scenario.prepare(index) if scenario.prepare else scenario.args[index % len(scenario.args)] for index in range(200)]
-        for arg in calls[:20]:  # first calls fill caches and memos, which are meant to live on
-            scenario.call(arg)
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            for arg in calls[20:]:
-                scenario.call(arg)
-            gc.collect()
-            left = [type(thing).__qualname__ for thing in gc.garbage]
-        finally:
-            gc.garbage.clear()
-            gc.set_debug(0)
-            gc.enable()
+        args = [scenario.prepare(index) if scenario.prepare else scenario.args[index % len(scenario.args)] for index in range(200)]
+        left = cycles_left(scenario.call, args)
         assert left == [], f"{scenario.name}: requests left reference cycles of {sorted(set(left))}"
 
 
@@ -55,22 +64,8 @@ def test_the_serving_path_leaves_no_reference_cycle_either(example_policy) -> No
     off, over the load test's mix of the example policies, a malformed CheckRequest included."""
     recorder = Recorder([])
     authorizer = Authorizer(example_policy, recorder, decision_cache=0)
-    send = authorizer.check_bytes
-    payloads = [sample.payload for sample in build_mix(mint_chain_token(send))] + [b"\xff not protobuf"]
-    for payload in payloads:
-        send(payload)
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
+    payloads = [sample.payload for sample in build_mix(mint_chain_token(authorizer.check_bytes))] + [b"\xff not protobuf"]
     try:
-        for _ in range(5):
-            for payload in payloads:
-                send(payload)
-        gc.collect()
-        left = [type(thing).__qualname__ for thing in gc.garbage]
+        assert cycles_left(authorizer.check_bytes, payloads * 10) == []
     finally:
-        gc.garbage.clear()
-        gc.set_debug(0)
-        gc.enable()
         recorder.close()
-    assert left == []
