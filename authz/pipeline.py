@@ -117,7 +117,9 @@ class Authorizer:
         self._record((cached.decision, decision_id, started, perf_counter_ns()))
         return decision_id.encode().join(cached.pieces)
 
-    def _check_afresh(self, check: CheckRequest, snapshot: _Snapshot, key: tuple[object, ...] | None, started: int) -> bytes:
+    def _check_afresh(
+        self, check: CheckRequest, snapshot: _Snapshot, key: tuple[object, ...] | None, started: int
+    ) -> bytes:
         """Every step for a request the decision cache had no answer for; the answer is kept under `key`."""
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
         try:

@@ -45,7 +45,6 @@ class Recorder:
         self._writer = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._writer.start()
 
-
     def flush(self, timeout: float = 2.0) -> bool:
         """Wait until every answer recorded before this call has reached the sinks."""
         with self._rounds:

@@ -962,8 +962,8 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: dict[str, st
     for payload in repeated:
         main.check_bytes(payload)  # decided once: from now on the decision cache answers
     scenarios.append(Scenario("mix_cache_hit", "the mix again, serialized, answered by the decision cache "
-                              "(Authorizer.check_bytes: parse, key, lookup, fresh id, response)", "mixed", main.check_bytes,
-                              repeated, label=_wire_label, spec=False))
+                              "(Authorizer.check_bytes: parse, key, lookup, fresh id, response)", "mixed",
+                              main.check_bytes, repeated, label=_wire_label, spec=False))
     return scenarios
 
 

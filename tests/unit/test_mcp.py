@@ -119,8 +119,9 @@ def test_empty_batch_is_malformed():
         (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":NaN}}', "invalid_json"),
         (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\\ud800"}}', "invalid_json"),
         (b'\xff\xfe{"jsonrpc":"2.0"}', "invalid_json"),
-        ('\ufeff{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}'.encode(), "invalid_json"),  # a BOM some readers skip
-        (b'{"jsonrpc":"2.0","id":1,"method":"ping"} {"jsonrpc":"2.0","id":2,"method":"tools/call"}', "invalid_json"),  # two documents
+        # a BOM some readers skip; two documents in one body
+        ('\ufeff{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}'.encode(), "invalid_json"),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping"} {"jsonrpc":"2.0","id":2,"method":"tools/call"}', "invalid_json"),
         (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":Infinity}}', "invalid_json"),
         (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
         (b'"just a string"', "invalid_jsonrpc"),

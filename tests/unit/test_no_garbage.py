@@ -52,9 +52,10 @@ def cycles_left(call: Callable[[Any], object], args: Sequence[Any]) -> list[str]
 
 
 def test_every_kind_of_request_leaves_no_reference_cycle(scenarios: list[micro.Scenario]) -> None:
-    assert {"mcp_call_allowed_when_afresh", "a2a_send_mint", "chained_call_cached", "mix_cache_hit"} <= {s.name for s in scenarios}
+    kinds = {"mcp_call_allowed_when_afresh", "a2a_send_mint", "chained_call_cached", "mix_cache_hit"}
+    assert kinds <= {s.name for s in scenarios}
     for scenario in scenarios:
-        args = [scenario.prepare(index) if scenario.prepare else scenario.args[index % len(scenario.args)] for index in range(200)]
+        args = [scenario.prepare(i) if scenario.prepare else scenario.args[i % len(scenario.args)] for i in range(200)]
         left = cycles_left(scenario.call, args)
         assert left == [], f"{scenario.name}: requests left reference cycles of {sorted(set(left))}"
 
@@ -64,7 +65,8 @@ def test_the_serving_path_leaves_no_reference_cycle_either(example_policy) -> No
     off, over the load test's mix of the example policies, a malformed CheckRequest included."""
     recorder = Recorder([])
     authorizer = Authorizer(example_policy, recorder, decision_cache=0)
-    payloads = [sample.payload for sample in build_mix(mint_chain_token(authorizer.check_bytes))] + [b"\xff not protobuf"]
+    samples = build_mix(mint_chain_token(authorizer.check_bytes))
+    payloads = [sample.payload for sample in samples] + [b"\xff not protobuf"]
     try:
         assert cycles_left(authorizer.check_bytes, payloads * 10) == []
     finally:
