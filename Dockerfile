@@ -1,8 +1,10 @@
 # The image helm/mandate runs: `docker build -t <registry>/mandate:0.1.0 .`
 # Non-root (uid 10001, matching the chart's securityContext); writes nothing but /tmp.
 FROM python:3.12-slim AS build
+# a C compiler for mypyc, which compiles the request path (setup.py); the image it builds needs none
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY authz ./authz
 RUN pip install --no-cache-dir --prefix=/install .
 

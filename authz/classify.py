@@ -64,8 +64,8 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
     jsonrpc = target.kind in ("mcp", "agent") and method == "POST"
     try:
         path = normalize_path(request.path)
-    except AmbiguousPath as exc:
-        raise MalformedRequest("ambiguous_path", str(exc), (peek_ids(method, request.body) or (None,)) if jsonrpc else None) from None
+    except AmbiguousPath as ambiguous:
+        raise MalformedRequest("ambiguous_path", str(ambiguous), (peek_ids(method, request.body) or (None,)) if jsonrpc else None) from None
     if target.path_prefix and not under_prefix(path, target.path_prefix):
         raise Refusal(FORBIDDEN, "path_outside_target", f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
     if request.partial_body:
@@ -81,15 +81,16 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
             protocol = "mcp"
         elif target.kind == "agent":
             content_type = request.headers.get("content-type", "")
-            actions = tuple(classify_a2a(method, path, request.body, content_type))
+            a2a_actions = classify_a2a(method, path, request.body, content_type)
+            actions = tuple(a2a_actions)
             protocol = "a2a"
-            jsonrpc = actions[0].binding == "jsonrpc"
+            jsonrpc = a2a_actions[0].binding == "jsonrpc"
         else:
             actions = (HttpAction(method, path),)
             protocol = target.kind
-    except Malformed as exc:
-        raise MalformedRequest(exc.reason, str(exc), (exc.request_id,) if jsonrpc else None) from None
-    except UnsupportedBinding as exc:
-        raise Refusal(FORBIDDEN, "unsupported_binding", str(exc)) from None
+    except Malformed as malformed:
+        raise MalformedRequest(malformed.reason, str(malformed), (malformed.request_id,) if jsonrpc else None) from None
+    except UnsupportedBinding as unsupported:
+        raise Refusal(FORBIDDEN, "unsupported_binding", str(unsupported)) from None
     ids = tuple(action.id for action in actions) if jsonrpc else None  # type: ignore[union-attr]
     return Classified(target, protocol, host, path, actions, ids)

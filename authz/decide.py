@@ -106,18 +106,18 @@ def _scope_allows(
     """(label of the allowing rule, _) or (None, (reason, description of what was refused))."""
     target = classified.target.name
     if isinstance(action, McpAction):
-        rules = scope.mcp.get(target, ())
+        mcp_rules = scope.mcp.get(target, ())
         what = f"MCP {_WHAT[action.kind]} {action.name!r} on server {target!r}" if action.name else f"MCP {_WHAT[action.kind]} on server {target!r}"
-        if not rules:
+        if not mcp_rules:
             return None, ("server_not_allowed", f"MCP server {target!r}")
-        return _first_match(rules, action, context, _mcp_rule_covers), (_NOT_ALLOWED.get(action.kind, "method_not_allowed"), what)
+        return _first_match(mcp_rules, action, context, _mcp_rule_covers), (_NOT_ALLOWED.get(action.kind, "method_not_allowed"), what)
     if isinstance(action, A2aAction):
-        rules = scope.agents.get(target, ())
-        if not rules:
+        agent_rules = scope.agents.get(target, ())
+        if not agent_rules:
             return None, ("agent_not_allowed", f"calling agent {target!r}")
         if action.is_card:
-            return rules[0].label, ("", "")
-        return _first_match(rules, action, context, _agent_rule_covers), (
+            return agent_rules[0].label, ("", "")
+        return _first_match(agent_rules, action, context, _agent_rule_covers), (
             "a2a_method_not_allowed",
             f"A2A {action.method} on agent {target!r}",
         )

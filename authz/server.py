@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from . import pipeline
 from .audit import AuditLog
 from .chain import ChainStep
 from .chains.store import open_store
@@ -77,9 +78,10 @@ class MandateServer:
             Path(ready_dir, str(os.getpid())).touch()
         policy = self.authorizer.policy
         log.info(
-            "mandate serving on %s (gRPC %s, metrics %s), policy %s: %d profiles, %d targets; chain store: %s",
+            "mandate serving on %s (gRPC %s, metrics %s), policy %s: %d profiles, %d targets; chain store: %s; request path %s",
             self.options.listen, self.options.grpc_server, self.options.metrics_listen, policy.version,
             len(policy.profiles), len(policy.targets) - len(policy.profiles), self.chain_store.description,
+            "interpreted (installed with MANDATE_COMPILE=0)" if pipeline.__file__.endswith(".py") else "compiled",
         )
 
     def stop(self, grace: float = 2.0) -> None:

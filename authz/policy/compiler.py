@@ -293,22 +293,22 @@ class _Compiler:
             where = (*loc, "mcp", index)
             self._expect_target(rule.server, "mcp", source, (*where, "server"))
             mcp.setdefault(rule.server, []).append(self._mcp_rule(rule, f"{label}.mcp[{index}]", source, where))
-        for index, rule in enumerate(scope.agents):
+        for index, agent_rule in enumerate(scope.agents):
             where = (*loc, "agents", index)
-            if rule.agent not in self.profiles:
-                self.errors.append(source.error(f"agent {rule.agent!r} is not a MissionProfile", *where, "agent"))
-            agents.setdefault(rule.agent, []).append(self._agent_rule(rule, f"{label}.agents[{index}]", source, where))
-        for index, rule in enumerate(scope.egress):
+            if agent_rule.agent not in self.profiles:
+                self.errors.append(source.error(f"agent {agent_rule.agent!r} is not a MissionProfile", *where, "agent"))
+            agents.setdefault(agent_rule.agent, []).append(self._agent_rule(agent_rule, f"{label}.agents[{index}]", source, where))
+        for index, egress_rule in enumerate(scope.egress):
             where = (*loc, "egress", index)
-            target = self.egress_hosts.get(host_key(rule.host))
+            target = self.egress_hosts.get(host_key(egress_rule.host))
             if target is None:
-                self.errors.append(source.error(f"egress host {rule.host!r} is not a host of any Target of kind egress", *where, "host"))
+                self.errors.append(source.error(f"egress host {egress_rule.host!r} is not a host of any Target of kind egress", *where, "host"))
                 continue
-            egress.setdefault(target, []).append(self._path_rule(rule, f"{label}.egress[{index}]", source, where))
-        for index, rule in enumerate(scope.http):
+            egress.setdefault(target, []).append(self._path_rule(egress_rule, f"{label}.egress[{index}]", source, where))
+        for index, http_rule in enumerate(scope.http):
             where = (*loc, "http", index)
-            self._expect_target(rule.target, "http", source, (*where, "target"))
-            http.setdefault(rule.target, []).append(self._path_rule(rule, f"{label}.http[{index}]", source, where))
+            self._expect_target(http_rule.target, "http", source, (*where, "target"))
+            http.setdefault(http_rule.target, []).append(self._path_rule(http_rule, f"{label}.http[{index}]", source, where))
         return CompiledScope(
             mcp={key: tuple(rules) for key, rules in mcp.items()},
             agents={key: tuple(rules) for key, rules in agents.items()},

@@ -159,7 +159,7 @@ class Settings(_Document):
 
 
 Document = Target | MissionProfile | Settings
-DOCUMENT_KINDS: dict[str, type[_Document]] = {
+DOCUMENT_KINDS: dict[str, type[Target] | type[MissionProfile] | type[Settings]] = {
     "Target": Target,
     "MissionProfile": MissionProfile,
     "Settings": Settings,

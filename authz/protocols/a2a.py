@@ -113,5 +113,5 @@ def classify_a2a(http_method: str, path: str, body: bytes, content_type: str) ->
     message = messages[0]
     if message.is_response:
         raise Malformed("invalid_jsonrpc", "A2A servers do not take JSON-RPC responses", message.id)
-    method = to_v1_method(message.method)
-    return [A2aAction(method or "", message.method, "jsonrpc", message.id)]
+    v1_method = to_v1_method(message.method)
+    return [A2aAction(v1_method or "", message.method, "jsonrpc", message.id)]

@@ -49,8 +49,7 @@ def test_close_writes_every_queued_line_in_order() -> None:
 def test_a_line_that_fails_does_not_stop_the_others() -> None:
     stream = Stream()
     recorder = Recorder([AuditLog(stream).write])
-    broken = Decision("", Verdict(True, "allowed"))
-    broken.verdict = None  # type: ignore[assignment]  # cannot be rendered
+    broken = Decision("", Verdict(True, "allowed"), details={1: "a key JSON cannot have"})  # type: ignore[dict-item]
     for decision, decision_id in ((Decision("", Verdict(True, "allowed")), "before"), (broken, "broken"),
                                   (Decision("", Verdict(True, "allowed")), "after")):
         recorder.record(answered_now(decision, decision_id))

@@ -579,11 +579,19 @@ class TestIntegrity:
         authorizer = build()
         token = delegate(authorizer, "alice", "bob")
 
-        class Down(MemoryChainStore):
+        class Down:
+            """The store as seen while it is unreachable."""
+
+            def __init__(self, store: MemoryChainStore) -> None:
+                self.store = store
+
             def available(self) -> bool:
                 return False
 
-        authorizer.chains.store = Down()
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.store, name)
+
+        authorizer.chains.store = Down(authorizer.chains.store)
         assert verdict_of(authorizer, use_tool("bob", "read", token))[1] == "chain_store_unavailable"
         # the same edge was minted seconds ago, but a down store hands out nothing, not even a reuse
         assert verdict_of(authorizer, call_agent("alice", "bob"))[1] == "chain_store_unavailable"

@@ -22,34 +22,43 @@ from authz.metrics import Metrics
 from authz.pipeline import Authorizer
 from authz.policy.compiler import compile_directory
 from authz.policy.conditions import Condition
-from authz.record import Recorder
+from authz.record import Answered, Recorder
 from authz.request import AuthzInput, to_check_request
 from tests.unit.test_chain_decisions import HEADER, TOOLS_HOST, Clock, call_agent, cast, documents, principal, use_tool
 
 _request_ids = itertools.count()
 
 
-class SwitchableStore(MemoryChainStore):
-    """The in-process store, with a switch for reachability and a generation to bump (a reconnect)."""
+class SwitchableStore:
+    """The in-process store behind a switch for reachability, with a generation to bump (a reconnect)."""
 
     def __init__(self, clock: Clock) -> None:
-        super().__init__(clock=clock)
+        self.inner = MemoryChainStore(clock=clock)
         self.up = True
         self.generation = 0
 
     def available(self) -> bool:
         return self.up
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
-class Counted(Authorizer):
-    """Counts how often a request is decided through every step (a cache miss)."""
 
-    decided = 0
-    recorder: Recorder | None = None  # the one the test built it with, to flush
+class Counted:
+    """An Authorizer that also tells how many requests it decided through every step (cache
+    misses). It reads that from the record: a decision made afresh is recorded under its own id,
+    an answer from the cache under a new one."""
 
-    def decide(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
-        self.decided += 1
-        return super().decide(*args, **kwargs)
+    def __init__(self, authorizer: Authorizer, recorder: Recorder, answered: list[Answered]) -> None:
+        self.authorizer, self.recorder, self.answered = authorizer, recorder, answered
+
+    @property
+    def decided(self) -> int:
+        assert self.recorder.flush()
+        return sum(1 for decision, answer_id, _, _ in self.answered if decision.id == answer_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.authorizer, name)
 
 
 @pytest.fixture
@@ -74,10 +83,9 @@ def policy_dir(write_policies):
 def build(policy_dir, store, clock):
     def make(profiles: dict[str, dict[str, Any]] | None = None, entries: int = 100, metrics: Metrics | None = None) -> Counted:
         chains = ChainStep(store, ChainKeys.ephemeral(), clock=clock)
-        recorder = Recorder([metrics.count]) if metrics is not None else None
-        authorizer = Counted(compile_directory(policy_dir(profiles)), recorder, chains, entries)
-        authorizer.recorder = recorder
-        return authorizer
+        answered: list[Answered] = []
+        recorder = Recorder([answered.extend] + ([metrics.count] if metrics is not None else []))
+        return Counted(Authorizer(compile_directory(policy_dir(profiles)), recorder, chains, entries), recorder, answered)
 
     return make
 
@@ -227,7 +235,7 @@ def test_a_policy_reload_starts_an_empty_cache(build, policy_dir):
     assert outcome(send(authorizer, use_tool("alice", "write")))[0] == "allow"
     profiles = cast()
     profiles["alice"]["tools"] = ["read"]
-    authorizer.policy = compile_directory(policy_dir(profiles))
+    authorizer.authorizer.policy = compile_directory(policy_dir(profiles))
     assert outcome(send(authorizer, use_tool("alice", "write"))) == ("deny", "tool_not_allowed")
 
 

@@ -1,0 +1,55 @@
+"""Compile the request path to C with mypyc; everything else is declared in pyproject.toml.
+
+Compiled, the modules a Check runs through decide in about half the time (BENCHMARKS.md). The
+sources stay the truth: they are type-checked and compiled as they are, and with
+MANDATE_COMPILE=0 the same package installs as plain Python (no C compiler needed). Each
+build writes `authz/_compiled.json`, the hash of every source it compiled, so that `import
+authz` refuses a compiled module whose source has changed since (see authz/__init__.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+# The steps of a Check, in the order a request meets them ([tool.mandate] in pyproject.toml).
+REQUEST_PATH: list[str] = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mandate"]["compiled"]
+MANIFEST = "authz/_compiled.json"
+
+
+class BuildWithManifest(build_ext):
+    """build_ext that, once the modules are built, records which sources they were built from."""
+
+    def run(self) -> None:
+        super().run()
+        manifest = json.dumps({path: _digest(path) for path in REQUEST_PATH}, indent=1) + "\n"
+        places = [Path(MANIFEST)] if self.inplace else [Path(self.build_lib, MANIFEST)]
+        for place in places:
+            place.parent.mkdir(parents=True, exist_ok=True)
+            place.write_text(manifest)
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def ext_modules() -> list:
+    if os.environ.get("MANDATE_COMPILE", "1") == "0":
+        # An editable install keeps its earlier build beside the sources: remove it, or it would run.
+        for path in REQUEST_PATH:
+            for built in Path(path).parent.glob(Path(path).stem + ".*.so"):
+                built.unlink()
+        Path(MANIFEST).unlink(missing_ok=True)
+        return []
+    from mypyc.build import mypycify
+
+    return mypycify(REQUEST_PATH, opt_level="3", debug_level="0", group_name="authz_compiled")
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": BuildWithManifest})
