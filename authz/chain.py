@@ -32,6 +32,11 @@ class HopScope:
     given_by: str
     scope: CompiledScope
 
+    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
+    def __init__(self, given_by: str, scope: CompiledScope) -> None:
+        object.__setattr__(self, "given_by", given_by)
+        object.__setattr__(self, "scope", scope)
+
 
 @dataclass(frozen=True, slots=True)
 class Chain:
@@ -39,6 +44,13 @@ class Chain:
     hops: tuple[str, ...]  # profile names, root first, the current caller last
     scopes: tuple[HopScope, ...]  # the caller's own scope first, then each earlier hop's grant
     record: ChainRecord | None = None  # None: the caller acts on its own behalf
+
+    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
+    def __init__(self, id: str, hops: tuple[str, ...], scopes: tuple[HopScope, ...], record: ChainRecord | None = None) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "hops", hops)
+        object.__setattr__(self, "scopes", scopes)
+        object.__setattr__(self, "record", record)
 
     @property
     def depth(self) -> int:
@@ -50,6 +62,12 @@ class Minted:
     token: str
     record: ChainRecord
     reused: bool  # handed out again from this replica's recent mints: no store write
+
+    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
+    def __init__(self, token: str, record: ChainRecord, reused: bool) -> None:
+        object.__setattr__(self, "token", token)
+        object.__setattr__(self, "record", record)
+        object.__setattr__(self, "reused", reused)
 
 
 class ChainRefusal(Refusal):

@@ -33,6 +33,7 @@ from .response import build_response
 from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
 
 log = logging.getLogger("mandate")
+_UNDECIDED = Verdict(False, "internal_error", status=FORBIDDEN)  # until a step decides; immutable, so shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class Authorizer:
         """Run every step for one request against one policy snapshot; `trace` collects each
         hop's own verdict for `explain`."""
         policy = policy or self.policy
-        decision = Decision(new_decision_id(), Verdict(False, "internal_error", status=FORBIDDEN))
+        decision = Decision(new_decision_id(), _UNDECIDED)
         try:
             decision.verdict = self._steps(request, policy, decision, trace)
         except Refusal as refusal:

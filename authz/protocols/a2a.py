@@ -85,6 +85,13 @@ class A2aAction:
     binding: str  # jsonrpc | http+json | card
     id: JsonId = None
 
+    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
+    def __init__(self, method: str, wire_method: str, binding: str, id: JsonId = None) -> None:
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "wire_method", wire_method)
+        object.__setattr__(self, "binding", binding)
+        object.__setattr__(self, "id", id)
+
     @property
     def is_card(self) -> bool:
         return self.binding == "card"

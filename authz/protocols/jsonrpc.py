@@ -32,6 +32,13 @@ class Message:
     params: dict[str, Any]
     is_response: bool = False
 
+    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
+    def __init__(self, method: str, id: JsonId, params: dict[str, Any], is_response: bool = False) -> None:
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "is_response", is_response)
+
     @property
     def is_notification(self) -> bool:
         return not self.is_response and self.id is None
