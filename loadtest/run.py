@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import authz.pipeline
 from loadtest import h2load
 from loadtest.micro import local_redis
 from loadtest.requests import ROOT, grpc_frame, grpc_sender, representative, verify
@@ -377,6 +378,8 @@ def versions() -> dict[str, str]:
     found: dict[str, str] = {"python": platform.python_version()}
     for name in ("mandate", "grpcio", "protobuf", "uvloop", "locust", "gevent", "matplotlib"):
         found[name] = dist(name)
+    # how this install runs the request path (setup.py)
+    found["request path"] = "interpreted (MANDATE_COMPILE=0)" if authz.pipeline.__file__.endswith(".py") else "compiled (mypyc)"
     with contextlib.suppress(RuntimeError, OSError):
         found["h2load"] = h2load.h2load_version()
     if shutil.which("redis-server"):
