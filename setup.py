@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tomllib
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def _digest(path: str) -> str:
 
 
 def ext_modules() -> list:
+    if sys.argv[1:2] in (["egg_info"], ["dist_info"]):
+        return []  # pip asking for requirements or metadata: no need to type-check and generate C for that
     if os.environ.get("MANDATE_COMPILE", "1") == "0":
         # An editable install keeps its earlier build beside the sources: remove it, or it would run.
         for path in REQUEST_PATH:
