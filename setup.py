@@ -2,9 +2,10 @@
 
 Compiled, the modules a Check runs through decide in about half the time (BENCHMARKS.md). The
 sources stay the truth: they are type-checked and compiled as they are, and with
-MANDATE_COMPILE=0 the same package installs as plain Python (no C compiler needed). Each
-build writes `authz/_compiled.json`, the hash of every source it compiled, so that `import
-authz` refuses a compiled module whose source has changed since (see authz/__init__.py).
+MANDATE_COMPILE=0, or where there is no C compiler or no Python headers, the same package
+installs as plain Python (`mandate serve` says which in its first log line). Each build writes
+`authz/_compiled.json`, the hash of every source it compiled, so that `import authz` refuses a
+compiled module whose source has changed since (see authz/__init__.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 # The steps of a Check, in the order a request meets them ([tool.mandate] in pyproject.toml).
 REQUEST_PATH: list[str] = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mandate"]["compiled"]
@@ -25,15 +27,30 @@ MANIFEST = "authz/_compiled.json"
 
 
 class BuildWithManifest(build_ext):
-    """build_ext that, once the modules are built, records which sources they were built from."""
+    """build_ext that, once the modules are built, records which sources they were built from;
+    when they cannot be built here, it leaves none of them behind and the sources run."""
 
     def run(self) -> None:
-        super().run()
-        manifest = json.dumps({path: _digest(path) for path in REQUEST_PATH}, indent=1) + "\n"
-        places = [Path(MANIFEST)] if self.inplace else [Path(self.build_lib, MANIFEST)]
-        for place in places:
-            place.parent.mkdir(parents=True, exist_ok=True)
-            place.write_text(manifest)
+        root = Path(".") if self.inplace else Path(self.build_lib)
+        try:
+            super().run()
+        except (CCompilerError, ExecError, PlatformError) as exc:
+            print(f"warning: cannot compile the request path ({exc}); installing it uncompiled", file=sys.stderr)
+            _remove_built(root)
+            return
+        manifest = root / MANIFEST
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({path: _digest(path) for path in REQUEST_PATH}, indent=1) + "\n")
+
+
+def _remove_built(root: Path) -> None:
+    """Take away compiled modules and the manifest under `root`: a half-built set would not import."""
+    for path in REQUEST_PATH:
+        for built in (root / path).parent.glob(Path(path).stem + ".*.so"):
+            built.unlink()
+    for group in root.glob("authz_compiled__mypyc.*.so"):
+        group.unlink()
+    (root / MANIFEST).unlink(missing_ok=True)
 
 
 def _digest(path: str) -> str:
@@ -44,11 +61,7 @@ def ext_modules() -> list:
     if sys.argv[1:2] in (["egg_info"], ["dist_info"]):
         return []  # pip asking for requirements or metadata: no need to type-check and generate C for that
     if os.environ.get("MANDATE_COMPILE", "1") == "0":
-        # An editable install keeps its earlier build beside the sources: remove it, or it would run.
-        for path in REQUEST_PATH:
-            for built in Path(path).parent.glob(Path(path).stem + ".*.so"):
-                built.unlink()
-        Path(MANIFEST).unlink(missing_ok=True)
+        _remove_built(Path("."))  # an editable install keeps its earlier build beside the sources: it would run
         return []
     from mypyc.build import mypycify
 
