@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from time import perf_counter_ns
 
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.message import DecodeError
 
 from .chain import Chain, ChainRefusal, ChainStep, callee_hop, check_accepts, check_shape
@@ -29,7 +29,7 @@ from .protocols.jsonrpc import peek_ids
 from .protocols.mcp import McpAction
 from .record import Answered, Recorder
 from .request import AuthzInput, from_check_request
-from .response import build_response
+from .response import ResponseTemplates, build_response
 from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
 
 log = logging.getLogger("mandate")
@@ -57,10 +57,11 @@ def new_decision_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    """A policy set and the decision cache that belongs to it, swapped together by a reload."""
+    """A policy set and the caches that belong to it, swapped together by a reload."""
 
     policy: PolicySet
     cache: DecisionCache
+    responses: ResponseTemplates
 
 
 class Authorizer:
@@ -90,7 +91,8 @@ class Authorizer:
     @policy.setter
     def policy(self, policy: PolicySet) -> None:
         cache = DecisionCache(policy, self.chains.store, self.chains.clock, self.decision_cache)
-        self._snapshot = _Snapshot(policy, cache)  # one assignment: a request sees both or neither
+        responses = ResponseTemplates(policy.settings.chain_header)
+        self._snapshot = _Snapshot(policy, cache, responses)  # one assignment: a request sees all or none
 
     def check_bytes(self, payload: bytes) -> bytes:
         """The gRPC entry point: serialized CheckRequest in, serialized CheckResponse out, never raises.
@@ -104,7 +106,7 @@ class Authorizer:
             check = CheckRequest.FromString(payload)
         except (DecodeError, UnicodeError, ValueError) as exc:
             decision = _unreadable(exc)
-            response = self._answer(decision, snapshot.policy).SerializeToString()
+            response = self._answer(decision, snapshot.responses)
             self._record((decision, decision.id, started, perf_counter_ns()))
             return response
         try:
@@ -129,7 +131,7 @@ class Authorizer:
             decision = _unreadable(exc)
         else:
             decision = self.decide(request, snapshot.policy)
-        response = self._answer(decision, snapshot.policy).SerializeToString()
+        response = self._answer(decision, snapshot.responses)
         if key is not None:
             snapshot.cache.put(key, decision, response, generation)
         self._record((decision, decision.id, started, perf_counter_ns()))
@@ -202,15 +204,15 @@ class Authorizer:
         decision.strip_chain_header = False
         decision.chain_events.append("reused" if minted.reused else "minted")
 
-    def _answer(self, decision: Decision, policy: PolicySet) -> CheckResponse:
+    def _answer(self, decision: Decision, responses: ResponseTemplates) -> bytes:
         try:
-            return build_response(decision, policy.settings.chain_header)
+            return responses.render(decision)
         except Exception:  # noqa: BLE001 - a response we cannot build is a deny we can
             log.exception("cannot build response for %s", decision.id)
             decision.verdict = Verdict(False, "internal_error", "Mandate failed to answer; see its log", FORBIDDEN)
             decision.dry_run = False
             decision.jsonrpc_ids = None
-            return build_response(decision, policy.settings.chain_header)
+            return build_response(decision, responses.chain_header).SerializeToString()
 
 
 def _unrecorded(answered: Answered) -> None:

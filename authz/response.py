@@ -7,6 +7,9 @@ so MCP and A2A clients surface it as an error instead of waiting for a reply.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
 from typing import Any
 
 import orjson
@@ -26,6 +29,7 @@ _GRPC_CODE = {BAD_REQUEST: code_pb2.INVALID_ARGUMENT, UNAUTHENTICATED: code_pb2.
 _JSONRPC_CODE = {BAD_REQUEST: -32600, UNAUTHENTICATED: -32041}
 _JSONRPC_FORBIDDEN = -32043
 _PARSE_ERROR_REASONS = frozenset({"invalid_json", "duplicate_json_key"})
+TEMPLATES = 10_000  # response shapes kept per policy set
 
 
 def build_response(decision: Decision, chain_header: str) -> CheckResponse:
@@ -105,3 +109,73 @@ def deny_body(decision: Decision) -> bytes:
         for request_id in decision.jsonrpc_ids
     ]
     return orjson.dumps(errors[0] if len(errors) == 1 else errors)
+
+
+class ResponseTemplates:
+    """The serialized CheckResponse for a decision, built once per decision shape.
+
+    Building a CheckResponse through upb and serializing it costs about 4 µs, a third of an
+    allowed tool call's decision. Decisions that differ only in their decision id, minted token
+    and minted chain id (random, of fixed lengths) serialize to the same bytes apart from those
+    values. So the bytes are built once with random stand-ins of the same lengths, cut where the
+    stand-ins are, and joined around each decision's own values afterwards: protobuf's length
+    prefixes still hold, and no text echoed from a request is cut, since none can have guessed a
+    stand-in. A value of another length than its stand-in is built afresh, never spliced.
+    """
+
+    def __init__(self, chain_header: str, entries: int = TEMPLATES) -> None:
+        self.chain_header = chain_header
+        self.entries = entries
+        self._templates: dict[tuple[object, ...], _Template] = {}
+
+    def render(self, decision: Decision) -> bytes:
+        shape = _shape(decision)
+        template = self._templates.get(shape)
+        if template is None:
+            template = _Template.build(decision, self.chain_header)
+            if len(self._templates) >= self.entries:
+                self._templates = {}
+            self._templates[shape] = template
+        values = (decision.id.encode(), decision.minted_token.encode(), decision.minted_chain_id.encode())
+        if tuple(map(len, values)) != template.lengths:
+            return build_response(decision, self.chain_header).SerializeToString()
+        parts = [template.pieces[0]]
+        for slot, piece in zip(template.slots, template.pieces[1:]):
+            parts.append(values[slot])
+            parts.append(piece)
+        return b"".join(parts)
+
+
+def _shape(decision: Decision) -> tuple[object, ...]:
+    """Everything build_response reads but the three per-answer values (and whether they are set)."""
+    verdict = decision.verdict
+    return (
+        verdict.allowed, verdict.reason, verdict.message, verdict.status, verdict.rule, verdict.hop,
+        decision.dry_run, decision.caller, decision.profile, decision.chain_id, decision.hops,
+        decision.strip_chain_header, decision.minted_token != "", decision.minted_chain_id != "",
+        None if decision.enforced_allow else decision.jsonrpc_ids,  # ids appear in deny bodies only
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Template:
+    pieces: tuple[bytes, ...]  # the response cut where the per-answer values go
+    slots: tuple[int, ...]  # which value goes between pieces[i] and pieces[i + 1]: 0 id, 1 token, 2 chain id
+    lengths: tuple[int, ...]  # the length each value must have
+
+    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
+    def __init__(self, pieces: tuple[bytes, ...], slots: tuple[int, ...], lengths: tuple[int, ...]) -> None:
+        object.__setattr__(self, "pieces", pieces)
+        object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "lengths", lengths)
+
+    @staticmethod
+    def build(decision: Decision, chain_header: str) -> _Template:
+        values = (decision.id, decision.minted_token, decision.minted_chain_id)
+        stand_ins = tuple(os.urandom(len(value)).hex()[: len(value)] if value else "" for value in values)
+        stand_in = dataclasses.replace(decision, id=stand_ins[0], minted_token=stand_ins[1], minted_chain_id=stand_ins[2])
+        data = build_response(stand_in, chain_header).SerializeToString()
+        used = [stand.encode() for stand in stand_ins if stand]
+        cut = re.split(b"(" + b"|".join(map(re.escape, used)) + b")", data) if used else [data]
+        slot_of = {stand.encode(): index for index, stand in enumerate(stand_ins) if stand}
+        return _Template(tuple(cut[0::2]), tuple(slot_of[found] for found in cut[1::2]), tuple(len(value) for value in values))

@@ -1,8 +1,8 @@
 """In-process micro-benchmark of Mandate's decision path alone (SPEC §8, first bullet).
 
-What is timed is "parsed request in, response out": from an already-built `AuthzInput` to a
-`CheckResponse`, i.e. `Authorizer.decide(request)` followed by `build_response(decision,
-chain_header)`. The protobuf parse of the CheckRequest, gRPC, metrics and the audit line are
+What is timed is "parsed request in, response out": from an already-built `AuthzInput` to the
+serialized `CheckResponse`, i.e. `Authorizer.decide(request)` followed by
+`ResponseTemplates.render(decision)`, as `mandate serve` answers. The protobuf parse of the CheckRequest, gRPC, metrics and the audit line are
 *not* in it (the gRPC benchmarks measure those). Each call is timed on its own with
 `time.perf_counter_ns()`, after a warm-up, with the garbage collector enabled and the heap
 frozen after loading exactly as `mandate serve` does (`authz.reload.freeze_heap`), so the tails
@@ -144,7 +144,7 @@ from authz.chains.store import Hop
 from authz.pipeline import Authorizer
 from authz.policy.compiler import PolicySet, compile_directory
 from authz.request import AuthzInput, to_check_request
-from authz.response import build_response
+from authz.response import ResponseTemplates, build_response
 from authz.verdict import Decision, allow
 
 API = "mandate.dev/v1alpha1"
@@ -157,7 +157,7 @@ FLAT_TOLERANCE = 0.2
 PROFILES_PER_FILE = 1_000
 EGRESS_GATEWAY = "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-service-account"
 WHAT_IS_TIMED = (
-    "Authorizer.decide(AuthzInput) + build_response(decision, chain_header), one call per sample, "
+    "Authorizer.decide(AuthzInput) + ResponseTemplates.render(decision) (serialized CheckResponse), one call per sample, "
     "time.perf_counter_ns, gc enabled; no protobuf parse, no gRPC, no metrics/audit"
 )
 
@@ -674,12 +674,14 @@ def _wire_label(response: bytes) -> tuple[bool, str]:
 
 
 def decision_path(authorizer: Authorizer) -> Callable[[AuthzInput], Decision]:
-    """The timed function: decide, then build the CheckResponse Envoy would get."""
+    """The timed function: decide, then render the serialized CheckResponse Envoy would get, as
+    `mandate serve` does (ResponseTemplates)."""
     decide = authorizer.decide
+    render = ResponseTemplates(authorizer.policy.settings.chain_header).render
 
     def decide_and_answer(request: AuthzInput) -> Decision:
         decision = decide(request)
-        build_response(decision, authorizer.policy.settings.chain_header)
+        render(decision)
         return decision
 
     return decide_and_answer
