@@ -143,6 +143,7 @@ from authz.chains.memory import MemoryChainStore
 from authz.chains.store import Hop
 from authz.pipeline import Authorizer
 from authz.policy.compiler import PolicySet, compile_directory
+from authz.reload import freeze_heap
 from authz.request import AuthzInput, to_check_request
 from authz.response import ResponseTemplates, build_response
 from authz.verdict import Decision, allow
@@ -760,16 +761,6 @@ def measure(scenario: Scenario, seconds: float, warmup_seconds: float, min_itera
     if scenario.redis_client is not None:
         result_dict["redis_gets_per_call"] = round((_redis_gets(scenario.redis_client) - gets_before) / total, 3)
     return result_dict
-
-
-try:
-    from authz.reload import freeze_heap
-except ImportError:  # an authz without it: do what it does
-
-    def freeze_heap() -> None:
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
 
 
 # --- memory --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from authz.pipeline import Authorizer
 from authz.policy.compiler import compile_directory
 from authz.record import Recorder
+from authz.reload import freeze_heap
 from loadtest import micro
 from loadtest.requests import build_mix, mint_chain_token
 
@@ -71,3 +72,21 @@ def test_the_serving_path_leaves_no_reference_cycle_either(example_policy) -> No
         assert cycles_left(authorizer.check_bytes, payloads * 10) == []
     finally:
         recorder.close()
+
+
+def test_after_a_load_minting_a_thousand_chains_runs_no_collection(scenarios: list[micro.Scenario]) -> None:
+    """With no cycles to find, a collection on the request path only re-walks what lives on:
+    chain records, above all. After freeze_heap (every policy load), a burst of minting does not
+    meet the collector; at CPython's default threshold, one call in about 70 did."""
+    mint = next(s for s in scenarios if s.name == "a2a_send_mint")
+    assert mint.prepare is not None
+    thresholds = gc.get_threshold()
+    try:
+        freeze_heap()
+        before = [generation["collections"] for generation in gc.get_stats()]
+        for index in range(1000):
+            mint.call(mint.prepare(index))
+        assert [generation["collections"] for generation in gc.get_stats()] == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
