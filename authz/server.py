@@ -81,7 +81,7 @@ class MandateServer:
             "mandate serving on %s (gRPC %s, metrics %s), policy %s: %d profiles, %d targets; chain store: %s; request path %s",
             self.options.listen, self.options.grpc_server, self.options.metrics_listen, policy.version,
             len(policy.profiles), len(policy.targets) - len(policy.profiles), self.chain_store.description,
-            "interpreted (installed with MANDATE_COMPILE=0)" if pipeline.__file__.endswith(".py") else "compiled",
+            "interpreted (not compiled at install: MANDATE_COMPILE=0 or no C compiler)" if pipeline.__file__.endswith(".py") else "compiled",
         )
 
     def stop(self, grace: float = 2.0) -> None:

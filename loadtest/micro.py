@@ -2,7 +2,8 @@
 
 What is timed is "parsed request in, response out": from an already-built `AuthzInput` to the
 serialized `CheckResponse`, i.e. `Authorizer.decide(request)` followed by
-`ResponseTemplates.render(decision)`, as `mandate serve` answers. The protobuf parse of the CheckRequest, gRPC, metrics and the audit line are
+`ResponseTemplates.render(decision)`, as `mandate serve` answers. The protobuf parse of the
+CheckRequest, gRPC, metrics and the audit line are
 *not* in it (the gRPC benchmarks measure those). Each call is timed on its own with
 `time.perf_counter_ns()`, after a warm-up, with the garbage collector enabled and the heap
 frozen after loading exactly as `mandate serve` does (`authz.reload.freeze_heap`), so the tails

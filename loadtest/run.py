@@ -379,7 +379,7 @@ def versions() -> dict[str, str]:
     for name in ("mandate", "grpcio", "protobuf", "uvloop", "locust", "gevent", "matplotlib"):
         found[name] = dist(name)
     # how this install runs the request path (setup.py)
-    found["request path"] = "interpreted (MANDATE_COMPILE=0)" if authz.pipeline.__file__.endswith(".py") else "compiled (mypyc)"
+    found["request path"] = "interpreted (not compiled at install)" if authz.pipeline.__file__.endswith(".py") else "compiled (mypyc)"
     with contextlib.suppress(RuntimeError, OSError):
         found["h2load"] = h2load.h2load_version()
     if shutil.which("redis-server"):
