@@ -1,14 +1,14 @@
-"""A shortcut around steps 2–6: a request whose decision-relevant fields were seen before gets
+"""A shortcut around steps 1–6: a request whose decision-relevant fields were seen before gets
 the answer decided then, with a fresh decision id, instead of being decided again (SPEC §8).
 
 Why this is sound: a decision is a function of the policy set, the request fields that
-`request.decision_key` collects (principals, method, path, host, body, the headers that
-classification, identity, the chain and some `when` read) and, for chained or delegating
+`decision_key` reads from the serialized CheckRequest (principals, method, path, host, body,
+the headers that classification, identity, the chain and some `when` read) and, for chained or delegating
 calls, the chain records it relied on. The cache belongs to one policy set (a reload starts
 an empty one); an answer that relied on chain records is re-used only while the store is
 reachable, has not reconnected since (it may have lost them), none of them is revoked or
 expired, and a token it hands on is still within the mint-reuse window. Answers that came
-from a broken chain token or an internal error are never kept.
+from a broken chain token, an unreadable request or an internal error are never kept.
 
 The response is kept serialized and cut where its decision id goes (a fresh random id, which
 no request can have guessed, so nothing echoed from the request is cut); joining the pieces
@@ -21,17 +21,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-
 from .chain import MINT_REUSE_SECONDS
 from .chains.store import ChainStore
+from .decision_key import PSEUDO_HEADERS, decision_key
 from .policy.compiler import PolicySet
-from .request import DECIDING_HEADERS, decision_key
+from .request import DECIDING_HEADERS
 from .verdict import Decision
 
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
 DEFAULT_ENTRIES = 10_000
 _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
+# Answers that say Mandate could not decide: kept, they would outlive a fix (or a fluke).
+_NEVER_KEPT = frozenset({"internal_error", "invalid_check_request"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +54,21 @@ class DecisionCache:
     def __init__(self, policy: PolicySet, store: ChainStore, clock: Callable[[], float], entries: int = DEFAULT_ENTRIES) -> None:
         chain_header = policy.settings.chain_header
         named = policy.condition_headers
-        self.headers: tuple[str, ...] | None = (
-            None if named is None else (*DECIDING_HEADERS, chain_header, *sorted(named - {*DECIDING_HEADERS, chain_header}))
+        deciding = {*DECIDING_HEADERS, *PSEUDO_HEADERS, chain_header}  # the pseudo-headers are in every key
+        self.headers: tuple[bytes, ...] | None = (
+            None if named is None else tuple(name.encode() for name in (*DECIDING_HEADERS, chain_header, *sorted(named - deciding)))
         )
         self.entries = entries
         self._store = store
         self._clock = clock
         self._answers: dict[tuple[object, ...], CachedAnswer] = {}
 
-    def look_up(self, check: CheckRequest) -> tuple[tuple[object, ...] | None, CachedAnswer | None]:
-        """The request's key (None: not to be cached, or caching is off) and the answer kept
-        for it, if that answer still holds."""
+    def look_up(self, payload: bytes) -> tuple[tuple[object, ...] | None, CachedAnswer | None]:
+        """The key of the serialized CheckRequest `payload` (None: not to be cached, or caching
+        is off) and the answer kept for it, if that answer still holds."""
         if not self.entries:
             return None, None
-        key = decision_key(check, self.headers, MAX_BODY)
+        key = decision_key(payload, self.headers, MAX_BODY)
         if key is None:
             return None, None
         answer = self._answers.get(key)
@@ -77,7 +79,7 @@ class DecisionCache:
 
     def put(self, key: tuple[object, ...], decision: Decision, response: bytes, generation: int) -> None:
         """Keep `response` (just sent for `decision`) for requests with the same key."""
-        if decision.verdict.reason == "internal_error" or not _TRUSTED_CHAIN_EVENTS.issuperset(decision.chain_events):
+        if decision.verdict.reason in _NEVER_KEPT or not _TRUSTED_CHAIN_EVENTS.issuperset(decision.chain_events):
             return
         pieces = tuple(response.split(decision.id.encode()))
         if len(pieces) < 2:

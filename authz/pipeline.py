@@ -103,22 +103,22 @@ class Authorizer:
         started = perf_counter_ns()
         snapshot = self._snapshot  # one policy set and its cache for the whole request
         try:
-            check = CheckRequest.FromString(payload)
-        except (DecodeError, UnicodeError, ValueError) as exc:
-            decision = _unreadable(exc)
-            response = self._answer(decision, snapshot.responses)
-            self._record((decision, decision.id, started, perf_counter_ns()))
-            return response
-        try:
-            key, cached = snapshot.cache.look_up(check)
+            key, cached = snapshot.cache.look_up(payload)
         except Exception:  # noqa: BLE001 - the cache is a shortcut: without it, decide afresh
             log.exception("decision cache failed; deciding afresh")
             key, cached = None, None
-        if cached is None:
-            return self._check_afresh(check, snapshot, key, started)
-        decision_id = new_decision_id()
-        self._record((cached.decision, decision_id, started, perf_counter_ns()))
-        return decision_id.encode().join(cached.pieces)
+        if cached is not None:
+            decision_id = new_decision_id()
+            self._record((cached.decision, decision_id, started, perf_counter_ns()))
+            return decision_id.encode().join(cached.pieces)
+        try:
+            check = CheckRequest.FromString(payload)
+        except (DecodeError, UnicodeError, ValueError) as exc:
+            decision = _unreadable(exc)  # never kept: a key's fields may read where the message does not parse
+            response = self._answer(decision, snapshot.responses)
+            self._record((decision, decision.id, started, perf_counter_ns()))
+            return response
+        return self._check_afresh(check, snapshot, key, started)
 
     def _check_afresh(
         self, check: CheckRequest, snapshot: _Snapshot, key: tuple[object, ...] | None, started: int

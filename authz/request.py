@@ -75,28 +75,6 @@ def from_check_request(check: CheckRequest) -> AuthzInput:
     )
 
 
-def decision_key(check: CheckRequest, headers: tuple[str, ...] | None, max_body: int) -> tuple[object, ...] | None:
-    """Every field of `check` that `from_check_request` reads and a decision can depend on, as
-    it reads them: two requests with equal keys get the same decision. `headers` are the header
-    names that matter (None: all of them). None when the request is not worth caching: a body
-    over `max_body` bytes, or headers sent as Envoy's `header_map`.
-
-    Read on every request, cache hit or not, so it reads as few protobuf fields as it can.
-    """
-    attributes = check.attributes
-    http = attributes.request.http
-    body = http.raw_body or http.body
-    fields = http.headers
-    if len(body) > max_body or (not fields and len(http.header_map.headers)):
-        return None
-    return (
-        attributes.source.principal or _istio_authn_principal(attributes),  # the caller, as identity.py reads it
-        attributes.destination.principal,
-        http.method or fields.get(":method"), http.path or fields.get(":path"), http.host or fields.get(":authority"),
-        body, *(map(fields.get, headers) if headers is not None else sorted(fields.items())),
-    )
-
-
 def _istio_authn_principal(attributes: AttributeContext) -> str:
     istio = attributes.metadata_context.filter_metadata.get("istio_authn")
     if istio is None:

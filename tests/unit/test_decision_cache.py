@@ -357,10 +357,10 @@ def test_the_headers_an_expression_reads(expression: str, headers: set[str] | No
 
 def test_the_example_policies_cache_on_a_fixed_set_of_headers(example_policy):
     cache = Authorizer(example_policy)._snapshot.cache
-    assert cache.headers is not None and "x-request-id" not in cache.headers and HEADER in cache.headers
+    assert cache.headers is not None and b"x-request-id" not in cache.headers and HEADER.encode() in cache.headers
 
 
 def test_settings_choose_the_chain_header_in_the_key(write_policies):
     directory = write_policies(**documents(cast(), {"chainHeader": "x-chain"}))
     cache = Authorizer(compile_directory(directory))._snapshot.cache
-    assert cache.headers is not None and "x-chain" in cache.headers and HEADER not in cache.headers
+    assert cache.headers is not None and b"x-chain" in cache.headers and HEADER.encode() not in cache.headers

@@ -1,0 +1,210 @@
+"""decision_key reads the serialized CheckRequest by hand: whenever it gives a key, that key
+holds exactly what protobuf's own parse says those fields are, or the cache could answer one
+request with another's decision."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3.base_pb2 import Metadata
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from google.protobuf.message import DecodeError
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from authz.decision_key import PSEUDO_HEADERS, decision_key
+from authz.pipeline import Authorizer
+from authz.request import DECIDING_HEADERS, to_check_request
+from tests.unit.test_chain_decisions import principal, use_tool
+from tests.unit.test_decision_cache import outcome
+
+MAX_BODY = 64
+NAMES = (*DECIDING_HEADERS, *PSEUDO_HEADERS, "x-request-id", "x-when-reads-this", "user-agent")
+KEY_HEADERS = tuple(name.encode() for name in (*DECIDING_HEADERS, "x-when-reads-this"))
+text = st.text(max_size=12)
+
+
+def reference(check: CheckRequest, headers: tuple[bytes, ...] | None) -> tuple[object, ...]:
+    """The key as protobuf's parse reads the fields (the metadata compared parsed, not as bytes)."""
+    attributes = check.attributes
+    http = attributes.request.http
+    fields = {name.encode(): value.encode() for name, value in http.headers.items()}
+    caller = attributes.source.principal.encode()
+    chosen = sorted(fields.items()) if headers is None else [fields.get(name) for name in headers]
+    return (
+        caller, None if caller else attributes.metadata_context, attributes.destination.principal.encode(),
+        http.method.encode(), http.path.encode(), http.host.encode(), http.raw_body, http.body.encode(),
+        fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
+    )
+
+
+def readable(key: tuple[object, ...]) -> tuple[object, ...]:
+    metadata = key[1]
+    return (key[0], None if metadata is None else Metadata.FromString(metadata), *key[2:])  # type: ignore[arg-type]
+
+
+@st.composite
+def check_requests(draw: st.DrawFn) -> CheckRequest:
+    """CheckRequests as Envoy sends them: the fields a key reads and some it must ignore."""
+    check = CheckRequest()
+    attributes = check.attributes
+    attributes.source.principal = draw(st.sampled_from(["", "spiffe://a/ns/x/sa/y", "spiffe://a/ns/x/sa/z"]))
+    attributes.source.address.socket_address.port_value = draw(st.integers(0, 65535))
+    attributes.destination.principal = draw(text)
+    if draw(st.booleans()):
+        attributes.metadata_context.filter_metadata["istio_authn"].update({"source.principal": draw(text)})
+    attributes.context_extensions.update(draw(st.dictionaries(text, text, max_size=2)))
+    attributes.request.time.seconds = draw(st.integers(0, 2**40))
+    http = attributes.request.http
+    http.id, http.method, http.path, http.host, http.scheme = (draw(text) for _ in range(5))
+    http.headers.update(draw(st.dictionaries(st.sampled_from(NAMES), text, max_size=6)))
+    if draw(st.booleans()):
+        http.raw_body = draw(st.binary(max_size=MAX_BODY + 8))
+    else:
+        http.body = draw(st.text(max_size=MAX_BODY + 8))
+    http.size = draw(st.integers(-1, 2**31))
+    return check
+
+
+@settings(max_examples=400, deadline=None)
+@given(check_requests(), st.sampled_from([KEY_HEADERS, None]))
+def test_the_key_holds_what_protobuf_reads(check: CheckRequest, headers: tuple[bytes, ...] | None) -> None:
+    key = decision_key(check.SerializeToString(), headers, MAX_BODY)
+    http = check.attributes.request.http
+    if max(len(http.raw_body), len(http.body.encode())) > MAX_BODY:
+        assert key is None
+    else:
+        assert key is not None and readable(key) == reference(check, headers)
+
+
+@st.composite
+def mutations(draw: st.DrawFn) -> bytes:
+    """A payload Envoy would send, then bytes replaced, inserted or cut, or another message appended
+    (which protobuf merges in: its singular fields win)."""
+    payload = bytearray(draw(check_requests()).SerializeToString())
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.integers(0, len(payload)))
+        kind = draw(st.sampled_from(["replace", "insert", "cut", "append"]))
+        if kind == "replace" and where < len(payload):
+            payload[where] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            payload[where:where] = draw(st.binary(min_size=1, max_size=4))
+        elif kind == "cut":
+            del payload[where : where + draw(st.integers(1, 8))]
+        else:
+            payload += draw(check_requests()).SerializeToString()[: draw(st.integers(1, 200))]
+    return bytes(payload)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(mutations(), st.sampled_from([KEY_HEADERS, None]))
+def test_any_payload_with_a_key_parses_to_what_the_key_says(payload: bytes, headers: tuple[bytes, ...] | None) -> None:
+    """The soundness of the cache: bytes that are not Envoy's encoding get no key, or a key
+    that still says what protobuf reads from them."""
+    key = decision_key(payload, headers, 10_000)
+    try:
+        check = CheckRequest.FromString(payload)
+    except (DecodeError, UnicodeError, ValueError):
+        return  # denied as unreadable, and never kept (test_an_unreadable_request_is_never_kept)
+    assume(key is not None)
+    assert readable(key) == reference(check, headers)
+
+
+def serialized(**fields: object) -> bytes:
+    check = CheckRequest()
+    http = check.attributes.request.http
+    for name, value in fields.items():
+        setattr(http, name, value)
+    return check.SerializeToString()
+
+
+def test_a_second_message_appended_is_not_keyed():
+    """Protobuf merges a message appended to another: the second body wins. Keyed as the first,
+    it would be answered with the first's decision."""
+    allowed = to_check_request(use_tool("alice", "read")).SerializeToString()
+    merged = allowed + serialized(raw_body=to_check_request(use_tool("alice", "delete_everything")).attributes.request.http.raw_body)
+    assert decision_key(allowed, KEY_HEADERS, 4096) is not None
+    assert decision_key(merged, KEY_HEADERS, 4096) is None
+    assert b"delete_everything" in CheckRequest.FromString(merged).attributes.request.http.raw_body
+
+
+@example(field="method")
+@given(st.sampled_from(["method", "path", "host", "raw_body", "body"]))
+def test_a_field_sent_twice_is_not_keyed(field: str) -> None:
+    check = to_check_request(use_tool("alice", "read"))
+    http = check.attributes.request.http
+    twice = check.SerializeToString() + serialized(**{field: b"x" if field == "raw_body" else "x"})
+    assert decision_key(twice, KEY_HEADERS, 4096) is None
+    assert getattr(CheckRequest.FromString(twice).attributes.request.http, field) != getattr(http, field)
+
+
+def field(number: int, value: bytes) -> bytes:
+    """A length-delimited field, encoded by hand (values under 128 bytes)."""
+    assert len(value) < 128
+    return bytes([number << 3 | 2, len(value)]) + value
+
+
+def test_a_header_sent_twice_in_one_map_is_keyed_as_protobuf_reads_it():
+    """A map entry's name sent again: protobuf keeps the last value, and so must the key."""
+    entries = (field(1, b"mcp-name") + field(2, value) for value in (b"read", b"delete_everything"))
+    http = b"".join(field(3, entry) for entry in entries)
+    source = field(1, field(4, b"spiffe://a/ns/x/sa/y"))
+    payload = field(1, source + field(4, field(2, http)))
+    check = CheckRequest.FromString(payload)
+    assert check.attributes.request.http.headers["mcp-name"] == "delete_everything"
+    key = decision_key(payload, KEY_HEADERS, 4096)
+    assert key is not None and readable(key) == reference(check, KEY_HEADERS)
+
+
+def test_a_header_appended_in_another_message_is_not_keyed():
+    check = to_check_request(use_tool("alice", "read"))
+    twice = CheckRequest()
+    twice.attributes.request.http.headers["mcp-name"] = "delete_everything"
+    payload = check.SerializeToString() + twice.SerializeToString()
+    assert decision_key(payload, KEY_HEADERS, 4096) is None
+
+
+def test_a_principal_sent_twice_is_not_keyed():
+    check = to_check_request(use_tool("alice", "read"))
+    other = CheckRequest()
+    other.attributes.source.principal = principal("mallory")
+    assert decision_key(check.SerializeToString() + other.SerializeToString(), KEY_HEADERS, 4096) is None
+
+
+def test_a_read_field_with_another_wire_type_is_not_keyed():
+    """Protobuf keeps a field of the wrong wire type as an unknown field and leaves the field
+    empty: such bytes get no key rather than one that reads them."""
+    varint_principal = bytes([0x0A, 4, 0x0A, 2, 0x20, 0x41])  # attributes { source { 4: 0x41 as a varint } }
+    assert CheckRequest.FromString(varint_principal).attributes.source.principal == ""
+    assert decision_key(varint_principal, KEY_HEADERS, 4096) is None
+
+
+def test_fields_no_decision_reads_leave_the_key_alone():
+    """Envoy's request id, time and the caller's port differ on every request: they must not
+    make every request a cache miss."""
+    first, second = (to_check_request(use_tool("alice", "read")) for _ in range(2))
+    for check, number in ((first, 1), (second, 2)):
+        http = check.attributes.request.http
+        http.id = str(number)
+        http.headers["x-request-id"] = f"request-{number}"
+        check.attributes.request.time.seconds = number
+        check.attributes.source.address.socket_address.port_value = 40000 + number
+    assert decision_key(first.SerializeToString(), KEY_HEADERS, 4096) == decision_key(second.SerializeToString(), KEY_HEADERS, 4096)
+    assert decision_key(first.SerializeToString(), None, 4096) != decision_key(second.SerializeToString(), None, 4096)
+
+
+def test_headers_sent_as_a_header_map_are_not_keyed():
+    check = to_check_request(use_tool("alice", "read"))
+    check.attributes.request.http.header_map.headers.add(key="mcp-name", raw_value=b"read")
+    assert decision_key(check.SerializeToString(), KEY_HEADERS, 4096) is None
+
+
+def test_an_unreadable_request_is_never_kept(example_policy):
+    """Invalid UTF-8 where protobuf wants a string: the payload has a key (the walk reads bytes)
+    but no parse. Its deny must not be kept for the readable request with the same key."""
+    authorizer = Authorizer(example_policy)
+    check = to_check_request(use_tool("alice", "read"))
+    check.attributes.request.http.id = "\u00e9"
+    good = check.SerializeToString()
+    bad = good.replace("\u00e9".encode(), b"\xff\xfe")
+    assert decision_key(bad, None, 4096) is not None
+    assert outcome(CheckResponse.FromString(authorizer.check_bytes(bad)))[1] == "invalid_check_request"
+    assert outcome(CheckResponse.FromString(authorizer.check_bytes(good)))[1] != "invalid_check_request"
