@@ -42,8 +42,8 @@ Scenarios (per size; callers are drawn at random from the generated profiles):
   mix                      40 % mcp_call_allowed, 10 % mcp_call_denied, 15 % mcp_tools_list,
                            10 % egress_get, 5 % a2a_send_reuse, 20 % chained_call_cached
   mix_cache_hit            the mix again, serialized, through `Authorizer.check_bytes` after each
-                           was decided once: what the decision cache answers with (parse, key,
-                           lookup, fresh id, serialized response; not counted for SPEC §8,
+                           was decided once: what the decision cache answers with (the key read
+                           from the bytes, lookup, fresh id, kept response; not counted for SPEC §8,
                            whose target is held against the decisions themselves)
   -- with Redis (--redis-url / --start-redis; skipped otherwise):
   chained_call_redis_cached    as chained_call_cached, against a RedisChainStore whose local cache
@@ -956,7 +956,7 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: dict[str, st
     for payload in repeated:
         main.check_bytes(payload)  # decided once: from now on the decision cache answers
     scenarios.append(Scenario("mix_cache_hit", "the mix again, serialized, answered by the decision cache "
-                              "(Authorizer.check_bytes: parse, key, lookup, fresh id, response)", "mixed",
+                              "(Authorizer.check_bytes: key from the bytes, lookup, fresh id, kept response)", "mixed",
                               main.check_bytes, repeated, label=_wire_label, spec=False))
     return scenarios
 
