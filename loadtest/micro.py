@@ -23,7 +23,8 @@ process that only imports `authz` and compiles the same directory (the number to
 against SPEC's "< 300 MB with 10,000 profiles"; `peak_mb` is VmHWM, which includes the YAML
 and pydantic transients of loading).
 
-Scenarios (per size; callers are drawn at random from the generated profiles):
+Scenarios (per size; callers are drawn at random from the generated profiles, or with
+`--callers N` from the first N of them only, so that every size meets the same agents):
 
   floor                    the same timing loop around building a fixed allow CheckResponse
   build_response_allow     build_response() alone for a typical allow decision
@@ -61,7 +62,7 @@ Scenarios (per size; callers are drawn at random from the generated profiles):
   {
     "benchmark": "mandate-micro", "version": 1,
     "python": str, "platform": str, "cpu_count": int, "started": ISO-8601 str,
-    "seconds_per_case": float, "seed": int, "smoke": bool, "gc_enabled": bool, "heap_frozen": bool,
+    "seconds_per_case": float, "seed": int, "callers": int | None, "smoke": bool, "gc_enabled": bool, "heap_frozen": bool,
     "redis": str | None,                          # the URL used, or None (Redis cases skipped)
     "what_is_timed": str,
     "sizes": [                                    # one per requested size, in order
@@ -572,6 +573,13 @@ class Pools:
     edges: list[Edge]
 
 
+def first_callers(generated: GeneratedSet, callers: int | None) -> GeneratedSet:
+    """The set as request pools see it when only its first `callers` profiles send requests
+    (None: every profile). Those profiles' own rules are the same at every size, so the pools
+    hold the same kinds of requests from the same agents whatever the policy set's size."""
+    return generated if callers is None else dataclasses.replace(generated, profiles=generated.profiles[:callers])
+
+
 def build_pools(generated: GeneratedSet, pool: int, seed: int = 1) -> Pools:
     """`pool` requests per kind from random callers, in the same proportions at every size:
     60 % of allowed calls meet a `when`; denials are a third each tool / server / false `when`;
@@ -1039,7 +1047,7 @@ def _check_expectations(scenario: Scenario, result: dict[str, Any]) -> list[str]
 
 
 def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed: int = 1, pool: int = 512,
-             warmup_seconds: float = 0.3, min_iterations: int = 2_000, fresh_rss: bool = True,
+             warmup_seconds: float = 0.3, min_iterations: int = 2_000, fresh_rss: bool = True, callers: int | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = progress or (lambda _: None)
     gc.collect()
@@ -1076,7 +1084,7 @@ def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed:
         "skipped": {},
         "warnings": [],
     }
-    pools = build_pools(generated, pool, seed)
+    pools = build_pools(first_callers(generated, callers), pool, seed)
     problems: list[str] = []
     redis: _RedisReplicas | None = None
 
@@ -1124,9 +1132,10 @@ def _run_one(size: int, scenario: Scenario, result: dict[str, Any], problems: li
 
 
 def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *, seed: int = 1, smoke: bool = False,
-        fresh_rss: bool | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        fresh_rss: bool | None = None, callers: int | None = None,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark every size; see the module docstring for the shape of the result."""
-    options: dict[str, Any] = {"seed": seed, "progress": progress}
+    options: dict[str, Any] = {"seed": seed, "progress": progress, "callers": callers}
     if smoke:
         options.update(pool=64, warmup_seconds=0.02, min_iterations=50, fresh_rss=bool(fresh_rss))
     else:
@@ -1140,6 +1149,7 @@ def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *,
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds_per_case": seconds_per_case,
         "seed": seed,
+        "callers": callers,
         "smoke": smoke,
         "gc_enabled": gc.isenabled(),
         "heap_frozen": True,  # gc.freeze() after loading, as `mandate serve` does (authz.reload.freeze_heap)
@@ -1202,7 +1212,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"Mandate decision path, in process ({report['what_is_timed']})",
         (f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case, "
-         f"redis: {report['redis'] or 'none'}"),
+         f"redis: {report['redis'] or 'none'}; requests from {_callers_text(report['callers'])}"),
         "",
         f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'RSS MB':>7}  {'growth':>7}  {'fresh RSS':>9}  {'fresh peak':>10}",
     ]
@@ -1255,6 +1265,10 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _callers_text(callers: int | None) -> str:
+    return "every profile" if callers is None else f"the first {callers} profiles (and the agents they call)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loadtest.micro", description="In-process micro-benchmark of the decision path.")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="profile counts, comma-separated")
@@ -1264,6 +1278,8 @@ def main(argv: list[str] | None = None) -> int:
     redis_group.add_argument("--start-redis", action="store_true", help="start a throwaway redis-server on a free port")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--callers", type=int, help="draw every request from the first N profiles only (default: all), "
+                        "so each size meets the same agents and only the number of profiles loaded differs")
     parser.add_argument("--no-fresh-rss", action="store_true", help="skip measuring RSS in a fresh process")
     parser.add_argument("--keep-policies", type=Path, help="also write each generated policy set to DIR/<size>/ and exit")
     parser.add_argument("--smoke", action="store_true", help="a tiny run (sizes 10,100, 0.05 s per case) for CI")
@@ -1284,7 +1300,8 @@ def main(argv: list[str] | None = None) -> int:
     fresh = False if args.no_fresh_rss else None
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(local_redis()) if args.start_redis else args.redis_url
-        report = run(sizes, seconds, redis_url, seed=args.seed, smoke=args.smoke, fresh_rss=fresh, progress=progress)
+        report = run(sizes, seconds, redis_url, seed=args.seed, smoke=args.smoke, fresh_rss=fresh, callers=args.callers,
+                     progress=progress)
     if args.start_redis:
         report["redis"] = "started (throwaway redis-server on loopback)"
     print(format_table(report))

@@ -109,3 +109,14 @@ def test_generated_policy_set_compiles_with_every_profile(tmp_path) -> None:
     assert len({profile.principal for profile in generated.profiles}) == 25
     assert any(rule.when is not None for p in policy.profiles.values() for rules in p.scope.mcp.values() for rule in rules)
     assert any(rule.grant is not None for p in policy.profiles.values() for rules in p.scope.agents.values() for rule in rules)
+
+
+def test_pools_from_the_first_callers_hold_only_their_requests(tmp_path) -> None:
+    """`--callers N`: every size then meets the same agents, so sizes differ only in the profiles loaded."""
+    generated = micro.write_policy_set(tmp_path, 40, seed=3)
+    first = {profile.principal for profile in generated.profiles[:3]}
+    pools = micro.build_pools(micro.first_callers(generated, 3), 64)
+    own = [*pools.mcp_call_allowed, *pools.mcp_call_denied, *pools.mcp_tools_list, *pools.egress_get, *pools.a2a_send]
+    assert own and {request.source_principal for request in own} <= first
+    everyone = micro.build_pools(micro.first_callers(generated, None), 64)
+    assert len({request.source_principal for request in everyone.mcp_call_allowed}) > 3
