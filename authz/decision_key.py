@@ -8,9 +8,12 @@ server (BENCHMARKS.md); walking the wire bytes for just those fields takes a fra
 The key is only defined for the encoding Envoy produces: each message and field we read
 appears once, with its declared wire type. Anything else — a repeated singular field (which
 protobuf would merge or overwrite), an unexpected wire type, a truncated field, Envoy's
-`header_map` — gets no key, and the request is decided afresh from the parsed message. So
-two requests with equal keys carry equal values in every field `request.from_check_request`
-reads for a decision.
+`header_map`, a header that is not UTF-8 — gets no key, and the request is decided afresh
+from the parsed message (or refused, when protobuf cannot parse it). So two requests with
+equal keys carry equal values in every field `request.from_check_request` reads for a
+decision. A hit does not parse the rest of the message: a field no decision reads is not
+checked (Envoy writes them; what a client sends reaches the CheckRequest as headers, path,
+host and body, and those are).
 """
 
 from __future__ import annotations
@@ -183,6 +186,8 @@ def _http_request(data: bytes, span: int, entries: dict[bytes, bytes]) -> tuple[
         field, wire_type, start, pos = _field(data, pos, end)
         if field == _HEADERS:
             name, value = _entry(data, _once(-1, wire_type, start, pos))
+            _utf8(name)
+            _utf8(value)
             entries[name] = value  # a name sent twice: the last wins, as in protobuf's own map
         elif field == _METHOD:
             method = _once(method, wire_type, start, pos)
@@ -197,6 +202,17 @@ def _http_request(data: bytes, span: int, entries: dict[bytes, bytes]) -> tuple[
         elif field == _HEADER_MAP:
             raise _NoKey
     return method, path, host, body, raw_body
+
+
+def _utf8(text: bytes) -> None:
+    """Protobuf refuses a message with a string that is not UTF-8, and Mandate denies it. A
+    cache hit reads no more than the key's fields, which equal those of a request that parsed;
+    but any header, in the key or not, can carry what a client sent: so headers are checked."""
+    if not text.isascii():
+        try:
+            text.decode()
+        except UnicodeDecodeError:
+            raise _NoKey from None
 
 
 def _entry(data: bytes, span: int) -> tuple[bytes, bytes]:

@@ -208,3 +208,18 @@ def test_an_unreadable_request_is_never_kept(example_policy):
     assert decision_key(bad, None, 4096) is not None
     assert outcome(CheckResponse.FromString(authorizer.check_bytes(bad)))[1] == "invalid_check_request"
     assert outcome(CheckResponse.FromString(authorizer.check_bytes(good)))[1] != "invalid_check_request"
+
+
+def test_a_header_protobuf_cannot_read_is_refused_even_when_the_rest_was_answered_before(example_policy):
+    """A client can put any byte in a header that no decision reads (user-agent); protobuf then
+    refuses the whole CheckRequest, and a cached answer for the same key must not stand in."""
+    authorizer = Authorizer(example_policy)
+    check = to_check_request(use_tool("alice", "read"))
+    check.attributes.request.http.headers["user-agent"] = "agent \u00e9"
+    good = check.SerializeToString()
+    bad = good.replace("\u00e9".encode(), b"\xff\xfe")
+    first = outcome(CheckResponse.FromString(authorizer.check_bytes(good)))
+    assert first[1] != "invalid_check_request"
+    assert outcome(CheckResponse.FromString(authorizer.check_bytes(good))) == first  # now from the cache
+    assert decision_key(bad, KEY_HEADERS, 4096) is None
+    assert outcome(CheckResponse.FromString(authorizer.check_bytes(bad))) == ("deny", "invalid_check_request")
