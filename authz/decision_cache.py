@@ -1,9 +1,9 @@
 """A shortcut around steps 1–6: a request whose decision-relevant fields were seen before gets
 the answer decided then, with a fresh decision id, instead of being decided again (SPEC §8).
 
-Why this is sound: a decision is a function of the policy set, the request fields that
-`decision_key` reads from the serialized CheckRequest (principals, method, path, host, body,
-the headers that classification, identity, the chain and some `when` read) and, for chained or delegating
+Why this is sound: a decision is a function of the policy set, the request fields in
+`decision_key` (principals, method, path, host, body, the headers that classification,
+identity, the chain and some `when` read) and, for chained or delegating
 calls, the chain records it relied on. The cache belongs to one policy set (a reload starts
 an empty one); an answer that relied on chain records is re-used only while the store is
 reachable, has not reconnected since (it may have lost them), none of them is revoked or
@@ -23,13 +23,15 @@ from dataclasses import dataclass
 
 from .chain import MINT_REUSE_SECONDS
 from .chains.store import ChainStore
-from .decision_key import PSEUDO_HEADERS, decision_key
 from .policy.compiler import PolicySet
 from .request import DECIDING_HEADERS
+from .wire import WireRequest
 from .verdict import Decision
 
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
 DEFAULT_ENTRIES = 10_000
+# Every key holds the pseudo-headers: they stand in for method, path and host when Envoy leaves those empty.
+PSEUDO_HEADERS = (":method", ":path", ":authority")
 _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
 # Answers that say Mandate could not decide: kept, they would outlive a fix (or a fluke).
 _NEVER_KEPT = frozenset({"internal_error", "invalid_check_request"})
@@ -63,12 +65,12 @@ class DecisionCache:
         self._clock = clock
         self._answers: dict[tuple[object, ...], CachedAnswer] = {}
 
-    def look_up(self, payload: bytes) -> tuple[tuple[object, ...] | None, CachedAnswer | None]:
-        """The key of the serialized CheckRequest `payload` (None: not to be cached, or caching
-        is off) and the answer kept for it, if that answer still holds."""
-        if not self.entries:
+    def look_up(self, wire: WireRequest | None) -> tuple[tuple[object, ...] | None, CachedAnswer | None]:
+        """The request's key (None: not to be cached, or caching is off) and the answer kept
+        for it, if that answer still holds. Only a request Envoy encoded is kept (`wire.py`)."""
+        if not self.entries or wire is None:
             return None, None
-        key = decision_key(payload, self.headers, MAX_BODY)
+        key = decision_key(wire, self.headers, MAX_BODY)
         if key is None:
             return None, None
         answer = self._answers.get(key)
@@ -104,3 +106,17 @@ class DecisionCache:
             and store.generation == answer.generation
             and not any(store.is_revoked(record) for record in answer.decision.records)
         )
+
+
+def decision_key(wire: WireRequest, headers: tuple[bytes, ...] | None, max_body: int) -> tuple[object, ...] | None:
+    """Every field a decision can depend on, as the request's bytes: principals, method, path,
+    host, both bodies, the pseudo-headers and `headers` (the names that matter; None: every
+    header). None for a body over `max_body` bytes."""
+    if len(wire.raw_body) > max_body or len(wire.body) > max_body:
+        return None
+    fields = wire.headers
+    chosen = sorted(fields.items()) if headers is None else [fields.get(name) for name in headers]
+    return (
+        wire.source_principal, wire.destination_principal, wire.method, wire.path, wire.host, wire.raw_body, wire.body,
+        fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
+    )

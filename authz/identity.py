@@ -64,7 +64,7 @@ def parse_spiffe_id(text: str) -> SpiffeId:
 def resolve_caller(
     request: AuthzInput, trust_domains: frozenset[str], trust_xfcc: bool
 ) -> SpiffeId:
-    raw = request.source_principal or request.istio_authn_principal  # decision_key.py relies on this order
+    raw = request.source_principal or request.istio_authn_principal  # request.py reads Istio's only without a source principal
     if not raw and trust_xfcc and request.forwarded_client_cert:
         raw = _xfcc_uri(request.forwarded_client_cert)
     if not raw:

@@ -28,9 +28,10 @@ from .protocols.a2a import A2aAction
 from .protocols.jsonrpc import peek_ids
 from .protocols.mcp import McpAction
 from .record import Answered, Recorder
-from .request import AuthzInput, from_check_request
+from .request import AuthzInput, from_check_request, from_wire
 from .response import ResponseTemplates, build_response
 from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
+from .wire import WireRequest, read_wire
 
 log = logging.getLogger("mandate")
 _UNDECIDED = Verdict(False, "internal_error", status=FORBIDDEN)  # until a step decides; immutable, so shared
@@ -103,30 +104,31 @@ class Authorizer:
         started = perf_counter_ns()
         snapshot = self._snapshot  # one policy set and its cache for the whole request
         try:
-            key, cached = snapshot.cache.look_up(payload)
-        except Exception:  # noqa: BLE001 - the cache is a shortcut: without it, decide afresh
-            log.exception("decision cache failed; deciding afresh")
-            key, cached = None, None
+            wire = read_wire(payload)
+            key, cached = snapshot.cache.look_up(wire)
+        except Exception:  # noqa: BLE001 - the walk and the cache are shortcuts: without them, decide afresh
+            log.exception("reading the request's bytes or the decision cache failed; deciding afresh")
+            wire, key, cached = None, None, None
         if cached is not None:
             decision_id = new_decision_id()
             self._record((cached.decision, decision_id, started, perf_counter_ns()))
             return decision_id.encode().join(cached.pieces)
         try:
-            check = CheckRequest.FromString(payload)
+            check = CheckRequest.FromString(payload)  # a fresh decision needs all of the message to parse
         except (DecodeError, UnicodeError, ValueError) as exc:
-            decision = _unreadable(exc)  # never kept: a key's fields may read where the message does not parse
+            decision = _unreadable(exc)  # never kept
             response = self._answer(decision, snapshot.responses)
             self._record((decision, decision.id, started, perf_counter_ns()))
             return response
-        return self._check_afresh(check, snapshot, key, started)
+        return self._check_afresh(check, wire, snapshot, key, started)
 
     def _check_afresh(
-        self, check: CheckRequest, snapshot: _Snapshot, key: tuple[object, ...] | None, started: int
+        self, check: CheckRequest, wire: WireRequest | None, snapshot: _Snapshot, key: tuple[object, ...] | None, started: int
     ) -> bytes:
         """Every step for a request the decision cache had no answer for; the answer is kept under `key`."""
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
         try:
-            request = from_check_request(check)
+            request = from_check_request(check) if wire is None else from_wire(wire)
         except (UnicodeError, ValueError) as exc:
             decision = _unreadable(exc)
         else:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
+from .wire import WireRequest
+
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # Every header a decision reads besides the chain header, those a `when` names (SPEC §2–§5) and
 # the pseudo-headers, which only stand in for method, path and host when Envoy leaves them empty.
@@ -55,21 +57,39 @@ class AuthzInput:
         return declared.isdigit() and int(declared) > len(self.body)
 
 
+def from_wire(wire: WireRequest) -> AuthzInput:
+    """What `from_check_request` reads, from the walk over a CheckRequest (`wire.py`) that
+    protobuf has also parsed, so every string in it is UTF-8."""
+    headers = {name.decode(): value.decode() for name, value in wire.headers.items()}
+    return AuthzInput(
+        method=wire.method.decode() or headers.get(":method", ""),
+        path=wire.path.decode() or headers.get(":path", ""),
+        host=wire.host.decode() or headers.get(":authority", ""),
+        headers=headers,
+        body=wire.raw_body or wire.body,
+        source_principal=wire.source_principal.decode(),
+        destination_principal=wire.destination_principal.decode(),
+        request_id=wire.id.decode() or headers.get("x-request-id", ""),
+    )
+
+
 def from_check_request(check: CheckRequest) -> AuthzInput:
+    """The input from the parsed message: for what the walk leaves to protobuf (`wire.py`)."""
     attributes = check.attributes
     http = attributes.request.http
     headers = dict(http.headers)
     if not headers and len(http.header_map.headers):
         headers = _flatten_header_map(http.header_map.headers)
     body = http.raw_body or http.body.encode("utf-8", "surrogatepass")
+    source = attributes.source.principal
     return AuthzInput(
         method=http.method or headers.get(":method", ""),
         path=http.path or headers.get(":path", ""),
         host=http.host or headers.get(":authority", ""),
         headers=headers,
         body=body,
-        source_principal=attributes.source.principal,
-        istio_authn_principal=_istio_authn_principal(attributes),
+        source_principal=source,
+        istio_authn_principal="" if source else _istio_authn_principal(attributes),  # identity.py reads it only then
         destination_principal=attributes.destination.principal,
         request_id=http.id or headers.get("x-request-id", ""),
     )

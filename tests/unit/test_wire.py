@@ -1,18 +1,20 @@
-"""decision_key reads the serialized CheckRequest by hand: whenever it gives a key, that key
-holds exactly what protobuf's own parse says those fields are, or the cache could answer one
-request with another's decision."""
+"""read_wire walks the serialized CheckRequest by hand: whenever it reads a request, what it
+read is exactly what protobuf's own parse says those fields are, or the decision cache could
+answer one request with another's decision, and a fresh decision could judge another request
+than the one Envoy asked about."""
 
 from __future__ import annotations
 
-from envoy.config.core.v3.base_pb2 import Metadata
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from authz.decision_key import PSEUDO_HEADERS, decision_key
+from authz.decision_cache import PSEUDO_HEADERS
+from authz.decision_cache import decision_key as key_of_wire
 from authz.pipeline import Authorizer
-from authz.request import DECIDING_HEADERS, to_check_request
+from authz.request import DECIDING_HEADERS, from_check_request, from_wire, to_check_request
+from authz.wire import read_wire
 from tests.unit.test_chain_decisions import principal, use_tool
 from tests.unit.test_decision_cache import outcome
 
@@ -22,23 +24,22 @@ KEY_HEADERS = tuple(name.encode() for name in (*DECIDING_HEADERS, "x-when-reads-
 text = st.text(max_size=12)
 
 
+def decision_key(payload: bytes, headers: tuple[bytes, ...] | None, max_body: int) -> tuple[object, ...] | None:
+    wire = read_wire(payload)
+    return None if wire is None else key_of_wire(wire, headers, max_body)
+
+
 def reference(check: CheckRequest, headers: tuple[bytes, ...] | None) -> tuple[object, ...]:
-    """The key as protobuf's parse reads the fields (the metadata compared parsed, not as bytes)."""
+    """The key as protobuf's parse reads the fields."""
     attributes = check.attributes
     http = attributes.request.http
     fields = {name.encode(): value.encode() for name, value in http.headers.items()}
-    caller = attributes.source.principal.encode()
     chosen = sorted(fields.items()) if headers is None else [fields.get(name) for name in headers]
     return (
-        caller, None if caller else attributes.metadata_context, attributes.destination.principal.encode(),
+        attributes.source.principal.encode(), attributes.destination.principal.encode(),
         http.method.encode(), http.path.encode(), http.host.encode(), http.raw_body, http.body.encode(),
         fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
     )
-
-
-def readable(key: tuple[object, ...]) -> tuple[object, ...]:
-    metadata = key[1]
-    return (key[0], None if metadata is None else Metadata.FromString(metadata), *key[2:])  # type: ignore[arg-type]
 
 
 @st.composite
@@ -66,13 +67,19 @@ def check_requests(draw: st.DrawFn) -> CheckRequest:
 
 @settings(max_examples=400, deadline=None)
 @given(check_requests(), st.sampled_from([KEY_HEADERS, None]))
-def test_the_key_holds_what_protobuf_reads(check: CheckRequest, headers: tuple[bytes, ...] | None) -> None:
-    key = decision_key(check.SerializeToString(), headers, MAX_BODY)
+def test_the_key_and_the_input_hold_what_protobuf_reads(check: CheckRequest, headers: tuple[bytes, ...] | None) -> None:
+    payload = check.SerializeToString()
+    wire = read_wire(payload)
+    if not check.attributes.source.principal:
+        assert wire is None  # the caller is Istio's, from the metadata: protobuf reads it
+        return
+    assert wire is not None and from_wire(wire) == from_check_request(check)
+    key = key_of_wire(wire, headers, MAX_BODY)
     http = check.attributes.request.http
     if max(len(http.raw_body), len(http.body.encode())) > MAX_BODY:
         assert key is None
     else:
-        assert key is not None and readable(key) == reference(check, headers)
+        assert key == reference(check, headers)
 
 
 @st.composite
@@ -96,16 +103,17 @@ def mutations(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=1500, deadline=None)
 @given(mutations(), st.sampled_from([KEY_HEADERS, None]))
-def test_any_payload_with_a_key_parses_to_what_the_key_says(payload: bytes, headers: tuple[bytes, ...] | None) -> None:
-    """The soundness of the cache: bytes that are not Envoy's encoding get no key, or a key
-    that still says what protobuf reads from them."""
-    key = decision_key(payload, headers, 10_000)
+def test_any_payload_the_walk_reads_parses_to_what_it_read(payload: bytes, headers: tuple[bytes, ...] | None) -> None:
+    """The soundness of the walk: bytes that are not Envoy's encoding are not read, or read as
+    protobuf reads them."""
+    wire = read_wire(payload)
     try:
         check = CheckRequest.FromString(payload)
     except (DecodeError, UnicodeError, ValueError):
         return  # denied as unreadable, and never kept (test_an_unreadable_request_is_never_kept)
-    assume(key is not None)
-    assert readable(key) == reference(check, headers)
+    assume(wire is not None)
+    assert from_wire(wire) == from_check_request(check)
+    assert key_of_wire(wire, headers, 10_000) == reference(check, headers)
 
 
 def serialized(**fields: object) -> bytes:
@@ -151,7 +159,7 @@ def test_a_header_sent_twice_in_one_map_is_keyed_as_protobuf_reads_it():
     check = CheckRequest.FromString(payload)
     assert check.attributes.request.http.headers["mcp-name"] == "delete_everything"
     key = decision_key(payload, KEY_HEADERS, 4096)
-    assert key is not None and readable(key) == reference(check, KEY_HEADERS)
+    assert key is not None and key == reference(check, KEY_HEADERS)
 
 
 def test_a_header_appended_in_another_message_is_not_keyed():

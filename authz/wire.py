@@ -1,19 +1,20 @@
-"""The decision cache's key, read straight from the serialized CheckRequest.
+"""Step 1, the fast way: the fields Mandate reads, walked out of the CheckRequest's bytes.
 
-A cache hit should cost less than the decision it saves, and on a hit Mandate needs only the
-few fields a decision depends on. Parsing the whole CheckRequest with protobuf and reading
-those fields back through its Python objects took three quarters of a cache hit's time in the
-server (BENCHMARKS.md); walking the wire bytes for just those fields takes a fraction of it.
+The decision cache needs a key on every request, and a request decided afresh needs its
+`AuthzInput`; both want the same dozen fields. Parsing the whole CheckRequest with protobuf
+and reading those fields back through its Python objects cost a cache hit three quarters of
+its time in the server, and a fresh decision 15 µs with cold CPU caches (BENCHMARKS.md);
+walking the wire bytes for just those fields costs a fraction of that.
 
-The key is only defined for the encoding Envoy produces: each message and field we read
+The walk is only defined for the encoding Envoy produces: each message and field it reads
 appears once, with its declared wire type. Anything else — a repeated singular field (which
 protobuf would merge or overwrite), an unexpected wire type, a truncated field, Envoy's
-`header_map`, a header that is not UTF-8 — gets no key, and the request is decided afresh
-from the parsed message (or refused, when protobuf cannot parse it). So two requests with
-equal keys carry equal values in every field `request.from_check_request` reads for a
-decision. A hit does not parse the rest of the message: a field no decision reads is not
-checked (Envoy writes them; what a client sends reaches the CheckRequest as headers, path,
-host and body, and those are).
+`header_map`, a header that is not UTF-8, no source principal (the caller is then Istio's,
+from the metadata) — gives None, and the request goes the protobuf way (`request.py`). So
+what `read_wire` returns is exactly what protobuf reads from those fields. A request decided
+afresh is still parsed by protobuf, which refuses a malformed message anywhere in it; a cache
+hit is not, and needs no more than its key's fields, which are those of a request that parsed
+— but a client can put any byte in any header, so every header is checked here.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.descriptor import Descriptor
 
-# Which of the key's pseudo-headers stand in for method, path and host when Envoy leaves those empty.
-PSEUDO_HEADERS: Final = (":method", ":path", ":authority")
 _LEN: Final = 2  # the wire type of strings, bytes and messages
 
 
@@ -37,9 +36,9 @@ _ATTRIBUTES: Final = _number(CheckRequest.DESCRIPTOR, "attributes")
 _SOURCE: Final = _number(AttributeContext.DESCRIPTOR, "source")
 _DESTINATION: Final = _number(AttributeContext.DESCRIPTOR, "destination")
 _REQUEST: Final = _number(AttributeContext.DESCRIPTOR, "request")
-_METADATA: Final = _number(AttributeContext.DESCRIPTOR, "metadata_context")
 _PRINCIPAL: Final = _number(AttributeContext.Peer.DESCRIPTOR, "principal")
 _HTTP: Final = _number(AttributeContext.Request.DESCRIPTOR, "http")
+_ID: Final = _number(AttributeContext.HttpRequest.DESCRIPTOR, "id")
 _METHOD: Final = _number(AttributeContext.HttpRequest.DESCRIPTOR, "method")
 _HEADERS: Final = _number(AttributeContext.HttpRequest.DESCRIPTOR, "headers")
 _PATH: Final = _number(AttributeContext.HttpRequest.DESCRIPTOR, "path")
@@ -49,41 +48,46 @@ _RAW_BODY: Final = _number(AttributeContext.HttpRequest.DESCRIPTOR, "raw_body")
 _HEADER_MAP: Final = _number(AttributeContext.HttpRequest.DESCRIPTOR, "header_map")
 
 
-class _NoKey(Exception):
-    """The payload is not in the shape the key is defined for."""
+class _NotEnvoys(Exception):
+    """The payload is not in the shape the walk is defined for."""
 
 
-def decision_key(payload: bytes, headers: tuple[bytes, ...] | None, max_body: int) -> tuple[object, ...] | None:
-    """The values of every field a decision can depend on, as raw bytes: the source principal
-    (or, without one, Istio's metadata), the destination principal, method, path, host, both
-    bodies, the pseudo-headers and `headers` (the header names that matter, UTF-8; None: every
-    header). None when the request has no key (see above) or a body over `max_body` bytes."""
+class WireRequest:
+    """What the walk found: each field's bytes (b"" when absent) and the headers."""
+
+    __slots__ = ("source_principal", "destination_principal", "method", "path", "host", "body", "raw_body", "id", "headers")
+
+    def __init__(
+        self, source_principal: bytes, destination_principal: bytes, method: bytes, path: bytes, host: bytes,
+        body: bytes, raw_body: bytes, id: bytes, headers: dict[bytes, bytes],
+    ) -> None:
+        self.source_principal, self.destination_principal = source_principal, destination_principal
+        self.method, self.path, self.host, self.body, self.raw_body, self.id = method, path, host, body, raw_body, id
+        self.headers = headers
+
+
+def read_wire(payload: bytes) -> WireRequest | None:
+    """The fields of the serialized CheckRequest `payload` that Mandate reads; None when it is
+    not encoded as Envoy encodes it (see above)."""
     try:
-        return _key(payload, headers, max_body)
-    except _NoKey:
+        return _walk(payload)
+    except _NotEnvoys:
         return None
 
 
-def _key(payload: bytes, headers: tuple[bytes, ...] | None, max_body: int) -> tuple[object, ...] | None:
+def _walk(payload: bytes) -> WireRequest:
     if len(payload) > 0xFFFFFFFF:
-        raise _NoKey  # a span's end must fit in 32 bits
+        raise _NotEnvoys  # a span's end must fit in 32 bits
     attributes = _one(payload, len(payload), _ATTRIBUTES)  # the span 0..len(payload): the whole message
-    source, destination, request, metadata = _attribute_context(payload, attributes)
-    entries: dict[bytes, bytes] = {}
-    method, path, host, body, raw_body = _http_request(payload, _one(payload, request, _HTTP), entries)
-    if _length(raw_body) > max_body or _length(body) > max_body:
-        return None
-    if headers is None:
-        chosen: tuple[object, ...] = tuple(sorted(entries.items()))
-    else:
-        chosen = tuple([entries.get(name) for name in headers])
+    source, destination, request = _attribute_context(payload, attributes)
     caller = _value(payload, _one(payload, source, _PRINCIPAL))
-    return (
-        # Without a source principal the caller is Istio's, read from the metadata: all of it counts.
-        caller, None if caller else _value(payload, metadata),
-        _value(payload, _one(payload, destination, _PRINCIPAL)),
-        _value(payload, method), _value(payload, path), _value(payload, host), _value(payload, raw_body), _value(payload, body),
-        entries.get(b":method"), entries.get(b":path"), entries.get(b":authority"), *chosen,
+    if not caller:
+        raise _NotEnvoys
+    headers: dict[bytes, bytes] = {}
+    method, path, host, body, raw_body, id = _http_request(payload, _one(payload, request, _HTTP), headers)
+    return WireRequest(
+        caller, _value(payload, _one(payload, destination, _PRINCIPAL)), _value(payload, method), _value(payload, path),
+        _value(payload, host), _value(payload, body), _value(payload, raw_body), _value(payload, id), headers,
     )
 
 
@@ -104,7 +108,7 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     shift = 0
     while True:
         if pos >= end or shift > 63:
-            raise _NoKey
+            raise _NotEnvoys
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -121,7 +125,7 @@ def _field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
     if wire_type == _LEN:
         length, start = _varint(data, pos, end)
         if length > end - start:
-            raise _NoKey
+            raise _NotEnvoys
         return tag >> 3, wire_type, start, start + length
     if wire_type == 0:
         _, after = _varint(data, pos, end)
@@ -129,25 +133,20 @@ def _field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
     if wire_type == 1 or wire_type == 5:
         after = pos + (8 if wire_type == 1 else 4)
         if after > end:
-            raise _NoKey
+            raise _NotEnvoys
         return tag >> 3, wire_type, pos, after
-    raise _NoKey  # groups (3, 4) and the undefined 6, 7
+    raise _NotEnvoys  # groups (3, 4) and the undefined 6, 7
 
 
 def _once(found: int, wire_type: int, start: int, end: int) -> int:
     """The span of a LEN field met at `start`..`end`, which must be the first of its number."""
     if wire_type != _LEN or found != -1:
-        raise _NoKey
+        raise _NotEnvoys
     return start << 32 | end
 
 
 def _bounds(span: int) -> tuple[int, int]:
     return (0, 0) if span == -1 else (span >> 32, span & 0xFFFFFFFF)
-
-
-def _length(span: int) -> int:
-    start, end = _bounds(span)
-    return end - start
 
 
 def _one(data: bytes, span: int, number: int) -> int:
@@ -161,9 +160,9 @@ def _one(data: bytes, span: int, number: int) -> int:
     return found
 
 
-def _attribute_context(data: bytes, span: int) -> tuple[int, int, int, int]:
-    """AttributeContext's source, destination, request and metadata_context."""
-    source = destination = request = metadata = -1
+def _attribute_context(data: bytes, span: int) -> tuple[int, int, int]:
+    """AttributeContext's source, destination and request."""
+    source = destination = request = -1
     pos, end = _bounds(span)
     while pos < end:
         field, wire_type, start, pos = _field(data, pos, end)
@@ -173,14 +172,12 @@ def _attribute_context(data: bytes, span: int) -> tuple[int, int, int, int]:
             destination = _once(destination, wire_type, start, pos)
         elif field == _REQUEST:
             request = _once(request, wire_type, start, pos)
-        elif field == _METADATA:
-            metadata = _once(metadata, wire_type, start, pos)
-    return source, destination, request, metadata
+    return source, destination, request
 
 
-def _http_request(data: bytes, span: int, entries: dict[bytes, bytes]) -> tuple[int, int, int, int, int]:
-    """HttpRequest's method, path, host, body and raw_body; its header map into `entries`."""
-    method = path = host = body = raw_body = -1
+def _http_request(data: bytes, span: int, entries: dict[bytes, bytes]) -> tuple[int, int, int, int, int, int]:
+    """HttpRequest's method, path, host, body, raw_body and id; its header map into `entries`."""
+    method = path = host = body = raw_body = id = -1
     pos, end = _bounds(span)
     while pos < end:
         field, wire_type, start, pos = _field(data, pos, end)
@@ -199,20 +196,21 @@ def _http_request(data: bytes, span: int, entries: dict[bytes, bytes]) -> tuple[
             body = _once(body, wire_type, start, pos)
         elif field == _RAW_BODY:
             raw_body = _once(raw_body, wire_type, start, pos)
+        elif field == _ID:
+            id = _once(id, wire_type, start, pos)
         elif field == _HEADER_MAP:
-            raise _NoKey
-    return method, path, host, body, raw_body
+            raise _NotEnvoys
+    return method, path, host, body, raw_body, id
 
 
 def _utf8(text: bytes) -> None:
-    """Protobuf refuses a message with a string that is not UTF-8, and Mandate denies it. A
-    cache hit reads no more than the key's fields, which equal those of a request that parsed;
-    but any header, in the key or not, can carry what a client sent: so headers are checked."""
+    """Protobuf refuses a message with a string that is not UTF-8, and Mandate denies it; a
+    header is where a client's bytes reach the CheckRequest (see above)."""
     if not text.isascii():
         try:
             text.decode()
         except UnicodeDecodeError:
-            raise _NoKey from None
+            raise _NotEnvoys from None
 
 
 def _entry(data: bytes, span: int) -> tuple[bytes, bytes]:
