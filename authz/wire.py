@@ -217,7 +217,8 @@ def _utf8(text: bytes) -> None:
 
 
 def _entry(data: bytes, span: int) -> tuple[bytes, bytes]:
-    """One map entry's key (field 1) and value (field 2)."""
+    """One map entry's key (field 1) and value (field 2). Protobuf moves an entry with any
+    other field out of the map (into the message's unknown fields), so the walk refuses it."""
     key = value = -1
     pos, end = _bounds(span)
     while pos < end:
@@ -226,4 +227,6 @@ def _entry(data: bytes, span: int) -> tuple[bytes, bytes]:
             key = _once(key, wire_type, start, pos)
         elif field == 2:
             value = _once(value, wire_type, start, pos)
+        else:
+            raise _NotEnvoys
     return _value(data, key), _value(data, value)

@@ -162,6 +162,15 @@ def test_a_header_sent_twice_in_one_map_is_keyed_as_protobuf_reads_it():
     assert key is not None and key == reference(check, KEY_HEADERS)
 
 
+def test_a_header_entry_with_a_field_of_its_own_is_not_read():
+    """Protobuf keeps a map entry that carries a third field out of the map (found by the
+    property test above): read as a header, it would be a header protobuf does not see."""
+    entry = field(1, b"mcp-name") + field(2, b"read") + field(3, b"extra")
+    payload = field(1, field(1, field(4, b"spiffe://a/ns/x/sa/y")) + field(4, field(2, field(3, entry))))
+    assert dict(CheckRequest.FromString(payload).attributes.request.http.headers) == {}
+    assert read_wire(payload) is None
+
+
 def test_a_header_appended_in_another_message_is_not_keyed():
     check = to_check_request(use_tool("alice", "read"))
     twice = CheckRequest()
