@@ -26,6 +26,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.descriptor import Descriptor
 
 _LEN: Final = 2  # the wire type of strings, bytes and messages
+_MAX_FIELD_NUMBER: Final = (1 << 29) - 1
 
 
 def _number(message: Descriptor, name: str) -> int:
@@ -124,6 +125,8 @@ def _field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
     """The field at `pos`: its number, its wire type, where its value starts (for LEN: after the
     length) and where the next field starts."""
     tag, pos = _varint(data, pos, end)
+    if not 1 <= tag >> 3 <= _MAX_FIELD_NUMBER:
+        raise _NotEnvoys  # protobuf refuses the message
     wire_type = tag & 7
     if wire_type == _LEN:
         length, start = _varint(data, pos, end)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
+import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -169,6 +170,15 @@ def test_a_header_entry_with_a_field_of_its_own_is_not_read():
     payload = field(1, field(1, field(4, b"spiffe://a/ns/x/sa/y")) + field(4, field(2, field(3, entry))))
     assert dict(CheckRequest.FromString(payload).attributes.request.http.headers) == {}
     assert read_wire(payload) is None
+
+
+def test_a_field_numbered_zero_is_not_read():
+    """Protobuf refuses field number 0 anywhere; a cache hit must not answer for such bytes."""
+    payload = to_check_request(use_tool("alice", "read")).SerializeToString()
+    assert read_wire(payload) is not None
+    with pytest.raises(DecodeError):
+        CheckRequest.FromString(payload + bytes([0x02, 0]))  # field 0, LEN, empty
+    assert read_wire(payload + bytes([0x02, 0])) is None
 
 
 def test_a_header_appended_in_another_message_is_not_keyed():
