@@ -25,8 +25,8 @@ from .chain import MINT_REUSE_SECONDS
 from .chains.store import ChainStore
 from .policy.compiler import PolicySet
 from .request import DECIDING_HEADERS
-from .wire import WireRequest
 from .verdict import Decision
+from .wire import WireRequest
 
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
 DEFAULT_ENTRIES = 10_000

@@ -59,7 +59,7 @@ class _NotEnvoys(Exception):
 class WireRequest:
     """What the walk found: each field's bytes (b"" when absent) and the headers."""
 
-    __slots__ = ("source_principal", "destination_principal", "method", "path", "host", "body", "raw_body", "id", "headers")
+    __slots__ = ("body", "destination_principal", "headers", "host", "id", "method", "path", "raw_body", "source_principal")
 
     def __init__(
         self, source_principal: bytes, destination_principal: bytes, method: bytes, path: bytes, host: bytes,

@@ -5,9 +5,9 @@ than the one Envoy asked about."""
 
 from __future__ import annotations
 
+import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
-import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
