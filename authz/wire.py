@@ -8,8 +8,9 @@ walking the wire bytes for just those fields costs a fraction of that.
 
 The walk is only defined for the encoding Envoy produces: each message and field it reads
 appears once, with its declared wire type. Anything else — a repeated singular field (which
-protobuf would merge or overwrite), an unexpected wire type, a truncated field, Envoy's
-`header_map`, a header that is not UTF-8, no source principal (the caller is then Istio's,
+protobuf would merge or overwrite), an unexpected wire type, a truncated field, a field
+numbered 0, Envoy's `header_map`, a header map entry with a third field (protobuf keeps it out
+of the map), a header that is not UTF-8, no source principal (the caller is then Istio's,
 from the metadata) — gives None, and the request goes the protobuf way (`request.py`). So
 what `read_wire` returns is exactly what protobuf reads from those fields. A request decided
 afresh is still parsed by protobuf, which refuses a malformed message anywhere in it; a cache
