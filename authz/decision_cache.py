@@ -33,7 +33,7 @@ DEFAULT_ENTRIES = 10_000
 # Every key holds the pseudo-headers: they stand in for method, path and host when Envoy leaves those empty.
 PSEUDO_HEADERS = (":method", ":path", ":authority")
 _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
-# Answers that say Mandate could not decide: kept, they would outlive a fix (or a fluke).
+# Answers that say Mandate could not decide: kept, they would outlive the fix (or the fluke) behind them.
 _NEVER_KEPT = frozenset({"internal_error", "invalid_check_request"})
 
 
