@@ -13,6 +13,13 @@ from a broken chain token, an unreadable request or an internal error are never 
 The response is kept serialized and cut where its decision id goes (a fresh random id, which
 no request can have guessed, so nothing echoed from the request is cut); joining the pieces
 with another id of the same length gives a valid protobuf.
+
+MCP and A2A clients number their JSON-RPC requests, so a repeated call is never a repeat of
+its bytes: the key leaves out the value of the body's top-level `id` (`jsonrpc.id_span`), and
+`Content-Length` as far as it only tells whether the body was cut. An answer is given to
+another id only when it is an allow (the id appears in deny bodies alone) and its
+classification read exactly that id as the request's one JSON-RPC id; any other answer is
+kept under the key and the id, for the same id only.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from .chain import MINT_REUSE_SECONDS
 from .chains.store import ChainStore
 from .policy.compiler import PolicySet
+from .protocols.jsonrpc import JsonId, id_span
 from .request import DECIDING_HEADERS
 from .verdict import Decision
 from .wire import WireRequest
@@ -60,32 +68,41 @@ class DecisionCache:
         self.headers: tuple[bytes, ...] | None = (
             None if named is None else tuple(name.encode() for name in (*DECIDING_HEADERS, chain_header, *sorted(named - deciding)))
         )
+        # Content-Length only tells whether the body was cut, unless some `when` reads it.
+        self.length_at = None if named is None or "content-length" in named else self.headers.index(b"content-length")  # type: ignore[union-attr]
         self.entries = entries
         self._store = store
         self._clock = clock
         self._answers: dict[tuple[object, ...], CachedAnswer] = {}
 
-    def look_up(self, wire: WireRequest | None) -> tuple[tuple[object, ...] | None, CachedAnswer | None]:
-        """The request's key (None: not to be cached, or caching is off) and the answer kept
-        for it, if that answer still holds. Only a request Envoy encoded is kept (`wire.py`)."""
+    def look_up(self, wire: WireRequest | None) -> tuple[tuple[object, ...] | None, bytes | None, CachedAnswer | None]:
+        """The request's key (None: not to be cached, or caching is off), the JSON-RPC id the
+        key leaves out (None: none) and the answer kept for it, if that answer still holds.
+        Only a request Envoy encoded is kept (`wire.py`)."""
         if not self.entries or wire is None:
-            return None, None
-        key = decision_key(wire, self.headers, MAX_BODY)
+            return None, None, None
+        key, jsonrpc_id = decision_key(wire, self.headers, MAX_BODY, self.length_at)
         if key is None:
-            return None, None
-        answer = self._answers.get(key)
+            return None, None, None
+        found = key
+        answer = self._answers.get(key)  # an answer for any id
+        if answer is None and jsonrpc_id is not None:
+            found = (*key, jsonrpc_id)
+            answer = self._answers.get(found)  # an answer for this id only
         if answer is not None and answer.decision.records and not self._still_valid(answer):
-            self._answers.pop(key, None)
-            return key, None
-        return key, answer
+            self._answers.pop(found, None)
+            return key, jsonrpc_id, None
+        return key, jsonrpc_id, answer
 
-    def put(self, key: tuple[object, ...], decision: Decision, response: bytes, generation: int) -> None:
+    def put(self, key: tuple[object, ...], jsonrpc_id: bytes | None, decision: Decision, response: bytes, generation: int) -> None:
         """Keep `response` (just sent for `decision`) for requests with the same key."""
         if decision.verdict.reason in _NEVER_KEPT or not _TRUSTED_CHAIN_EVENTS.issuperset(decision.chain_events):
             return
         pieces = tuple(response.split(decision.id.encode()))
         if len(pieces) < 2:
             return  # an answer without its decision id cannot be given under another one
+        if jsonrpc_id is not None and not (decision.enforced_allow and decision.jsonrpc_ids == (_json_id(jsonrpc_id),)):
+            key = (*key, jsonrpc_id)  # only an allow that read the left-out id as the request's id is for any id
         if len(self._answers) >= self.entries:
             self._answers = {}
         self._answers[key] = CachedAnswer(pieces, decision.repeated(""), self._expires(decision), generation)
@@ -108,15 +125,38 @@ class DecisionCache:
         )
 
 
-def decision_key(wire: WireRequest, headers: tuple[bytes, ...] | None, max_body: int) -> tuple[object, ...] | None:
+def decision_key(
+    wire: WireRequest, headers: tuple[bytes, ...] | None, max_body: int, length_at: int | None
+) -> tuple[tuple[object, ...] | None, bytes | None]:
     """Every field a decision can depend on, as the request's bytes: principals, method, path,
     host, both bodies, the pseudo-headers and `headers` (the names that matter; None: every
-    header). None for a body over `max_body` bytes."""
-    if len(wire.raw_body) > max_body or len(wire.body) > max_body:
-        return None
+    header); and the JSON-RPC id it leaves out of the body, if any. `length_at`: where
+    Content-Length is among `headers`, kept then only as far as it exceeds the body's length
+    (None: kept as sent). None for a body over `max_body` bytes."""
+    raw_body, body = wire.raw_body, wire.body
+    if len(raw_body) > max_body or len(body) > max_body:
+        return None, None
+    read = raw_body or body  # the body Mandate reads (`request.from_wire`)
+    span = id_span(read) if read.find(b'"jsonrpc"') >= 0 else None  # find: half the time `in` takes on bytes
     fields = wire.headers
-    chosen = sorted(fields.items()) if headers is None else [fields.get(name) for name in headers]
-    return (
-        wire.source_principal, wire.destination_principal, wire.method, wire.path, wire.host, wire.raw_body, wire.body,
+    chosen: list[object] = [fields.get(name) for name in headers] if headers is not None else [*sorted(fields.items())]
+    if span is None:
+        jsonrpc_id = None
+    else:
+        start, end = span
+        jsonrpc_id = read[start:end]
+        cut = read[:start] + read[end:]
+        raw_body, body = (cut, body) if raw_body else (raw_body, cut)
+        declared = chosen[length_at] if length_at is not None else None
+        if isinstance(declared, bytes) and declared.isdigit():
+            chosen[length_at] = int(declared) - len(read)  # type: ignore[index]  # an int: never equal to a header's bytes
+    key = (
+        wire.source_principal, wire.destination_principal, wire.method, wire.path, wire.host, raw_body, body, span is not None,
         fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
     )
+    return key, jsonrpc_id
+
+
+def _json_id(text: bytes) -> JsonId:
+    """The id `jsonrpc.id_span` found: an integer, or a string without escapes."""
+    return text[1:-1].decode() if text[:1] == b'"' else int(text)

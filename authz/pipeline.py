@@ -105,10 +105,10 @@ class Authorizer:
         snapshot = self._snapshot  # one policy set and its cache for the whole request
         try:
             wire = read_wire(payload)
-            key, cached = snapshot.cache.look_up(wire)
+            key, jsonrpc_id, cached = snapshot.cache.look_up(wire)
         except Exception:  # noqa: BLE001 - the walk and the cache are shortcuts: without them, decide afresh
             log.exception("reading the request's bytes or the decision cache failed; deciding afresh")
-            wire, key, cached = None, None, None
+            wire, key, jsonrpc_id, cached = None, None, None, None
         if cached is not None:
             decision_id = new_decision_id()
             self._record((cached.decision, decision_id, started, perf_counter_ns()))
@@ -120,10 +120,11 @@ class Authorizer:
             response = self._answer(decision, snapshot.responses)
             self._record((decision, decision.id, started, perf_counter_ns()))
             return response
-        return self._check_afresh(check, wire, snapshot, key, started)
+        return self._check_afresh(check, wire, snapshot, key, jsonrpc_id, started)
 
     def _check_afresh(
-        self, check: CheckRequest, wire: WireRequest | None, snapshot: _Snapshot, key: tuple[object, ...] | None, started: int
+        self, check: CheckRequest, wire: WireRequest | None, snapshot: _Snapshot, key: tuple[object, ...] | None,
+        jsonrpc_id: bytes | None, started: int,
     ) -> bytes:
         """Every step for a request the decision cache had no answer for; the answer is kept under `key`."""
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
@@ -135,7 +136,7 @@ class Authorizer:
             decision = self.decide(request, snapshot.policy)
         response = self._answer(decision, snapshot.responses)
         if key is not None:
-            snapshot.cache.put(key, decision, response, generation)
+            snapshot.cache.put(key, jsonrpc_id, decision, response, generation)
         self._record((decision, decision.id, started, perf_counter_ns()))
         return response
 

@@ -160,6 +160,138 @@ def test_a_full_cache_starts_again_and_stays_correct(build):
             assert outcome(send(authorizer, use_tool("alice", tool)))[0] == expected
 
 
+# --- JSON-RPC ids: clients number their calls ----------------------------------------------
+
+
+def numbered(request: AuthzInput, request_id: object, *, body: dict[str, Any] | None = None, extra: int = 0) -> AuthzInput:
+    """`request` under another JSON-RPC id, with the Content-Length Envoy passes on (`extra`
+    bytes more than the body: a body the proxy cut)."""
+    document = orjson.loads(request.body) if body is None else body
+    document["id"] = request_id
+    request.body = orjson.dumps(document)
+    request.headers["content-length"] = str(len(request.body) + extra)
+    return request
+
+
+def jsonrpc_error_id(response: CheckResponse) -> object:
+    return orjson.loads(response.denied_response.body)["id"]
+
+
+def test_a_call_under_another_jsonrpc_id_is_answered_from_the_cache(build):
+    authorizer = build()
+    for request_id in (1, 2, 10, 123456789012345678, -5, "call-7", "x"):
+        assert outcome(send(authorizer, numbered(use_tool("alice", "read"), request_id))) == ("allow", "allowed")
+    assert authorizer.decided == 1  # Content-Length grew with the id: it only says the body is whole
+
+
+def test_a_denied_call_is_answered_again_only_under_its_own_id(build):
+    """A deny body echoes the id: another id is decided afresh, and answered with its own; each
+    id's answer is kept for that id."""
+    authorizer = build()
+    for request_id, decided in ((1, 1), (2, 2), (2, 2), ("two", 3), (1, 3)):
+        response = send(authorizer, numbered(use_tool("alice", "admin"), request_id))
+        assert outcome(response) == ("deny", "tool_not_allowed")
+        assert jsonrpc_error_id(response) == request_id
+        assert authorizer.decided == decided
+
+
+def test_an_id_that_is_not_the_top_level_one_stays_in_the_key(build):
+    """An `id` in the arguments (or in a string, or in the params) is what a `when` may read."""
+    profiles = cast()
+    profiles["alice"]["when"] = "mcp.tool.arguments.id == 1"
+    authorizer = build(profiles)
+
+    def call(arguments: dict[str, Any], request_id: object = 9) -> str:
+        body = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "read", "arguments": arguments}}
+        return outcome(send(authorizer, numbered(use_tool("alice", "read"), request_id, body=body)))[0]
+
+    assert call({"id": 1}) == "allow"
+    assert call({"id": 2}) == "deny"
+    assert call({"id": 1}, request_id=10) == "allow"  # the top-level id alone is left out
+    assert call({"id": 2}, request_id=11) == "deny"  # decided afresh: a deny is kept for its own id only
+    assert call({"note": '"id":1', "id": 2}) == "deny"
+    assert authorizer.decided == 4
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read","arguments":{}},"id":1,"id":2}',
+        rb'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read","arguments":{}},"id":1, "\u0069d":2}',
+    ],
+)
+def test_a_repeated_top_level_id_is_never_shared(build, body: bytes):
+    """The walk takes the first `id`; the strict reader refuses a repeated key, so the answer is
+    a deny under that exact id, given to no other."""
+    authorizer = build()
+    request = use_tool("alice", "read")
+    request.body = body
+    assert outcome(send(authorizer, request)) == ("deny", "duplicate_json_key")
+    other = use_tool("alice", "read")
+    other.body = body.replace(b'"id":1', b'"id":3')
+    assert outcome(send(authorizer, other)) == ("deny", "duplicate_json_key")
+    assert authorizer.decided == 2
+
+
+@pytest.mark.parametrize("request_id", [None, 1.5, True, [1], {"n": 1}, "caf\u00e9", 1234567890123456789, "tab\there"])
+def test_ids_the_key_cannot_leave_out_are_kept_whole(build, request_id: object):
+    """null, a fraction, a boolean, a list or object, a string with escapes, 19 digits: the id
+    stays in the key, so another id is decided afresh."""
+    authorizer = build()
+    body = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "read", "arguments": {}}}
+    first = numbered(use_tool("alice", "read"), request_id, body=body)
+    if isinstance(request_id, str):
+        first.body = first.body.replace(orjson.dumps(request_id), b'"' + request_id.encode() + b'"')
+    send(authorizer, first)
+    send(authorizer, numbered(use_tool("alice", "read"), 42, body=body))
+    assert authorizer.decided == 2
+
+
+def test_a_body_with_nothing_where_the_id_goes_is_not_the_body_without_its_id(build):
+    authorizer = build()
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 1)))[0] == "allow"
+    hollow = use_tool("alice", "read")
+    hollow.body = numbered(use_tool("alice", "read"), 1).body.replace(b'"id":1', b'"id":')
+    assert outcome(send(authorizer, hollow)) == ("deny", "invalid_json")
+
+
+def test_a_body_cut_by_the_proxy_is_not_answered_as_the_whole_one(build):
+    authorizer = build()
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 1))) == ("allow", "allowed")
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 2, extra=1))) == ("deny", "partial_body")
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 3, extra=1000))) == ("deny", "partial_body")
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 4, extra=-1))) == ("allow", "allowed")
+
+
+def test_content_length_counts_whole_when_a_when_reads_it(build):
+    profiles = cast()
+    profiles["alice"]["when"] = 'request.headers["content-length"] == "86"'
+    authorizer = build(profiles)
+    assert len(numbered(use_tool("alice", "read"), 1).body) == 86
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 1)))[0] == "allow"
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 22)))[0] == "deny"
+    assert outcome(send(authorizer, numbered(use_tool("alice", "read"), 3)))[0] == "allow"
+    assert authorizer.decided == 2
+
+
+def test_a_batch_is_keyed_whole(build):
+    authorizer = build()
+    for request_id in (1, 2):
+        request = use_tool("alice", "read")
+        request.body = orjson.dumps([orjson.loads(numbered(use_tool("alice", "read"), request_id).body)])
+        assert outcome(send(authorizer, request))[0] == "allow"
+    assert authorizer.decided == 2
+
+
+def test_a_dry_run_deny_is_answered_for_any_id_as_the_allow_it_is(build):
+    profiles = cast()
+    profiles["alice"]["mode"] = "dry-run"
+    authorizer = build(profiles)
+    for request_id in (1, 2):
+        assert outcome(send(authorizer, numbered(use_tool("alice", "admin"), request_id))) == ("would_deny", "tool_not_allowed")
+    assert authorizer.decided == 1
+
+
 # --- what must miss -------------------------------------------------------------------------
 
 

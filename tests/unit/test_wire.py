@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from authz.decision_cache import PSEUDO_HEADERS
 from authz.decision_cache import decision_key as key_of_wire
 from authz.pipeline import Authorizer
+from authz.protocols.jsonrpc import id_span
 from authz.request import DECIDING_HEADERS, from_check_request, from_wire, to_check_request
 from authz.wire import read_wire
 from tests.unit.test_chain_decisions import principal, use_tool
@@ -23,22 +24,41 @@ MAX_BODY = 64
 NAMES = (*DECIDING_HEADERS, *PSEUDO_HEADERS, "x-request-id", "x-when-reads-this", "user-agent")
 KEY_HEADERS = tuple(name.encode() for name in (*DECIDING_HEADERS, "x-when-reads-this"))
 text = st.text(max_size=12)
+# Bodies whose JSON-RPC id the key leaves out (or not: a null id, an id nested in the params)
+jsonrpc_bodies = st.builds(
+    lambda request_id, inner: b'{"jsonrpc":"2.0","id":%s,"params":{"id":%s}}' % (request_id, inner),
+    st.sampled_from([b"1", b"22", b'"a"', b"null"]), st.sampled_from([b"1", b"2"]),
+)
+
+
+def length_at(headers: tuple[bytes, ...] | None) -> int | None:
+    return None if headers is None else headers.index(b"content-length")
 
 
 def decision_key(payload: bytes, headers: tuple[bytes, ...] | None, max_body: int) -> tuple[object, ...] | None:
     wire = read_wire(payload)
-    return None if wire is None else key_of_wire(wire, headers, max_body)
+    return None if wire is None else key_of_wire(wire, headers, max_body, length_at(headers))[0]
 
 
 def reference(check: CheckRequest, headers: tuple[bytes, ...] | None) -> tuple[object, ...]:
-    """The key as protobuf's parse reads the fields."""
+    """The key as protobuf's parse reads the fields (the JSON-RPC id and Content-Length treated
+    as `decision_key` does: test_decision_cache.py tests that treatment)."""
     attributes = check.attributes
     http = attributes.request.http
     fields = {name.encode(): value.encode() for name, value in http.headers.items()}
-    chosen = sorted(fields.items()) if headers is None else [fields.get(name) for name in headers]
+    chosen: list[object] = sorted(fields.items()) if headers is None else [fields.get(name) for name in headers]
+    raw_body, body = http.raw_body, http.body.encode()
+    read = raw_body or body
+    span = id_span(read) if b'"jsonrpc"' in read else None
+    if span is not None:
+        cut = read[: span[0]] + read[span[1] :]
+        raw_body, body = (cut, body) if raw_body else (raw_body, cut)
+    at = length_at(headers)
+    if at is not None and isinstance(chosen[at], bytes) and chosen[at].isdigit():  # type: ignore[union-attr]
+        chosen[at] = int(chosen[at]) - len(read)  # type: ignore[call-overload]
     return (
         attributes.source.principal.encode(), attributes.destination.principal.encode(),
-        http.method.encode(), http.path.encode(), http.host.encode(), http.raw_body, http.body.encode(),
+        http.method.encode(), http.path.encode(), http.host.encode(), raw_body, body, span is not None,
         fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
     )
 
@@ -58,10 +78,11 @@ def check_requests(draw: st.DrawFn) -> CheckRequest:
     http = attributes.request.http
     http.id, http.method, http.path, http.host, http.scheme = (draw(text) for _ in range(5))
     http.headers.update(draw(st.dictionaries(st.sampled_from(NAMES), text, max_size=6)))
+    body = draw(st.binary(max_size=MAX_BODY + 8) | jsonrpc_bodies)
     if draw(st.booleans()):
-        http.raw_body = draw(st.binary(max_size=MAX_BODY + 8))
+        http.raw_body = body
     else:
-        http.body = draw(st.text(max_size=MAX_BODY + 8))
+        http.body = body.decode("utf-8", "replace")
     http.size = draw(st.integers(-1, 2**31))
     return check
 
@@ -75,7 +96,7 @@ def test_the_key_and_the_input_hold_what_protobuf_reads(check: CheckRequest, hea
         assert wire is None  # the caller is Istio's, from the metadata: protobuf reads it
         return
     assert wire is not None and from_wire(wire) == from_check_request(check)
-    key = key_of_wire(wire, headers, MAX_BODY)
+    key = key_of_wire(wire, headers, MAX_BODY, length_at(headers))[0]
     http = check.attributes.request.http
     if max(len(http.raw_body), len(http.body.encode())) > MAX_BODY:
         assert key is None
@@ -114,7 +135,7 @@ def test_any_payload_the_walk_reads_parses_to_what_it_read(payload: bytes, heade
         return  # denied as unreadable, and never kept (test_an_unreadable_request_is_never_kept)
     assume(wire is not None)
     assert from_wire(wire) == from_check_request(check)
-    assert key_of_wire(wire, headers, 10_000) == reference(check, headers)
+    assert key_of_wire(wire, headers, 10_000, length_at(headers))[0] == reference(check, headers)
 
 
 def serialized(**fields: object) -> bytes:
