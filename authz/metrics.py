@@ -37,6 +37,10 @@ class Metrics:
         self.chain_outcomes = Counter(
             "mandate_chain_outcomes", "Delegation chain outcomes.", ["outcome"], registry=self.registry
         )
+        self.cache_answers = Counter(
+            "mandate_decision_cache_answers", "Answers given from the decision cache (the other decisions were made afresh).",
+            registry=self.registry,
+        )
         self.reloads = Counter("mandate_policy_reloads", "Policy reloads by result.", ["result"], registry=self.registry)
         self.policy_errors = Gauge(
             "mandate_policy_errors", "Errors in the last rejected policy set (0 when the last load succeeded).",
@@ -54,10 +58,14 @@ class Metrics:
         by_reason: collections.Counter[tuple[str, str]] = collections.Counter()
         outcomes: collections.Counter[str] = collections.Counter()
         observe = self.check_duration.observe
-        for decision, _, started, answered in batch:
+        cached = 0
+        for decision, answer_id, started, answered in batch:
             by_reason[decision.result, decision.verdict.reason] += 1
             outcomes.update(decision.chain_events)
             observe((answered - started) / 1e9)
+            cached += decision.id != answer_id  # the cache answers under a new id (pipeline.py)
+        if cached:
+            self.cache_answers.inc(cached)
         for (result, reason), count in by_reason.items():
             self._child(self.decisions, result, reason).inc(count)
         for outcome, count in outcomes.items():

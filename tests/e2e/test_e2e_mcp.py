@@ -157,3 +157,33 @@ def test_when_condition_refuses_arguments(envoy: EnvoyProcess, pki: MeshPKI, sup
     assert_mandate_error(error, "tool_not_allowed")
     assert "list_issues" in error.message and "when" in error.message
     assert tool_calls(mcp_upstream, mark) == []
+
+
+def test_a_repeated_call_under_a_new_jsonrpc_id_is_answered_from_the_decision_cache(
+    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream, mandate: MandateProcess
+) -> None:
+    """The SDK numbers its requests: a call repeated in a session is a new body each time. Once
+    decided, the allowed call is answered from the cache under every later id; the denied one is
+    decided again per id, and each deny carries the id the SDK waits for (else it would time out)."""
+
+    async def scenario() -> tuple[float, float, list[MCPError]]:
+        async with mcp_client(envoy, pki, support_cert, GITHUB_HOST, mode="2026-07-28") as client:
+            await client.call_tool("list_issues", {"repo": "acme/web"})
+            decided, cached = mandate.decision_count(), mandate.cache_answers()
+            for _ in range(2):
+                result = await client.call_tool("list_issues", {"repo": "acme/web"})
+                assert not result.is_error
+            repeats = (mandate.decision_count() - decided, mandate.cache_answers() - cached)
+            errors = []
+            for _ in range(2):
+                with pytest.raises(MCPError) as denied:
+                    await client.call_tool("list_issues", {"repo": "evil/secrets"})
+                errors.append(denied.value)
+            return (*repeats, errors)
+
+    mark = mcp_upstream.recorder.mark()
+    answered, from_cache, errors = run_async(scenario())
+    assert answered >= 2 and from_cache == answered  # every answer after the first call came from the cache
+    assert tool_calls(mcp_upstream, mark) == ["list_issues"] * 3
+    ids = {assert_mandate_error(error, "tool_not_allowed") for error in errors}
+    assert len(ids) == 2

@@ -75,8 +75,11 @@ def test_envoys_check_requests_are_read_from_their_bytes_as_protobuf_reads_them(
         bodies.append(wire.raw_body or wire.body)
     assert any(b'"tools/call"' in body for body in bodies)
 
-    headers = Authorizer(example_policy)._snapshot.cache.headers
+    cache = Authorizer(example_policy)._snapshot.cache
     first, second = (read_wire(payload) for payload in gets)
     assert gets[0] != gets[1]  # Envoy's request id, time and the client's port differ ...
     assert first is not None and second is not None
-    assert decision_key(first, headers, 4096) == decision_key(second, headers, 4096) is not None  # ... the key does not
+    first_key, second_key = (decision_key(wire, cache.headers, 4096, cache.length_at)[0] for wire in (first, second))
+    assert first_key == second_key is not None  # ... the key does not
+    call = next(read_wire(payload) for payload, body in zip(payloads, bodies) if b'"tools/call"' in body)
+    assert call is not None and decision_key(call, cache.headers, 4096, cache.length_at)[1] is not None  # its id is left out

@@ -183,6 +183,14 @@ class MandateProcess:
     def decision_count(self) -> float:
         return sum(self.decisions().values())
 
+    def cache_answers(self) -> float:
+        """`mandate_decision_cache_answers_total`: answers given from the decision cache."""
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == "mandate_decision_cache_answers_total":
+                    return sample.value
+        return 0.0
+
     def stdout_text(self) -> str:
         return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
 

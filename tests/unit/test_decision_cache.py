@@ -144,6 +144,7 @@ def test_metrics_count_every_answer_and_a_handed_on_token_as_reused(build):
     assert metrics.registry.get_sample_value("mandate_decisions_total", {"result": "allow", "reason": "allowed"}) == 3
     assert metrics.registry.get_sample_value("mandate_chain_outcomes_total", {"outcome": "minted"}) == 1
     assert metrics.registry.get_sample_value("mandate_chain_outcomes_total", {"outcome": "reused"}) == 2
+    assert metrics.registry.get_sample_value("mandate_decision_cache_answers_total") == 2
 
 
 def test_caching_off_decides_every_request(build):
