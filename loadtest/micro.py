@@ -46,6 +46,10 @@ Scenarios (per size; callers are drawn at random from the generated profiles, or
                            was decided once: what the decision cache answers with (the key read
                            from the bytes, lookup, fresh id, kept response; not counted for SPEC §8,
                            whose target is held against the decisions themselves)
+  mix_new_ids              the same, but every JSON-RPC call under an id no call used before, as
+                           MCP and A2A clients number theirs: the key leaves the id out, so allows
+                           are answered by the cache and denies (whose body echoes the id) decided
+                           afresh (not counted for SPEC §8 either)
   -- with Redis (--redis-url / --start-redis; skipped otherwise):
   chained_call_redis_cached    as chained_call_cached, against a RedisChainStore whose local cache
                                holds the record (it minted it)
@@ -966,7 +970,26 @@ def _scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: dict[str, st
     scenarios.append(Scenario("mix_cache_hit", "the mix again, serialized, answered by the decision cache "
                               "(Authorizer.check_bytes: key from the bytes, lookup, fresh id, kept response)", "mixed",
                               main.check_bytes, repeated, label=_wire_label, spec=False))
+
+    def renumbered(index: int) -> bytes:
+        return _renumbered(mix[index % len(mix)], 1_000_000 + index)
+
+    scenarios.append(Scenario("mix_new_ids", "the mix again, serialized, every JSON-RPC call under an id never used before, "
+                              "as clients number their calls: allows answered by the decision cache, denies decided afresh",
+                              "mixed", main.check_bytes, prepare=renumbered, label=_wire_label, spec=False))
     return scenarios
+
+
+def _renumbered(request: AuthzInput, request_id: int) -> bytes:
+    """`request` serialized with `request_id` as its JSON-RPC id (and the Content-Length to match)."""
+    check = to_check_request(request)
+    http = check.attributes.request.http
+    document = orjson.loads(request.body) if request.body.startswith(b"{") else None
+    if isinstance(document, dict) and "id" in document:
+        document["id"] = request_id
+        http.raw_body = orjson.dumps(document)
+        http.headers["content-length"] = str(len(http.raw_body))
+    return check.SerializeToString()
 
 
 REDIS_SCENARIOS = ("chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis")

@@ -18,13 +18,14 @@ SIZES = [10, 40]
 IN_PROCESS = [
     "floor", "build_response_allow", "mcp_call_allowed", "mcp_call_denied", "mcp_call_allowed_when_afresh",
     "mcp_call_denied_when_afresh", "mcp_tools_list", "egress_get", "a2a_send_reuse", "a2a_send_mint", "chained_call_cached", "mix", "mix_cache_hit",
+    "mix_new_ids",
 ]
 WITH_REDIS = ["chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"]
 EXPECT = {
     "floor": "allow", "build_response_allow": "allow", "mcp_call_allowed": "allow", "mcp_call_denied": "deny",
     "mcp_call_allowed_when_afresh": "allow", "mcp_call_denied_when_afresh": "deny",
     "mcp_tools_list": "allow", "egress_get": "allow", "a2a_send_reuse": "allow", "a2a_send_mint": "allow",
-    "chained_call_cached": "allow", "mix": "mixed", "mix_cache_hit": "mixed", "chained_call_redis_cached": "allow",
+    "chained_call_cached": "allow", "mix": "mixed", "mix_cache_hit": "mixed", "mix_new_ids": "mixed", "chained_call_redis_cached": "allow",
     "chained_call_redis_uncached": "allow", "a2a_send_mint_redis": "allow",
 }
 NUMBERS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "calls_per_s"]
@@ -77,6 +78,7 @@ def test_allowed_and_denied_scenarios_decide_as_named(report: dict) -> None:
                 assert all(label.startswith("deny:") for label in result["outcomes"])
         assert scenarios["mix"]["allowed"] > 0 and scenarios["mix"]["denied"] > 0
         assert scenarios["mix_cache_hit"]["allowed"] > 0 and scenarios["mix_cache_hit"]["denied"] > 0
+        assert scenarios["mix_new_ids"]["allowed"] > 0 and scenarios["mix_new_ids"]["denied"] > 0
         assert all(label.startswith("allow+verified") for label in scenarios["chained_call_cached"]["outcomes"])
         assert all(label == "allow+minted" for label in scenarios["a2a_send_mint"]["outcomes"])
         assert all(label.startswith("allow") for label in scenarios["mcp_call_allowed"]["outcomes"])
