@@ -69,7 +69,7 @@ class DecisionCache:
             None if named is None else tuple(name.encode() for name in (*DECIDING_HEADERS, chain_header, *sorted(named - deciding)))
         )
         # Content-Length only tells whether the body was cut, unless some `when` reads it.
-        self.length_at = None if named is None or "content-length" in named else self.headers.index(b"content-length")  # type: ignore[union-attr]
+        self.length_at = None if self.headers is None or "content-length" in (named or ()) else self.headers.index(b"content-length")
         self.entries = entries
         self._store = store
         self._clock = clock
