@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
@@ -100,3 +101,32 @@ def test_the_templates_kept_stay_bounded() -> None:
         decision = Decision(decision_id(), Verdict(True, "allowed", rule=f"a.mcp[{index}]"), caller="spiffe://td/a")
         assert CheckResponse.FromString(templates.render(decision)) == build_response(decision, CHAIN_HEADER)
         assert len(templates._templates) <= 4
+
+
+def test_denies_under_new_jsonrpc_ids_share_a_template_and_each_echoes_its_own_id() -> None:
+    """A client numbers every call: a template per id would be built for nearly every deny."""
+    templates = ResponseTemplates(CHAIN_HEADER)
+    verdict = Verdict(False, "tool_not_allowed", "tool delete_repo is not in mission reader", FORBIDDEN, "reader.mcp[0]")
+    for request_id in (*range(100, 1000, 7), "req-abc", "req-xyz"):
+        decision = Decision(decision_id(), verdict, caller="spiffe://td/a", profile="reader", jsonrpc_ids=(request_id,))
+        response = CheckResponse.FromString(templates.render(decision))
+        assert response == build_response(decision, CHAIN_HEADER)
+        assert f'"id":{json.dumps(request_id)}' in response.denied_response.body
+    assert len(templates._templates) == 2  # one per body length: three-digit ids, seven-character ids
+
+
+def test_a_body_too_short_for_a_stand_in_is_built_afresh_every_time() -> None:
+    """An empty batch's deny body is `[]`: two random bytes could match anywhere in the response."""
+    templates = ResponseTemplates(CHAIN_HEADER)
+    verdict = Verdict(False, "chain_forged", "U", BAD_REQUEST)
+    for _ in range(3):
+        decision = Decision(decision_id(), verdict, caller="spiffe://td/a", jsonrpc_ids=())
+        assert CheckResponse.FromString(templates.render(decision)) == build_response(decision, CHAIN_HEADER)
+
+
+def test_a_value_too_short_for_a_stand_in_is_never_spliced_into_a_later_response() -> None:
+    templates = ResponseTemplates(CHAIN_HEADER)
+    verdict = Verdict(True, "allowed", rule="a.mcp[0]")
+    for short_id in ("ab12", "cd34"):
+        decision = Decision(short_id, verdict, caller="spiffe://td/a", profile="a")
+        assert CheckResponse.FromString(templates.render(decision)) == build_response(decision, CHAIN_HEADER)
