@@ -16,15 +16,26 @@ half of them with grants, a third with `when`s, one or two egress hosts, some ht
 acceptFrom, maxDepth, dry-run) plus Targets (six MCP servers, three egress hosts, one http
 service) and Settings. Rule *shapes* (how many rules, which carry a `when` or a grant) follow
 the profile's index in fixed proportions, and request pools are drawn in fixed proportions
-too, so every size meets the same mix and comparing sizes compares only the profile count. Each size is compiled once
+too, so every size meets the same mix. Each size is compiled once
 with `compile_directory`, timed, and its resident memory measured twice: in this process
 (VmRSS after compiling, and the growth it caused) and, unless disabled, in a fresh Python
 process that only imports `authz` and compiles the same directory (the number to hold
 against SPEC's "< 300 MB with 10,000 profiles"; `peak_mb` is VmHWM, which includes the YAML
 and pydantic transients of loading).
 
-Scenarios (per size; callers are drawn at random from the generated profiles, or with
-`--callers N` from the first N of them only, so that every size meets the same agents):
+Which agents send the requests is the other half of comparing sizes. By default they are the
+first N profiles, N the smallest size (`--callers`): every size then meets the same agents
+with the same rules, and only the number of profiles loaded differs, which is what SPEC §8's
+"flat from 10 to 10,000 profiles" asks about. `--callers all` draws them from every profile, so
+a larger size also meets more agents (~2,000 distinct ones in the mix at 10,000): their
+objects no longer fit the CPU caches between two of their requests, which a tight loop over ten
+agents never sees (loadtest/ANALYSIS.md). `loadtest.run` runs both.
+
+All sizes are loaded first; then each scenario's seconds are timed in `--rounds` rounds, the
+sizes alternating and their order reversed every other round, so that a noisy minute on a
+shared machine lands on every size alike. Each figure pools the samples of every round.
+
+Scenarios (per size):
 
   floor                    the same timing loop around building a fixed allow CheckResponse
   build_response_allow     build_response() alone for a typical allow decision
@@ -66,7 +77,9 @@ Scenarios (per size; callers are drawn at random from the generated profiles, or
   {
     "benchmark": "mandate-micro", "version": 1,
     "python": str, "platform": str, "cpu_count": int, "started": ISO-8601 str,
-    "seconds_per_case": float, "seed": int, "callers": int | None, "smoke": bool, "gc_enabled": bool, "heap_frozen": bool,
+    "seconds_per_case": float, "rounds": int, "seed": int,
+    "callers": int | None,                        # requests from the first N profiles; None: every profile
+    "smoke": bool, "gc_enabled": bool, "heap_frozen": bool,
     "redis": str | None,                          # the URL used, or None (Redis cases skipped)
     "what_is_timed": str,
     "sizes": [                                    # one per requested size, in order
@@ -108,8 +121,8 @@ Scenarios (per size; callers are drawn at random from the generated profiles, or
   }
 
 Sizes are JSON object keys as strings in "summary". Run it as
-`python -m loadtest.micro [--sizes 10,1000,10000] [--seconds-per-case N]
-[--redis-url URL | --start-redis] [--json OUT.json] [--smoke]`.
+`python -m loadtest.micro [--sizes 10,1000,10000] [--seconds-per-case N] [--rounds N]
+[--callers N|all] [--redis-url URL | --start-redis] [--json OUT.json] [--smoke]`.
 
 The Redis helper (`local_redis()`) is a small copy of the test harness's RedisServer start
 logic, so that `loadtest` does not import from `tests/`.
@@ -159,6 +172,7 @@ TRUST_DOMAIN = "cluster.local"
 CHAIN_HEADER = "x-delegation-chain"
 DEFAULT_SIZES = (10, 1_000, 10_000)
 DEFAULT_SECONDS = 3.0
+DEFAULT_ROUNDS = 3  # each size's share of a scenario's seconds is timed in this many alternating rounds
 P99_TARGET_US = 50.0
 FLAT_TOLERANCE = 0.2
 PROFILES_PER_FILE = 1_000
@@ -719,42 +733,65 @@ def _redis_gets(client: Any) -> int:
     return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
-def measure(scenario: Scenario, seconds: float, warmup_seconds: float, min_iterations: int) -> dict[str, Any]:
+@dataclass
+class Tally:
+    """One scenario at one size, gathered over every round it was timed in."""
+
+    scenario: Scenario
+    samples: list[int] = field(default_factory=list)  # ns per timed call
+    outcomes: Counter[str] = field(default_factory=Counter)
+    allowed: int = 0
+    denied: int = 0
+    gc_collections: list[int] = field(default_factory=lambda: [0, 0, 0])
+    redis_gets: int = 0
+    calls: int = 0  # every call so far, warm-up included: `prepare` never sees an index twice
+
+
+def measure(tally: Tally, seconds: float, warmup_seconds: float, min_iterations: int) -> None:
+    """Time one round of `tally.scenario`: a warm-up, then calls one by one until `seconds` passed."""
+    scenario = tally.scenario
     call, args, prepare, label = scenario.call, scenario.args, scenario.prepare, scenario.label or _decision_label
     count = len(args)
     clock = time.perf_counter_ns
-    outcomes: Counter[str] = Counter()
-    allowed = denied = 0
+    outcomes = tally.outcomes
     gets_before = _redis_gets(scenario.redis_client) if scenario.redis_client is not None else 0
-    samples: list[int] = []
-    total = 0
     for phase, budget, minimum in (("warmup", warmup_seconds, min(200, min_iterations)), ("timed", seconds, min_iterations)):
-        samples = []
+        samples: list[int] = []
         append = samples.append
         deadline = clock() + int(budget * 1e9)
         gc_before = [s["collections"] for s in gc.get_stats()]
         index = 0
         while True:
+            total = tally.calls
             arg = prepare(total) if prepare is not None else args[total % count]
             started = clock()
             result = call(arg)
             ended = clock()
             append(ended - started)
-            total += 1
+            tally.calls = total + 1
             index += 1
             if phase == "timed":
                 ok, text = label(result)
                 outcomes[text] += 1
                 if ok:
-                    allowed += 1
+                    tally.allowed += 1
                 else:
-                    denied += 1
+                    tally.denied += 1
             if ended > deadline and index >= minimum:
                 break
         gc_after = [s["collections"] for s in gc.get_stats()]
-    ordered = sorted(samples)
+    tally.samples += samples
+    tally.gc_collections = [kept + after - before for kept, before, after in zip(tally.gc_collections, gc_before, gc_after, strict=True)]
+    if scenario.redis_client is not None:
+        tally.redis_gets += _redis_gets(scenario.redis_client) - gets_before
+
+
+def tally_result(tally: Tally) -> dict[str, Any]:
+    """A scenario's figures over every round, pooled."""
+    scenario = tally.scenario
+    ordered = sorted(tally.samples)
     mean_us = sum(ordered) / len(ordered) / 1000
-    result_dict: dict[str, Any] = {
+    result: dict[str, Any] = {
         "description": scenario.description,
         "expect": scenario.expect,
         "spec": scenario.spec,
@@ -766,14 +803,14 @@ def measure(scenario: Scenario, seconds: float, warmup_seconds: float, min_itera
         "max_us": round(ordered[-1] / 1000, 2),
         "mean_us": round(mean_us, 2),
         "calls_per_s": round(1e6 / mean_us, 1) if mean_us else 0.0,
-        "allowed": allowed,
-        "denied": denied,
-        "outcomes": dict(outcomes.most_common()),
-        "gc_collections": [after - before for before, after in zip(gc_before, gc_after, strict=True)],
+        "allowed": tally.allowed,
+        "denied": tally.denied,
+        "outcomes": dict(tally.outcomes.most_common()),
+        "gc_collections": tally.gc_collections,
     }
     if scenario.redis_client is not None:
-        result_dict["redis_gets_per_call"] = round((_redis_gets(scenario.redis_client) - gets_before) / total, 3)
-    return result_dict
+        result["redis_gets_per_call"] = round(tally.redis_gets / tally.calls, 3)
+    return result
 
 
 # --- memory --------------------------------------------------------------------------
@@ -1069,9 +1106,21 @@ def _check_expectations(scenario: Scenario, result: dict[str, Any]) -> list[str]
     return problems
 
 
-def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed: int = 1, pool: int = 512,
-             warmup_seconds: float = 0.3, min_iterations: int = 2_000, fresh_rss: bool = True, callers: int | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+@dataclass
+class _Size:
+    """One policy set, loaded and compiled, with its request pools and what was measured on it."""
+
+    size: int
+    policy: PolicySet
+    pools: Pools
+    result: dict[str, Any]
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    redis: _RedisReplicas | None = None
+
+
+def prepare_size(size: int, *, seed: int = 1, pool: int = 512, fresh_rss: bool = True, callers: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> _Size:
+    """Generate and compile `size` profiles, measure the memory they take, draw the request pools."""
     say = progress or (lambda _: None)
     gc.collect()
     rss_before = rss_mb()
@@ -1107,62 +1156,50 @@ def run_size(size: int, seconds_per_case: float, redis_url: str | None, *, seed:
         "skipped": {},
         "warnings": [],
     }
-    pools = build_pools(first_callers(generated, callers), pool, seed)
-    problems: list[str] = []
-    redis: _RedisReplicas | None = None
-
-    def batches() -> Iterator[list[Scenario]]:
-        nonlocal redis
-        yield _scenarios(policy, pools, seed, result["skipped"])
-        if not redis_url:
-            result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no Redis (--redis-url or --start-redis)"))
-        elif not pools.edges:
-            result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no agents rules at this size"))
-        else:
-            redis = _RedisReplicas(redis_url, policy, Authorizer(policy).chains.keys)
-            yield _redis_scenarios(policy, pools, seed, redis)
-
-    try:
-        for scenarios in batches():
-            freeze_heap()  # as `mandate serve` does once the policy is loaded: gc stops walking it
-            for scenario in scenarios:
-                _run_one(size, scenario, result, problems, seconds_per_case, warmup_seconds, min_iterations, say)
-    finally:
-        if redis is not None:
-            redis.close()
-        gc.unfreeze()
-    if problems:
-        raise RuntimeError("the generated requests did not decide as intended:\n" + "\n".join(problems))
-    return result
+    return _Size(size, policy, build_pools(first_callers(generated, callers), pool, seed), result)
 
 
-def _run_one(size: int, scenario: Scenario, result: dict[str, Any], problems: list[str], seconds_per_case: float,
-             warmup_seconds: float, min_iterations: int, say: Callable[[str], None]) -> None:
-    measured = measure(scenario, seconds_per_case, warmup_seconds, min_iterations)
-    down = _store_down_calls(measured) if scenario.uses_redis else 0
+def _time_rounds(sizes: list[_Size], batch: Callable[[_Size], list[Scenario]], rounds: int, seconds_per_case: float,
+                 warmup_seconds: float, min_iterations: int, say: Callable[[str], None]) -> None:
+    """Time every size's scenarios of one batch in `rounds` rounds, the sizes alternating (reversed
+    every other round), so that a noisy minute on this shared machine lands on every size alike."""
+    scenarios = {entry.size: batch(entry) for entry in sizes}
+    freeze_heap()  # as `mandate serve` does once the policy is loaded: gc stops walking it
+    for round_number in range(rounds):
+        for entry in sizes if round_number % 2 == 0 else sizes[::-1]:
+            for scenario in scenarios[entry.size]:
+                tally = entry.tallies.setdefault(scenario.name, Tally(scenario))
+                measure(tally, seconds_per_case / rounds, warmup_seconds, max(1, min_iterations // rounds))
+    for entry in sizes:
+        for scenario in scenarios[entry.size]:
+            _finish(entry, entry.tallies[scenario.name], say)
+
+
+def _finish(entry: _Size, tally: Tally, say: Callable[[str], None]) -> None:
+    measured = tally_result(tally)
+    name, result = tally.scenario.name, entry.result
+    down = _store_down_calls(measured) if tally.scenario.uses_redis else 0
     if down:
         measured["store_unavailable_calls"] = down
         result["warnings"].append(
-            f"{scenario.name}: {down} of {measured['iterations']} calls denied {STORE_DOWN}: the Redis store's "
+            f"{name}: {down} of {measured['iterations']} calls denied {STORE_DOWN}: the Redis store's "
             "revocation listener thread was not heard for 0.75 s while this thread ran decisions back to back "
             "(GIL-starved), so available() turned false; those calls are in the percentiles"
         )
-        say(f"{size:>6} {scenario.name:<28} warning: {result['warnings'][-1]}")
-    result["scenarios"][scenario.name] = measured
-    problems.extend(_check_expectations(scenario, measured))
-    say(f"{size:>6} {scenario.name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
+        say(f"{entry.size:>6} {name:<28} warning: {result['warnings'][-1]}")
+    result["scenarios"][name] = measured
+    say(f"{entry.size:>6} {name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
         f"max {measured['max_us']:>9.1f} µs  n={measured['iterations']}")
 
 
 def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *, seed: int = 1, smoke: bool = False,
-        fresh_rss: bool | None = None, callers: int | None = None,
+        fresh_rss: bool | None = None, callers: int | None = None, rounds: int | None = None,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark every size; see the module docstring for the shape of the result."""
-    options: dict[str, Any] = {"seed": seed, "progress": progress, "callers": callers}
-    if smoke:
-        options.update(pool=64, warmup_seconds=0.02, min_iterations=50, fresh_rss=bool(fresh_rss))
-    else:
-        options.update(fresh_rss=True if fresh_rss is None else fresh_rss)
+    say = progress or (lambda _: None)
+    pool, warmup_seconds, min_iterations = (64, 0.02, 50) if smoke else (512, 0.1, 2_000)
+    rounds = (1 if smoke else DEFAULT_ROUNDS) if rounds is None else rounds
+    fresh = bool(fresh_rss) if smoke else (True if fresh_rss is None else fresh_rss)
     report: dict[str, Any] = {
         "benchmark": "mandate-micro",
         "version": 1,
@@ -1171,6 +1208,7 @@ def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *,
         "cpu_count": os.cpu_count() or 0,
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds_per_case": seconds_per_case,
+        "rounds": rounds,
         "seed": seed,
         "callers": callers,
         "smoke": smoke,
@@ -1180,9 +1218,31 @@ def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *,
         "what_is_timed": WHAT_IS_TIMED,
         "sizes": [],
     }
-    for size in sizes:
-        report["sizes"].append(run_size(size, seconds_per_case, redis_url, **options))
-        gc.collect()
+    loaded = [prepare_size(size, seed=seed, pool=pool, fresh_rss=fresh, callers=callers, progress=progress) for size in sizes]
+    timing = (rounds, seconds_per_case, warmup_seconds, min_iterations, say)
+    try:
+        _time_rounds(loaded, lambda entry: _scenarios(entry.policy, entry.pools, seed, entry.result["skipped"]), *timing)
+        # The Redis cases come second: each store's listener thread competes with the others for the GIL.
+        with_redis = []
+        for entry in loaded:
+            if not redis_url:
+                entry.result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no Redis (--redis-url or --start-redis)"))
+            elif not entry.pools.edges:
+                entry.result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no agents rules at this size"))
+            else:
+                entry.redis = _RedisReplicas(redis_url, entry.policy, Authorizer(entry.policy).chains.keys)
+                with_redis.append(entry)
+        _time_rounds(with_redis, lambda entry: _redis_scenarios(entry.policy, entry.pools, seed, entry.redis), *timing)
+    finally:
+        for entry in loaded:
+            if entry.redis is not None:
+                entry.redis.close()
+        gc.unfreeze()
+    problems = [problem for entry in loaded for tally in entry.tallies.values()
+                for problem in _check_expectations(tally.scenario, entry.result["scenarios"][tally.scenario.name])]
+    if problems:
+        raise RuntimeError("the generated requests did not decide as intended:\n" + "\n".join(problems))
+    report["sizes"] = [entry.result for entry in loaded]
     report["summary"] = summarize(report["sizes"])
     return report
 
@@ -1234,8 +1294,8 @@ def summarize(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"Mandate decision path, in process ({report['what_is_timed']})",
-        (f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case, "
-         f"redis: {report['redis'] or 'none'}; requests from {_callers_text(report['callers'])}"),
+        (f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case in {report['rounds']} "
+         f"alternating rounds, redis: {report['redis'] or 'none'}; requests from {_callers_text(report['callers'])}"),
         "",
         f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'RSS MB':>7}  {'growth':>7}  {'fresh RSS':>9}  {'fresh peak':>10}",
     ]
@@ -1301,8 +1361,11 @@ def main(argv: list[str] | None = None) -> int:
     redis_group.add_argument("--start-redis", action="store_true", help="start a throwaway redis-server on a free port")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--callers", type=int, help="draw every request from the first N profiles only (default: all), "
-                        "so each size meets the same agents and only the number of profiles loaded differs")
+    parser.add_argument("--callers", help="draw every request from the first N profiles (default: as many as the smallest "
+                        "size has, so every size meets the same agents and only the number of profiles loaded differs), "
+                        "or `all`: from every profile, so larger sizes also meet more agents")
+    parser.add_argument("--rounds", type=int, help=f"time each size's share of a scenario in this many rounds, the sizes "
+                        f"alternating (default {DEFAULT_ROUNDS}; 1 with --smoke)")
     parser.add_argument("--no-fresh-rss", action="store_true", help="skip measuring RSS in a fresh process")
     parser.add_argument("--keep-policies", type=Path, help="also write each generated policy set to DIR/<size>/ and exit")
     parser.add_argument("--smoke", action="store_true", help="a tiny run (sizes 10,100, 0.05 s per case) for CI")
@@ -1321,10 +1384,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = DEFAULT_SECONDS if seconds is None else seconds
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     fresh = False if args.no_fresh_rss else None
+    callers = min(sizes) if args.callers is None else None if args.callers == "all" else int(args.callers)
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(local_redis()) if args.start_redis else args.redis_url
-        report = run(sizes, seconds, redis_url, seed=args.seed, smoke=args.smoke, fresh_rss=fresh, callers=args.callers,
-                     progress=progress)
+        report = run(sizes, seconds, redis_url, seed=args.seed, smoke=args.smoke, fresh_rss=fresh, callers=callers,
+                     rounds=args.rounds, progress=progress)
     if args.start_redis:
         report["redis"] = "started (throwaway redis-server on loopback)"
     print(format_table(report))

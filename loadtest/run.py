@@ -21,7 +21,9 @@ What it does, in one process tree it cleans up after itself:
 6. 1 vs 2 `--workers` (16 in flight over 8 connections), when `mandate serve` supports it;
 7. Mandate's resident memory (VmRSS), and the in-process micro-benchmark
    (`python -m loadtest.micro`: decision path at 10 / 1,000 / 10,000 profiles, one Redis
-   round trip on a cache miss, RSS with 10,000 profiles);
+   round trip on a cache miss, RSS with 10,000 profiles), twice: with the same agents sending
+   at every size (what the profile count costs), then with every profile sending (`--callers
+   all`: what more agents cost);
 8. writes BENCHMARKS.md (every figure the median of the rounds, min–max beside it, ratios
    to the floor, SPEC §8's targets MET / NOT MET), a latency CDF plot and the raw results
    as JSON under benchmarks/.
@@ -503,8 +505,12 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         # -- the in-process micro-benchmark (10 to 10,000 profiles, Redis round trips, RSS)
         say("micro-benchmark: python -m loadtest.micro " + " ".join(plan.micro))
         results["micro"] = run_micro(plan.micro, redis_url, workdir)
-        if "error" in results["micro"]:
-            say(f"micro-benchmark: {results['micro']['error']}")
+        spread = (*plan.micro, "--callers", "all", "--no-fresh-rss")
+        say("micro-benchmark: python -m loadtest.micro " + " ".join(spread))
+        results["micro_spread"] = run_micro(spread, None, workdir)
+        for name in ("micro", "micro_spread"):
+            if "error" in results[name]:
+                say(f"micro-benchmark: {results[name]['error']}")
     return results
 
 
@@ -598,7 +604,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         rows[0]["measured"] += f"; cache off: {times(fresh[ONE[0]]['ratio']['p50_us']['median'])}"
         rows[1]["measured"] += f"; cache off: {us(fresh[ONE[0]]['mandate']['aggregate']['p99_us']['median'])} µs"
         rows[2]["measured"] += f"; cache off: {percent(fresh[SIXTEEN[0]]['ratio']['rps']['median'])}"
-    rows += micro_targets(results.get("micro", {}))
+    rows += micro_targets(results.get("micro", {}), results.get("micro_spread", {}))
     return rows
 
 
@@ -606,7 +612,9 @@ def verdict(met: bool, margin: str) -> dict[str, str]:
     return {"result": "MET" if met else "NOT MET", "margin": margin}
 
 
-def micro_targets(micro: dict[str, Any]) -> list[dict[str, str]]:
+def micro_targets(micro: dict[str, Any], spread: dict[str, Any]) -> list[dict[str, str]]:
+    """The in-process rows. Flatness is held against `micro`, whose sizes meet the same agents;
+    the 50 µs p99 against it and `spread` (requests from every profile), whichever is worse."""
     missing = {"measured": "not measured: the micro-benchmark " + ("failed (see below)" if micro.get("error") else "did not run"),
                "result": "NOT MEASURED", "margin": "–"}
     report: Any = micro.get("report")
@@ -615,13 +623,27 @@ def micro_targets(micro: dict[str, Any]) -> list[dict[str, str]]:
         spec = report["summary"]["spec"]
         worst = spec["worst_p99_us"]
         sizes = sorted(worst, key=int)
-        worst_value = max(entry["p99_us"] for entry in worst.values())
         flat_detail = spec.get("flat_detail") or {}
         worst_flat = max(flat_detail.items(), key=lambda item: abs(item[1] - 1)) if flat_detail else None
         per_size = ", ".join(f"{int(size):,}: {worst[size]['p99_us']:.0f} µs ({worst[size]['scenario']})" for size in sizes)
         flat_text = (f"p99 largest/smallest up to {worst_flat[1]:.2f}× ({worst_flat[0]})" if worst_flat else "flatness not measured")
-        met = bool(spec["p99_target_met"]) and spec.get("flat") is True
-        if spec["p99_target_met"]:
+        measured = f"the same {report['callers']} agents at every size — worst p99 per size {per_size}; {flat_text}"
+        worst_value = max(entry["p99_us"] for entry in worst.values())
+        p99_met = bool(spec["p99_target_met"])
+        spread_spec = (spread.get("report") or {}).get("summary", {}).get("spec")
+        if spread_spec:
+            spread_worst = max(spread_spec["worst_p99_us"].values(), key=lambda entry: entry["p99_us"])
+            spread_flat = max(spread_spec["flat_detail"].items(), key=lambda item: abs(item[1] - 1))
+            measured += (f". Requests from every profile (more agents at larger sizes): worst p99 {spread_worst['p99_us']:.0f} µs "
+                         f"({spread_worst['scenario']}), p99 largest/smallest up to {spread_flat[1]:.2f}× ({spread_flat[0]}): "
+                         "more agents than the CPU caches hold, not more profiles (ANALYSIS below)")
+            worst_value = max(worst_value, spread_worst["p99_us"])
+            p99_met = p99_met and bool(spread_spec["p99_target_met"])
+        else:
+            measured += "; with requests from every profile: not measured"
+            p99_met = False
+        met = p99_met and spec.get("flat") is True
+        if p99_met:
             margin = f"worst p99 {50 - worst_value:.0f} µs under 50 µs"
         else:
             margin = f"worst p99 {worst_value:.0f} µs, {worst_value / 50:.1f}× the 50 µs limit"
@@ -629,8 +651,7 @@ def micro_targets(micro: dict[str, Any]) -> list[dict[str, str]]:
             margin += f"; flatness {abs(worst_flat[1] - 1) * 100:.0f} % change vs ±20 %"
         rows.append({"target": "decision path p99 (in process), 10 → 10,000 profiles",
                      "required": "≤ 50 µs, and flat (±20 %) from 10 to 10,000 profiles",
-                     "measured": f"worst p99 per size — {per_size}; {flat_text}",
-                     **verdict(met, margin)})
+                     "measured": measured, **verdict(met, margin)})
         if int(sizes[-1]) < 10_000:
             rows[-1]["result"] += " (smaller sizes only)"
     except (KeyError, TypeError, ValueError):
@@ -805,14 +826,25 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
             lines.append(f"- {entry['profiles']:,} profiles ({entry['policy_files']} files, compiled in {entry['compile_seconds']:.1f} s): "
                          + (f"{fresh:.0f} MB in a fresh process after compiling (peak {rss.get('fresh_process_peak') or 0:.0f} MB); " if fresh else "")
                          + f"{rss['in_process_growth']:.0f} MB growth in the micro-benchmark's process.")
-    lines += ["", "## Decision path in process (loadtest/micro.py)", ""]
-    if report:
-        lines += micro_markdown(micro)
-    else:
-        lines.append(f"Not measured: `{micro.get('command', 'python -m loadtest.micro')}` failed: {micro.get('error', 'no result')}.")
-    for attempt, failure in enumerate(micro.get("failed_attempts", []), start=1):
-        lines += ["", f"<details><summary>attempt {attempt} failed: {failure['error'][:200]}</summary>", "", "```",
-                  failure["output"].strip(), "```", "", "</details>"]
+    lines += ["", "## Decision path in process (loadtest/micro.py)"]
+    passes = (("micro", "The same agents at every size (what the flatness target is held against)",
+               "Requests from the first profiles only, as many as the smallest size has, so every size meets the same "
+               "agents with the same rules and only the number of profiles loaded differs."),
+              ("micro_spread", "Requests from every profile",
+               "The same scenarios with callers drawn from every profile: a larger size also meets more agents (about "
+               "2,000 distinct ones in the mix at 10,000 profiles), whose objects do not stay in the CPU caches between "
+               "two of their requests as ten agents' do in a tight loop."))
+    for name, title, intro in passes:
+        run_result = results.get(name, {})
+        lines += ["", f"### {title}", "", intro, ""]
+        if run_result.get("report"):
+            lines += micro_markdown(run_result)
+        else:
+            lines.append(f"Not measured: `{run_result.get('command', 'python -m loadtest.micro')}` failed: "
+                         f"{run_result.get('error', 'no result')}.")
+        for attempt, failure in enumerate(run_result.get("failed_attempts", []), start=1):
+            lines += ["", f"<details><summary>attempt {attempt} failed: {failure['error'][:200]}</summary>", "", "```",
+                      failure["output"].strip(), "```", "", "</details>"]
     lines += ["", "## Not covered", "",
               "- Envoy is not in the loop: h2load and locust talk to the Check servers directly, so these are "
               "Mandate's and gRPC's costs, not Envoy's ext_authz filter's.",

@@ -122,3 +122,30 @@ def test_pools_from_the_first_callers_hold_only_their_requests(tmp_path) -> None
     assert own and {request.source_principal for request in own} <= first
     everyone = micro.build_pools(micro.first_callers(generated, None), 64)
     assert len({request.source_principal for request in everyone.mcp_call_allowed}) > 3
+
+
+def test_rounds_pool_their_samples_and_never_hand_prepare_an_index_twice() -> None:
+    """mix_new_ids numbers each call by its index: a later round must not reuse an id."""
+    seen: list[int] = []
+
+    def prepare(index: int) -> int:
+        seen.append(index)
+        return index
+
+    tally = micro.Tally(micro.Scenario("count", "", "allow", lambda index: index, prepare=prepare,
+                                       label=lambda _: (True, "allow")))
+    for _ in range(3):
+        micro.measure(tally, 0.001, 0.001, 30)
+    assert len(seen) == len(set(seen)) == tally.calls
+    result = micro.tally_result(tally)
+    assert result["iterations"] == len(tally.samples) == tally.allowed >= 90
+    assert result["outcomes"] == {"allow": tally.allowed}
+
+
+def test_the_cli_sends_from_the_same_agents_at_every_size_unless_told_all(tmp_path, capsys) -> None:
+    for argv, callers in (([], 10), (["--callers", "all"], None), (["--callers", "7"], 7)):
+        out = tmp_path / "micro.json"
+        assert micro.main(["--smoke", "--quiet", "--sizes", "10,40", "--json", str(out), *argv]) == 0
+        report = json.loads(out.read_text())
+        assert report["callers"] == callers and report["rounds"] == 1
+    assert "requests from every profile" in capsys.readouterr().out

@@ -83,13 +83,16 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     assert workers["verdict_problems"] == [] and workers["2"]["aggregate"]["rps"]["median"] > 0
     assert workers["memory"]["2"]["processes"] >= 3  # the supervisor and two workers
     assert results["memory"]["end"]["mandate"]["VmRSS"] > 0
-    micro = results["micro"]
-    assert "error" not in micro, micro.get("error")
-    assert micro["report"]["sizes"] and micro["table"]
+    micro, spread = results["micro"], results["micro_spread"]
+    for each in (micro, spread):
+        assert "error" not in each, each.get("error")
+        assert each["report"]["sizes"] and each["table"]
+    assert micro["report"]["callers"] == 10 and spread["report"]["callers"] is None  # the same agents, then every profile
 
     report = out.read_text()
     assert "## SPEC §8 targets" in report and "](benchmarks/latency-cdf.png)" in report
     table = report.split("## SPEC §8 targets", 1)[1].split("\n\n")[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 6
+    assert "Requests from every profile" in rows[3]  # the decision-path row reports both passes
     assert all(("**MET" in row) or ("**NOT MET" in row) for row in rows), rows
