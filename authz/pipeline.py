@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from dataclasses import dataclass
 from time import perf_counter_ns
 
@@ -46,14 +45,28 @@ class HopTrace:
     verdict: Verdict
 
 
-# Decision ids need to be unique, not secret: a generator seeded from os.urandom (reseeded in a
-# forked child) instead of os.urandom per call, a syscall that lets go of the GIL mid-request.
-_ids = random.Random()
-os.register_at_fork(after_in_child=_ids.seed)
+# Decision ids must be unique and unguessable (a kept answer is cut where its id stands, so no
+# request may predict one). They are made a batch at a time from os.urandom: one syscall per
+# 512 requests, where a Mersenne Twister draw and a format per request took 3.4 µs of a cache
+# hit's 13 inside a loaded server (its CPU caches cold). A forked child starts a batch of its own.
+_ID_BATCH = 512
+_ready_ids: list[str] = []
+os.register_at_fork(after_in_child=_ready_ids.clear)
 
 
 def new_decision_id() -> str:
-    return f"{_ids.getrandbits(64):016x}"
+    """64 random bits in hex."""
+    try:
+        return _ready_ids.pop()  # atomic: request threads share the batch
+    except IndexError:
+        return _new_batch()
+
+
+def _new_batch() -> str:
+    made = os.urandom(8 * _ID_BATCH).hex()
+    ids = [made[start : start + 16] for start in range(0, len(made), 16)]
+    _ready_ids.extend(ids[1:])
+    return ids[0]
 
 
 @dataclass(frozen=True, slots=True)
