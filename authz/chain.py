@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .bounded import Bounded
 from .chains.store import ChainRecord, ChainStore, Hop, StoreUnavailable
 from .chains.tokens import RECORD_SEAL, ChainKeys, ForgedToken
 from .identity import SpiffeId
@@ -78,8 +79,13 @@ class ChainRefusal(Refusal):
         self.outcome = outcome
 
 
-def unchained(caller: CompiledProfile) -> Chain:
-    return Chain("", (caller.name,), (HopScope(caller.name, caller.scope),))
+def chain_for(policy: PolicySet, profile: CompiledProfile, record: ChainRecord | None) -> Chain:
+    """The scopes the caller acts under: its own without a record, else every hop's along it."""
+    if record is None:
+        return Chain("", (profile.name,), (HopScope(profile.name, profile.scope),))
+    hops = record.profiles
+    check_shape(policy, hops)
+    return Chain(record.id, hops, scopes_along(policy, hops, record.id), record)
 
 
 def callee_hop(policy: PolicySet, target: CompiledTarget, request: AuthzInput) -> Hop | None:
@@ -104,12 +110,15 @@ class ChainStep:
         self.store = store
         self.keys = keys
         self.clock = clock
-        self._minted: dict[tuple[str, str, Hop], tuple[float, int, Minted]] = {}
-        self._sealed: dict[str, ChainRecord] = {}  # records whose seal was checked, by id
+        self._minted: Bounded[tuple[str, str, Hop], tuple[float, int, Minted]] = Bounded(MAX_MINTED, MAX_MINTED)
+        self._sealed: Bounded[str, ChainRecord] = Bounded(MAX_MINTED, MAX_MINTED)  # records whose seal was checked
 
     # --- the chain a request runs under ----------------------------------------------
 
-    def resolve(self, policy: PolicySet, request: AuthzInput, caller: SpiffeId, profile: CompiledProfile) -> Chain:
+    def presented(self, policy: PolicySet, request: AuthzInput, caller: SpiffeId, profile: CompiledProfile) -> ChainRecord | None:
+        """The verified record behind the request's chain token, held by the caller; None
+        without a token. The pipeline notes the record before `chain_for` judges it, so any
+        answer that follows from it (a refusal included) is kept only while the record holds."""
         header = policy.settings.chain_header
         token = request.headers.get(header)
         if token is None:
@@ -118,7 +127,7 @@ class ChainStep:
                     FORBIDDEN, "chain_required",
                     f"{profile.name!r} only acts when delegated (its profile sets requireChain) and the request carries no {header}",
                 )
-            return unchained(profile)
+            return None
         record = self.verify(token, header)
         holder = record.hops[-1]
         if holder.profile != profile.name or (holder.principal and holder.principal != caller.principal):
@@ -127,9 +136,7 @@ class ChainStep:
                 f"the {header} token was handed to {holder.profile!r}, not to the caller {profile.name!r}: "
                 "an agent may only present the token it received",
             )
-        hops = record.profiles
-        check_shape(policy, hops)
-        return Chain(record.id, hops, scopes_along(policy, hops, record.id), record)
+        return record
 
     def verify(self, token: str, header: str) -> ChainRecord:
         """The live, unrevoked record behind a genuine token; ChainRefusal otherwise."""
@@ -171,9 +178,7 @@ class ChainStep:
         return True
 
     def _remember_sealed(self, record: ChainRecord) -> None:
-        if len(self._sealed) >= MAX_MINTED:
-            self._sealed = {}
-        self._sealed[record.id] = record
+        self._sealed.put(record.id, record, 1)
 
     # --- the chain handed to the callee ----------------------------------------------
 
@@ -204,9 +209,7 @@ class ChainStep:
             lineage = (*parent.lineage, parent.id)
             expires = min(expires, parent.expires)  # a delegation never outlives the one it came from
         minted = self.issue(hops, lineage, now, expires)
-        if len(self._minted) >= MAX_MINTED:
-            self._minted = {}
-        self._minted[key] = (now, generation, minted)
+        self._minted.put(key, (now, generation, minted), 1)
         return minted
 
 

@@ -20,6 +20,17 @@ its bytes: the key leaves out the value of the body's top-level `id` (`jsonrpc.i
 another id only when it is an allow (the id appears in deny bodies alone) and its
 classification read exactly that id as the request's one JSON-RPC id; any other answer is
 kept under the key and the id, for the same id only.
+
+Invariants (each has a test in tests/unit/test_decision_cache.py or test_cache_equivalence.py):
+1. An answer is given again only for a request protobuf parsed (`pipeline.check_bytes`) whose
+   walk (`wire.py`) found a source principal, so identity never comes from a header here.
+2. The key holds every field a decision may read; `KEY_HEADERS` and the headers a `when`
+   names are the only headers. `x-forwarded-client-cert` is not among them: it is read only
+   when the request has no source principal, and such a request is never looked up (1).
+3. An answer to a request that presented a chain token is kept only when the decision noted
+   the verified record behind it, so revocation and expiry reach every answer that relied on it.
+4. The cache is bounded in entries and in bytes (keys and responses), evicting the oldest;
+   a request whose key alone exceeds MAX_KEY_BYTES is decided afresh, never kept.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .bounded import Bounded
 from .chain import MINT_REUSE_SECONDS
 from .chains.store import ChainStore
 from .policy.compiler import PolicySet
@@ -37,7 +49,12 @@ from .verdict import Decision
 from .wire import WireRequest
 
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
+MAX_KEY_BYTES = 16_384  # a key holding more (long headers) is decided afresh
 DEFAULT_ENTRIES = 10_000
+MAX_BYTES = 64 << 20  # keys and responses kept, per policy set
+_ENTRY_OVERHEAD = 512  # bytes an entry costs besides its keys' and pieces' own bytes (objects, dict slots)
+# What a decision reads besides a `when`'s headers and the chain header (invariant 2).
+KEY_HEADERS = tuple(name for name in DECIDING_HEADERS if name != "x-forwarded-client-cert")
 # Every key holds the pseudo-headers: they stand in for method, path and host when Envoy leaves those empty.
 PSEUDO_HEADERS = (":method", ":path", ":authority")
 _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
@@ -60,52 +77,67 @@ class CachedAnswer:
         object.__setattr__(self, "generation", generation)
 
 
+class Lookup:
+    """One request's place in the cache: its key, the JSON-RPC id the key leaves out, whether it
+    presented a chain token, and the answer kept for it (None: decide afresh)."""
+
+    __slots__ = ("answer", "chained", "jsonrpc_id", "key")
+
+    def __init__(self, key: tuple[object, ...], jsonrpc_id: bytes | None, chained: bool, answer: CachedAnswer | None) -> None:
+        self.key, self.jsonrpc_id, self.chained, self.answer = key, jsonrpc_id, chained, answer
+
+
 class DecisionCache:
-    def __init__(self, policy: PolicySet, store: ChainStore, clock: Callable[[], float], entries: int = DEFAULT_ENTRIES) -> None:
+    def __init__(
+        self, policy: PolicySet, store: ChainStore, clock: Callable[[], float], entries: int = DEFAULT_ENTRIES,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
         chain_header = policy.settings.chain_header
         named = policy.condition_headers
-        deciding = {*DECIDING_HEADERS, *PSEUDO_HEADERS, chain_header}  # the pseudo-headers are in every key
+        deciding = {*KEY_HEADERS, *PSEUDO_HEADERS, chain_header}  # the pseudo-headers are in every key
         self.headers: tuple[bytes, ...] | None = (
-            None if named is None else tuple(name.encode() for name in (*DECIDING_HEADERS, chain_header, *sorted(named - deciding)))
+            None if named is None else tuple(name.encode() for name in (*KEY_HEADERS, chain_header, *sorted(named - deciding)))
         )
+        self.chain_header = chain_header.encode()
         # Content-Length only tells whether the body was cut, unless some `when` reads it.
         self.length_at = None if self.headers is None or "content-length" in (named or ()) else self.headers.index(b"content-length")
         self.entries = entries
         self._store = store
         self._clock = clock
-        self._answers: dict[tuple[object, ...], CachedAnswer] = {}
+        self._answers: Bounded[tuple[object, ...], CachedAnswer] = Bounded(entries, max_bytes)
 
-    def look_up(self, wire: WireRequest | None) -> tuple[tuple[object, ...] | None, bytes | None, CachedAnswer | None]:
-        """The request's key (None: not to be cached, or caching is off), the JSON-RPC id the
-        key leaves out (None: none) and the answer kept for it, if that answer still holds.
-        Only a request Envoy encoded is kept (`wire.py`)."""
+    def look_up(self, wire: WireRequest | None) -> Lookup | None:
+        """The request's place in the cache; None when it is not to be cached, or caching is off."""
         if not self.entries or wire is None:
-            return None, None, None
+            return None
         key, jsonrpc_id = decision_key(wire, self.headers, MAX_BODY, self.length_at)
         if key is None:
-            return None, None, None
+            return None
+        chained = wire.headers.get(self.chain_header) is not None
         found = key
         answer = self._answers.get(key)  # an answer for any id
         if answer is None and jsonrpc_id is not None:
             found = (*key, jsonrpc_id)
             answer = self._answers.get(found)  # an answer for this id only
         if answer is not None and answer.decision.records and not self._still_valid(answer):
-            self._answers.pop(found, None)
-            return key, jsonrpc_id, None
-        return key, jsonrpc_id, answer
+            self._answers.pop(found)
+            answer = None
+        return Lookup(key, jsonrpc_id, chained, answer)
 
-    def put(self, key: tuple[object, ...], jsonrpc_id: bytes | None, decision: Decision, response: bytes, generation: int) -> None:
+    def put(self, found: Lookup, decision: Decision, response: bytes, generation: int) -> None:
         """Keep `response` (just sent for `decision`) for requests with the same key."""
         if decision.verdict.reason in _NEVER_KEPT or not _TRUSTED_CHAIN_EVENTS.issuperset(decision.chain_events):
             return
+        if found.chained and not decision.records:
+            return  # invariant 3: nothing would tell this answer that its chain was revoked
         pieces = tuple(response.split(decision.id.encode()))
         if len(pieces) < 2:
             return  # an answer without its decision id cannot be given under another one
+        key, jsonrpc_id = found.key, found.jsonrpc_id
         if jsonrpc_id is not None and not (decision.enforced_allow and decision.jsonrpc_ids == (_json_id(jsonrpc_id),)):
             key = (*key, jsonrpc_id)  # only an allow that read the left-out id as the request's id is for any id
-        if len(self._answers) >= self.entries:
-            self._answers = {}
-        self._answers[key] = CachedAnswer(pieces, decision.repeated(""), self._expires(decision), generation)
+        cost = _ENTRY_OVERHEAD + len(response) + key_bytes(key)
+        self._answers.put(key, CachedAnswer(pieces, decision.repeated(""), self._expires(decision), generation), cost)
 
     def _expires(self, decision: Decision) -> float:
         expires = math.inf
@@ -154,7 +186,14 @@ def decision_key(
         wire.source_principal, wire.destination_principal, wire.method, wire.path, wire.host, raw_body, body, span is not None,
         fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
     )
+    if key_bytes(key) > MAX_KEY_BYTES:
+        return None, None
     return key, jsonrpc_id
+
+
+def key_bytes(key: tuple[object, ...]) -> int:
+    """The bytes a key holds: its byte strings' lengths (its other parts are small constants)."""
+    return sum(len(part) for part in key if isinstance(part, bytes))
 
 
 def _json_id(text: bytes) -> JsonId:

@@ -14,13 +14,13 @@ from time import perf_counter_ns
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.message import DecodeError
 
-from .chain import Chain, ChainRefusal, ChainStep, callee_hop, check_accepts, check_shape
+from .chain import Chain, ChainRefusal, ChainStep, callee_hop, chain_for, check_accepts, check_shape
 from .chains.memory import MemoryChainStore
 from .chains.store import Hop
 from .chains.tokens import ChainKeys
 from .classify import Classified, MalformedRequest, classify
 from .decide import decide
-from .decision_cache import DEFAULT_ENTRIES, DecisionCache
+from .decision_cache import DEFAULT_ENTRIES, DecisionCache, Lookup
 from .identity import IdentityError, SpiffeId, resolve_caller
 from .policy.compiler import CompiledProfile, PolicySet
 from .protocols.a2a import A2aAction
@@ -111,35 +111,32 @@ class Authorizer:
     def check_bytes(self, payload: bytes) -> bytes:
         """The gRPC entry point: serialized CheckRequest in, serialized CheckResponse out, never raises.
 
-        A request decided before is answered from the decision cache under a fresh decision id;
-        that path is kept to a few calls, since it runs on every request with cold CPU caches,
-        where each Python call costs about half a microsecond (BENCHMARKS.md)."""
+        Protobuf parses every request first, so a message it refuses is refused whether or not
+        an answer is kept for the fields the walk reads. A request decided before is then
+        answered from the decision cache under a fresh decision id."""
         started = perf_counter_ns()
         snapshot = self._snapshot  # one policy set and its cache for the whole request
         try:
-            wire = read_wire(payload)
-            key, jsonrpc_id, cached = snapshot.cache.look_up(wire)
-        except Exception:  # noqa: BLE001 - the walk and the cache are shortcuts: without them, decide afresh
-            log.exception("reading the request's bytes or the decision cache failed; deciding afresh")
-            wire, key, jsonrpc_id, cached = None, None, None, None
-        if cached is not None:
-            decision_id = new_decision_id()
-            self._record((cached.decision, decision_id, started, perf_counter_ns()))
-            return decision_id.encode().join(cached.pieces)
-        try:
-            check = CheckRequest.FromString(payload)  # a fresh decision needs all of the message to parse
+            check = CheckRequest.FromString(payload)
         except (DecodeError, UnicodeError, ValueError) as exc:
             decision = _unreadable(exc)  # never kept
             response = self._answer(decision, snapshot.responses)
             self._record((decision, decision.id, started, perf_counter_ns()))
             return response
-        return self._check_afresh(check, wire, snapshot, key, jsonrpc_id, started)
+        try:
+            wire = read_wire(payload)
+            found = snapshot.cache.look_up(wire)
+        except Exception:  # noqa: BLE001 - the walk and the cache are shortcuts: without them, decide afresh
+            log.exception("reading the request's bytes or the decision cache failed; deciding afresh")
+            wire, found = None, None
+        if found is not None and found.answer is not None:
+            decision_id = new_decision_id()
+            self._record((found.answer.decision, decision_id, started, perf_counter_ns()))
+            return decision_id.encode().join(found.answer.pieces)
+        return self._check_afresh(check, wire, snapshot, found, started)
 
-    def _check_afresh(
-        self, check: CheckRequest, wire: WireRequest | None, snapshot: _Snapshot, key: tuple[object, ...] | None,
-        jsonrpc_id: bytes | None, started: int,
-    ) -> bytes:
-        """Every step for a request the decision cache had no answer for; the answer is kept under `key`."""
+    def _check_afresh(self, check: CheckRequest, wire: WireRequest | None, snapshot: _Snapshot, found: Lookup | None, started: int) -> bytes:
+        """Every step for a request the decision cache had no answer for; the answer is kept under `found`'s key."""
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
         try:
             request = from_check_request(check) if wire is None else from_wire(wire)
@@ -148,8 +145,8 @@ class Authorizer:
         else:
             decision = self.decide(request, snapshot.policy)
         response = self._answer(decision, snapshot.responses)
-        if key is not None:
-            snapshot.cache.put(key, jsonrpc_id, decision, response, generation)
+        if found is not None:
+            snapshot.cache.put(found, decision, response, generation)
         self._record((decision, decision.id, started, perf_counter_ns()))
         return response
 
@@ -188,11 +185,13 @@ class Authorizer:
         decision.dry_run = profile.dry_run
         classified = classify(policy, request)
         _describe(decision, classified)
-        chain = self.chains.resolve(policy, request, caller, profile)
-        decision.chain_id, decision.hops = chain.id, chain.hops
-        if chain.record is not None:
+        record = self.chains.presented(policy, request, caller, profile)
+        if record is not None:  # noted first: whatever follows from it holds only while it does
             decision.chain_events.append("verified")
-            decision.records = (chain.record,)
+            decision.records = (record,)
+            decision.chain_id, decision.hops = record.id, record.profiles
+        chain = chain_for(policy, profile, record)
+        decision.chain_id, decision.hops = chain.id, chain.hops
         if trace is not None:
             for position, hop in enumerate(chain.scopes):
                 alone = Chain(chain.id, chain.hops, (hop,), chain.record)

@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path
 
+from ..bounded import Bounded
+
 TOKEN_MAC = b"mandate-chain-v1\0"  # each use of a key gets its own prefix, so no MAC
 RECORD_SEAL = b"mandate-record-v1\0"  # made for one purpose is valid for another
 _ID_BYTES = 18  # 144 bits; hex, so an id never starts with "-" and reads as a CLI option
@@ -44,7 +46,7 @@ class ChainKeys:
         # Keyed once: a copy per MAC skips the key setup and, unlike hmac.digest's one-shot,
         # never lets go of the GIL in mid-request (messages here are far below 2 KiB).
         self._keyed = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
-        self._genuine: dict[str, str] = {}  # token -> chain id, for tokens already verified
+        self._genuine: Bounded[str, str] = Bounded(REMEMBERED_TOKENS, REMEMBERED_TOKENS)  # token -> chain id, verified
 
     @classmethod
     def from_file(cls, path: str | Path) -> ChainKeys:
@@ -103,9 +105,7 @@ class ChainKeys:
         chain_id, mac = match.groups()
         if not self.matches(TOKEN_MAC, chain_id.encode("ascii"), mac):
             raise ForgedToken("its MAC matches none of the chain keys")
-        if len(self._genuine) >= REMEMBERED_TOKENS:
-            self._genuine = {}
-        self._genuine[token] = chain_id
+        self._genuine.put(token, chain_id, 1)
         return chain_id
 
 

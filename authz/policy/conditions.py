@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import cel
 
+from ..bounded import Bounded
+
 ROOTS = frozenset({"source", "request", "mcp", "a2a", "chain"})
 _COMPREHENSION_VARIABLE = re.compile(
     r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,"
@@ -30,7 +32,8 @@ _OPERAND_END = re.compile(r"\s*(?:$|\)|&&|\|\||\?|:|,|\]|\})")
 # whole, else the tree of the fields (or map keys) it selects from it.
 Tree = dict[str, "Tree | None"]
 REMEMBERED_RESULTS = 65_536  # answers kept per policy set
-REMEMBERED_CHARS = 512  # activations with more text than this are evaluated, never remembered
+REMEMBERED_UNITS = 512  # an activation costing more than this is evaluated, never remembered
+REMEMBERED_TOTAL = 4_194_304  # units kept per policy set (a unit is about 50 bytes: a value, or a character)
 
 
 class Roots(Protocol):
@@ -49,26 +52,32 @@ class Results:
     Sound because an answer is a function of the expression and the values passed alone:
     common-expression-language has no clock or randomness (no `now()`) and Mandate adds no
     functions. Values are keyed with their types (1, 1.0 and true differ; floats by their
-    bits, so -0.0 is not 0.0); an error is never remembered, nor a large activation.
+    bits, so -0.0 is not 0.0); an error is never remembered, nor a large activation. What is
+    kept is bounded in units (`_freeze`: one per value, one per character or byte of text), so
+    a request of big lists or long strings is evaluated, never kept.
     Converting values into CEL costs about 1 µs each, so a remembered answer saves most of
     an evaluation when the values repeat across requests the decision cache tells apart
     (the same repository, different issue numbers).
     """
 
-    def __init__(self, entries: int = REMEMBERED_RESULTS) -> None:
-        self._entries = entries
-        self._answers: dict[tuple[object, object], bool] = {}
+    def __init__(self, entries: int = REMEMBERED_RESULTS, units: int = REMEMBERED_TOTAL) -> None:
+        self._answers: Bounded[tuple[object, object], bool] = Bounded(entries, units)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    @property
+    def units(self) -> int:
+        return self._answers.cost
 
     def get(self, key: tuple[object, object]) -> bool | None:
         return self._answers.get(key)
 
     def clear(self) -> None:
-        self._answers = {}
+        self._answers.clear()
 
-    def put(self, key: tuple[object, object], answer: bool) -> None:
-        if len(self._answers) >= self._entries:
-            self._answers = {}
-        self._answers[key] = answer
+    def put(self, key: tuple[object, object], answer: bool, units: int) -> None:
+        self._answers.put(key, answer, units)
 
 
 class Condition:
@@ -99,9 +108,9 @@ class Condition:
         with common-expression-language 0.10), so only what the expression reads is passed.
         """
         activation = {root: _project(variables[root], tree) for root, tree in self._reads}
-        key = None
+        key, units = None, 0
         if self._results is not None and (frozen := _frozen(activation)) is not None:
-            key = (self, frozen)
+            key, units = (self, frozen[0]), frozen[1]
             known = self._results.get(key)
             if known is not None:
                 return known
@@ -109,7 +118,7 @@ class Condition:
         if result is not True and result is not False:
             raise ConditionError(f"`when` returned {type(result).__name__}, not bool")
         if key is not None:
-            self._results.put(key, result)  # type: ignore[union-attr]  # key is set only with results
+            self._results.put(key, result, units)  # type: ignore[union-attr]  # key is set only with results
         return result
 
 
@@ -154,34 +163,41 @@ def _project(value: Any, tree: Tree | None) -> Any:
     return {key: _project(value[key], below) for key, below in tree.items() if key in value}
 
 
-def _frozen(activation: dict[str, Any]) -> tuple[object, ...] | None:
-    """A hashable, type-exact copy of `activation`; None when it holds a type not listed
-    here or more than REMEMBERED_CHARS of text."""
+def _frozen(activation: dict[str, Any]) -> tuple[object, int] | None:
+    """A hashable, type-exact copy of `activation` and the units it costs; None when it holds
+    a type not listed here or costs more than REMEMBERED_UNITS."""
+    budget = [REMEMBERED_UNITS]
     try:
-        return _freeze(activation, [REMEMBERED_CHARS])  # type: ignore[return-value]
+        frozen = _freeze(activation, budget)
     except _Unremembered:
         return None
+    return frozen, REMEMBERED_UNITS - budget[0]
 
 
 def _freeze(value: Any, budget: list[int]) -> object:
-    """`budget` holds the characters of text still allowed, shared by the whole recursion (a
-    module-level function rather than a closure over it: a closure that calls itself is a
-    reference cycle, which left one per request for the garbage collector to find)."""
+    """`budget` holds the units still allowed, shared by the whole recursion: each value costs
+    one, text one more per character, an integer one per 8 bytes (a module-level function
+    rather than a closure: a closure that calls itself is a reference cycle, which left one
+    per request for the garbage collector to find)."""
     kind = type(value)
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Unremembered
     if kind is dict:
-        return (dict, tuple((key, _freeze(item, budget)) for key, item in value.items()))
+        return (dict, tuple((_freeze(key, budget), _freeze(item, budget)) for key, item in value.items()))
     if kind is list:
         return (list, tuple(_freeze(item, budget) for item in value))
     if kind is str or kind is bytes:
         budget[0] -= len(value)
-        if budget[0] < 0:
-            raise _Unremembered
-        return (kind, value)
-    if kind is float:
+    elif kind is int:
+        budget[0] -= value.bit_length() >> 6
+    elif kind is float:
         return (float, value.hex())
-    if kind is int or kind is bool or value is None:
-        return (kind, value)
-    raise _Unremembered
+    elif kind is not bool and value is not None:
+        raise _Unremembered
+    if budget[0] < 0:
+        raise _Unremembered
+    return (kind, value)
 
 
 class _Unremembered(Exception):

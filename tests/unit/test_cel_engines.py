@@ -192,3 +192,26 @@ def test_remembered_answers_stay_bounded():
     for count in range(100):
         assert condition.holds({"mcp": {"tool": {"arguments": {"count": count}}}}) is (count > 3)
     assert len(results._answers) <= 8
+
+
+def test_large_lists_and_big_integers_are_evaluated_never_kept():
+    """Red-team finding 5: the budget counted only text, so a 1 MiB list of integers was kept
+    whole (~12 MB per request). Every value now costs a unit, an integer one per 64 bits."""
+    results = Results()
+    condition = Condition("size(mcp.tool.arguments.xs) > 0", results)
+    for start in range(20):
+        assert condition.holds({"mcp": {"tool": {"arguments": {"xs": list(range(start, start + 100_000))}}}}) is True
+    huge = Condition("mcp.tool.arguments.n > 0", results)
+    with pytest.raises(ValueError):  # CEL has no such integer: a `when` error, which denies
+        huge.holds({"mcp": {"tool": {"arguments": {"n": 1 << 40_000}}}})
+    assert len(results) == 0 and results.units == 0
+
+
+def test_what_is_kept_stays_within_its_units():
+    results = Results(units=2_000)
+    condition = Condition("size(mcp.tool.arguments.tags) < 100", results)
+    for index in range(200):
+        tags = [f"{index}-{position}" for position in range(20)]
+        assert condition.holds({"mcp": {"tool": {"arguments": {"tags": tags}}}}) is True
+        assert results.units <= 2_000
+    assert 0 < len(results) < 200

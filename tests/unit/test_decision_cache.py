@@ -154,7 +154,7 @@ def test_caching_off_decides_every_request(build):
     assert authorizer.decided == 3
 
 
-def test_a_full_cache_starts_again_and_stays_correct(build):
+def test_a_full_cache_evicts_its_oldest_and_stays_correct(build):
     authorizer = build(entries=2)
     for _ in range(2):
         for tool, expected in (("read", "allow"), ("write", "allow"), ("admin", "deny"), ("delete", "deny")):
@@ -457,6 +457,96 @@ def test_after_a_store_reconnect_a_token_is_minted_again(build, store):
     store.generation += 1  # records written before may be gone
     second = minted(send(authorizer, call_agent("alice", "bob")))
     assert second not in ("", first)
+
+
+def test_a_refusal_about_a_verified_chain_is_kept_only_while_the_chain_holds(build, policy_dir, store):
+    """Red-team finding 2: a refusal raised while judging a verified token (here the delegation
+    was withdrawn by a reload) was kept without its chain record, so it outlived a revocation.
+    Both profiles in dry-run: the kept answer was `would_deny` (allowed) where a fresh decision
+    is 403 `chain_revoked`, and integrity is never dry-run."""
+    dry = {"alice": {"tools": ["read"], "agents": [{"agent": "bob"}], "mode": "dry-run"},
+           "bob": {"tools": ["read"], "mode": "dry-run"}}
+    authorizer = build(dry)
+    bobs = minted(send(authorizer, call_agent("alice", "bob")))
+    withdrawn = {**dry, "alice": {"tools": ["read"], "mode": "dry-run"}}
+    authorizer.authorizer.policy = compile_directory(policy_dir(withdrawn))
+    for _ in range(2):
+        assert outcome(send(authorizer, use_tool("bob", "read", bobs))) == ("would_deny", "delegation_withdrawn")
+    store.revoke(authorizer.chains.keys.verify(bobs))
+    assert outcome(send(authorizer, use_tool("bob", "read", bobs))) == ("deny", "chain_revoked")
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One protobuf field of wire type 2 (length-delimited)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _inject(message: Any, path: tuple[str, ...], bad: bytes) -> bytes:
+    """`message` serialized with `bad` appended inside the submessage at `path`, which stays one
+    field (the walk refuses a submessage sent twice, so a second copy would test nothing)."""
+    if not path:
+        return message.SerializeToString() + bad
+    inner = _inject(getattr(message, path[0]), path[1:], bad)
+    rest = type(message)()
+    rest.CopyFrom(message)
+    rest.ClearField(path[0])
+    return rest.SerializeToString() + _field(message.DESCRIPTOR.fields_by_name[path[0]].number, inner)
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        (("attributes", "tls_session"), b"\x02\x00"),  # a field numbered 0 inside tls_session
+        (("attributes", "source"), _field(1, b"\x0a\x05ab")),  # source.address, its socket address cut short
+        (("attributes", "request", "http"), _field(6, b"\xff\xfe")),  # request.http.scheme, not UTF-8
+    ],
+)
+def test_a_message_protobuf_refuses_is_refused_even_when_its_read_fields_were_answered_before(build, path, bad):
+    """Red-team finding 7: the byte walk reads a dozen fields; when only fields it skips were
+    malformed, the kept answer for the read fields was given to a message protobuf refuses."""
+    authorizer = build()
+    check = to_check_request(use_tool("alice", "read"))
+    assert outcome(CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString())))[0] == "allow"
+    if path[-1] == "tls_session":
+        check.attributes.tls_session.sni = "tools.local"  # present, so the bad field lands inside it
+        assert outcome(CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString())))[0] == "allow"
+    answer = CheckResponse.FromString(authorizer.check_bytes(_inject(check, path, bad)))
+    assert outcome(answer) == ("deny", "invalid_check_request")
+    assert answer.denied_response.status.code == 400
+
+
+def test_an_untrusted_forwarded_client_cert_is_not_in_the_key(build):
+    """Red-team finding 5: the key held `x-forwarded-client-cert` whole, so unique 60 KiB values
+    grew the cache by gigabytes. It is read only for a request without a source principal,
+    which the cache never answers: another value is the same decision, answered from the cache."""
+    authorizer = build()
+    for index in range(20):
+        xfcc = f"By=spiffe://x;URI=spiffe://cluster.local/ns/evil/sa/{index}{'a' * 60_000}"
+        assert outcome(send(authorizer, use_tool("alice", "admin"), **{"x-forwarded-client-cert": xfcc}))[0] == "deny"
+    assert authorizer.decided == 1
+
+
+def test_the_cache_is_bounded_in_bytes_and_keeps_no_key_over_its_limit(build, policy_dir):
+    """Headers a `when` reads are in the key: unique long values are decided afresh, never kept,
+    and what is kept stays under the byte bound (finding 5)."""
+    reads_header = {"alice": {"tools": ["read"], "when": 'request.headers["x-tenant"] != "blocked"'}}
+    authorizer = build(reads_header)
+    cache = authorizer._snapshot.cache
+    for index in range(30):
+        send(authorizer, use_tool("alice", "read"), **{"x-tenant": f"{index}" + "t" * 40_000})
+    assert authorizer.decided == 30 and len(cache._answers) == 0
+    for index in range(300):
+        send(authorizer, use_tool("alice", "read"), **{"x-tenant": f"{index}" + "t" * 8_000})
+    assert 0 < cache._answers.cost <= cache._answers.max_cost and len(cache._answers) <= 100
 
 
 # --- which headers a `when` reads ---------------------------------------------------------------

@@ -103,25 +103,29 @@ def test_the_templates_kept_stay_bounded() -> None:
         assert len(templates._templates) <= 4
 
 
-def test_denies_under_new_jsonrpc_ids_share_a_template_and_each_echoes_its_own_id() -> None:
-    """A client numbers every call: a template per id would be built for nearly every deny."""
+def test_denies_are_built_afresh_and_keep_nothing_however_long_their_body() -> None:
+    """Red-team finding 4: a deny body echoes the request's id, as long as the client makes it.
+    Templates keyed on its length compiled a regular expression as long as the body (seconds of
+    CPU for a 1 MB id) and kept a copy per length; a deny now keeps nothing and costs O(size)."""
     templates = ResponseTemplates(CHAIN_HEADER)
     verdict = Verdict(False, "tool_not_allowed", "tool delete_repo is not in mission reader", FORBIDDEN, "reader.mcp[0]")
-    for request_id in (*range(100, 1000, 7), "req-abc", "req-xyz"):
+    for request_id in (*range(100, 1000, 7), "req-abc", "x" * 1_000_000, "y" * 1_000_001):
         decision = Decision(decision_id(), verdict, caller="spiffe://td/a", profile="reader", jsonrpc_ids=(request_id,))
         response = CheckResponse.FromString(templates.render(decision))
         assert response == build_response(decision, CHAIN_HEADER)
         assert f'"id":{json.dumps(request_id)}' in response.denied_response.body
-    assert len(templates._templates) == 2  # one per body length: three-digit ids, seven-character ids
+    assert len(templates._templates) == 0
 
 
-def test_a_body_too_short_for_a_stand_in_is_built_afresh_every_time() -> None:
-    """An empty batch's deny body is `[]`: two random bytes could match anywhere in the response."""
-    templates = ResponseTemplates(CHAIN_HEADER)
-    verdict = Verdict(False, "chain_forged", "U", BAD_REQUEST)
-    for _ in range(3):
-        decision = Decision(decision_id(), verdict, caller="spiffe://td/a", jsonrpc_ids=())
+def test_the_templates_kept_stay_bounded_in_bytes() -> None:
+    """Allows echo the caller's SPIFFE ID (up to 2 KiB): the templates are bounded in bytes too."""
+    templates = ResponseTemplates(CHAIN_HEADER, max_bytes=20_000)
+    for index in range(50):
+        caller = f"spiffe://td/{'a' * 1500}{index}"
+        decision = Decision(decision_id(), Verdict(True, "allowed", rule="a.mcp[0]"), caller=caller, profile="a")
         assert CheckResponse.FromString(templates.render(decision)) == build_response(decision, CHAIN_HEADER)
+        assert templates._templates.cost <= 20_000
+    assert 0 < len(templates._templates) < 50
 
 
 def test_a_value_too_short_for_a_stand_in_is_never_spliced_into_a_later_response() -> None:
