@@ -13,9 +13,12 @@ from functools import lru_cache
 
 from .request import AuthzInput
 
-MAX_SPIFFE_ID = 2048
-_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_SPIFFE_ID = 2048  # bytes; every character a SPIFFE ID may hold is one byte
+MAX_TRUST_DOMAIN = 255  # RFC 3986's limit on a host, which the trust domain is
+# fullmatch only: `$` also matches before a trailing newline, and a principal is copied into
+# `x-caller-identity`. The classes are spelled out: `\w` and `\d` take other scripts' letters and digits.
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +50,15 @@ def parse_spiffe_id(text: str) -> SpiffeId:
         raise ValueError("does not start with spiffe://")
     rest = text[len("spiffe://") :]
     trust_domain, slash, path = rest.partition("/")
-    if not trust_domain or not _TRUST_DOMAIN.match(trust_domain):
+    if _TRUST_DOMAIN.fullmatch(trust_domain) is None:
         raise ValueError("trust domain must be non-empty lowercase letters, digits, '.', '-', '_'")
+    if len(trust_domain) > MAX_TRUST_DOMAIN:
+        raise ValueError("trust domain longer than 255 bytes")
     if not slash or not path:
         raise ValueError("a workload ID needs a path after the trust domain")
     segments = path.split("/")
     for segment in segments:
-        if not segment or segment in (".", "..") or not _PATH_SEGMENT.match(segment):
+        if segment in (".", "..") or _PATH_SEGMENT.fullmatch(segment) is None:
             raise ValueError(f"invalid path segment {segment!r}")
     namespace = service_account = ""
     if len(segments) == 4 and segments[0] == "ns" and segments[2] == "sa":
@@ -64,7 +69,8 @@ def parse_spiffe_id(text: str) -> SpiffeId:
 def resolve_caller(
     request: AuthzInput, trust_domains: frozenset[str], trust_xfcc: bool
 ) -> SpiffeId:
-    raw = request.source_principal or request.istio_authn_principal  # request.py reads Istio's only without a source principal
+    # request.py reads Istio's metadata only when there is no source principal
+    raw = request.source_principal or request.istio_authn_principal
     if not raw and trust_xfcc and request.forwarded_client_cert:
         raw = _xfcc_uri(request.forwarded_client_cert)
     if not raw:
@@ -85,13 +91,20 @@ def resolve_caller(
 
 
 def _xfcc_uri(header: str) -> str:
-    """The single `URI=` across all XFCC elements; several distinct ones are ambiguous."""
+    """The single `URI=` across all XFCC elements; several distinct ones are ambiguous.
+
+    Read as Envoy writes it and no looser, so that no other reader of the header sees a
+    different identity: a value is bare or in one pair of quotes, with at most HTTP's spaces and
+    tabs around it; whatever else it holds (a stray quote, a backslash escape, a newline) stays
+    in it and fails the SPIFFE parse.
+    """
     uris = set()
     for element in _split_outside_quotes(header, ","):
         for pair in _split_outside_quotes(element, ";"):
             key, _, value = pair.partition("=")
-            if key.strip().lower() == "uri":
-                uris.add(value.strip().strip('"'))
+            if key.strip(" \t").lower() == "uri":  # any spelling counts: more URIs seen, more found ambiguous
+                value = value.strip(" \t")
+                uris.add(value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value)
     if len(uris) > 1:
         raise IdentityError(
             "ambiguous_identity", "x-forwarded-client-cert names more than one URI; refusing to guess"
@@ -100,20 +113,24 @@ def _xfcc_uri(header: str) -> str:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
+    """`text` cut at each `separator` outside a quoted value; Envoy escapes `"` as `\\"` inside
+    one. Escapes are kept as written; a quote left open hides where elements end, so it is refused."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
-            current.append(char)
             escaped = False
-        elif char == "\\":
+        elif char == "\\" and quoted:
             escaped = True
         elif char == '"':
             quoted = not quoted
-            current.append(char)
         elif char == separator and not quoted:
             parts.append("".join(current))
             current = []
-        else:
-            current.append(char)
+            continue
+        current.append(char)
+    if quoted:
+        raise IdentityError("invalid_identity", "x-forwarded-client-cert has a quote that is never closed")
     parts.append("".join(current))
     return parts

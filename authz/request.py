@@ -50,11 +50,23 @@ class AuthzInput:
     @property
     def partial_body(self) -> bool:
         """Envoy's flag, or a body shorter than its Content-Length (Envoy 1.40 says "false"
-        when the buffer filled exactly at `max_request_bytes`)."""
+        when the buffer filled exactly at `max_request_bytes`).
+
+        A Content-Length that is not ASCII digits is malformed and refused here (400
+        `invalid_header`): `str.isdigit` also takes `²` (which `int` rejects) and other scripts'
+        digits (which `int` reads). Past leading zeros, more than 18 digits is more than any
+        body Mandate holds, and is never handed to `int`, which refuses 4,300 digits or more."""
         if self.headers.get(PARTIAL_BODY_HEADER, "").lower() == "true":
             return True
-        declared = self.headers.get("content-length", "")
-        return declared.isdigit() and int(declared) > len(self.body)
+        declared = self.headers.get("content-length")
+        if declared is None:
+            return False
+        if not (declared.isascii() and declared.isdigit()):
+            from .verdict import BAD_REQUEST, Refusal  # only for malformed input: the common path imports nothing
+
+            raise Refusal(BAD_REQUEST, "invalid_header", f"Content-Length {declared[:40]!r} is not a decimal number")
+        digits = declared.lstrip("0")
+        return len(digits) > 18 or int(digits or "0") > len(self.body)
 
 
 def from_wire(wire: WireRequest) -> AuthzInput:

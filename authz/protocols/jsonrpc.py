@@ -126,16 +126,22 @@ def peek_ids(http_method: str, body: bytes) -> tuple[JsonId, ...] | None:
 
 def _unambiguous_id(body: bytes) -> JsonId:
     """The top-level id of a single message refused for a duplicate key elsewhere, so the
-    error still reaches the right caller; None when `id` itself is repeated."""
+    error still reaches the right caller; None when `id` itself is repeated, or is a value the
+    strict reader would refuse (a lone surrogate escape cannot even be written into the answer)."""
     try:
-        pairs = json.loads(body, object_pairs_hook=lambda items: items)
+        pairs = json.loads(body.decode("utf-8"), object_pairs_hook=lambda items: items)
     except (ValueError, RecursionError):
         return None
     if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
         return None
     ids = [value for key, value in pairs if key == "id"]
-    if len(ids) == 1 and isinstance(ids[0], (int, str)) and not isinstance(ids[0], bool):
-        return ids[0] if not isinstance(ids[0], int) or -(2**63) <= ids[0] < 2**63 else None
+    if len(ids) != 1 or isinstance(ids[0], bool):
+        return None
+    found = ids[0]
+    if isinstance(found, int):
+        return found if -(2**63) <= found < 2**63 else None
+    if isinstance(found, str):
+        return None if _has_lone_surrogate(found) else found
     return None
 
 

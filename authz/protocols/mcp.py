@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,8 @@ from .jsonrpc import JsonId, Malformed, Message, parse_messages
 BATCH_REVISION = "2025-03-26"
 _PLUMBING = frozenset({"initialize", "ping", "server/discover", "subscriptions/listen"})
 # 2026-07-28 wraps header values that would not survive HTTP as `=?base64?<payload>?=`.
-_BASE64_SENTINEL = re.compile(r"^=\?base64\?(.*)\?=$", re.DOTALL)
+_SENTINEL_START, _SENTINEL_END = "=?base64?", "?="
+_SENTINEL_LENGTH = len(_SENTINEL_START) + len(_SENTINEL_END)  # "=?base64?=" is not one
 # Methods whose subject is named by params.uri rather than params.name.
 _URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
@@ -37,7 +37,9 @@ class McpAction:
     arguments: dict[str, Any] = field(default_factory=dict)
 
     # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
-    def __init__(self, method: str, kind: str, name: str = "", id: JsonId = None, arguments: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, method: str, kind: str, name: str = "", id: JsonId = None, arguments: dict[str, Any] | None = None
+    ) -> None:
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "name", name)
@@ -56,7 +58,10 @@ def classify_mcp(http_method: str, headers: dict[str, str], body: bytes) -> tupl
     messages, is_batch = parse_messages(body)
     revision = headers.get("mcp-protocol-version", "")
     if is_batch and revision not in ("", BATCH_REVISION):
-        raise Malformed("batch_not_allowed", f"JSON-RPC batches ended with MCP {BATCH_REVISION}; this client speaks {revision}")
+        raise Malformed(
+            "batch_not_allowed",
+            f"JSON-RPC batches ended with MCP {BATCH_REVISION}; this client speaks {revision[:40]!r}",
+        )
     actions = [_action(message) for message in messages]
     _check_routing_headers(headers, messages, is_batch)
     return actions, is_batch
@@ -103,16 +108,18 @@ def _string(params: dict[str, Any], key: str, request_id: JsonId) -> str:
 
 
 def _check_routing_headers(headers: dict[str, str], messages: list[Message], is_batch: bool) -> None:
-    method_header = decode_header_value(headers.get("mcp-method"))
-    name_header = decode_header_value(headers.get("mcp-name"))
+    first = messages[0]
+    method_header = decode_header_value("Mcp-Method", headers.get("mcp-method"), first.id)
+    name_header = decode_header_value("Mcp-Name", headers.get("mcp-name"), first.id)
     if method_header is None and name_header is None:
         return
-    first = messages[0]
     if is_batch:
         raise Malformed("mcp_header_mismatch", "Mcp-Method / Mcp-Name headers cannot describe a batch", first.id)
     if method_header is not None and method_header != first.method:
         raise Malformed(
-            "mcp_header_mismatch", f"Mcp-Method header {method_header[:100]!r} disagrees with body method {first.method!r}", first.id
+            "mcp_header_mismatch",
+            f"Mcp-Method header {method_header[:100]!r} disagrees with body method {first.method[:100]!r}",
+            first.id,
         )
     if name_header is not None:
         key = "uri" if first.method in _URI_METHODS else "name"
@@ -120,18 +127,36 @@ def _check_routing_headers(headers: dict[str, str], messages: list[Message], is_
             raise Malformed("mcp_header_mismatch", f"Mcp-Name header disagrees with params.{key} in the body", first.id)
 
 
-def decode_header_value(value: str | None) -> str | None:
-    """Undo the 2026-07-28 base64 sentinel; a malformed one decodes to "" and so never matches."""
+def decode_header_value(name: str, value: str | None, request_id: JsonId = None) -> str | None:
+    """The value an `Mcp-*` header stands for: as sent, or undone from its `=?base64?…?=` form.
+
+    Anything else is refused (400 `invalid_header`), as the header standardisation SEP asks: a
+    plain value of other than visible ASCII, or a base64 form that is not the canonical encoding
+    of UTF-8. A reader more lenient than the servers and routers behind it could compare a name
+    other than the one they act on."""
     if value is None:
         return None
-    match = _BASE64_SENTINEL.match(value)
-    if match is None:
-        return value
-    payload = match.group(1)
-    try:
-        decoded = base64.b64decode(payload, validate=True)
-        if base64.b64encode(decoded).decode("ascii") != payload:
-            return ""
-        return decoded.decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return ""
+    wrapped = len(value) >= _SENTINEL_LENGTH and value.startswith(_SENTINEL_START) and value.endswith(_SENTINEL_END)
+    if wrapped:
+        return _decode_base64(name, value[len(_SENTINEL_START) : -len(_SENTINEL_END)], request_id)
+    if not (value.isascii() and value.isprintable()):
+        raise Malformed(
+            "invalid_header",
+            f"{name} header holds other than visible ASCII; such values are sent as =?base64?...?=",
+            request_id,
+        )
+    return value
+
+
+def _decode_base64(name: str, payload: str, request_id: JsonId) -> str:
+    """The text a sentinel's payload encodes; only the one spelling a client writes is read."""
+    if payload.isascii():
+        try:
+            decoded = base64.b64decode(payload, validate=True)
+            if base64.b64encode(decoded).decode("ascii") == payload:
+                return decoded.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            pass
+    raise Malformed(
+        "invalid_header", f"{name} header's =?base64?...?= value is not canonical base64 of UTF-8 text", request_id
+    )

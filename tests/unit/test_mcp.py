@@ -142,6 +142,16 @@ def test_duplicate_key_error_keeps_an_unambiguous_id():
     assert caught.value.request_id is None  # which id? neither
 
 
+def test_duplicate_key_error_never_echoes_an_id_with_a_lone_surrogate():
+    """The id is written into the deny body; a lone surrogate cannot be, so the deny failed to render."""
+    with pytest.raises(Malformed) as caught:
+        classify_mcp("POST", {}, b'{"jsonrpc":"2.0","id":"\\ud800","method":"ping","method":"ping"}')
+    assert (caught.value.reason, caught.value.request_id) == ("duplicate_json_key", None)
+    with pytest.raises(Malformed) as caught:
+        classify_mcp("POST", {}, b'{"jsonrpc":"2.0","id":"\\ud83d\\ude00","method":"ping","method":"ping"}')
+    assert caught.value.request_id == "\U0001f600"  # a pair is one character
+
+
 def test_malformed_error_keeps_the_request_id_when_known():
     with pytest.raises(Malformed) as caught:
         classify_mcp("POST", {}, b'{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{}}')
@@ -180,10 +190,29 @@ class TestRoutingHeaders:
         with pytest.raises(Malformed):
             one("tools/call", headers={"mcp-name": wrapped}, name="get_me")
 
-    def test_malformed_sentinel_never_matches(self):
-        assert decode_header_value("=?base64?!!!?=") == ""
-        with pytest.raises(Malformed):
+    def test_a_value_that_only_looks_wrapped_is_compared_as_sent(self):
+        with pytest.raises(Malformed) as caught:
             one("tools/call", headers={"mcp-name": "=?base64?Z2V0X21l?=x"}, name="get_me")
+        assert caught.value.reason == "mcp_header_mismatch"
+        assert decode_header_value("Mcp-Name", "=?base64?=") == "=?base64?="  # too short to be wrapped
+        assert decode_header_value("Mcp-Name", "=?base64??=") == ""
+
+    @pytest.mark.parametrize("header", ["mcp-name", "mcp-method"])
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "=?base64?\u00e9?=",  # non-ASCII payload: base64 raised ValueError, reported as internal_error
+            "=?base64?!!!?=", "=?base64?Z2V0X21lZQ?=", "=?base64?Z2V0X21l=?=",  # not base64; padding missing, misplaced
+            "=?base64?Z2V=?=",  # decodes to "ge", which is written Z2U=
+            "=?base64?/w==?=",  # not UTF-8
+            "=?base64?Z2V0X21l\n?=", "=?base64?Z2V0X21l?=\n",  # a newline inside, or after the closing ?=
+            "get_me\n", "get\x00me", "get\tme", "cr\u00e9er_issue", "\u0661",  # plain, but not visible ASCII
+        ],
+    )
+    def test_malformed_values_are_invalid_headers(self, header, value):
+        with pytest.raises(Malformed) as caught:
+            one("tools/call", request_id=5, headers={header: value}, name="get_me")
+        assert (caught.value.reason, caught.value.request_id) == ("invalid_header", 5)
 
     def test_headers_on_a_batch_are_a_mismatch(self):
         batch = orjson.dumps([orjson.loads(body("ping"))])
