@@ -6,33 +6,40 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import orjson
 
 from .export_istio import add_export_parser, run_export
-from .grpc_server import GRPC_SERVERS
+from .grpc_server import GRPC_SERVERS, ListenError
 from .policy.compiler import compile_directory
 from .policy.loader import PolicyLoadError
+
+if TYPE_CHECKING:
+    from .server import ServeOptions
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"MANDATE_{name}", default)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mandate", description="Envoy ext_authz for AI agents: mission profiles and delegation chains.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`mandate serve`: every flag also a MANDATE_* variable, and the help shows what applies when none is given."""
     serve = commands.add_parser("serve", help="run the Envoy Authorization gRPC service")
     serve.add_argument("--policies", default=_env("POLICIES", "policies"), help="policy directory [MANDATE_POLICIES]")
-    serve.add_argument("--listen", default=_env("LISTEN", "0.0.0.0:9191"), help="gRPC address [MANDATE_LISTEN]")
+    serve.add_argument(
+        "--listen", default=_env("LISTEN", "0.0.0.0:9191"), help="gRPC address (default %(default)s) [MANDATE_LISTEN]"
+    )
     serve.add_argument("--redis", default=_env("REDIS"), help="chain store URL; absent: in-process [MANDATE_REDIS]")
     serve.add_argument("--chain-key", default=_env("CHAIN_KEY"), help="file of HMAC keys, one per line [MANDATE_CHAIN_KEY]")
     serve.add_argument(
         "--chain-store-timeout", type=float, default=float(_env("CHAIN_STORE_TIMEOUT", "0.25") or 0.25),
         help="seconds one chain store command may take before the request is denied [MANDATE_CHAIN_STORE_TIMEOUT]",
     )
-    serve.add_argument("--metrics-listen", default=_env("METRICS_LISTEN", "0.0.0.0:9090"), help="/metrics, /healthz, /readyz; empty: none [MANDATE_METRICS_LISTEN]")
+    serve.add_argument(
+        "--metrics-listen", default=_env("METRICS_LISTEN", "0.0.0.0:9090"),
+        help="/metrics, /healthz, /readyz (default %(default)s); empty: none [MANDATE_METRICS_LISTEN]",
+    )
     serve.add_argument(
         "--grpc-server", choices=GRPC_SERVERS, default=_env("GRPC_SERVER", "threads"),
         help="gRPC server flavour (see BENCHMARKS.md) [MANDATE_GRPC_SERVER]",
@@ -42,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="answers kept for repeated requests, per policy version; 0: decide every request afresh [MANDATE_DECISION_CACHE]",
     )
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "1") or 1), help="processes sharing the port [MANDATE_WORKERS]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mandate", description="Envoy ext_authz for AI agents: mission profiles and delegation chains.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    _add_serve_parser(commands)
 
     validate = commands.add_parser("validate", help="check a policy directory; exit 0 or print every error")
     validate.add_argument("directory")
@@ -189,8 +203,7 @@ def _chain(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .chains.tokens import KeyFileError
-    from .server import MandateServer, ServeOptions
+    from .server import ServeOptions
 
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
@@ -209,22 +222,37 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_server=args.grpc_server,
         decision_cache=args.decision_cache,
     )
-    if args.workers > 1:
-        from .workers import Supervisor
+    try:
+        return _serve_workers(options) if options.workers > 1 else _serve_one(options)
+    except ListenError as exc:
+        print(exc, file=sys.stderr)  # a busy port is the operator's to fix: one line, not a traceback
+        return 1
 
-        if not args.redis:
-            print("--workers above 1 needs --redis (and --chain-key): workers must share delegation chains", file=sys.stderr)
-            return 2
-        if not args.metrics_listen:
-            print("--workers needs --metrics-listen: the supervisor serves every worker's metrics", file=sys.stderr)
-            return 2
-        try:
-            compile_directory(args.policies)  # fail here, once, with every error, not in N workers
-        except PolicyLoadError as exc:
-            for error in exc.errors:
-                print(error, file=sys.stderr)
-            return 1
-        return Supervisor(options).run()
+
+def _serve_workers(options: ServeOptions) -> int:
+    """`--workers N`: refuse what would break the workers, and check the policies once, not in N workers."""
+    from .workers import Supervisor
+
+    if not options.redis:
+        print("--workers above 1 needs --redis (and --chain-key): workers must share delegation chains",
+              file=sys.stderr)
+        return 2
+    if not options.metrics_listen:
+        print("--workers needs --metrics-listen: the supervisor serves every worker's metrics", file=sys.stderr)
+        return 2
+    try:
+        compile_directory(options.policies)
+    except PolicyLoadError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    return Supervisor(options).run()
+
+
+def _serve_one(options: ServeOptions) -> int:
+    from .chains.tokens import KeyFileError
+    from .server import MandateServer
+
     try:
         server = MandateServer(options)
     except PolicyLoadError as exc:

@@ -7,13 +7,19 @@ flavours, so the choice can be made by measurement (BENCHMARKS.md) rather than b
 
 The handler is a plain function, serialized CheckRequest bytes in, serialized
 CheckResponse bytes out, so Mandate and the benchmark's no-op floor share everything else.
-Every flavour sets SO_REUSEPORT, which lets `--workers` processes share the port.
+
+A server shares its port (SO_REUSEPORT) only when told to: `--workers` children, whose
+supervisor proved the port free and holds it (workers.py). Any other server on a busy port is a
+ListenError, which `mandate serve` prints as one line: sharing by accident would let the kernel
+split Envoy's connections between an old policy and a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -25,18 +31,62 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 GRPC_SERVERS = ("threads", "asyncio", "uvloop")
 HEALTH_SERVICES = ("", AUTHORIZATION_SERVICE)
-_OPTIONS = [("grpc.so_reuseport", 1)]
 Check = Callable[[bytes], bytes]
 
 
-class CheckServer:
-    """One port serving Check and health; `start()` returns once it listens."""
+class ListenError(RuntimeError):
+    """A port this process cannot listen on; the message is the whole story, one line."""
 
-    def __init__(self, check: Check, listen: str, flavour: str = "threads", threads: int = 16) -> None:
+
+def listen_error(address: str, what: str, exc: OSError | None = None) -> ListenError:
+    """The one line an operator sees; a busy port says who is likely to hold it."""
+    if exc is None:
+        reason = "the port is taken or the address is not this host's"
+    elif exc.errno == errno.EADDRINUSE:
+        reason = "address already in use (another mandate serve, or another program, listens there)"
+    else:
+        reason = exc.strerror or str(exc)
+    return ListenError(f"cannot listen on {address} for {what}: {reason}")
+
+
+def split_address(address: str, what: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as bind() wants it; an empty host is every IPv4 address."""
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]") or "0.0.0.0", int(port)
+    except ValueError:
+        raise ListenError(f"cannot listen on {address!r} for {what}: expected host:port") from None
+
+
+def claim_port(address: str, what: str, reuse_address: bool = True) -> socket.socket:
+    """Bind `address` as gRPC and http.server do (SO_REUSEADDR, which forgives the last run's
+    TIME_WAIT connections but not a listener) and without SO_REUSEPORT, so the bind fails if
+    anything listens there, sharing sockets included. The caller closes it or holds it."""
+    host, port = split_address(address, what)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse_address))
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise listen_error(address, what, exc) from None
+    return sock
+
+
+class CheckServer:
+    """One port serving Check and health; `start()` returns once it listens, or raises
+    ListenError. `share_port`: set SO_REUSEPORT (grpcio's default, so it is always said)."""
+
+    def __init__(
+        self, check: Check, listen: str, flavour: str = "threads", threads: int = 16, share_port: bool = False
+    ) -> None:
         if flavour not in GRPC_SERVERS:
             raise ValueError(f"--grpc-server {flavour!r}: expected one of {', '.join(GRPC_SERVERS)}")
         self.check, self.listen, self.flavour, self.threads = check, listen, flavour, threads
+        self.share_port = share_port
+        self._options = [("grpc.so_reuseport", int(share_port))]
         self.port = 0
+        self._error: BaseException | None = None
         self._server: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health: Any = None
@@ -45,10 +95,12 @@ class CheckServer:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        if not self.share_port:
+            claim_port(self.listen, "gRPC").close()  # a busy port in our words, before grpcio logs its own
         if self.flavour == "threads":
             self._health = health.HealthServicer()
             self._server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="check"), options=_OPTIONS
+                futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="check"), options=self._options
             )
             self._server.add_generic_rpc_handlers([self._handlers(lambda payload, context: self.check(payload))])
             self._finish_setup()
@@ -58,7 +110,7 @@ class CheckServer:
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="grpc-aio", daemon=True)
         self._thread.start()
         if not ready.wait(10) or self._server is None:
-            raise RuntimeError(f"gRPC {self.flavour} server did not start on {self.listen}")
+            raise self._error or RuntimeError(f"gRPC {self.flavour} server did not start on {self.listen}")
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -85,10 +137,18 @@ class CheckServer:
 
     def _finish_setup(self) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        self.port = self._server.add_insecure_port(self.listen)
-        if not self.port:
-            raise RuntimeError(f"cannot listen on {self.listen}")
+        self._bind()
         self.set_serving(False)  # until the caller says policies are loaded
+
+    def _bind(self) -> None:
+        """grpcio 1.85 raises RuntimeError on a port it cannot bind, in every flavour (older
+        releases returned 0); reached only when the port was taken after `claim_port` said free."""
+        try:
+            self.port = self._server.add_insecure_port(self.listen)
+        except RuntimeError:
+            self.port = 0
+        if not self.port:
+            raise listen_error(self.listen, "gRPC")
 
     def _run_loop(self, ready: threading.Event) -> None:
         if self.flavour == "uvloop":
@@ -105,22 +165,21 @@ class CheckServer:
 
         async def serve() -> None:
             self._health = health.aio.HealthServicer()
-            self._server = grpc.aio.server(options=_OPTIONS)
+            self._server = grpc.aio.server(options=self._options)
             self._server.add_generic_rpc_handlers([self._handlers(behaviour)])
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-            self.port = self._server.add_insecure_port(self.listen)
-            if not self.port:
-                raise RuntimeError(f"cannot listen on {self.listen}")
+            self._bind()
             for service in HEALTH_SERVICES:
                 await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
             await self._server.start()
 
         try:
             loop.run_until_complete(serve())
-        except BaseException:
-            self._server = None
+        except Exception as exc:  # noqa: BLE001 - start() raises it in the caller's thread, not as a thread traceback
+            self._server, self._error = None, exc
+            loop.close()
             ready.set()
-            raise
+            return
         self._loop = loop
         ready.set()
         loop.run_forever()

@@ -9,11 +9,20 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
+from .grpc_server import listen_error, split_address
 from .record import Answered
 
 CHECK_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3)
@@ -100,11 +109,11 @@ def serve_http(
     address: str, registry: CollectorRegistry, ready: Callable[[], bool], before_scrape: Callable[[], object] = lambda: None
 ) -> ThreadingHTTPServer:
     """Start /metrics, /healthz and /readyz on `address` (host:port) in a daemon thread;
-    `before_scrape` brings the metrics up to date (the recorder's flush)."""
-    host, _, port = address.rpartition(":")
+    `before_scrape` brings the metrics up to date (the recorder's flush). A busy port is a
+    ListenError: http.server sets SO_REUSEADDR only, which Linux refuses beside a listener."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 before_scrape()
@@ -124,10 +133,13 @@ def serve_http(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes are not audit events
 
-    server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+    try:
+        server = ThreadingHTTPServer(split_address(address, "metrics"), Handler)
+    except OSError as exc:
+        raise listen_error(address, "metrics", exc) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

@@ -21,16 +21,17 @@ from .chain import ChainStep
 from .chains.store import open_store
 from .chains.tokens import ChainKeys, KeyFileError
 from .decision_cache import DEFAULT_ENTRIES
-from .grpc_server import AUTHORIZATION_SERVICE, CheckServer
+from .grpc_server import AUTHORIZATION_SERVICE, CheckServer, ListenError
 from .metrics import Metrics, serve_http
 from .pipeline import Authorizer
 from .policy.compiler import compile_directory
 from .record import Recorder
 from .reload import PolicyWatcher, freeze_heap
 
-__all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "MandateServer", "ServeOptions"]
+__all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "SUPERVISOR_ENV", "MandateServer", "ServeOptions"]
 log = logging.getLogger("mandate")
 READY_DIR_ENV = "MANDATE_WORKER_READY_DIR"  # set by the `--workers` supervisor for its workers
+SUPERVISOR_ENV = "MANDATE_WORKER_OF"  # the supervisor's pid, set for its workers: they may share its port
 
 
 @dataclass(frozen=True)
@@ -58,18 +59,27 @@ class MandateServer:
         self.authorizer = Authorizer(policy, self.recorder, chains, options.decision_cache)
         self.metrics.serving(policy.version)
         self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)
-        self.grpc = CheckServer(self.authorizer.check_bytes, options.listen, options.grpc_server, options.threads)
+        self.grpc = CheckServer(
+            self.authorizer.check_bytes, options.listen, options.grpc_server, options.threads, share_port=supervised()
+        )
         self.http: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        """Listen (health NOT_SERVING), connect the chain store, then report SERVING."""
+        """Listen on both ports (health NOT_SERVING), connect the chain store, then report SERVING.
+        A port that is not free raises ListenError, with neither port left open."""
         self.grpc.start()
+        if self.options.metrics_listen:  # empty: a worker, whose supervisor serves the metrics
+            try:
+                self.http = serve_http(
+                    self.options.metrics_listen, self.metrics.registry, lambda: True, self.recorder.flush
+                )
+            except ListenError:
+                self.grpc.stop(0)
+                raise
         self.chain_store.start()
         if not self.chain_store.wait_available(2.0):
             log.error("chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description)
-        if self.options.metrics_listen:  # empty: a worker, whose supervisor serves the metrics
-            self.http = serve_http(self.options.metrics_listen, self.metrics.registry, lambda: True, self.recorder.flush)
         freeze_heap()
         self.grpc.set_serving(True)
         self.watcher.start()
@@ -92,6 +102,7 @@ class MandateServer:
         if self.http is not None:
             self.http.shutdown()
         self.chain_store.close()
+        log.info("mandate stopped: gRPC %s closed, audit flushed", self.options.listen)
         self._stopped.set()
 
     def run_forever(self) -> None:
@@ -101,6 +112,12 @@ class MandateServer:
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=self.stop).start())
         signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=self.stop).start())
         self._stopped.wait()
+
+
+def supervised() -> bool:
+    """A `--workers` child, which shares its supervisor's port (SO_REUSEPORT). The pid must be
+    our parent's, so the variable inherited by anything else never makes a lone server share."""
+    return os.environ.get(SUPERVISOR_ENV) == str(os.getppid())
 
 
 def chain_keys(options: ServeOptions) -> ChainKeys:

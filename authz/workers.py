@@ -7,6 +7,11 @@ them. This supervising process serves the metrics of all of them (prometheus_cli
 multiprocess mode), forwards SIGHUP, and on SIGTERM stops them gracefully. If a worker dies
 unexpectedly it stops the rest and exits non-zero, so the orchestrator restarts the pod
 rather than leaving it quietly short of capacity.
+
+Only this supervisor's own workers may share the port. It proves the port free with a bind
+that has no SO_REUSEPORT (which fails beside any listener, sharing ones included) and holds
+that socket, turned sharing, until its last worker has ended (`hold_port`): so a second
+supervisor, or a lone `mandate serve`, is refused even while the first one's workers start.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,8 +29,9 @@ import time
 
 from prometheus_client import multiprocess
 
+from .grpc_server import ListenError, claim_port
 from .metrics import multiprocess_registry, serve_http
-from .server import READY_DIR_ENV, ServeOptions
+from .server import READY_DIR_ENV, SUPERVISOR_ENV, ServeOptions
 
 log = logging.getLogger("mandate")
 
@@ -42,6 +49,24 @@ def worker_command(options: ServeOptions) -> list[str]:
     return command
 
 
+def hold_port(address: str) -> socket.socket:
+    """Bind the gRPC port for the supervisor's lifetime: bound, never listening, so it takes no
+    connections. The bind has no SO_REUSEPORT, so it fails if anything listens there; once it
+    succeeds the socket turns sharing (SO_REUSEPORT on, SO_REUSEADDR off), which lets the
+    workers' sharing sockets in and keeps every plain bind out, even one with SO_REUSEADDR.
+
+    First without SO_REUSEADDR, which makes the proof and the hold one step; if that fails,
+    again with it, which also succeeds beside the last run's TIME_WAIT connections (a restart)
+    but never beside a listener, and leaves only the microseconds before the flip unguarded."""
+    try:
+        sock = claim_port(address, "gRPC", reuse_address=False)
+    except ListenError:
+        sock = claim_port(address, "gRPC")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
 class Supervisor:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
@@ -54,12 +79,21 @@ class Supervisor:
         self._stopping = threading.Event()
 
     def run(self) -> int:
+        """Supervise the workers until stopped; a busy port raises ListenError before any starts."""
+        try:
+            with hold_port(self.options.listen):
+                return self._supervise()
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _supervise(self) -> int:
         # Before any worker exists: a SIGTERM must never leave orphans behind.
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self._signal_all(signal.SIGHUP))
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, READY_DIR_ENV: self.ready_dir}
         http = serve_http(self.options.metrics_listen, multiprocess_registry(self.metrics_dir), self._all_ready)
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, READY_DIR_ENV: self.ready_dir,
+               SUPERVISOR_ENV: str(os.getpid())}
         for _ in range(self.options.workers):
             self.workers.append(subprocess.Popen(worker_command(self.options), env=env, stdin=subprocess.DEVNULL))
         log.info("mandate supervising %d workers on %s (metrics %s)", len(self.workers), self.options.listen, self.options.metrics_listen)
@@ -72,7 +106,7 @@ class Supervisor:
                 break
         self._stop_all()
         http.shutdown()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        log.info("mandate stopped: %d workers on %s ended", len(self.workers), self.options.listen)
         return code
 
     def _all_ready(self) -> bool:

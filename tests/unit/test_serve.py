@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import time
@@ -13,6 +14,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.cli import build_parser
 from authz.server import AUTHORIZATION_SERVICE, MandateServer, ServeOptions
 from tests.conftest import EXAMPLES, GITHUB_HOST, SUPPORT
 
@@ -89,3 +91,21 @@ def test_reload_applies_a_good_set_and_keeps_the_last_good_one(served):
     assert check(channel, "create_issue").HasField("ok_response")  # still the last good set
     dangling = original.count("server: github")  # one error per rule now naming gitlab
     assert dangling >= 2 and f"mandate_policy_errors {float(dangling)}" in metrics_text(metrics_port)
+
+
+def test_serve_help_shows_the_default_addresses(monkeypatch, capsys):
+    for name in ("MANDATE_LISTEN", "MANDATE_METRICS_LISTEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "gRPC address (default 0.0.0.0:9191)" in text and "(default 0.0.0.0:9090)" in text
+
+
+def test_stop_is_logged_once(served, caplog):
+    server, _, _, _ = served
+    with caplog.at_level(logging.INFO, logger="mandate"):
+        server.stop(0)
+    stopped = [record for record in caplog.records if "mandate stopped" in record.getMessage()]
+    assert len(stopped) == 1 and stopped[0].levelno == logging.INFO
