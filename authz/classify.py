@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .policy.compiler import CompiledTarget, PolicySet
-from .protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a
+from .protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a, routed_path
 from .protocols.jsonrpc import JsonId, Malformed, peek_ids
 from .protocols.mcp import McpAction, classify_mcp
 from .protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
@@ -72,6 +72,11 @@ def find_target(policy: PolicySet, request: AuthzInput) -> CompiledTarget:
     return target
 
 
+def _early_ids(body: bytes, jsonrpc: bool) -> tuple[JsonId, ...] | None:
+    """The ids a 400 raised before the body is read echoes, so a JSON-RPC caller's SDK shows why."""
+    return (peek_ids("POST", body) or (None,)) if jsonrpc else None
+
+
 def classify(policy: PolicySet, request: AuthzInput) -> Classified:
     target = find_target(policy, request)
     method = request.method.upper()
@@ -79,7 +84,11 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
     try:
         path = normalize_path(request.path)
     except AmbiguousPath as ambiguous:
-        raise MalformedRequest("ambiguous_path", str(ambiguous), (peek_ids(method, request.body) or (None,)) if jsonrpc else None) from None
+        raise MalformedRequest("ambiguous_path", str(ambiguous), _early_ids(request.body, jsonrpc)) from None
+    if target.kind == "agent" and path != routed_path(request.path):
+        # The agent's router resolves no `.`, `..` or `//`: it would route another path than this one.
+        message = f"path {request.path[:200]!r} is not the path the agent routes ({path[:200]!r})"
+        raise MalformedRequest("ambiguous_path", message, _early_ids(request.body, jsonrpc))
     if target.path_prefix and not under_prefix(path, target.path_prefix):
         raise Refusal(FORBIDDEN, "path_outside_target", f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
     if request.partial_body:

@@ -1,15 +1,22 @@
 """A2A requests read down to the method (SPEC §4.2, agent targets).
 
 Both JSON-RPC method generations map onto the v1.0 names, so one rule
-`methods: [SendMessage]` covers a v0.3 client's `message/send` too. The HTTP+JSON binding is
-read from its routes (the SDK's `google.api.http` annotations, with the optional
-`/{tenant}` segment that also covers v0.3's `/v1/...` paths).
+`methods: [SendMessage]` covers a v0.3 client's `message/send` too.
+
+A request is read exactly as the agent's router will dispatch it, or refused: the method of a
+JSON-RPC call comes from its body, of an HTTP+JSON call from its route, so a path read as the
+wrong one hands the body's method a route's power (`POST /t:x/tasks/1:cancel` saying GetTask
+ran CancelTask). The router mirrored is the one a2a-sdk 1.3 builds (`a2a.server.routes`):
+the JSON-RPC endpoint at `/` (`create_jsonrpc_routes(rpc_url=DEFAULT_RPC_URL)`), and the
+HTTP+JSON routes of `create_rest_routes` in Starlette's order, with the same patterns Starlette
+compiles from them. A path neither places is refused, never read as the other binding.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from .jsonrpc import JsonId, Malformed, parse_json, parse_messages
 
@@ -48,26 +55,65 @@ _ALIASES = {
 A2A_METHODS = frozenset(V1_METHODS) | frozenset(V03_METHODS)
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 
-_TENANT = r"(?:/[^/:]+)?"
-_ID = r"[^/:]+"
-_REST_ROUTES = tuple(
-    (verb, re.compile(f"^{_TENANT}{path}$"), method)
-    for verb, path, method in (
-        ("POST", "/message:send", "SendMessage"),
-        ("POST", "/message:stream", "SendStreamingMessage"),
-        ("POST", f"/tasks/{_ID}:cancel", "CancelTask"),
-        ("GET", f"/tasks/{_ID}:subscribe", "SubscribeToTask"),
-        ("POST", f"/tasks/{_ID}:subscribe", "SubscribeToTask"),
-        ("POST", f"/tasks/{_ID}/pushNotificationConfigs", "CreateTaskPushNotificationConfig"),
-        ("GET", f"/tasks/{_ID}/pushNotificationConfigs", "ListTaskPushNotificationConfigs"),
-        ("GET", f"/tasks/{_ID}/pushNotificationConfigs/{_ID}", "GetTaskPushNotificationConfig"),
-        ("DELETE", f"/tasks/{_ID}/pushNotificationConfigs/{_ID}", "DeleteTaskPushNotificationConfig"),
-        ("GET", f"/tasks/{_ID}", "GetTask"),
-        ("GET", "/tasks", "ListTasks"),
-        ("GET", "/extendedAgentCard", "GetExtendedAgentCard"),
-        ("GET", "/card", "GetExtendedAgentCard"),  # v0.3: GET /v1/card
-    )
+# The JSON-RPC endpoint: the SDKs' default `rpc_url` (a2a-sdk 1.3 `DEFAULT_RPC_URL`, and what
+# 0.3's A2AStarletteApplication/A2AFastAPIApplication served), v1.0 and v0.3 names alike.
+JSONRPC_PATHS = ("/",)
+
+# `create_rest_routes(enable_v0_3_compat=True)`: v0.3's routes first, then v1.0's, then those
+# same v1.0 routes again inside `Mount("/{tenant}")`. Order matters: Starlette runs the first
+# route whose pattern and verb both match.
+REST_V03_ROUTES = (
+    ("POST", "/v1/message:send", "SendMessage"),
+    ("POST", "/v1/message:stream", "SendStreamingMessage"),
+    ("POST", "/v1/tasks/{id}:cancel", "CancelTask"),
+    ("GET", "/v1/tasks/{id}:subscribe", "SubscribeToTask"),
+    ("POST", "/v1/tasks/{id}:subscribe", "SubscribeToTask"),
+    ("GET", "/v1/tasks/{id}", "GetTask"),
+    ("GET", "/v1/tasks/{id}/pushNotificationConfigs/{push_id}", "GetTaskPushNotificationConfig"),
+    ("POST", "/v1/tasks/{id}/pushNotificationConfigs", "CreateTaskPushNotificationConfig"),
+    ("GET", "/v1/tasks/{id}/pushNotificationConfigs", "ListTaskPushNotificationConfigs"),
+    ("GET", "/v1/card", "GetExtendedAgentCard"),
 )
+REST_V1_ROUTES = (
+    ("POST", "/message:send", "SendMessage"),
+    ("POST", "/message:stream", "SendStreamingMessage"),
+    ("POST", "/tasks/{id}:cancel", "CancelTask"),
+    ("GET", "/tasks/{id}:subscribe", "SubscribeToTask"),
+    ("POST", "/tasks/{id}:subscribe", "SubscribeToTask"),
+    ("GET", "/tasks/{id}", "GetTask"),
+    ("GET", "/tasks/{id}/pushNotificationConfigs/{push_id}", "GetTaskPushNotificationConfig"),
+    ("DELETE", "/tasks/{id}/pushNotificationConfigs/{push_id}", "DeleteTaskPushNotificationConfig"),
+    ("POST", "/tasks/{id}/pushNotificationConfigs", "CreateTaskPushNotificationConfig"),
+    ("GET", "/tasks/{id}/pushNotificationConfigs", "ListTaskPushNotificationConfigs"),
+    ("GET", "/tasks", "ListTasks"),
+    ("GET", "/extendedAgentCard", "GetExtendedAgentCard"),
+)
+_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(:path)?}")
+
+
+def starlette_pattern(template: str) -> re.Pattern[str]:
+    """Starlette's `compile_path`, for the two converters these routes use: literals escaped,
+    `{name}` as `[^/]+` (so `:` is part of an id or tenant), `{name:path}` as `.*`, anchored.
+    `/tasks/{id}:cancel` is therefore `^/tasks/(?P<id>[^/]+):cancel$`, id `a:b` included."""
+    regex, end = "^", 0
+    for param in _PARAM.finditer(template):
+        converter = ".*" if param.group(2) else "[^/]+"
+        regex += re.escape(template[end : param.start()]) + f"(?P<{param.group(1)}>{converter})"
+        end = param.end()
+    return re.compile(regex + re.escape(template[end:]) + "$")
+
+
+def _by_verb(routes: tuple[tuple[str, str, str], ...]) -> dict[str, tuple[tuple[re.Pattern[str], str], ...]]:
+    """Routes grouped by verb, in order: only a route of the request's verb can end Starlette's
+    search; another verb's is at most a PARTIAL match, answered 405 (or the mount takes the
+    path): never a dispatch."""
+    verbs = {verb for verb, _, _ in routes}
+    return {verb: tuple((starlette_pattern(path), method) for v, path, method in routes if v == verb) for verb in verbs}
+
+
+_TOP_ROUTES = _by_verb(REST_V03_ROUTES + REST_V1_ROUTES)
+_TENANT_ROUTES = _by_verb(REST_V1_ROUTES)
+_TENANT_MOUNT = starlette_pattern("/{tenant}/{path:path}")  # Mount("/{tenant}") appends `/{path:path}`
 
 
 def to_v1_method(name: str) -> str | None:
@@ -101,17 +147,52 @@ class UnsupportedBinding(Exception):
     pass
 
 
+def routed_path(raw_path: str) -> str:
+    """The path an ASGI server gives the agent's router: the query cut, percent-decoded once,
+    nothing resolved (uvicorn and Starlette leave `.`, `..` and `//` as sent). Where it differs
+    from Mandate's normalised path, Mandate would be reading a different request."""
+    path = raw_path.split("?", 1)[0]
+    return unquote(path) if "%" in path else path
+
+
+def rest_method(http_method: str, path: str) -> str | None:
+    """The method the SDK's HTTP+JSON router runs for `path`, or None where it runs none (404,
+    405, a slash redirect). As Starlette does: the first top-level route matching path and verb;
+    else `Mount("/{tenant}")`, which takes every path of two or more segments and answers with
+    its own first match on the rest, or 404. Starlette adds HEAD to GET routes; Mandate does not
+    read HEAD as GET, so a HEAD is refused."""
+    for route, method in _TOP_ROUTES.get(http_method, ()):
+        if route.match(path):
+            return method
+    mounted = _TENANT_MOUNT.match(path)
+    if mounted is None:
+        return None
+    rest = "/" + mounted.group("path")
+    for route, method in _TENANT_ROUTES.get(http_method, ()):
+        if route.match(rest):
+            return method
+    return None
+
+
 def classify_a2a(http_method: str, path: str, body: bytes, content_type: str) -> list[A2aAction]:
-    """The A2A call(s) a request makes; raises Malformed (400) or UnsupportedBinding (403)."""
+    """The A2A call(s) a request makes; raises Malformed (400) or UnsupportedBinding (403).
+
+    `path` is the one the agent's router sees (see `routed_path`). The card is read from any
+    path ending in its well-known name: no HTTP+JSON route ends so, and it needs least privilege."""
+    if http_method == "POST" and path in JSONRPC_PATHS and "grpc" not in content_type:
+        return [_jsonrpc_action(body)]
     if http_method == "GET" and path.endswith(CARD_PATHS):
         return [A2aAction("", path, "card")]
-    for verb, route, method in _REST_ROUTES:
-        if verb == http_method and route.match(path):
-            if body:
-                parse_json(body)  # hygiene only: the route names the method
-            return [A2aAction(method, f"{http_method} {path}", "http+json")]
-    if http_method != "POST" or "grpc" in content_type:
-        raise UnsupportedBinding(f"{http_method} {path} is not A2A JSON-RPC or HTTP+JSON")
+    method = rest_method(http_method, path)
+    if method is None:
+        raise UnsupportedBinding(f"{http_method} {path} is neither A2A's JSON-RPC endpoint nor an HTTP+JSON route")
+    if body:
+        parse_json(body)  # hygiene only: the route names the method
+    return [A2aAction(method, f"{http_method} {path}", "http+json")]
+
+
+def _jsonrpc_action(body: bytes) -> A2aAction:
+    """The one call a JSON-RPC body makes: A2A defines no batches, and servers take no responses."""
     if not body:
         raise Malformed("missing_body", "A2A JSON-RPC request has no body")
     messages, is_batch = parse_messages(body)
@@ -120,5 +201,4 @@ def classify_a2a(http_method: str, path: str, body: bytes, content_type: str) ->
     message = messages[0]
     if message.is_response:
         raise Malformed("invalid_jsonrpc", "A2A servers do not take JSON-RPC responses", message.id)
-    v1_method = to_v1_method(message.method)
-    return [A2aAction(v1_method or "", message.method, "jsonrpc", message.id)]
+    return A2aAction(to_v1_method(message.method) or "", message.method, "jsonrpc", message.id)

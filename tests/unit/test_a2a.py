@@ -1,12 +1,34 @@
-"""A2A classification: both JSON-RPC generations, HTTP+JSON routes, the agent card (SPEC §4)."""
+"""A2A classification: both JSON-RPC generations, HTTP+JSON routes, the agent card (SPEC §4).
+
+tests/unit/test_a2a_dispatch.py holds the same reading against the real a2a-sdk apps."""
 
 from __future__ import annotations
 
+from unittest.mock import MagicMock
+
 import orjson
 import pytest
+from a2a.server.request_handlers import RequestHandler
+from a2a.server.routes import create_rest_routes
+from starlette.routing import Mount, Route, compile_path
 
-from authz.protocols.a2a import V03_METHODS, V1_METHODS, UnsupportedBinding, classify_a2a, to_v1_method
+from authz.classify import MalformedRequest, classify
+from authz.protocols.a2a import (
+    REST_V03_ROUTES,
+    REST_V1_ROUTES,
+    V03_METHODS,
+    V1_METHODS,
+    UnsupportedBinding,
+    classify_a2a,
+    rest_method,
+    routed_path,
+    starlette_pattern,
+    to_v1_method,
+)
 from authz.protocols.jsonrpc import Malformed
+from authz.request import AuthzInput
+from tests.conftest import BILLING_HOST, SUPPORT
+from tests.harness.upstreams.a2a_agent import endpoint_method
 
 
 def rpc(method: str) -> bytes:
@@ -21,7 +43,7 @@ def test_v1_names(method):
 
 @pytest.mark.parametrize(("old", "new"), sorted(V03_METHODS.items()))
 def test_v03_names_map_to_v1(old, new):
-    (action,) = classify_a2a("POST", "/a2a", rpc(old), "application/json")
+    (action,) = classify_a2a("POST", "/", rpc(old), "application/json")
     assert (action.method, action.wire_method) == (new, old)
 
 
@@ -53,6 +75,14 @@ def test_agent_card(path):
         ("GET", "/extendedAgentCard", "GetExtendedAgentCard"),
         ("POST", "/v1/message:send", "SendMessage"),
         ("GET", "/v1/card", "GetExtendedAgentCard"),
+        # Starlette's `{id}` and `{tenant}` are `[^/]+`: a colon is part of them.
+        ("POST", "/t:x/tasks/task-1:cancel", "CancelTask"),
+        ("POST", "/tasks/task:1:cancel", "CancelTask"),
+        ("POST", "/tasks/a:cancel:subscribe", "SubscribeToTask"),
+        ("POST", "/t:x/tasks/task-1/pushNotificationConfigs", "CreateTaskPushNotificationConfig"),
+        ("GET", "/t:x/tasks/task-1:cancel", "GetTask"),  # no GET `:cancel` route: `/tasks/{id}`, id `task-1:cancel`
+        ("GET", "/v1/tasks", "ListTasks"),  # not a v0.3 route: the tenant mount, tenant `v1`
+        ("POST", "/tasks/tasks/pushNotificationConfigs/pushNotificationConfigs", "CreateTaskPushNotificationConfig"),
     ],
 )
 def test_http_json_binding(verb, path, method):
@@ -68,11 +98,78 @@ def test_rest_body_hygiene_still_applies():
 
 @pytest.mark.parametrize(
     ("verb", "path", "content_type"),
-    [("PUT", "/", "application/json"), ("GET", "/", ""), ("POST", "/a2a.v1.A2AService/SendMessage", "application/grpc")],
+    [("PUT", "/", "application/json"), ("GET", "/", ""), ("POST", "/a2a.v1.A2AService/SendMessage", "application/grpc"),
+     ("POST", "/", "application/grpc")],
 )
 def test_other_bindings(verb, path, content_type):
     with pytest.raises(UnsupportedBinding):
         classify_a2a(verb, path, b"\x00\x00", content_type)
+
+
+@pytest.mark.parametrize(
+    ("verb", "path"),
+    [
+        ("POST", "/a2a"),  # JSON-RPC is served at `/` only: a POST elsewhere is not read from its body
+        ("POST", "/t:x"),
+        ("POST", "/tasks/task-1"),  # `/tasks/{id}` is GET only, and the tenant mount has no `/{id}` route
+        ("POST", "/tasks/:cancel"),  # an empty id: no route
+        ("PUT", "/tasks/task-1:cancel"),
+        ("DELETE", "/v1/card"),
+        ("GET", "/card"),  # v0.3's card is `/v1/card` only, never under a tenant
+        ("GET", "/t1/v1/card"),
+        ("GET", "/t:x/v1/tasks"),  # the mount takes one segment: `/v1/tasks` is no v1.0 route
+        ("GET", "/tasks/"),  # Starlette redirects a trailing slash; it does not dispatch it
+        ("POST", "/tasks/task-1:cancel/"),
+        ("HEAD", "/tasks/task-1"),  # Starlette runs GetTask for it; Mandate does not read HEAD as GET
+    ],
+)
+def test_a_path_no_route_places_is_refused_whatever_the_body_says(verb, path):
+    with pytest.raises(UnsupportedBinding):
+        classify_a2a(verb, path, rpc("GetTask"), "application/json")
+
+
+def test_the_route_table_is_the_sdks():
+    """Mandate's routes are `create_rest_routes(enable_v0_3_compat=True)`'s, in order, and the
+    `/{tenant}` mount holds exactly the v1.0 ones."""
+    routes = create_rest_routes(MagicMock(spec=RequestHandler), enable_v0_3_compat=True)
+
+    def table(routes):
+        return [(verb, route.path, endpoint_method(route.endpoint)) for route in routes if isinstance(route, Route)
+                for verb in sorted(route.methods - {"HEAD"})]  # Starlette adds HEAD to every GET route
+
+    top = table(routes)
+    (mount,) = [route for route in routes if isinstance(route, Mount)]
+    mounted = table(mount.routes)
+    assert top == [*REST_V03_ROUTES, *REST_V1_ROUTES]
+    assert (mount.path, mounted) == ("/{tenant}", list(REST_V1_ROUTES))
+
+
+TEMPLATES = [*(path for _, path, _ in (*REST_V03_ROUTES, *REST_V1_ROUTES)), "/{tenant}/{path:path}"]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_patterns_are_starlettes(template):
+    assert starlette_pattern(template).pattern == compile_path(template)[0].pattern
+
+
+def test_the_tenant_mount_answers_with_its_own_routes_only():
+    assert rest_method("GET", "/t/tasks/x") == "GetTask"
+    assert rest_method("GET", "/t/u/tasks/x") is None
+    assert rest_method("DELETE", "/tasks/x/pushNotificationConfigs/y") == "DeleteTaskPushNotificationConfig"
+    assert rest_method("DELETE", "/v1/tasks/x/pushNotificationConfigs/y") == "DeleteTaskPushNotificationConfig"
+
+
+@pytest.mark.parametrize(
+    ("raw", "routed"),
+    [
+        ("/tasks/a%3Ab:cancel?x=1", "/tasks/a:b:cancel"),
+        ("/tasks/abc/pushNotificationConfigs/..", "/tasks/abc/pushNotificationConfigs/.."),
+        ("//message:send", "//message:send"),
+        ("/", "/"),
+    ],
+)
+def test_routed_path_decodes_once_and_resolves_nothing(raw, routed):
+    assert routed_path(raw) == routed
 
 
 def test_batches_and_responses_are_not_a2a():
@@ -80,3 +177,14 @@ def test_batches_and_responses_are_not_a2a():
         classify_a2a("POST", "/", b"[" + rpc("SendMessage") + b"]", "application/json")
     with pytest.raises(Malformed):
         classify_a2a("POST", "/", b'{"jsonrpc":"2.0","id":1,"result":{}}', "application/json")
+
+
+@pytest.mark.parametrize(
+    "path", ["/tasks/abc/pushNotificationConfigs/..", "/./message:send", "//message:send", "/x/../", "/tasks/%2e%2e"]
+)
+def test_an_agent_path_that_normalisation_changes_is_ambiguous(example_policy, path):
+    """The agent's router resolves no dot segment and merges no slash: Mandate would read another path."""
+    with pytest.raises(MalformedRequest) as refused:
+        classify(example_policy, AuthzInput("POST", path, BILLING_HOST, {}, rpc("GetTask"), SUPPORT))
+    assert (refused.value.verdict.status, refused.value.verdict.reason) == (400, "ambiguous_path")
+    assert refused.value.jsonrpc_ids == ("r1",)
