@@ -25,7 +25,8 @@ Invariants (each has a test in tests/unit/test_decision_cache.py or test_cache_e
 1. An answer is given again only for a request protobuf parsed (`pipeline.check_bytes`) whose
    walk (`wire.py`) found a source principal, so identity never comes from a header here.
 2. The key holds every field a decision may read; `KEY_HEADERS` and the headers a `when`
-   names are the only headers. `x-forwarded-client-cert` is not among them: it is read only
+   names are the only headers, and the only ones the steps are given (`visible`, enforced
+   in `request.from_wire`). `x-forwarded-client-cert` is not among them: it is read only
    when the request has no source principal, and such a request is never looked up (1).
 3. An answer to a request that presented a chain token is kept only when the decision noted
    the verified record behind it, so revocation and expiry reach every answer that relied on it.
@@ -99,6 +100,8 @@ class DecisionCache:
             None if named is None else tuple(name.encode() for name in (*KEY_HEADERS, chain_header, *sorted(named - deciding)))
         )
         self.chain_header = chain_header.encode()
+        # The headers the steps see (`request.from_wire`): the key's, and the pseudo-headers.
+        self.visible = None if self.headers is None else (*self.headers, *(name.encode() for name in PSEUDO_HEADERS))
         # Content-Length only tells whether the body was cut, unless some `when` reads it.
         self.length_at = None if self.headers is None or "content-length" in (named or ()) else self.headers.index(b"content-length")
         self.entries = entries
@@ -180,8 +183,9 @@ def decision_key(
         cut = read[:start] + read[end:]
         raw_body, body = (cut, body) if raw_body else (raw_body, cut)
         declared = chosen[length_at] if length_at is not None else None
-        if isinstance(declared, bytes) and declared.isdigit():
-            chosen[length_at] = int(declared) - len(read)  # type: ignore[index]  # an int: never equal to a header's bytes
+        digits = declared.lstrip(b"0") if isinstance(declared, bytes) and declared.isdigit() else None
+        if digits is not None and len(digits) <= 18:  # longer: kept as sent (`int` refuses 4,300 digits)
+            chosen[length_at] = int(digits or b"0") - len(read)  # type: ignore[index]  # an int: never equal to a header's bytes
     key = (
         wire.source_principal, wire.destination_principal, wire.method, wire.path, wire.host, raw_body, body, span is not None,
         fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,

@@ -139,7 +139,7 @@ class Authorizer:
         """Every step for a request the decision cache had no answer for; the answer is kept under `found`'s key."""
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
         try:
-            request = from_check_request(check) if wire is None else from_wire(wire)
+            request = from_check_request(check) if wire is None else from_wire(wire, snapshot.cache.visible)
         except (UnicodeError, ValueError) as exc:
             decision = _unreadable(exc)
         else:

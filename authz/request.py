@@ -69,10 +69,16 @@ class AuthzInput:
         return len(digits) > 18 or int(digits or "0") > len(self.body)
 
 
-def from_wire(wire: WireRequest) -> AuthzInput:
+def from_wire(wire: WireRequest, visible: tuple[bytes, ...] | None) -> AuthzInput:
     """What `from_check_request` reads, from the walk over a CheckRequest (`wire.py`) that
-    protobuf has also parsed, so every string in it is UTF-8."""
-    headers = {name.decode(): value.decode() for name, value in wire.headers.items()}
+    protobuf has also parsed, so every string in it is UTF-8. Only the `visible` headers (None:
+    all) reach the steps: the decision cache's key holds exactly those, so no step can decide
+    on a header an answer kept for another request did not share."""
+    sent = wire.headers
+    if visible is None:
+        headers = {name.decode(): value.decode() for name, value in sent.items()}
+    else:
+        headers = {name.decode(): value.decode() for name in visible if (value := sent.get(name)) is not None}
     return AuthzInput(
         method=wire.method.decode() or headers.get(":method", ""),
         path=wire.path.decode() or headers.get(":path", ""),
@@ -81,7 +87,7 @@ def from_wire(wire: WireRequest) -> AuthzInput:
         body=wire.raw_body or wire.body,
         source_principal=wire.source_principal.decode(),
         destination_principal=wire.destination_principal.decode(),
-        request_id=wire.id.decode() or headers.get("x-request-id", ""),
+        request_id=wire.id.decode() or sent.get(b"x-request-id", b"").decode(),
     )
 
 

@@ -81,8 +81,8 @@ class MandateServer:
         if not self.chain_store.wait_available(2.0):
             log.error("chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description)
         freeze_heap()
+        self.watcher.start()  # before SERVING: a SIGHUP from then on must reload
         self.grpc.set_serving(True)
-        self.watcher.start()
         ready_dir = os.environ.get(READY_DIR_ENV)
         if ready_dir:
             Path(ready_dir, str(os.getpid())).touch()

@@ -89,4 +89,4 @@ def host_key(host: str) -> str:
     if host.startswith("["):  # [v6]:port
         return host[: host.find("]") + 1]
     name, _, port = host.rpartition(":")
-    return name if name and port.isdigit() else host
+    return name if name and port.isascii() and port.isdigit() else host

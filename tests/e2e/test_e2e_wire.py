@@ -71,7 +71,7 @@ def test_envoys_check_requests_are_read_from_their_bytes_as_protobuf_reads_them(
     for payload in payloads:
         wire = read_wire(payload)
         assert wire is not None, CheckRequest.FromString(payload)
-        assert from_wire(wire) == from_check_request(CheckRequest.FromString(payload))
+        assert from_wire(wire, None) == from_check_request(CheckRequest.FromString(payload))
         bodies.append(wire.raw_body or wire.body)
     assert any(b'"tools/call"' in body for body in bodies)
 

@@ -24,6 +24,7 @@ from authz.policy.compiler import compile_directory
 from authz.policy.conditions import Condition
 from authz.record import Answered, Recorder
 from authz.request import AuthzInput, to_check_request
+from tests.harness.protowire import field, inject
 from tests.unit.test_chain_decisions import HEADER, TOOLS_HOST, Clock, call_agent, cast, documents, principal, use_tool
 
 _request_ids = itertools.count()
@@ -476,38 +477,12 @@ def test_a_refusal_about_a_verified_chain_is_kept_only_while_the_chain_holds(bui
     assert outcome(send(authorizer, use_tool("bob", "read", bobs))) == ("deny", "chain_revoked")
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """One protobuf field of wire type 2 (length-delimited)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _inject(message: Any, path: tuple[str, ...], bad: bytes) -> bytes:
-    """`message` serialized with `bad` appended inside the submessage at `path`, which stays one
-    field (the walk refuses a submessage sent twice, so a second copy would test nothing)."""
-    if not path:
-        return message.SerializeToString() + bad
-    inner = _inject(getattr(message, path[0]), path[1:], bad)
-    rest = type(message)()
-    rest.CopyFrom(message)
-    rest.ClearField(path[0])
-    return rest.SerializeToString() + _field(message.DESCRIPTOR.fields_by_name[path[0]].number, inner)
-
-
 @pytest.mark.parametrize(
     ("path", "bad"),
     [
         (("attributes", "tls_session"), b"\x02\x00"),  # a field numbered 0 inside tls_session
-        (("attributes", "source"), _field(1, b"\x0a\x05ab")),  # source.address, its socket address cut short
-        (("attributes", "request", "http"), _field(6, b"\xff\xfe")),  # request.http.scheme, not UTF-8
+        (("attributes", "source"), field(1, b"\x0a\x05ab")),  # source.address, its socket address cut short
+        (("attributes", "request", "http"), field(6, b"\xff\xfe")),  # request.http.scheme, not UTF-8
     ],
 )
 def test_a_message_protobuf_refuses_is_refused_even_when_its_read_fields_were_answered_before(build, path, bad):
@@ -519,7 +494,7 @@ def test_a_message_protobuf_refuses_is_refused_even_when_its_read_fields_were_an
     if path[-1] == "tls_session":
         check.attributes.tls_session.sni = "tools.local"  # present, so the bad field lands inside it
         assert outcome(CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString())))[0] == "allow"
-    answer = CheckResponse.FromString(authorizer.check_bytes(_inject(check, path, bad)))
+    answer = CheckResponse.FromString(authorizer.check_bytes(inject(check, path, bad)))
     assert outcome(answer) == ("deny", "invalid_check_request")
     assert answer.denied_response.status.code == 400
 
