@@ -25,7 +25,7 @@ _WHAT = {"tool": "tool", "resource": "resource", "prompt": "prompt", "method": "
 class _Context:
     """What a `when` may read; each CEL root is built only once some `when` reads it."""
 
-    __slots__ = ("caller", "request", "classified", "chain", "_roots", "failed_condition", "condition_errored")
+    __slots__ = ("_roots", "caller", "chain", "classified", "condition_errored", "failed_condition", "request")
 
     def __init__(self, caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain) -> None:
         self.caller, self.request, self.classified, self.chain = caller, request, classified, chain
@@ -54,7 +54,7 @@ class _Context:
 class _Variables:
     """The CEL activation for one action, as a mapping that builds a root when it is read."""
 
-    __slots__ = ("_context", "_action")
+    __slots__ = ("_action", "_context")
 
     def __init__(self, context: _Context, action: Action) -> None:
         self._context, self._action = context, action

@@ -126,7 +126,7 @@ class Authorizer:
         try:
             wire = read_wire(payload)
             found = snapshot.cache.look_up(wire)
-        except Exception:  # noqa: BLE001 - the walk and the cache are shortcuts: without them, decide afresh
+        except Exception:
             log.exception("reading the request's bytes or the decision cache failed; deciding afresh")
             wire, found = None, None
         if found is not None and found.answer is not None:
@@ -166,7 +166,7 @@ class Authorizer:
                 decision.jsonrpc_ids = refusal.jsonrpc_ids
             elif decision.jsonrpc_ids is None:
                 decision.jsonrpc_ids = peek_ids(request.method, request.body)
-        except Exception:  # noqa: BLE001 - fail closed, and say so in the log
+        except Exception:
             log.exception("internal error deciding request %s", decision.id)
             decision.verdict = Verdict(False, "internal_error", "Mandate failed to decide; see its log", FORBIDDEN)
         return decision
@@ -222,7 +222,7 @@ class Authorizer:
     def _answer(self, decision: Decision, responses: ResponseTemplates) -> bytes:
         try:
             return responses.render(decision)
-        except Exception:  # noqa: BLE001 - a response we cannot build is a deny we can
+        except Exception:
             log.exception("cannot build response for %s", decision.id)
             decision.verdict = Verdict(False, "internal_error", "Mandate failed to answer; see its log", FORBIDDEN)
             decision.dry_run = False

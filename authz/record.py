@@ -80,5 +80,5 @@ class Recorder:
             for sink in self._sinks:
                 try:
                     sink(batch)
-                except Exception:  # noqa: BLE001 - one failing sink must not silence the others
+                except Exception:
                     log.exception("recording %d answers failed in %r", len(batch), sink)

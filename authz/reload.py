@@ -110,7 +110,7 @@ class PolicyWatcher:
             for error in exc.errors:
                 log.error("policy reload rejected, keeping version %s: %s", self.authorizer.policy.version, error)
             return False
-        except Exception:  # noqa: BLE001 - keep the last good set whatever went wrong
+        except Exception:
             self.metrics.reloads.labels("rejected").inc()
             log.exception("policy reload failed, keeping version %s", self.authorizer.policy.version)
             return False

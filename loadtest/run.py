@@ -702,13 +702,13 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
         f"unless said otherwise, on loopback; Mandate's chain store: {settings['chain_store']}"
         + (" (a throwaway `redis-server`, `--redis` + `--chain-key`)" if settings["chain_store"] == "redis" else "")
         + f"; audit: {settings['audit']}",
-        f"- **request** (h2load): `{settings['representative']}` — examples/list-issues.yaml, an allowed MCP `tools/call` "
+        (f"- **request** (h2load): `{settings['representative']}` — examples/list-issues.yaml, an allowed MCP `tools/call` "
         f"whose rule has a CEL `when`; {settings['representative_bytes']} bytes of CheckRequest. h2load sends this one request "
         "over and over, so from the second on Mandate answers from its **decision cache** (authz/decision_cache.py); the "
-        "rows marked `--decision-cache 0` are a third server deciding every request afresh, alternated with the other two",
-        f"- **method**: h2load ({plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up per run), "
+        "rows marked `--decision-cache 0` are a third server deciding every request afresh, alternated with the other two"),
+        (f"- **method**: h2load ({plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up per run), "
         "the floor and Mandate alternately, the order reversed every other round. Each figure is the **median of the rounds "
-        "(min–max)**; ratios are Mandate ÷ floor within a round, then the median of those.",
+        "(min–max)**; ratios are Mandate ÷ floor within a round, then the median of those."),
         "",
         "## SPEC §8 targets",
         "",
@@ -721,10 +721,10 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
     problems = sum(len(p) for p in verification["verdict_problems"].values())
     lines += [
         "",
-        f"Before any timing, every server answered the representative request with gRPC status OK "
+        (f"Before any timing, every server answered the representative request with gRPC status OK "
         f"({', '.join(label for label, ok in verification['grpc_status_ok'].items() if ok)}; h2load itself only sees HTTP 200), "
         f"and every Mandate decided the representative request and the whole locust mix as expected "
-        f"({problems} unexpected verdicts), chained calls carrying a token that Mandate handed out.",
+        f"({problems} unexpected verdicts), chained calls carrying a token that Mandate handed out."),
         "",
         f"## Through gRPC: floor vs Mandate (h2load, `{flavour}`)",
         "",
@@ -748,8 +748,8 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
                          f"{ranged(ratio['p99_us'], times)} | {ranged(ratio['p999_us'], times)} | {ranged(ratio['rps'], times)} |")
     if plot is not None:
         lines += ["", f"![Latency CDF, 1 in flight]({os.path.relpath(plot, out.parent)})", "",
-                  f"Every request of every round at 1 in flight ({len(results['cdf'].get('floor/' + flavour, [])):,} floor, "
-                  f"{len(results['cdf'].get('mandate/' + flavour, [])):,} Mandate), pooled: the CDF and its tail."]
+                  (f"Every request of every round at 1 in flight ({len(results['cdf'].get('floor/' + flavour, [])):,} floor, "
+                  f"{len(results['cdf'].get('mandate/' + flavour, [])):,} Mandate), pooled: the CDF and its tail.")]
     if results["flavours"]:
         lines += [
             "",
@@ -774,11 +774,11 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
             "",
             f"## locust: the request mix ({locust['users']} users, {locust['seconds']} s per run)",
             "",
-            "A gRPC user (grpcio under gevent) sends the weighted mix of loadtest/requests.py: MCP tool calls allowed and "
+            ("A gRPC user (grpcio under gevent) sends the weighted mix of loadtest/requests.py: MCP tool calls allowed and "
             "denied, MCP plumbing, A2A calls minting chains, chained billing-db calls with a real token, egress GETs, an "
             "unknown caller. Latency is timed per call with `perf_counter_ns` into a µs histogram. locust is one Python "
             "process sharing the two cores with the server, and spends more per call than the floor does: these figures "
-            "compare the two servers under the same client; h2load's above are the capacity figures.",
+            "compare the two servers under the same client; h2load's above are the capacity figures."),
             "",
             "| server | p50 µs | p90 µs | p99 µs | p99.9 µs | req/s | requests | failures | wrong verdicts |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -793,17 +793,17 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
     if workers.get("supported"):
         one, two = workers["1"]["aggregate"], workers["2"]["aggregate"]
         lines += [
-            f"Mandate (`{flavour}`) with `--workers 1` and `--workers 2`, h2load {workers['mode']} (`-c 8 -m 2`, so the kernel "
-            f"spreads connections over the workers' SO_REUSEPORT sockets), alternated, {plan['worker_rounds']} rounds × {plan['worker_seconds']} s.",
+            (f"Mandate (`{flavour}`) with `--workers 1` and `--workers 2`, h2load {workers['mode']} (`-c 8 -m 2`, so the kernel "
+            f"spreads connections over the workers' SO_REUSEPORT sockets), alternated, {plan['worker_rounds']} rounds × {plan['worker_seconds']} s."),
             "",
             "| workers | req/s | p50 µs | p99 µs | RSS (all processes) |",
             "|---|---|---|---|---|",
             f"| 1 | {ranged(one['rps'])} | {ranged(one['p50_us'])} | {ranged(one['p99_us'])} | {mb(workers['memory']['1']['VmRSS'])} |",
             f"| 2 | {ranged(two['rps'])} | {ranged(two['p50_us'])} | {ranged(two['p99_us'])} | {mb(workers['memory']['2']['VmRSS'])} |",
             "",
-            f"2 workers ÷ 1: {ranged(workers['ratio']['rps'], times)} the throughput (over 8 connections here, 1 in the "
+            (f"2 workers ÷ 1: {ranged(workers['ratio']['rps'], times)} the throughput (over 8 connections here, 1 in the "
             f"16-in-flight rows above); "
-            f"{'every sample request decided as expected' if not workers['verdict_problems'] else 'UNEXPECTED VERDICTS: ' + '; '.join(workers['verdict_problems'])}.",
+            f"{'every sample request decided as expected' if not workers['verdict_problems'] else 'UNEXPECTED VERDICTS: ' + '; '.join(workers['verdict_problems'])}."),
         ]
     else:
         lines.append(f"Not measured: {workers.get('note', 'not supported')}. The runner tries `--workers 2` every time, so the "
@@ -813,9 +813,9 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
         "",
         "## Memory",
         "",
-        f"- Mandate (`{flavour}`, example policies) VmRSS after the h2load runs: {mb(memory['after_main']['mandate']['VmRSS'])}, "
+        (f"- Mandate (`{flavour}`, example policies) VmRSS after the h2load runs: {mb(memory['after_main']['mandate']['VmRSS'])}, "
         f"after locust and the rest: {mb(memory['end']['mandate']['VmRSS'])} (peak VmHWM {mb(memory['end']['mandate']['VmHWM'])}); "
-        f"the floor: {mb(memory['end']['floor']['VmRSS'])}.",
+        f"the floor: {mb(memory['end']['floor']['VmRSS'])}."),
     ]
     micro = results.get("micro", {})
     report = micro.get("report")
@@ -828,12 +828,12 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
                          + f"{rss['in_process_growth']:.0f} MB growth in the micro-benchmark's process.")
     lines += ["", "## Decision path in process (loadtest/micro.py)"]
     passes = (("micro", "The same agents at every size (what the flatness target is held against)",
-               "Requests from the first profiles only, as many as the smallest size has, so every size meets the same "
-               "agents with the same rules and only the number of profiles loaded differs."),
+               ("Requests from the first profiles only, as many as the smallest size has, so every size meets the same "
+               "agents with the same rules and only the number of profiles loaded differs.")),
               ("micro_spread", "Requests from every profile",
-               "The same scenarios with callers drawn from every profile: a larger size also meets more agents (about "
+               ("The same scenarios with callers drawn from every profile: a larger size also meets more agents (about "
                "2,000 distinct ones in the mix at 10,000 profiles), whose objects do not stay in the CPU caches between "
-               "two of their requests as ten agents' do in a tight loop."))
+               "two of their requests as ten agents' do in a tight loop.")))
     for name, title, intro in passes:
         run_result = results.get(name, {})
         lines += ["", f"### {title}", "", intro, ""]
@@ -846,10 +846,10 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
             lines += ["", f"<details><summary>attempt {attempt} failed: {failure['error'][:200]}</summary>", "", "```",
                       failure["output"].strip(), "```", "", "</details>"]
     lines += ["", "## Not covered", "",
-              "- Envoy is not in the loop: h2load and locust talk to the Check servers directly, so these are "
-              "Mandate's and gRPC's costs, not Envoy's ext_authz filter's.",
-              "- Client and servers share the same two cores (and, on a VM, its neighbours): absolute figures move between "
-              "runs; the alternating rounds and the per-round ratios are what to read."]
+              ("- Envoy is not in the loop: h2load and locust talk to the Check servers directly, so these are "
+              "Mandate's and gRPC's costs, not Envoy's ext_authz filter's."),
+              ("- Client and servers share the same two cores (and, on a VM, its neighbours): absolute figures move between "
+              "runs; the alternating rounds and the per-round ratios are what to read.")]
     if raw is not None:
         lines += [f"- Raw figures (every round): [{os.path.relpath(raw, out.parent)}]({os.path.relpath(raw, out.parent)})."]
     analysis = Path(__file__).with_name("ANALYSIS.md")

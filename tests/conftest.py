@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from authz.pipeline import Authorizer
-from tests.harness.redis import RedisServer
 from authz.policy.compiler import PolicySet, compile_directory
+from tests.harness.redis import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "policies"

@@ -81,7 +81,7 @@ class Results:
 
 
 class Condition:
-    __slots__ = ("source", "headers", "_reads", "_program", "_results")
+    __slots__ = ("_program", "_reads", "_results", "headers", "source")
 
     def __init__(self, source: str, results: Results | None = None) -> None:
         self.source = source

@@ -21,12 +21,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes `tests/harness` importable as `harness`
 
-from harness.envoy import EnvoyProcess, mesh_envoy_config  # noqa: E402
-from harness.pki import CertPair, MeshPKI  # noqa: E402
-from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set  # noqa: E402
-from harness.processes import MandateProcess  # noqa: E402
-from harness.upstreams import Upstream, serve_upstream  # noqa: E402
-from harness.upstreams import a2a_agent, echo, mcp_server  # noqa: E402
+from harness.envoy import EnvoyProcess, mesh_envoy_config
+from harness.pki import CertPair, MeshPKI
+from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set
+from harness.processes import MandateProcess
+from harness.upstreams import Upstream, a2a_agent, echo, mcp_server, serve_upstream
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ class CertPair:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> Path:

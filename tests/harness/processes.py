@@ -241,7 +241,7 @@ class ThreadedUvicorn:
     def _run(self) -> None:
         try:
             asyncio.run(self.server.serve(sockets=[self.sock]))
-        except BaseException as exc:  # surfaced by start()/stop()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by start()/stop()
             self.error = exc
 
     def start(self, timeout: float = 10.0) -> ThreadedUvicorn:

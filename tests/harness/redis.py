@@ -142,7 +142,7 @@ class RedisClusterNodes:
 
     def _ok(self) -> bool:
         info = subprocess.run(
-            ["redis-cli", "-p", str(self.nodes[0].port), "cluster", "info"], capture_output=True, text=True, timeout=5
+            ["redis-cli", "-p", str(self.nodes[0].port), "cluster", "info"], check=False, capture_output=True, text=True, timeout=5
         ).stdout
         return "cluster_state:ok" in info
 

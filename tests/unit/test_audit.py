@@ -14,9 +14,9 @@ import orjson
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from authz.audit import AuditLog
+from authz.explain import read_request_file
 from authz.metrics import Metrics
 from authz.record import Answered, Recorder
-from authz.explain import read_request_file
 from authz.request import to_check_request
 from authz.verdict import Decision, Verdict
 from tests.conftest import EXAMPLES, REPO
@@ -145,7 +145,7 @@ def test_the_time_is_when_the_answer_was_given_in_utc() -> None:
     time.sleep(0.05)  # written later than answered
     recorder.close()
     (line,) = stream.lines()
-    written = datetime.datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+    written = datetime.datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC).timestamp()
     assert before - 0.002 <= written <= after + 0.002
 
 

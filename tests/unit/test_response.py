@@ -95,7 +95,7 @@ def test_a2a_deny_echoes_string_ids(authorizer):
 
 
 def test_dry_run_deny_is_allowed_but_recorded_as_would_deny(authorizer):
-    decision, response = respond(authorizer, tool("delete_repo", principal=TRIAGE))
+    _decision, response = respond(authorizer, tool("delete_repo", principal=TRIAGE))
     assert response.HasField("ok_response")
     assert response.dynamic_metadata.fields["decision"].string_value == "would_deny"
 
