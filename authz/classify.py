@@ -102,9 +102,9 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
             mcp_actions, _ = classify_mcp(method, request.headers, request.body)
             actions = tuple(mcp_actions)
             protocol = "mcp"
-        elif target.kind == "agent":
+        elif target.a2a is not None:  # an agent: the compiler gives each the router its SDK app builds
             content_type = request.headers.get("content-type", "")
-            a2a_actions = classify_a2a(method, path, request.body, content_type)
+            a2a_actions = classify_a2a(method, path, request.body, content_type, target.a2a)
             actions = tuple(a2a_actions)
             protocol = "a2a"
             jsonrpc = a2a_actions[0].binding == "jsonrpc"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from ..identity import parse_spiffe_id
-from ..protocols.a2a import A2A_METHODS, to_v1_method
+from ..protocols.a2a import A2A_METHODS, A2aRouter, to_v1_method
 from ..protocols.paths import host_key
 from .conditions import Condition, ConditionError, Results
 from .globs import GlobSet
@@ -94,6 +94,7 @@ class CompiledTarget:
     kind: str  # mcp | egress | http | agent
     path_prefix: str | None
     workload: CompiledProfile | None  # the profile governing the target's own workload
+    a2a: A2aRouter | None = None  # agents only: where their SDK app serves each binding
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,7 @@ class _Compiler:
         # Thousands of profiles repeat the same name lists and conditions: compile each once.
         self._globsets: dict[tuple[str, ...], GlobSet] = {}
         self._conditions: dict[str, Condition] = {}
+        self._routers: dict[tuple[str, str, str], A2aRouter] = {}
         self._results = Results()  # shared by this set's conditions, dropped with it
 
     def compile(self, version: str) -> PolicySet:
@@ -410,7 +412,7 @@ class _Compiler:
         by_host: dict[str, CompiledTarget] = {}
         agent_hosts: dict[str, str] = {}
         for name, (profile, source) in self.profiles.items():
-            agent = CompiledTarget(name, "agent", None, profiles[name])
+            agent = CompiledTarget(name, "agent", None, profiles[name], self._a2a_router(profile, source))
             targets[name] = agent
             for principal in profile.spec.principals:
                 _put_principal(by_principal, principal, agent)
@@ -441,6 +443,26 @@ class _Compiler:
             if not spec.principals and not spec.hosts:
                 self.errors.append(source.error("a Target needs at least one of principals or hosts", "spec"))
         return targets, by_principal, by_host
+
+    def _a2a_router(self, profile: MissionProfile, source: SourcedDocument) -> A2aRouter:
+        """The profile's `spec.a2a` as a router (one per distinct declaration).
+
+        A declared JSON-RPC or card path that an HTTP+JSON route also places, for the same verb,
+        is served by whichever route the app lists first: the SDK's `add_a2a_routes_to_fastapi`
+        lists the card and JSON-RPC routes first, an app assembled by hand may not. Mandate
+        cannot see the order, so the declaration is refused rather than read one way."""
+        declared = profile.spec.a2a
+        key = (declared.jsonrpc_path, declared.rest_prefix, declared.card_path)
+        router = self._routers.get(key)
+        if router is None:
+            router = self._routers[key] = A2aRouter(*key)
+        for field_name, verb, path in (("jsonrpcPath", "POST", router.jsonrpc_path), ("cardPath", "GET", router.card_path)):
+            method = router.rest_method(verb, path)
+            if method is not None:
+                self.errors.append(source.error(
+                    f"a2a.{field_name} {path!r} is also where the HTTP+JSON routes (restPrefix "
+                    f"{router.rest_prefix!r}) serve {verb} {method}: pick a path no route places", "spec", "a2a", field_name))
+        return router
 
     def _add_principals(
         self,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
+
+from ..protocols.a2a import DEFAULT_CARD_PATH, DEFAULT_JSONRPC_PATH, DEFAULT_REST_PREFIX
 
 API_VERSION = "mandate.dev/v1alpha1"
 
@@ -102,12 +104,64 @@ class TargetSpec(_Strict):
         return value
 
 
+# A path as the agent's router sees it and as Mandate normalises it, the same string: segments of
+# RFC 3986 path characters without `%` (so nothing to decode) and without `{`, `}` (Starlette
+# would compile them into a parameter), none `.` or `..`, none empty but a trailing one.
+_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]*")
+
+
+def _path_problem(field: str, value: str) -> str | None:
+    """Why `value` cannot be one of the agent's declared paths, or None."""
+    if not value.startswith("/"):
+        return f"{field} must start with '/'"
+    segments = value.split("/")[1:]
+    for index, segment in enumerate(segments):
+        if not _SEGMENT.fullmatch(segment):
+            return f"{field} may hold only letters, digits and -._~!$&'()*+,;=:@ between slashes (no %, {{ or }})"
+        if segment in (".", ".."):
+            return f"{field} must not contain a '.' or '..' segment: the agent's router resolves none"
+        if segment == "" and index < len(segments) - 1:
+            return f"{field} must not contain '//'"
+    return None
+
+
+class A2aServing(_Strict):
+    """How the profile's workload serves A2A, as its a2a-sdk app was built (SDK defaults).
+
+    The JSON-RPC endpoint is one known path: a POST anywhere else that no HTTP+JSON route
+    places is `unsupported_binding`, never read from its body."""
+
+    jsonrpc_path: str = DEFAULT_JSONRPC_PATH  # create_jsonrpc_routes(rpc_url=...)
+    rest_prefix: str = DEFAULT_REST_PREFIX  # create_rest_routes(path_prefix=...)
+    card_path: str = DEFAULT_CARD_PATH  # create_agent_card_routes(card_url=...)
+
+    @field_validator("jsonrpc_path", "card_path")
+    @classmethod
+    def _served_path(cls, value: str, info: ValidationInfo) -> str:
+        problem = _path_problem(to_camel(info.field_name or ""), value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("rest_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        """The SDK joins it to `/message:send` and the rest as it is: a trailing '/' makes a `//`."""
+        if value.endswith("/"):
+            raise ValueError("restPrefix must not end with '/' (leave it out to serve the routes at the root)")
+        problem = _path_problem("restPrefix", value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 class MissionProfileSpec(Scope):
     principals: NameList = Field(min_length=1)
     hosts: NameList = []
     mission: str = Field(min_length=1)
     mode: Literal["enforce", "dry-run"] = "enforce"
     delegation: Delegation = Delegation()
+    a2a: A2aServing = A2aServing()
 
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -159,7 +213,7 @@ class Settings(_Document):
 
 
 Document = Target | MissionProfile | Settings
-DOCUMENT_KINDS: dict[str, type[Target] | type[MissionProfile] | type[Settings]] = {
+DOCUMENT_KINDS: dict[str, type[Target | MissionProfile | Settings]] = {
     "Target": Target,
     "MissionProfile": MissionProfile,
     "Settings": Settings,

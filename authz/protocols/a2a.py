@@ -6,16 +6,17 @@ Both JSON-RPC method generations map onto the v1.0 names, so one rule
 A request is read exactly as the agent's router will dispatch it, or refused: the method of a
 JSON-RPC call comes from its body, of an HTTP+JSON call from its route, so a path read as the
 wrong one hands the body's method a route's power (`POST /t:x/tasks/1:cancel` saying GetTask
-ran CancelTask). The router mirrored is the one a2a-sdk 1.3 builds (`a2a.server.routes`):
-the JSON-RPC endpoint at `/` (`create_jsonrpc_routes(rpc_url=DEFAULT_RPC_URL)`), and the
-HTTP+JSON routes of `create_rest_routes` in Starlette's order, with the same patterns Starlette
-compiles from them. A path neither places is refused, never read as the other binding.
+ran CancelTask). The router mirrored is the one a2a-sdk 1.3 builds (`a2a.server.routes`), at
+the paths the agent's profile declares (`spec.a2a`, SDK defaults otherwise): the card route,
+the one JSON-RPC endpoint (`create_jsonrpc_routes(rpc_url=...)`), and the HTTP+JSON routes of
+`create_rest_routes(path_prefix=...)` in Starlette's order, with the same patterns Starlette
+compiles from them. A path none places is refused, never read as another binding.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .jsonrpc import JsonId, Malformed, parse_json, parse_messages
@@ -53,15 +54,21 @@ _ALIASES = {
     "TaskSubscription": "SubscribeToTask",
 }
 A2A_METHODS = frozenset(V1_METHODS) | frozenset(V03_METHODS)
+# The card's well-known names (v1.0's, and v0.3's earlier one) are read as a card fetch under
+# any prefix: no route `create_rest_routes` builds ends in them, whatever its `path_prefix`.
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 
-# The JSON-RPC endpoint: the SDKs' default `rpc_url` (a2a-sdk 1.3 `DEFAULT_RPC_URL`, and what
-# 0.3's A2AStarletteApplication/A2AFastAPIApplication served), v1.0 and v0.3 names alike.
-JSONRPC_PATHS = ("/",)
+# The SDKs' defaults for what a profile's `spec.a2a` leaves out: `rpc_url` (a2a-sdk 1.3
+# `DEFAULT_RPC_URL`, and what 0.3's A2AStarletteApplication/A2AFastAPIApplication served, v1.0
+# and v0.3 names alike), `path_prefix` and `card_url` (`AGENT_CARD_WELL_KNOWN_PATH`).
+DEFAULT_JSONRPC_PATH = "/"
+DEFAULT_REST_PREFIX = ""
+DEFAULT_CARD_PATH = "/.well-known/agent-card.json"
 
-# `create_rest_routes(enable_v0_3_compat=True)`: v0.3's routes first, then v1.0's, then those
-# same v1.0 routes again inside `Mount("/{tenant}")`. Order matters: Starlette runs the first
-# route whose pattern and verb both match.
+# `create_rest_routes(enable_v0_3_compat=True, path_prefix=P)`: v0.3's routes first, then
+# v1.0's, each at P + its path, then those same v1.0 routes (P included) again inside
+# `Mount("/{tenant}")`. Order matters: Starlette runs the first route whose pattern and verb
+# both match.
 REST_V03_ROUTES = (
     ("POST", "/v1/message:send", "SendMessage"),
     ("POST", "/v1/message:stream", "SendStreamingMessage"),
@@ -103,16 +110,20 @@ def starlette_pattern(template: str) -> re.Pattern[str]:
     return re.compile(regex + re.escape(template[end:]) + "$")
 
 
-def _by_verb(routes: tuple[tuple[str, str, str], ...]) -> dict[str, tuple[tuple[re.Pattern[str], str], ...]]:
-    """Routes grouped by verb, in order: only a route of the request's verb can end Starlette's
-    search; another verb's is at most a PARTIAL match, answered 405 (or the mount takes the
-    path): never a dispatch."""
+Routes = dict[str, tuple[tuple[re.Pattern[str], str], ...]]
+
+
+def _by_verb(prefix: str, routes: tuple[tuple[str, str, str], ...]) -> Routes:
+    """Routes at `prefix` + their path, grouped by verb, in order: only a route of the request's
+    verb can end Starlette's search; another verb's is at most a PARTIAL match, answered 405 (or
+    the mount takes the path): never a dispatch."""
     verbs = {verb for verb, _, _ in routes}
-    return {verb: tuple((starlette_pattern(path), method) for v, path, method in routes if v == verb) for verb in verbs}
+    return {
+        verb: tuple((starlette_pattern(prefix + path), method) for v, path, method in routes if v == verb)
+        for verb in verbs
+    }
 
 
-_TOP_ROUTES = _by_verb(REST_V03_ROUTES + REST_V1_ROUTES)
-_TENANT_ROUTES = _by_verb(REST_V1_ROUTES)
 _TENANT_MOUNT = starlette_pattern("/{tenant}/{path:path}")  # Mount("/{tenant}") appends `/{path:path}`
 
 
@@ -147,6 +158,55 @@ class UnsupportedBinding(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class A2aRouter:
+    """The router one agent's a2a-sdk app builds, at the paths its profile declares (`spec.a2a`).
+
+    The app is the one `add_a2a_routes_to_fastapi` assembles: the card route
+    (`create_agent_card_routes(card_url=card_path)`), the JSON-RPC endpoint
+    (`create_jsonrpc_routes(rpc_url=jsonrpc_path)`, POST only), then
+    `create_rest_routes(path_prefix=rest_prefix)`. The route tables are derived, so two equal
+    declarations are equal routers."""
+
+    jsonrpc_path: str
+    rest_prefix: str
+    card_path: str
+    top_routes: Routes = field(compare=False, repr=False)
+    tenant_routes: Routes = field(compare=False, repr=False)
+
+    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
+    def __init__(
+        self,
+        jsonrpc_path: str = DEFAULT_JSONRPC_PATH,
+        rest_prefix: str = DEFAULT_REST_PREFIX,
+        card_path: str = DEFAULT_CARD_PATH,
+    ) -> None:
+        object.__setattr__(self, "jsonrpc_path", jsonrpc_path)
+        object.__setattr__(self, "rest_prefix", rest_prefix)
+        object.__setattr__(self, "card_path", card_path)
+        object.__setattr__(self, "top_routes", _by_verb(rest_prefix, REST_V03_ROUTES + REST_V1_ROUTES))
+        object.__setattr__(self, "tenant_routes", _by_verb(rest_prefix, REST_V1_ROUTES))
+
+    def rest_method(self, http_method: str, path: str) -> str | None:
+        """The method the SDK's HTTP+JSON router runs for `path`, or None where it runs none (404,
+        405, a slash redirect). As Starlette does: the first top-level route matching path and
+        verb; else `Mount("/{tenant}")`, which takes every path of two or more segments and
+        answers with its own first match on the rest (the prefix is inside the mount, as the SDK
+        builds it: `/{tenant}{path_prefix}/tasks`), or 404. Starlette adds HEAD to GET routes;
+        Mandate does not read HEAD as GET, so a HEAD is refused."""
+        for route, method in self.top_routes.get(http_method, ()):
+            if route.match(path):
+                return method
+        mounted = _TENANT_MOUNT.match(path)
+        if mounted is None:
+            return None
+        rest = "/" + mounted.group("path")
+        for route, method in self.tenant_routes.get(http_method, ()):
+            if route.match(rest):
+                return method
+        return None
+
+
 def routed_path(raw_path: str) -> str:
     """The path an ASGI server gives the agent's router: the query cut, percent-decoded once,
     nothing resolved (uvicorn and Starlette leave `.`, `..` and `//` as sent). Where it differs
@@ -155,37 +215,23 @@ def routed_path(raw_path: str) -> str:
     return unquote(path) if "%" in path else path
 
 
-def rest_method(http_method: str, path: str) -> str | None:
-    """The method the SDK's HTTP+JSON router runs for `path`, or None where it runs none (404,
-    405, a slash redirect). As Starlette does: the first top-level route matching path and verb;
-    else `Mount("/{tenant}")`, which takes every path of two or more segments and answers with
-    its own first match on the rest, or 404. Starlette adds HEAD to GET routes; Mandate does not
-    read HEAD as GET, so a HEAD is refused."""
-    for route, method in _TOP_ROUTES.get(http_method, ()):
-        if route.match(path):
-            return method
-    mounted = _TENANT_MOUNT.match(path)
-    if mounted is None:
-        return None
-    rest = "/" + mounted.group("path")
-    for route, method in _TENANT_ROUTES.get(http_method, ()):
-        if route.match(rest):
-            return method
-    return None
-
-
-def classify_a2a(http_method: str, path: str, body: bytes, content_type: str) -> list[A2aAction]:
+def classify_a2a(http_method: str, path: str, body: bytes, content_type: str, router: A2aRouter) -> list[A2aAction]:
     """The A2A call(s) a request makes; raises Malformed (400) or UnsupportedBinding (403).
 
-    `path` is the one the agent's router sees (see `routed_path`). The card is read from any
-    path ending in its well-known name: no HTTP+JSON route ends so, and it needs least privilege."""
-    if http_method == "POST" and path in JSONRPC_PATHS and "grpc" not in content_type:
+    `path` is the one the agent's router sees (see `routed_path`). JSON-RPC is read at the one
+    path the agent serves it on, never at a POST no route places. The card is read at its
+    declared path, or any path ending in a well-known name: neither is an HTTP+JSON route (the
+    compiler holds the declared one to that), and the card needs least privilege."""
+    if http_method == "POST" and path == router.jsonrpc_path and "grpc" not in content_type:
         return [_jsonrpc_action(body)]
-    if http_method == "GET" and path.endswith(CARD_PATHS):
+    if http_method == "GET" and (path == router.card_path or path.endswith(CARD_PATHS)):
         return [A2aAction("", path, "card")]
-    method = rest_method(http_method, path)
+    method = router.rest_method(http_method, path)
     if method is None:
-        raise UnsupportedBinding(f"{http_method} {path} is neither A2A's JSON-RPC endpoint nor an HTTP+JSON route")
+        raise UnsupportedBinding(
+            f"{http_method} {path[:200]} is neither the agent's JSON-RPC endpoint (POST {router.jsonrpc_path}) "
+            "nor an HTTP+JSON route"
+        )
     if body:
         parse_json(body)  # hygiene only: the route names the method
     return [A2aAction(method, f"{http_method} {path}", "http+json")]

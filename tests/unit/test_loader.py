@@ -169,3 +169,90 @@ def test_validate_command(write_policies, capsys):
 
 def test_missing_directory(tmp_path):
     assert any("does not exist" in e for e in errors_of(tmp_path / "nope"))
+
+
+def a2a_profile(block: str) -> str:
+    """PROFILE declaring how it is served; `block` is the YAML under `a2a:`, from line 8 of the file."""
+    return PROFILE.replace("  mission: reads issues\n", "  mission: reads issues\n  a2a:\n" + block)
+
+
+def test_a2a_declaration_compiles_into_the_agents_router(write_policies):
+    block = "    jsonrpcPath: /a2a\n    restPrefix: /api\n    cardPath: /agent/card.json\n"
+    twin = a2a_profile(block).replace("name: support-agent", "name: twin").replace("sa/support-agent", "sa/twin")
+    policy = compile_directory(write_policies(p=a2a_profile(block), q=twin, t=TARGET))
+    router = policy.targets["support-agent"].a2a
+    assert (router.jsonrpc_path, router.rest_prefix, router.card_path) == ("/a2a", "/api", "/agent/card.json")
+    assert router is policy.targets["twin"].a2a  # one router per distinct declaration
+    assert policy.targets["github"].a2a is None
+
+
+def test_a2a_defaults_are_the_sdks(write_policies):
+    router = compile_directory(write_policies(p=PROFILE, t=TARGET)).targets["support-agent"].a2a
+    assert (router.jsonrpc_path, router.rest_prefix, router.card_path) == ("/", "", "/.well-known/agent-card.json")
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("    jsonrpcPath: a2a\n", "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must start with '/'"),
+        ("    jsonrpcPath: /a2a/../rpc\n", "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must not contain a '.' or '..'"),
+        ("    jsonrpcPath: /./a2a\n", "jsonrpcPath must not contain a '.' or '..'"),
+        ("    jsonrpcPath: /a2a//rpc\n", "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must not contain '//'"),
+        ("    jsonrpcPath: //\n", "jsonrpcPath must not contain '//'"),
+        ("    jsonrpcPath: /a%32a\n", "jsonrpcPath may hold only letters, digits"),
+        ("    jsonrpcPath: /{tenant}/rpc\n", "jsonrpcPath may hold only letters, digits"),
+        ("    jsonrpcPath: /rpc?x=1\n", "jsonrpcPath may hold only letters, digits"),
+        ("    jsonrpcPath: /a b\n", "jsonrpcPath may hold only letters, digits"),
+        ("    jsonrpcPath: /caf\u00e9\n", "jsonrpcPath may hold only letters, digits"),
+        ("    jsonrpcPath: 7\n", "spec.a2a.jsonrpcPath: Input should be a valid string"),
+        ("    restPrefix: /\n", "p.yaml:8: spec.a2a.restPrefix: Value error, restPrefix must not end with '/'"),
+        ("    restPrefix: /api/\n", "restPrefix must not end with '/'"),
+        ("    restPrefix: api\n", "restPrefix must start with '/'"),
+        ("    restPrefix: /api/..\n", "restPrefix must not contain a '.' or '..'"),
+        ("    restPrefix: /a%2Fb\n", "restPrefix may hold only letters, digits"),
+        ("    cardPath: /.well-known/./agent-card.json\n", "p.yaml:8: spec.a2a.cardPath: Value error, cardPath must not"),
+        ("    cardPath: card.json\n", "cardPath must start with '/'"),
+        ("    jsonRpcPath: /a2a\n", "p.yaml:8: unknown field 'spec.a2a.jsonRpcPath'"),
+        ("    tenants: [a]\n", "p.yaml:8: unknown field 'spec.a2a.tenants'"),
+    ],
+)
+def test_bad_a2a_declarations(write_policies, block, expected):
+    errors = errors_of(write_policies(p=a2a_profile(block), t=TARGET))
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        # Served by both the JSON-RPC endpoint and a REST route: which runs is the app's route order.
+        ("    jsonrpcPath: /message:send\n", "p.yaml:8: a2a.jsonrpcPath '/message:send' is also where the HTTP+JSON routes"),
+        ("    jsonrpcPath: /t1/message:send\n", "serve POST SendMessage"),  # the `/{tenant}` mount
+        ("    jsonrpcPath: /v1/tasks/x:cancel\n", "serve POST CancelTask"),  # v0.3's routes
+        ("    jsonrpcPath: /api/message:stream\n    restPrefix: /api\n", "(restPrefix '/api') serve POST SendStreamingMessage"),
+        ("    cardPath: /tasks\n", "p.yaml:8: a2a.cardPath '/tasks' is also where the HTTP+JSON routes (restPrefix '') serve GET ListTasks"),
+        ("    cardPath: /api/extendedAgentCard\n    restPrefix: /api\n", "serve GET GetExtendedAgentCard"),
+    ],
+)
+def test_a2a_paths_a_rest_route_also_serves(write_policies, block, expected):
+    errors = errors_of(write_policies(p=a2a_profile(block), t=TARGET))
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "    jsonrpcPath: /tasks/x\n",  # a GET route: a POST there is the JSON-RPC endpoint's whatever the order
+        "    jsonrpcPath: /rpc/\n",
+        "    restPrefix: ''\n",  # the SDK's own default, written out
+        "    jsonrpcPath: /.well-known/agent-card.json\n",  # the card is GET, the endpoint POST
+        "    restPrefix: /t:x/v1\n    cardPath: /v1/card.json\n",
+    ],
+)
+def test_good_a2a_declarations(write_policies, block):
+    assert compile_directory(write_policies(p=a2a_profile(block), t=TARGET)).targets["support-agent"].a2a
+
+
+def test_a_grant_declares_no_a2a_serving(write_policies):
+    profile = PROFILE + "  agents:\n    - agent: support-agent\n      grant: {a2a: {jsonrpcPath: /a2a}}\n"
+    (error,) = errors_of(write_policies(p=profile, t=TARGET))
+    assert "unknown field 'spec.agents.0.grant.a2a'" in error
