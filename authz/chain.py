@@ -19,8 +19,22 @@ from .chains.store import ChainRecord, ChainStore, Hop, StoreUnavailable
 from .chains.tokens import RECORD_SEAL, ChainKeys, ForgedToken
 from .identity import SpiffeId
 from .policy.compiler import CompiledProfile, CompiledScope, CompiledTarget, PolicySet
+from .reasons import (
+    CALLER_NOT_ACCEPTED,
+    CHAIN_FORGED,
+    CHAIN_NOT_HELD,
+    CHAIN_PROFILE_UNKNOWN,
+    CHAIN_REENTRY,
+    CHAIN_REQUIRED,
+    CHAIN_REVOKED,
+    CHAIN_STORE_UNAVAILABLE,
+    CHAIN_TOO_DEEP,
+    CHAIN_UNKNOWN,
+    DELEGATION_WITHDRAWN,
+    REGISTRY,
+)
 from .request import AuthzInput
-from .verdict import FORBIDDEN, Refusal
+from .verdict import Refusal
 
 MINT_REUSE_SECONDS = 30.0  # an edge minted this recently is handed out again, not rewritten
 MAX_MINTED = 100_000
@@ -74,9 +88,9 @@ class Minted:
 class ChainRefusal(Refusal):
     """A token that cannot be trusted; `outcome` labels the chain metric."""
 
-    def __init__(self, outcome: str, reason: str, message: str) -> None:
-        super().__init__(FORBIDDEN, reason, message)
-        self.outcome = outcome
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(reason, message)
+        self.outcome = REGISTRY[reason].chain_outcome
 
 
 def chain_for(policy: PolicySet, profile: CompiledProfile, record: ChainRecord | None) -> Chain:
@@ -124,7 +138,7 @@ class ChainStep:
         if token is None:
             if profile.require_chain:
                 raise Refusal(
-                    FORBIDDEN, "chain_required",
+                    CHAIN_REQUIRED,
                     f"{profile.name!r} only acts when delegated (its profile sets requireChain) and the request carries no {header}",
                 )
             return None
@@ -132,7 +146,7 @@ class ChainStep:
         holder = record.hops[-1]
         if holder.profile != profile.name or (holder.principal and holder.principal != caller.principal):
             raise ChainRefusal(
-                "not_held", "chain_not_held",
+                CHAIN_NOT_HELD,
                 f"the {header} token was handed to {holder.profile!r}, not to the caller {profile.name!r}: "
                 "an agent may only present the token it received",
             )
@@ -143,20 +157,20 @@ class ChainStep:
         try:
             chain_id = self.keys.verify(token)
         except ForgedToken as exc:
-            raise ChainRefusal("forged", "chain_forged", f"{header} is not valid: {exc}") from None
+            raise ChainRefusal(CHAIN_FORGED, f"{header} is not valid: {exc}") from None
         record = self._read(chain_id)
         if record is None:
             raise ChainRefusal(
-                "unknown", "chain_unknown",
+                CHAIN_UNKNOWN,
                 f"delegation chain {chain_id} is unknown or expired: the delegating call must be made again",
             )
         if not self._sealed_by_us(record):
             raise ChainRefusal(
-                "forged", "chain_forged",
+                CHAIN_FORGED,
                 f"the stored record of delegation chain {chain_id} is not sealed by a chain key: the store was tampered with",
             )
         if self.store.is_revoked(record):
-            raise ChainRefusal("revoked", "chain_revoked", f"delegation chain {chain_id} (or one it descends from) was revoked")
+            raise ChainRefusal(CHAIN_REVOKED, f"delegation chain {chain_id} (or one it descends from) was revoked")
         return record
 
     def _read(self, chain_id: str) -> ChainRecord | None:
@@ -235,18 +249,18 @@ def check_shape(policy: PolicySet, hops: tuple[str, ...]) -> None:
     for name in hops:
         profile = profiles.get(name)
         if profile is None:
-            raise Refusal(FORBIDDEN, "chain_profile_unknown", f"delegation chain names {name!r}, which no longer has a mission profile")
+            raise Refusal(CHAIN_PROFILE_UNKNOWN, f"delegation chain names {name!r}, which no longer has a mission profile")
         if profile.max_depth is not None and profile.max_depth < limit:
             limit, limited_by = profile.max_depth, f"the maxDepth of {name!r}"
         if name in seen and not profile.allow_reentry:
             raise Refusal(
-                FORBIDDEN, "chain_reentry",
+                CHAIN_REENTRY,
                 f"{name!r} would appear twice in delegation chain {' -> '.join(hops)}; its profile does not set allowReentry",
             )
         seen.add(name)
     if len(hops) > limit:
         raise Refusal(
-            FORBIDDEN, "chain_too_deep",
+            CHAIN_TOO_DEEP,
             f"delegation chain {' -> '.join(hops)} would be {len(hops)} hops long; {limited_by} is {limit}",
         )
 
@@ -260,7 +274,7 @@ def scopes_along(policy: PolicySet, hops: tuple[str, ...], chain_id: str) -> tup
         given = profiles[giver].delegates.get(delegate)
         if given is None:
             raise Refusal(
-                FORBIDDEN, "delegation_withdrawn",
+                DELEGATION_WITHDRAWN,
                 f"{giver!r} may no longer delegate to {delegate!r}, so chain {chain_id} no longer carries authority",
                 hop=giver,
             )
@@ -272,7 +286,7 @@ def check_accepts(callee: CompiledProfile, caller: CompiledProfile) -> None:
     """`acceptFrom`: only the profiles it names may call `callee` (empty: any allowed caller)."""
     if callee.accept_from is not None and caller.name not in callee.accept_from:
         raise Refusal(
-            FORBIDDEN, "caller_not_accepted",
+            CALLER_NOT_ACCEPTED,
             f"{callee.name!r} accepts calls only from the profiles its delegation.acceptFrom names, and {caller.name!r} is not one",
             hop=callee.name,
         )
@@ -280,6 +294,6 @@ def check_accepts(callee: CompiledProfile, caller: CompiledProfile) -> None:
 
 def _store_down(detail: str) -> ChainRefusal:
     return ChainRefusal(
-        "store_unavailable", "chain_store_unavailable",
+        CHAIN_STORE_UNAVAILABLE,
         f"the delegation chain store is unavailable ({detail[:200]}); chained and delegating calls are refused until it is back",
     )

@@ -14,8 +14,9 @@ from .protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a, routed_p
 from .protocols.jsonrpc import JsonId, Malformed, peek_ids
 from .protocols.mcp import McpAction, classify_mcp
 from .protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
+from .reasons import AMBIGUOUS_PATH, PARTIAL_BODY, PATH_OUTSIDE_TARGET, UNKNOWN_TARGET, UNSUPPORTED_BINDING
 from .request import AuthzInput
-from .verdict import BAD_REQUEST, FORBIDDEN, Refusal
+from .verdict import Refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class MalformedRequest(Refusal):
     """A 400 that still knows how to answer in the request's own protocol."""
 
     def __init__(self, reason: str, message: str, jsonrpc_ids: tuple[JsonId, ...] | None) -> None:
-        super().__init__(BAD_REQUEST, reason, message)
+        super().__init__(reason, message)
         self.jsonrpc_ids = jsonrpc_ids
 
 
@@ -68,7 +69,7 @@ def find_target(policy: PolicySet, request: AuthzInput) -> CompiledTarget:
     if target is None:
         target = policy.targets_by_host.get(host_key(request.host))
     if target is None:
-        raise Refusal(FORBIDDEN, "unknown_target", f"no Target or agent profile claims host {request.host[:255]!r}")
+        raise Refusal(UNKNOWN_TARGET, f"no Target or agent profile claims host {request.host[:255]!r}")
     return target
 
 
@@ -84,16 +85,16 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
     try:
         path = normalize_path(request.path)
     except AmbiguousPath as ambiguous:
-        raise MalformedRequest("ambiguous_path", str(ambiguous), _early_ids(request.body, jsonrpc)) from None
+        raise MalformedRequest(AMBIGUOUS_PATH, str(ambiguous), _early_ids(request.body, jsonrpc)) from None
     if target.kind == "agent" and path != routed_path(request.path):
         # The agent's router resolves no `.`, `..` or `//`: it would route another path than this one.
         message = f"path {request.path[:200]!r} is not the path the agent routes ({path[:200]!r})"
-        raise MalformedRequest("ambiguous_path", message, _early_ids(request.body, jsonrpc))
+        raise MalformedRequest(AMBIGUOUS_PATH, message, _early_ids(request.body, jsonrpc))
     if target.path_prefix and not under_prefix(path, target.path_prefix):
-        raise Refusal(FORBIDDEN, "path_outside_target", f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
+        raise Refusal(PATH_OUTSIDE_TARGET, f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
     if request.partial_body:
         raise MalformedRequest(
-            "partial_body", "request body was cut short by the proxy; raise maxRequestBytes or send less", (None,) if jsonrpc else None
+            PARTIAL_BODY, "request body was cut short by the proxy; raise maxRequestBytes or send less", (None,) if jsonrpc else None
         )
     host = host_key(request.host)
     try:
@@ -114,6 +115,6 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
     except Malformed as malformed:
         raise MalformedRequest(malformed.reason, str(malformed), (malformed.request_id,) if jsonrpc else None) from None
     except UnsupportedBinding as unsupported:
-        raise Refusal(FORBIDDEN, "unsupported_binding", str(unsupported)) from None
+        raise Refusal(UNSUPPORTED_BINDING, str(unsupported)) from None
     ids = tuple(action.id for action in actions) if jsonrpc else None  # type: ignore[union-attr]
     return Classified(target, protocol, host, path, actions, ids)

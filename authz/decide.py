@@ -15,10 +15,24 @@ from .policy.compiler import CompiledMcpRule, CompiledPathRule, CompiledScope
 from .policy.conditions import Condition
 from .protocols.a2a import A2aAction
 from .protocols.mcp import McpAction
+from .reasons import (
+    A2A_METHOD_NOT_ALLOWED,
+    AGENT_NOT_ALLOWED,
+    CONDITION_ERROR,
+    EGRESS_NOT_ALLOWED,
+    HTTP_NOT_ALLOWED,
+    METHOD_NOT_ALLOWED,
+    PROMPT_NOT_ALLOWED,
+    RESOURCE_NOT_ALLOWED,
+    SERVER_NOT_ALLOWED,
+    TOOL_NOT_ALLOWED,
+    UNKNOWN_A2A_METHOD,
+)
 from .request import AuthzInput
-from .verdict import FORBIDDEN, Verdict, allow
+from .verdict import Verdict, allow, refused
 
-_NOT_ALLOWED = {"tool": "tool_not_allowed", "resource": "resource_not_allowed", "prompt": "prompt_not_allowed", "method": "method_not_allowed"}
+_NOT_ALLOWED = {"tool": TOOL_NOT_ALLOWED, "resource": RESOURCE_NOT_ALLOWED, "prompt": PROMPT_NOT_ALLOWED, "method": METHOD_NOT_ALLOWED}
+_PATH_NOT_ALLOWED = {"egress": EGRESS_NOT_ALLOWED, "http": HTTP_NOT_ALLOWED}
 _WHAT = {"tool": "tool", "resource": "resource", "prompt": "prompt", "method": "method", "plumbing": "session traffic"}
 
 
@@ -80,7 +94,7 @@ def decide(caller: SpiffeId, request: AuthzInput, classified: Classified, chain:
 
 def _decide_action(action: Action, classified: Classified, chain: Chain, context: _Context) -> Verdict:
     if isinstance(action, A2aAction) and action.binding == "jsonrpc" and not action.method:
-        return Verdict(False, "unknown_a2a_method", f"{action.wire_method[:100]!r} is not an A2A method", FORBIDDEN)
+        return refused(UNKNOWN_A2A_METHOD, f"{action.wire_method[:100]!r} is not an A2A method")
     caller_rule = ""
     for position, hop in enumerate(chain.scopes):
         context.failed_condition, context.condition_errored = "", False
@@ -88,14 +102,14 @@ def _decide_action(action: Action, classified: Classified, chain: Chain, context
         if rule is None:
             reason, what = refusal
             if context.failed_condition:
-                reason = "condition_error" if context.condition_errored else reason
+                reason = CONDITION_ERROR if context.condition_errored else reason
                 why = f"a rule of {hop.given_by!r} names it but {context.failed_condition}"
             elif position == 0:
                 why = f"it is not in the mission of {hop.given_by!r}"
             else:
                 why = f"it is outside the scope that {hop.given_by!r} delegated along chain {chain.id}"
             message = f"{what} refused: {why}"
-            return Verdict(False, reason, message, FORBIDDEN, hop=hop.given_by)
+            return refused(reason, message, hop.given_by)
         caller_rule = caller_rule or rule
     return allow(caller_rule)
 
@@ -109,21 +123,21 @@ def _scope_allows(
         mcp_rules = scope.mcp.get(target, ())
         what = f"MCP {_WHAT[action.kind]} {action.name!r} on server {target!r}" if action.name else f"MCP {_WHAT[action.kind]} on server {target!r}"
         if not mcp_rules:
-            return None, ("server_not_allowed", f"MCP server {target!r}")
-        return _first_match(mcp_rules, action, context, _mcp_rule_covers), (_NOT_ALLOWED.get(action.kind, "method_not_allowed"), what)
+            return None, (SERVER_NOT_ALLOWED, f"MCP server {target!r}")
+        return _first_match(mcp_rules, action, context, _mcp_rule_covers), (_NOT_ALLOWED.get(action.kind, METHOD_NOT_ALLOWED), what)
     if isinstance(action, A2aAction):
         agent_rules = scope.agents.get(target, ())
         if not agent_rules:
-            return None, ("agent_not_allowed", f"calling agent {target!r}")
+            return None, (AGENT_NOT_ALLOWED, f"calling agent {target!r}")
         if action.is_card:
             return agent_rules[0].label, ("", "")
         return _first_match(agent_rules, action, context, _agent_rule_covers), (
-            "a2a_method_not_allowed",
+            A2A_METHOD_NOT_ALLOWED,
             f"A2A {action.method} on agent {target!r}",
         )
     rules = (scope.egress if classified.protocol == "egress" else scope.http).get(target, ())
     what = f"{action.method} {action.path[:200]} on {classified.protocol} target {target!r}"
-    reason = f"{classified.protocol}_not_allowed"
+    reason = _PATH_NOT_ALLOWED[classified.protocol]
     host = classified.host
     return _first_match(rules, action, context, lambda rule, a: _path_rule_covers(rule, a, host)), (reason, what)
 

@@ -45,6 +45,7 @@ from .chain import MINT_REUSE_SECONDS
 from .chains.store import ChainStore
 from .policy.compiler import PolicySet
 from .protocols.jsonrpc import JsonId, id_span
+from .reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST
 from .request import DECIDING_HEADERS
 from .verdict import Decision
 from .wire import WireRequest
@@ -60,7 +61,7 @@ KEY_HEADERS = tuple(name for name in DECIDING_HEADERS if name != "x-forwarded-cl
 PSEUDO_HEADERS = (":method", ":path", ":authority")
 _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
 # Answers that say Mandate could not decide: kept, they would outlive the fix (or the fluke) behind them.
-_NEVER_KEPT = frozenset({"internal_error", "invalid_check_request"})
+_NEVER_KEPT = frozenset({INTERNAL_ERROR, INVALID_CHECK_REQUEST})
 
 
 @dataclass(frozen=True, slots=True)

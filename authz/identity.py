@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .reasons import AMBIGUOUS_IDENTITY, INVALID_IDENTITY, NO_IDENTITY, UNTRUSTED_TRUST_DOMAIN
 from .request import AuthzInput
 
 MAX_SPIFFE_ID = 2048  # bytes; every character a SPIFFE ID may hold is one byte
@@ -75,16 +76,16 @@ def resolve_caller(
         raw = _xfcc_uri(request.forwarded_client_cert)
     if not raw:
         raise IdentityError(
-            "no_identity",
+            NO_IDENTITY,
             "no caller identity: the request did not arrive over mTLS with a SPIFFE certificate",
         )
     try:
         caller = parse_spiffe_id(raw)
     except ValueError as exc:
-        raise IdentityError("invalid_identity", f"caller identity is not a SPIFFE ID: {exc}") from None
+        raise IdentityError(INVALID_IDENTITY, f"caller identity is not a SPIFFE ID: {exc}") from None
     if caller.trust_domain not in trust_domains:
         raise IdentityError(
-            "untrusted_trust_domain",
+            UNTRUSTED_TRUST_DOMAIN,
             f"caller trust domain {caller.trust_domain!r} is not one of the configured trustDomains",
         )
     return caller
@@ -107,7 +108,7 @@ def _xfcc_uri(header: str) -> str:
                 uris.add(value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value)
     if len(uris) > 1:
         raise IdentityError(
-            "ambiguous_identity", "x-forwarded-client-cert names more than one URI; refusing to guess"
+            AMBIGUOUS_IDENTITY, "x-forwarded-client-cert names more than one URI; refusing to guess"
         )
     return uris.pop() if uris else ""
 
@@ -131,6 +132,6 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
             continue
         current.append(char)
     if quoted:
-        raise IdentityError("invalid_identity", "x-forwarded-client-cert has a quote that is never closed")
+        raise IdentityError(INVALID_IDENTITY, "x-forwarded-client-cert has a quote that is never closed")
     parts.append("".join(current))
     return parts

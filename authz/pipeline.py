@@ -26,14 +26,15 @@ from .policy.compiler import CompiledProfile, PolicySet
 from .protocols.a2a import A2aAction
 from .protocols.jsonrpc import peek_ids
 from .protocols.mcp import McpAction
+from .reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST, UNKNOWN_CALLER
 from .record import Answered, Recorder
 from .request import AuthzInput, from_check_request, from_wire
 from .response import ResponseTemplates, build_response
-from .verdict import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, Decision, Refusal, Verdict
+from .verdict import Decision, Refusal, Verdict, refused
 from .wire import WireRequest, read_wire
 
 log = logging.getLogger("mandate")
-_UNDECIDED = Verdict(False, "internal_error", status=FORBIDDEN)  # until a step decides; immutable, so shared
+_UNDECIDED = refused(INTERNAL_ERROR, "")  # until a step decides; immutable, so shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ class Authorizer:
                 decision.jsonrpc_ids = peek_ids(request.method, request.body)
         except Exception:
             log.exception("internal error deciding request %s", decision.id)
-            decision.verdict = Verdict(False, "internal_error", "Mandate failed to decide; see its log", FORBIDDEN)
+            decision.verdict = refused(INTERNAL_ERROR, "Mandate failed to decide; see its log")
         return decision
 
     def _steps(self, request: AuthzInput, policy: PolicySet, decision: Decision, trace: list[HopTrace] | None) -> Verdict:
@@ -176,11 +177,11 @@ class Authorizer:
         try:
             caller = resolve_caller(request, settings.trust_domains, settings.trust_forwarded_client_cert)
         except IdentityError as exc:
-            raise Refusal(UNAUTHENTICATED, exc.reason, str(exc)) from None
+            raise Refusal(exc.reason, str(exc)) from None
         decision.caller = caller.principal
         profile = policy.callers.get(caller.principal)
         if profile is None:
-            raise Refusal(FORBIDDEN, "unknown_caller", f"no mission profile governs {caller.principal}")
+            raise Refusal(UNKNOWN_CALLER, f"no mission profile governs {caller.principal}")
         decision.profile = profile.name
         decision.dry_run = profile.dry_run
         classified = classify(policy, request)
@@ -224,7 +225,7 @@ class Authorizer:
             return responses.render(decision)
         except Exception:
             log.exception("cannot build response for %s", decision.id)
-            decision.verdict = Verdict(False, "internal_error", "Mandate failed to answer; see its log", FORBIDDEN)
+            decision.verdict = refused(INTERNAL_ERROR, "Mandate failed to answer; see its log")
             decision.dry_run = False
             decision.jsonrpc_ids = None
             return build_response(decision, responses.chain_header).SerializeToString()
@@ -235,7 +236,7 @@ def _unrecorded(answered: Answered) -> None:
 
 
 def _unreadable(exc: Exception) -> Decision:
-    return Decision(new_decision_id(), Verdict(False, "invalid_check_request", f"CheckRequest does not parse: {exc}", BAD_REQUEST))
+    return Decision(new_decision_id(), refused(INVALID_CHECK_REQUEST, f"CheckRequest does not parse: {exc}"))
 
 
 def _describe(decision: Decision, classified: Classified) -> None:

@@ -62,9 +62,10 @@ class AuthzInput:
         if declared is None:
             return False
         if not (declared.isascii() and declared.isdigit()):
-            from .verdict import BAD_REQUEST, Refusal  # only for malformed input: the common path imports nothing
+            from .reasons import INVALID_HEADER  # only for malformed input: the common path imports nothing
+            from .verdict import Refusal
 
-            raise Refusal(BAD_REQUEST, "invalid_header", f"Content-Length {declared[:40]!r} is not a decimal number")
+            raise Refusal(INVALID_HEADER, f"Content-Length {declared[:40]!r} is not a decimal number")
         digits = declared.lstrip("0")
         return len(digits) > 18 or int(digits or "0") > len(self.body)
 

@@ -18,7 +18,8 @@ from google.protobuf.struct_pb2 import Struct
 from google.rpc import code_pb2
 
 from .bounded import Bounded
-from .verdict import BAD_REQUEST, UNAUTHENTICATED, Decision
+from .reasons import BAD_REQUEST, DUPLICATE_JSON_KEY, INVALID_JSON, UNAUTHENTICATED
+from .verdict import Decision
 
 CALLER_HEADER = "x-caller-identity"
 DECISION_HEADER = "x-mandate-decision-id"
@@ -28,7 +29,7 @@ _GRPC_CODE = {BAD_REQUEST: code_pb2.INVALID_ARGUMENT, UNAUTHENTICATED: code_pb2.
 # server errors for refusals (-320 + HTTP status; -32001 is the MCP SDK's own timeout).
 _JSONRPC_CODE = {BAD_REQUEST: -32600, UNAUTHENTICATED: -32041}
 _JSONRPC_FORBIDDEN = -32043
-_PARSE_ERROR_REASONS = frozenset({"invalid_json", "duplicate_json_key"})
+_PARSE_ERROR_REASONS = frozenset({INVALID_JSON, DUPLICATE_JSON_KEY})
 TEMPLATES = 10_000  # allow shapes kept per policy set
 TEMPLATE_BYTES = 16 << 20  # and the bytes they hold
 _TEMPLATE_OVERHEAD = 256  # bytes a template costs besides its pieces

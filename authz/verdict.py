@@ -5,23 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .reasons import ALLOWED, OK, status_of
+
 if TYPE_CHECKING:
     from .chains.store import ChainRecord
-
-BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN = 400, 401, 403
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
-    reason: str  # machine-readable: "allowed", "tool_not_allowed", "duplicate_json_key", ...
+    reason: str  # a constant of reasons.py
     message: str = ""  # for the agent's developer: what was refused and why
-    status: int = 200
+    status: int = OK
     rule: str = ""  # the rule that allowed it, e.g. "support-agent.mcp[0]"
     hop: str = ""  # for a chain: the profile whose scope refused
 
     # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
-    def __init__(self, allowed: bool, reason: str, message: str = "", status: int = 200, rule: str = "", hop: str = "") -> None:
+    def __init__(self, allowed: bool, reason: str, message: str = "", status: int = OK, rule: str = "", hop: str = "") -> None:
         object.__setattr__(self, "allowed", allowed)
         object.__setattr__(self, "reason", reason)
         object.__setattr__(self, "message", message)
@@ -31,15 +31,20 @@ class Verdict:
 
 
 def allow(rule: str) -> Verdict:
-    return Verdict(True, "allowed", rule=rule)
+    return Verdict(True, ALLOWED, rule=rule)
+
+
+def refused(reason: str, message: str, hop: str = "") -> Verdict:
+    """A deny for `reason` (a constant of `reasons.py`), with the status registered for it."""
+    return Verdict(False, reason, message, status_of(reason), hop=hop)
 
 
 class Refusal(Exception):
     """Raised by a step that must stop the request; becomes a deny Verdict."""
 
-    def __init__(self, status: int, reason: str, message: str, hop: str = "") -> None:
+    def __init__(self, reason: str, message: str, hop: str = "") -> None:
         super().__init__(message)
-        self.verdict = Verdict(False, reason, message, status, hop=hop)
+        self.verdict = refused(reason, message, hop)
 
 
 @dataclass(slots=True)

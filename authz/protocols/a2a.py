@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from ..reasons import INVALID_JSONRPC, MISSING_BODY
 from .jsonrpc import JsonId, Malformed, parse_json, parse_messages
 
 V1_METHODS = (
@@ -240,11 +241,11 @@ def classify_a2a(http_method: str, path: str, body: bytes, content_type: str, ro
 def _jsonrpc_action(body: bytes) -> A2aAction:
     """The one call a JSON-RPC body makes: A2A defines no batches, and servers take no responses."""
     if not body:
-        raise Malformed("missing_body", "A2A JSON-RPC request has no body")
+        raise Malformed(MISSING_BODY, "A2A JSON-RPC request has no body")
     messages, is_batch = parse_messages(body)
     if is_batch:
-        raise Malformed("invalid_jsonrpc", "A2A does not define JSON-RPC batches", None)
+        raise Malformed(INVALID_JSONRPC, "A2A does not define JSON-RPC batches", None)
     message = messages[0]
     if message.is_response:
-        raise Malformed("invalid_jsonrpc", "A2A servers do not take JSON-RPC responses", message.id)
+        raise Malformed(INVALID_JSONRPC, "A2A servers do not take JSON-RPC responses", message.id)
     return A2aAction(to_v1_method(message.method) or "", message.method, "jsonrpc", message.id)

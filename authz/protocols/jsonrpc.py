@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..reasons import DUPLICATE_JSON_KEY, EMPTY_BATCH, INVALID_JSON, INVALID_JSONRPC
+
 JsonId = int | str | None
 
 
@@ -50,13 +52,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise Malformed("duplicate_json_key", f"JSON object repeats the key {key[:100]!r}")
+                raise Malformed(DUPLICATE_JSON_KEY, f"JSON object repeats the key {key[:100]!r}")
             seen.add(key)
     return result
 
 
 def _no_constants(name: str) -> Any:
-    raise Malformed("invalid_json", f"{name} is not JSON")
+    raise Malformed(INVALID_JSON, f"{name} is not JSON")
 
 
 # One reader for every request: json.loads with hooks builds a new decoder (and scanner) per call.
@@ -67,15 +69,15 @@ def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise Malformed("invalid_json", "request body is not valid UTF-8") from None
+        raise Malformed(INVALID_JSON, "request body is not valid UTF-8") from None
     try:
         value = _STRICT.decode(text)
     except RecursionError:
-        raise Malformed("invalid_json", "request body nests JSON too deeply") from None
+        raise Malformed(INVALID_JSON, "request body nests JSON too deeply") from None
     except ValueError as exc:
-        raise Malformed("invalid_json", f"request body is not JSON: {exc}") from None
+        raise Malformed(INVALID_JSON, f"request body is not JSON: {exc}") from None
     if "\\u" in text and _has_lone_surrogate(value):
-        raise Malformed("invalid_json", "request body contains an unpaired UTF-16 surrogate escape")
+        raise Malformed(INVALID_JSON, "request body contains an unpaired UTF-16 surrogate escape")
     return value
 
 
@@ -102,12 +104,12 @@ def parse_messages(body: bytes) -> tuple[list[Message], bool]:
     try:
         value = parse_json(body)
     except Malformed as exc:
-        if exc.reason == "duplicate_json_key":
+        if exc.reason == DUPLICATE_JSON_KEY:
             exc.request_id = _unambiguous_id(body)
         raise
     if isinstance(value, list):
         if not value:
-            raise Malformed("empty_batch", "an empty JSON-RPC batch is not allowed")
+            raise Malformed(EMPTY_BATCH, "an empty JSON-RPC batch is not allowed")
         return [_message(item) for item in value], True
     return [_message(value)], False
 
@@ -240,25 +242,25 @@ def _string_end(body: bytes, start: int) -> int:
 
 def _message(value: Any) -> Message:
     if not isinstance(value, dict):
-        raise Malformed("invalid_jsonrpc", "a JSON-RPC message must be a JSON object")
+        raise Malformed(INVALID_JSONRPC, "a JSON-RPC message must be a JSON object")
     request_id = value.get("id")
     if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (int, str))):
-        raise Malformed("invalid_jsonrpc", "JSON-RPC id must be a string or an integer")
+        raise Malformed(INVALID_JSONRPC, "JSON-RPC id must be a string or an integer")
     if isinstance(request_id, int) and not -(2**63) <= request_id < 2**63:
-        raise Malformed("invalid_jsonrpc", "JSON-RPC id is outside the 64-bit integer range")
+        raise Malformed(INVALID_JSONRPC, "JSON-RPC id is outside the 64-bit integer range")
     if value.get("jsonrpc") != "2.0":
-        raise Malformed("invalid_jsonrpc", 'JSON-RPC messages need "jsonrpc": "2.0"', request_id)
+        raise Malformed(INVALID_JSONRPC, 'JSON-RPC messages need "jsonrpc": "2.0"', request_id)
     method = value.get("method")
     if method is None:
         if "id" not in value or ("result" in value) == ("error" in value):
             raise Malformed(
-                "invalid_jsonrpc", "JSON-RPC message has no method and is not a response", request_id
+                INVALID_JSONRPC, "JSON-RPC message has no method and is not a response", request_id
             )
         return Message("", request_id, {}, is_response=True)
     if not isinstance(method, str) or not method:
-        raise Malformed("invalid_jsonrpc", "JSON-RPC method must be a non-empty string", request_id)
+        raise Malformed(INVALID_JSONRPC, "JSON-RPC method must be a non-empty string", request_id)
     if "result" in value or "error" in value:
-        raise Malformed("invalid_jsonrpc", "JSON-RPC message is both a request and a response", request_id)
+        raise Malformed(INVALID_JSONRPC, "JSON-RPC message is both a request and a response", request_id)
     params = value.get("params", {})
     if params is None:
         params = {}
@@ -266,5 +268,5 @@ def _message(value: Any) -> Message:
         if isinstance(params, list):
             params = {}  # by-position params name nothing a rule could match
         else:
-            raise Malformed("invalid_jsonrpc", "JSON-RPC params must be an object or an array", request_id)
+            raise Malformed(INVALID_JSONRPC, "JSON-RPC params must be an object or an array", request_id)
     return Message(method, request_id, params)

@@ -11,6 +11,14 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..reasons import (
+    BATCH_NOT_ALLOWED,
+    INVALID_HEADER,
+    INVALID_PARAMS,
+    MCP_HEADER_MISMATCH,
+    MISSING_BODY,
+    UNSUPPORTED_HTTP_METHOD,
+)
 from .jsonrpc import JsonId, Malformed, Message, parse_messages
 
 BATCH_REVISION = "2025-03-26"
@@ -52,14 +60,14 @@ def classify_mcp(http_method: str, headers: dict[str, str], body: bytes) -> tupl
     if http_method in ("GET", "DELETE"):  # the SSE stream and ending a session
         return [McpAction(f"HTTP {http_method}", "plumbing")], False
     if http_method != "POST":
-        raise Malformed("unsupported_http_method", f"MCP Streamable HTTP has no {http_method} requests")
+        raise Malformed(UNSUPPORTED_HTTP_METHOD, f"MCP Streamable HTTP has no {http_method} requests")
     if not body:
-        raise Malformed("missing_body", "MCP POST has no body")
+        raise Malformed(MISSING_BODY, "MCP POST has no body")
     messages, is_batch = parse_messages(body)
     revision = headers.get("mcp-protocol-version", "")
     if is_batch and revision not in ("", BATCH_REVISION):
         raise Malformed(
-            "batch_not_allowed",
+            BATCH_NOT_ALLOWED,
             f"JSON-RPC batches ended with MCP {BATCH_REVISION}; this client speaks {revision[:40]!r}",
         )
     actions = [_action(message) for message in messages]
@@ -76,7 +84,7 @@ def _action(message: Message) -> McpAction:
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, dict):
-            raise Malformed("invalid_params", "tools/call arguments must be an object", request_id)
+            raise Malformed(INVALID_PARAMS, "tools/call arguments must be an object", request_id)
         return McpAction(method, "tool", _string(params, "name", request_id), request_id, arguments)
     if method == "resources/read":
         return McpAction(method, "resource", _string(params, "uri", request_id), request_id)
@@ -92,18 +100,18 @@ def _action(message: Message) -> McpAction:
 def _completion(params: dict[str, Any], request_id: JsonId) -> McpAction:
     ref = params.get("ref")
     if not isinstance(ref, dict):
-        raise Malformed("invalid_params", "completion/complete needs params.ref", request_id)
+        raise Malformed(INVALID_PARAMS, "completion/complete needs params.ref", request_id)
     if ref.get("type") == "ref/prompt":
         return McpAction("completion/complete", "prompt", _string(ref, "name", request_id), request_id)
     if ref.get("type") == "ref/resource":
         return McpAction("completion/complete", "resource", _string(ref, "uri", request_id), request_id)
-    raise Malformed("invalid_params", "completion/complete ref.type must be ref/prompt or ref/resource", request_id)
+    raise Malformed(INVALID_PARAMS, "completion/complete ref.type must be ref/prompt or ref/resource", request_id)
 
 
 def _string(params: dict[str, Any], key: str, request_id: JsonId) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value:
-        raise Malformed("invalid_params", f"params.{key} must be a non-empty string", request_id)
+        raise Malformed(INVALID_PARAMS, f"params.{key} must be a non-empty string", request_id)
     return value
 
 
@@ -114,17 +122,17 @@ def _check_routing_headers(headers: dict[str, str], messages: list[Message], is_
     if method_header is None and name_header is None:
         return
     if is_batch:
-        raise Malformed("mcp_header_mismatch", "Mcp-Method / Mcp-Name headers cannot describe a batch", first.id)
+        raise Malformed(MCP_HEADER_MISMATCH, "Mcp-Method / Mcp-Name headers cannot describe a batch", first.id)
     if method_header is not None and method_header != first.method:
         raise Malformed(
-            "mcp_header_mismatch",
+            MCP_HEADER_MISMATCH,
             f"Mcp-Method header {method_header[:100]!r} disagrees with body method {first.method[:100]!r}",
             first.id,
         )
     if name_header is not None:
         key = "uri" if first.method in _URI_METHODS else "name"
         if name_header != first.params.get(key):
-            raise Malformed("mcp_header_mismatch", f"Mcp-Name header disagrees with params.{key} in the body", first.id)
+            raise Malformed(MCP_HEADER_MISMATCH, f"Mcp-Name header disagrees with params.{key} in the body", first.id)
 
 
 def decode_header_value(name: str, value: str | None, request_id: JsonId = None) -> str | None:
@@ -141,7 +149,7 @@ def decode_header_value(name: str, value: str | None, request_id: JsonId = None)
         return _decode_base64(name, value[len(_SENTINEL_START) : -len(_SENTINEL_END)], request_id)
     if not (value.isascii() and value.isprintable()):
         raise Malformed(
-            "invalid_header",
+            INVALID_HEADER,
             f"{name} header holds other than visible ASCII; such values are sent as =?base64?...?=",
             request_id,
         )
@@ -158,5 +166,5 @@ def _decode_base64(name: str, payload: str, request_id: JsonId) -> str:
         except (binascii.Error, UnicodeDecodeError):
             pass
     raise Malformed(
-        "invalid_header", f"{name} header's =?base64?...?= value is not canonical base64 of UTF-8 text", request_id
+        INVALID_HEADER, f"{name} header's =?base64?...?= value is not canonical base64 of UTF-8 text", request_id
     )
