@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from .export_istio import add_export_parser, run_export
-from .grpc_server import GRPC_SERVERS, ListenError
-from .policy.compiler import compile_directory
-from .policy.loader import PolicyLoadError
+from authz.export_istio import add_export_parser, run_export
+from authz.policy.compiler import compile_directory
+from authz.policy.loader import PolicyLoadError
+from authz.serve.grpc_server import GRPC_SERVERS, ListenError
 
 if TYPE_CHECKING:
-    from .server import ServeOptions
+    from authz.serve.service import ServeOptions
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -110,7 +110,7 @@ def _validate(directory: str) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .explain import RequestFileError, explain, read_request_file, render_text
+    from authz.explain import RequestFileError, explain, read_request_file, render_text
 
     try:
         policy = compile_directory(args.policies)
@@ -131,8 +131,8 @@ def _check(args: argparse.Namespace) -> int:
     from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
     from google.protobuf.json_format import MessageToDict
 
-    from .explain import RequestFileError, read_request_file
-    from .request import to_check_request
+    from authz.check.request import to_check_request
+    from authz.explain import RequestFileError, read_request_file
 
     try:
         described = read_request_file(args.request)
@@ -156,9 +156,9 @@ def _check(args: argparse.Namespace) -> int:
 def _chain(args: argparse.Namespace) -> int:
     import time
 
-    from .chains.redis_store import RedisChainStore
-    from .chains.store import StoreUnavailable
-    from .chains.tokens import chain_id_of
+    from authz.chains.redis_store import RedisChainStore
+    from authz.chains.store import StoreUnavailable
+    from authz.chains.tokens import chain_id_of
 
     chain_id = chain_id_of(args.chain)
     store = RedisChainStore(args.redis, timeout=5.0)
@@ -203,7 +203,7 @@ def _chain(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import ServeOptions
+    from authz.serve.service import ServeOptions
 
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
@@ -231,7 +231,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(options: ServeOptions) -> int:
     """`--workers N`: refuse what would break the workers, and check the policies once, not in N workers."""
-    from .workers import Supervisor
+    from authz.serve.workers import Supervisor
 
     if not options.redis:
         print("--workers above 1 needs --redis (and --chain-key): workers must share delegation chains",
@@ -250,8 +250,8 @@ def _serve_workers(options: ServeOptions) -> int:
 
 
 def _serve_one(options: ServeOptions) -> int:
-    from .chains.tokens import KeyFileError
-    from .server import MandateServer
+    from authz.chains.tokens import KeyFileError
+    from authz.serve.service import MandateServer
 
     try:
         server = MandateServer(options)

@@ -16,14 +16,14 @@ from typing import Any
 import orjson
 import yaml
 
-from .chain import ChainStep
-from .chains.memory import MemoryChainStore
-from .chains.store import Hop
-from .chains.tokens import ChainKeys
-from .pipeline import Authorizer, HopTrace
-from .policy.compiler import PolicySet
-from .request import AuthzInput
-from .verdict import Decision
+from authz.chains.memory import MemoryChainStore
+from authz.chains.store import Hop
+from authz.chains.tokens import ChainKeys
+from authz.check.decision import Decision
+from authz.check.delegation import ChainStep
+from authz.check.pipeline import Authorizer, HopTrace
+from authz.check.request import AuthzInput
+from authz.policy.compiler import PolicySet
 
 REQUEST_FIELDS = {"source", "destination", "method", "host", "path", "headers", "body", "istioAuthnPrincipal", "chain"}
 

@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
-from .policy.compiler import PolicySet, compile_directory
-from .policy.loader import PolicyLoadError, load_directory
-from .policy.model import MissionProfile, Target
-from .protocols.paths import host_key
+from authz.check.protocols.paths import host_key
+from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.loader import PolicyLoadError, load_directory
+from authz.policy.model import MissionProfile, Target
 
 SELECTOR_ANNOTATION = "mandate.dev/istio-selector"   # "app=github-mcp,version=v1": the workload's pod labels
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mandate-export"}

@@ -1,6 +1,6 @@
 """The floor: a `Check` server that answers OK without looking at the request.
 
-It is built by the same `authz.server` code, with the same gRPC flavour, thread count and
+It is built by the same `authz.serve.service` code, with the same gRPC flavour, thread count and
 socket options as `mandate serve`, so the only difference between the two is Mandate's
 own work. `python -m loadtest.floor --listen 127.0.0.1:9292 --grpc-server threads`.
 """
@@ -12,7 +12,7 @@ import argparse
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.rpc import code_pb2, status_pb2
 
-from authz.grpc_server import GRPC_SERVERS, run_check_server
+from authz.serve.grpc_server import GRPC_SERVERS, run_check_server
 
 _OK = CheckResponse(status=status_pb2.Status(code=code_pb2.OK)).SerializeToString()
 

@@ -6,7 +6,7 @@ serialized `CheckResponse`, i.e. `Authorizer.decide(request)` followed by
 CheckRequest, gRPC, metrics and the audit line are
 *not* in it (the gRPC benchmarks measure those). Each call is timed on its own with
 `time.perf_counter_ns()`, after a warm-up, with the garbage collector enabled and the heap
-frozen after loading exactly as `mandate serve` does (`authz.reload.freeze_heap`), so the tails
+frozen after loading exactly as `mandate serve` does (`authz.serve.reload.freeze_heap`), so the tails
 include the collections a production process would see.
 
 Policy sets are generated, not hand-written: `write_policy_set(directory, profiles, seed)`
@@ -157,15 +157,15 @@ import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.rpc import code_pb2, status_pb2
 
-from authz.chain import ChainStep
 from authz.chains.memory import MemoryChainStore
 from authz.chains.store import Hop
-from authz.pipeline import Authorizer
+from authz.check.decision import Decision, allow
+from authz.check.delegation import ChainStep
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput, to_check_request
+from authz.check.response import ResponseTemplates, build_response
 from authz.policy.compiler import PolicySet, compile_directory
-from authz.reload import freeze_heap
-from authz.request import AuthzInput, to_check_request
-from authz.response import ResponseTemplates, build_response
-from authz.verdict import Decision, allow
+from authz.serve.reload import freeze_heap
 
 API = "mandate.dev/v1alpha1"
 TRUST_DOMAIN = "cluster.local"
@@ -842,7 +842,7 @@ def kb(name):
             return int(line.split()[1])
     return 0
 from authz.policy.compiler import compile_directory
-import authz.pipeline, authz.response
+import authz.check.pipeline, authz.check.response
 gc.collect()
 after_import = kb("VmRSS")
 started = time.perf_counter()
@@ -1213,7 +1213,7 @@ def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *,
         "callers": callers,
         "smoke": smoke,
         "gc_enabled": gc.isenabled(),
-        "heap_frozen": True,  # gc.freeze() after loading, as `mandate serve` does (authz.reload.freeze_heap)
+        "heap_frozen": True,  # gc.freeze() after loading, as `mandate serve` does (authz.serve.reload.freeze_heap)
         "redis": redis_url,
         "what_is_timed": WHAT_IS_TIMED,
         "sizes": [],

@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 
+from authz.check.request import AuthzInput, to_check_request
 from authz.explain import read_request_file
-from authz.request import AuthzInput, to_check_request
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -256,7 +256,7 @@ def _check_whole_mix(send: Send) -> list[str]:
 
 def decide_in_process(policies: Path = POLICIES) -> list[str]:
     """The same check against an in-process Authorizer on `policies` (no server, no gRPC)."""
-    from authz.pipeline import Authorizer
+    from authz.check.pipeline import Authorizer
     from authz.policy.compiler import compile_directory
 
     authorizer = Authorizer(compile_directory(str(policies)))

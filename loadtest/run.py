@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import authz.pipeline
+import authz.check.pipeline
 from loadtest import h2load
 from loadtest.micro import local_redis
 from loadtest.requests import ROOT, grpc_frame, grpc_sender, representative, verify
@@ -381,7 +381,7 @@ def versions() -> dict[str, str]:
     for name in ("mandate", "grpcio", "protobuf", "uvloop", "locust", "gevent", "matplotlib"):
         found[name] = dist(name)
     # how this install runs the request path (setup.py)
-    found["request path"] = "interpreted (not compiled at install)" if authz.pipeline.__file__.endswith(".py") else "compiled (mypyc)"
+    found["request path"] = "interpreted (not compiled at install)" if authz.check.pipeline.__file__.endswith(".py") else "compiled (mypyc)"
     with contextlib.suppress(RuntimeError, OSError):
         found["h2load"] = h2load.h2load_version()
     if shutil.which("redis-server"):
@@ -704,7 +704,7 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
         + f"; audit: {settings['audit']}",
         (f"- **request** (h2load): `{settings['representative']}` — examples/list-issues.yaml, an allowed MCP `tools/call` "
         f"whose rule has a CEL `when`; {settings['representative_bytes']} bytes of CheckRequest. h2load sends this one request "
-        "over and over, so from the second on Mandate answers from its **decision cache** (authz/decision_cache.py); the "
+        "over and over, so from the second on Mandate answers from its **decision cache** (authz/check/decision_cache.py); the "
         "rows marked `--decision-cache 0` are a third server deciding every request afresh, alternated with the other two"),
         (f"- **method**: h2load ({plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up per run), "
         "the floor and Mandate alternately, the order reversed every other round. Each figure is the **median of the rounds "

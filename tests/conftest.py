@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.pipeline import Authorizer
+from authz.check.pipeline import Authorizer
 from authz.policy.compiler import PolicySet, compile_directory
 from tests.harness.redis import RedisServer
 

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..bounded import Bounded
-from .store import ChainRecord
+from authz.bounded import Bounded
+from authz.chains.store import ChainRecord
 
 MAX_RECORDS = 200_000
 

@@ -26,7 +26,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
-from .store import ChainRecord, StoreUnavailable
+from authz.chains.store import ChainRecord, StoreUnavailable
 
 log = logging.getLogger("mandate")
 

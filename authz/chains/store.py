@@ -141,9 +141,9 @@ def open_store(url: str | None, timeout: float) -> ChainStore:
     """`--redis` absent: the in-process store; otherwise Redis (redis://, rediss://, and
     redis+cluster:// / rediss+cluster:// for Redis Cluster)."""
     if not url:
-        from .memory import MemoryChainStore
+        from authz.chains.memory import MemoryChainStore
 
         return MemoryChainStore()
-    from .redis_store import RedisChainStore
+    from authz.chains.redis_store import RedisChainStore
 
     return RedisChainStore(url, timeout=timeout)

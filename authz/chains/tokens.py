@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from ..bounded import Bounded
+from authz.bounded import Bounded
 
 TOKEN_MAC = b"mandate-chain-v1\0"  # each use of a key gets its own prefix, so no MAC
 RECORD_SEAL = b"mandate-record-v1\0"  # made for one purpose is valid for another

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from ..identity import parse_spiffe_id
-from ..protocols.a2a import A2A_METHODS, A2aRouter, to_v1_method
-from ..protocols.paths import host_key
-from .conditions import Condition, ConditionError, Results
-from .globs import GlobSet
-from .loader import PolicyError, PolicyLoadError, SourcedDocument, load_directory, policy_files
-from .model import (
+from authz.check.identity import parse_spiffe_id
+from authz.check.protocols.a2a import A2A_METHODS, A2aRouter, to_v1_method
+from authz.check.protocols.paths import host_key
+from authz.policy.conditions import Condition, ConditionError, Results
+from authz.policy.globs import GlobSet
+from authz.policy.loader import PolicyError, PolicyLoadError, SourcedDocument, load_directory, policy_files
+from authz.policy.model import (
     AgentRule,
     EgressRule,
     HttpRule,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import cel
 
-from ..bounded import Bounded
+from authz.bounded import Bounded
 
 ROOTS = frozenset({"source", "request", "mcp", "a2a", "chain"})
 _COMPREHENSION_VARIABLE = re.compile(

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .model import API_VERSION, DOCUMENT_KINDS, Document
+from authz.policy.model import API_VERSION, DOCUMENT_KINDS, Document
 
 Loc = tuple[str | int, ...]
 

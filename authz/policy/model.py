@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
-from ..protocols.a2a import DEFAULT_CARD_PATH, DEFAULT_JSONRPC_PATH, DEFAULT_REST_PREFIX
+from authz.check.protocols.a2a import DEFAULT_CARD_PATH, DEFAULT_JSONRPC_PATH, DEFAULT_REST_PREFIX
 
 API_VERSION = "mandate.dev/v1alpha1"
 

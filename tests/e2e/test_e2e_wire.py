@@ -1,4 +1,4 @@
-"""Envoy's own CheckRequests take the fast path: `authz/wire.py` reads every one of them from
+"""Envoy's own CheckRequests take the fast path: `authz/check/wire.py` reads every one of them from
 its bytes, exactly as protobuf's parse reads it, and a repeated request gets the same decision
 key although Envoy gives each its own request id.
 
@@ -20,12 +20,12 @@ from harness.pki import CertPair, MeshPKI
 from harness.policies import GITHUB_HOST, STATUS_HOST
 from harness.upstreams import Upstream
 
-from authz.decision_cache import decision_key
-from authz.grpc_server import CheckServer
-from authz.pipeline import Authorizer
+from authz.check.decision_cache import decision_key
+from authz.check.pipeline import Authorizer
+from authz.check.request import from_check_request, from_wire
+from authz.check.wire import read_wire
 from authz.policy.compiler import PolicySet
-from authz.request import from_check_request, from_wire
-from authz.wire import read_wire
+from authz.serve.grpc_server import CheckServer
 
 ALLOW = CheckResponse(status=status_pb2.Status(code=code_pb2.OK)).SerializeToString()
 

@@ -12,9 +12,9 @@ from a2a.server.request_handlers import RequestHandler
 from a2a.server.routes import create_rest_routes
 from starlette.routing import Mount, Route, compile_path
 
-from authz.classify import MalformedRequest, classify
-from authz.policy.compiler import compile_directory
-from authz.protocols.a2a import (
+from authz.check.classify import MalformedRequest, classify
+from authz.check.decision import Refusal
+from authz.check.protocols.a2a import (
     REST_V03_ROUTES,
     REST_V1_ROUTES,
     V03_METHODS,
@@ -26,9 +26,9 @@ from authz.protocols.a2a import (
     starlette_pattern,
     to_v1_method,
 )
-from authz.protocols.jsonrpc import Malformed
-from authz.request import AuthzInput
-from authz.verdict import Refusal
+from authz.check.protocols.jsonrpc import Malformed
+from authz.check.request import AuthzInput
+from authz.policy.compiler import compile_directory
 from tests.conftest import BILLING_HOST, SUPPORT
 from tests.harness.upstreams.a2a_agent import endpoint_method
 

@@ -35,11 +35,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from authz.classify import classify
+from authz.check.classify import classify
+from authz.check.decision import Refusal
+from authz.check.protocols.a2a import V03_METHODS, V1_METHODS, A2aRouter
+from authz.check.request import AuthzInput
 from authz.policy.compiler import PolicySet, compile_directory
-from authz.protocols.a2a import V03_METHODS, V1_METHODS, A2aRouter
-from authz.request import AuthzInput
-from authz.verdict import Refusal
 from tests.conftest import BILLING_HOST, EXAMPLES, SUPPORT
 from tests.harness.upstreams.a2a_agent import EchoAgent, record_dispatch
 

@@ -22,15 +22,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.chain import ChainStep
 from authz.chains.memory import MemoryChainStore
 from authz.chains.store import Hop
 from authz.chains.tokens import ChainKeys
-from authz.pipeline import Authorizer
+from authz.check.delegation import ChainStep
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput
 from authz.policy.compiler import PolicySet, compile_documents
 from authz.policy.loader import SourcedDocument, load_text
 from authz.policy.model import DOCUMENT_KINDS
-from authz.request import AuthzInput
 
 PROFILES = ("p0", "p1", "p2", "p3")
 TOOLS = ("t0", "t1", "t2", "t3", "t4")

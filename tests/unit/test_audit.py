@@ -13,12 +13,12 @@ import grpc
 import orjson
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.audit import AuditLog
+from authz.check.decision import Decision, Verdict
+from authz.check.record import Answered, Recorder
+from authz.check.request import to_check_request
 from authz.explain import read_request_file
-from authz.metrics import Metrics
-from authz.record import Answered, Recorder
-from authz.request import to_check_request
-from authz.verdict import Decision, Verdict
+from authz.serve.audit import AuditLog
+from authz.serve.metrics import Metrics
 from tests.conftest import EXAMPLES, REPO
 from tests.harness.processes import free_port, wait_until
 

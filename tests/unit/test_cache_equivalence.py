@@ -23,12 +23,12 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.chain import ChainStep
 from authz.chains.memory import MemoryChainStore
 from authz.chains.tokens import ChainKeys
-from authz.pipeline import Authorizer
+from authz.check.delegation import ChainStep
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput, to_check_request
 from authz.policy.compiler import PolicySet, compile_directory
-from authz.request import AuthzInput, to_check_request
 from tests.harness.protowire import field, inject, varint
 
 EXAMPLES = int(os.environ.get("MANDATE_EQUIVALENCE_EXAMPLES", "600"))

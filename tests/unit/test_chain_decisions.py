@@ -20,14 +20,14 @@ import orjson
 import pytest
 import yaml
 
-from authz.chain import MINT_REUSE_SECONDS, ChainStep
 from authz.chains.memory import MemoryChainStore
 from authz.chains.store import Hop
 from authz.chains.tokens import ChainKeys
-from authz.pipeline import Authorizer
+from authz.check.delegation import MINT_REUSE_SECONDS, ChainStep
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput
 from authz.policy.compiler import PolicySet, compile_directory
 from authz.policy.loader import PolicyLoadError
-from authz.request import AuthzInput
 
 HEADER = "x-delegation-chain"
 TOOLS_HOST = "tools.local"

@@ -16,13 +16,13 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.chain import ChainStep
 from authz.chains.memory import MemoryChainStore
 from authz.chains.redis_store import RECORD_PREFIX, REVOKED_KEY, RedisChainStore
 from authz.chains.store import ChainRecord, Hop, StoreUnavailable, open_store
 from authz.chains.tokens import ChainKeys
-from authz.pipeline import Authorizer
-from authz.request import AuthzInput
+from authz.check.delegation import ChainStep
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput
 from tests.conftest import BILLING, BILLING_HOST, ORCHESTRATOR, SUPPORT
 from tests.harness.processes import wait_until
 from tests.harness.redis import RedisServer
@@ -350,7 +350,7 @@ def test_a_corrupt_record_fails_the_chain_closed(redis_server, admin, redis_stor
     keys = ChainKeys.ephemeral()
     chain_id = keys.new_id()
     admin.set(RECORD_PREFIX + chain_id, b"{}")
-    from authz.chain import ChainRefusal
+    from authz.check.delegation import ChainRefusal
 
     with pytest.raises(ChainRefusal) as caught:
         ChainStep(store, keys).verify(keys.sign(chain_id), "x-delegation-chain")
@@ -568,7 +568,7 @@ def test_a_seal_is_checked_again_for_every_new_record_object():
     assert step.verify(minted.token, "x-delegation-chain") is minted.record
     widened = replace(minted.record, hops=(Hop("orchestrator", ORCHESTRATOR), Hop("billing-agent", "")))
     store._records.put(minted.record.id, widened, 1)  # what a write to the store behind our back looks like
-    from authz.chain import ChainRefusal
+    from authz.check.delegation import ChainRefusal
 
     with pytest.raises(ChainRefusal) as caught:
         step.verify(minted.token, "x-delegation-chain")

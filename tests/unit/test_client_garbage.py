@@ -18,9 +18,9 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from authz.pipeline import Authorizer
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput, to_check_request
 from authz.policy.compiler import PolicySet
-from authz.request import AuthzInput, to_check_request
 from tests.conftest import GITHUB_HOST, SUPPORT
 
 TOOL_CALL = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_me","arguments":{}}}'

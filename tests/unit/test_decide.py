@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from authz.request import AuthzInput
+from authz.check.request import AuthzInput
 from tests.conftest import BILLING, BILLING_HOST, GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
 
 
@@ -69,7 +69,7 @@ class TestMcp:
         assert decision.verdict.reason == "tool_not_allowed" and "`when` condition is false" in decision.verdict.message
 
     def test_when_that_errors_denies(self, write_policies):
-        from authz.pipeline import Authorizer
+        from authz.check.pipeline import Authorizer
         from authz.policy.compiler import compile_directory
 
         directory = write_policies(

@@ -20,12 +20,12 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.decision_cache import PSEUDO_HEADERS
-from authz.pipeline import Authorizer
+from authz.check.decision import Decision
+from authz.check.decision_cache import PSEUDO_HEADERS
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput, from_check_request, from_wire, to_check_request
+from authz.check.wire import read_wire
 from authz.policy.compiler import PolicySet, compile_directory
-from authz.request import AuthzInput, from_check_request, from_wire, to_check_request
-from authz.verdict import Decision
-from authz.wire import read_wire
 from tests.conftest import BILLING, BILLING_HOST, EXAMPLES, GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
 
 AUTHZ = Path(__file__).resolve().parents[2] / "authz"

@@ -15,15 +15,15 @@ import orjson
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
-from authz.chain import MINT_REUSE_SECONDS, ChainStep
 from authz.chains.memory import MemoryChainStore
 from authz.chains.tokens import ChainKeys
-from authz.metrics import Metrics
-from authz.pipeline import Authorizer
+from authz.check.delegation import MINT_REUSE_SECONDS, ChainStep
+from authz.check.pipeline import Authorizer
+from authz.check.record import Answered, Recorder
+from authz.check.request import AuthzInput, to_check_request
 from authz.policy.compiler import compile_directory
 from authz.policy.conditions import Condition
-from authz.record import Answered, Recorder
-from authz.request import AuthzInput, to_check_request
+from authz.serve.metrics import Metrics
 from tests.harness.protowire import field, inject
 from tests.unit.test_chain_decisions import HEADER, TOOLS_HOST, Clock, call_agent, cast, documents, principal, use_tool
 

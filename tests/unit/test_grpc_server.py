@@ -10,8 +10,8 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz import grpc_server
-from authz.grpc_server import AUTHORIZATION_SERVICE, GRPC_SERVERS, CheckServer, ListenError
+from authz.serve import grpc_server
+from authz.serve.grpc_server import AUTHORIZATION_SERVICE, GRPC_SERVERS, CheckServer, ListenError
 from tests.harness.processes import free_port
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING

@@ -8,8 +8,8 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from authz.identity import IdentityError, parse_spiffe_id, resolve_caller
-from authz.request import AuthzInput, to_check_request
+from authz.check.identity import IdentityError, parse_spiffe_id, resolve_caller
+from authz.check.request import AuthzInput, to_check_request
 from tests.conftest import GITHUB_HOST, TRIAGE
 
 DOMAINS = frozenset({"cluster.local"})

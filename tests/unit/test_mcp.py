@@ -7,8 +7,8 @@ import base64
 import orjson
 import pytest
 
-from authz.protocols.jsonrpc import Malformed
-from authz.protocols.mcp import classify_mcp, decode_header_value
+from authz.check.protocols.jsonrpc import Malformed
+from authz.check.protocols.mcp import classify_mcp, decode_header_value
 
 REVISIONS = ["", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]
 

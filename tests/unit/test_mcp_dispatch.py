@@ -47,12 +47,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mcp.shared.inbound import encode_header_value
 
-from authz.pipeline import Authorizer
+from authz.check.decision import Decision
+from authz.check.pipeline import Authorizer
+from authz.check.protocols.jsonrpc import Malformed
+from authz.check.protocols.mcp import McpAction, classify_mcp
+from authz.check.request import AuthzInput
 from authz.policy.compiler import compile_directory
-from authz.protocols.jsonrpc import Malformed
-from authz.protocols.mcp import McpAction, classify_mcp
-from authz.request import AuthzInput
-from authz.verdict import Decision
 from tests.conftest import GITHUB_HOST, SUPPORT
 from tests.harness.upstreams.mcp_server import build_app, build_server
 

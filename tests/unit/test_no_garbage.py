@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from authz.pipeline import Authorizer
+from authz.check.pipeline import Authorizer
+from authz.check.record import Recorder
 from authz.policy.compiler import compile_directory
-from authz.record import Recorder
-from authz.reload import freeze_heap
+from authz.serve.reload import freeze_heap
 from loadtest import micro
 from loadtest.requests import build_mix, mint_chain_token
 

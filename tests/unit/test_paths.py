@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.protocols.paths import AmbiguousPath, host_key, normalize_path, resolve_path, under_prefix
+from authz.check.protocols.paths import AmbiguousPath, host_key, normalize_path, resolve_path, under_prefix
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from authz import reasons
-from authz.pipeline import Authorizer
-from authz.request import AuthzInput
+from authz.check.pipeline import Authorizer
+from authz.check.request import AuthzInput
 from tests.conftest import GITHUB_HOST, REPO, SUPPORT
 
 AUTHZ = REPO / "authz"

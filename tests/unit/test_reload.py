@@ -31,11 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from authz.metrics import Metrics
-from authz.pipeline import Authorizer
+from authz.check.pipeline import Authorizer
 from authz.policy.compiler import PolicySet, compile_directory
-from authz.reload import PolicyWatcher
-from authz.server import MandateServer, ServeOptions
+from authz.serve.metrics import Metrics
+from authz.serve.reload import PolicyWatcher
+from authz.serve.service import MandateServer, ServeOptions
 from tests.conftest import EXAMPLES, GITHUB_HOST, SUPPORT
 from tests.harness.processes import MandateProcess, free_port, wait_until
 

@@ -6,8 +6,8 @@ import orjson
 from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from google.rpc import code_pb2
 
-from authz.request import AuthzInput
-from authz.response import build_response
+from authz.check.request import AuthzInput
+from authz.check.response import build_response
 from tests.conftest import GITHUB_HOST, SUPPORT, TRIAGE
 from tests.unit.test_decide import a2a, http, tool
 

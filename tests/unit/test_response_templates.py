@@ -10,9 +10,9 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from authz.check.decision import Decision, Verdict
+from authz.check.response import ResponseTemplates, build_response
 from authz.reasons import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED
-from authz.response import ResponseTemplates, build_response
-from authz.verdict import Decision, Verdict
 
 CHAIN_HEADER = "x-delegation-chain"
 text = st.text(max_size=40)

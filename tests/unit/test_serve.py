@@ -15,7 +15,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.cli import build_parser
-from authz.server import AUTHORIZATION_SERVICE, MandateServer, ServeOptions
+from authz.serve.service import AUTHORIZATION_SERVICE, MandateServer, ServeOptions
 from tests.conftest import EXAMPLES, GITHUB_HOST, SUPPORT
 
 

@@ -9,7 +9,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.pipeline import Authorizer
+from authz.check.pipeline import Authorizer
 from tests.conftest import GITHUB_HOST, SUPPORT
 
 HEADER_NAMES = st.sampled_from(

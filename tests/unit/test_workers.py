@@ -17,10 +17,10 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from authz.check.request import to_check_request
 from authz.explain import read_request_file
-from authz.grpc_server import CheckServer, ListenError, claim_port
-from authz.request import to_check_request
-from authz.workers import hold_port
+from authz.serve.grpc_server import CheckServer, ListenError, claim_port
+from authz.serve.workers import hold_port
 from tests.conftest import EXAMPLES, REPO
 from tests.harness.processes import free_port, wait_until
 from tests.harness.redis import RedisServer

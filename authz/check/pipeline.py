@@ -14,24 +14,24 @@ from time import perf_counter_ns
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.message import DecodeError
 
-from .chain import Chain, ChainRefusal, ChainStep, callee_hop, chain_for, check_accepts, check_shape
-from .chains.memory import MemoryChainStore
-from .chains.store import Hop
-from .chains.tokens import ChainKeys
-from .classify import Classified, MalformedRequest, classify
-from .decide import decide
-from .decision_cache import DEFAULT_ENTRIES, DecisionCache, Lookup
-from .identity import IdentityError, SpiffeId, resolve_caller
-from .policy.compiler import CompiledProfile, PolicySet
-from .protocols.a2a import A2aAction
-from .protocols.jsonrpc import peek_ids
-from .protocols.mcp import McpAction
-from .reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST, UNKNOWN_CALLER
-from .record import Answered, Recorder
-from .request import AuthzInput, from_check_request, from_wire
-from .response import ResponseTemplates, build_response
-from .verdict import Decision, Refusal, Verdict, refused
-from .wire import WireRequest, read_wire
+from authz.chains.memory import MemoryChainStore
+from authz.chains.store import Hop
+from authz.chains.tokens import ChainKeys
+from authz.check.classify import Classified, MalformedRequest, classify
+from authz.check.decide import decide
+from authz.check.decision import Decision, Refusal, Verdict, refused
+from authz.check.decision_cache import DEFAULT_ENTRIES, DecisionCache, Lookup
+from authz.check.delegation import Chain, ChainRefusal, ChainStep, callee_hop, chain_for, check_accepts, check_shape
+from authz.check.identity import IdentityError, SpiffeId, resolve_caller
+from authz.check.protocols.a2a import A2aAction
+from authz.check.protocols.jsonrpc import peek_ids
+from authz.check.protocols.mcp import McpAction
+from authz.check.record import Answered, Recorder
+from authz.check.request import AuthzInput, from_check_request, from_wire
+from authz.check.response import ResponseTemplates, build_response
+from authz.check.wire import WireRequest, read_wire
+from authz.policy.compiler import CompiledProfile, PolicySet
+from authz.reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST, UNKNOWN_CALLER
 
 log = logging.getLogger("mandate")
 _UNDECIDED = refused(INTERNAL_ERROR, "")  # until a step decides; immutable, so shared

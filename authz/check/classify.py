@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policy.compiler import CompiledTarget, PolicySet
-from .protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a, routed_path
-from .protocols.jsonrpc import JsonId, Malformed, peek_ids
-from .protocols.mcp import McpAction, classify_mcp
-from .protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
-from .reasons import AMBIGUOUS_PATH, PARTIAL_BODY, PATH_OUTSIDE_TARGET, UNKNOWN_TARGET, UNSUPPORTED_BINDING
-from .request import AuthzInput
-from .verdict import Refusal
+from authz.check.decision import Refusal
+from authz.check.protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a, routed_path
+from authz.check.protocols.jsonrpc import JsonId, Malformed, peek_ids
+from authz.check.protocols.mcp import McpAction, classify_mcp
+from authz.check.protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
+from authz.check.request import AuthzInput
+from authz.policy.compiler import CompiledTarget, PolicySet
+from authz.reasons import AMBIGUOUS_PATH, PARTIAL_BODY, PATH_OUTSIDE_TARGET, UNKNOWN_TARGET, UNSUPPORTED_BINDING
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .bounded import Bounded
-from .chains.store import ChainRecord, ChainStore, Hop, StoreUnavailable
-from .chains.tokens import RECORD_SEAL, ChainKeys, ForgedToken
-from .identity import SpiffeId
-from .policy.compiler import CompiledProfile, CompiledScope, CompiledTarget, PolicySet
-from .reasons import (
+from authz.bounded import Bounded
+from authz.chains.store import ChainRecord, ChainStore, Hop, StoreUnavailable
+from authz.chains.tokens import RECORD_SEAL, ChainKeys, ForgedToken
+from authz.check.decision import Refusal
+from authz.check.identity import SpiffeId
+from authz.check.request import AuthzInput
+from authz.policy.compiler import CompiledProfile, CompiledScope, CompiledTarget, PolicySet
+from authz.reasons import (
     CALLER_NOT_ACCEPTED,
     CHAIN_FORGED,
     CHAIN_NOT_HELD,
@@ -33,8 +35,6 @@ from .reasons import (
     DELEGATION_WITHDRAWN,
     REGISTRY,
 )
-from .request import AuthzInput
-from .verdict import Refusal
 
 MINT_REUSE_SECONDS = 30.0  # an edge minted this recently is handed out again, not rewritten
 MAX_MINTED = 100_000

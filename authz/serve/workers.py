@@ -29,9 +29,9 @@ import time
 
 from prometheus_client import multiprocess
 
-from .grpc_server import ListenError, claim_port
-from .metrics import multiprocess_registry, serve_http
-from .server import READY_DIR_ENV, SUPERVISOR_ENV, ServeOptions
+from authz.serve.grpc_server import ListenError, claim_port
+from authz.serve.metrics import multiprocess_registry, serve_http
+from authz.serve.service import READY_DIR_ENV, SUPERVISOR_ENV, ServeOptions
 
 log = logging.getLogger("mandate")
 

@@ -11,7 +11,8 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..reasons import (
+from authz.check.protocols.jsonrpc import JsonId, Malformed, Message, parse_messages
+from authz.reasons import (
     BATCH_NOT_ALLOWED,
     INVALID_HEADER,
     INVALID_PARAMS,
@@ -19,7 +20,6 @@ from ..reasons import (
     MISSING_BODY,
     UNSUPPORTED_HTTP_METHOD,
 )
-from .jsonrpc import JsonId, Malformed, Message, parse_messages
 
 BATCH_REVISION = "2025-03-26"
 _PLUMBING = frozenset({"initialize", "ping", "server/discover", "subscriptions/listen"})

@@ -14,10 +14,10 @@ import os
 import threading
 from pathlib import Path
 
-from .metrics import Metrics
-from .pipeline import Authorizer
-from .policy.compiler import PolicySet, compile_directory
-from .policy.loader import PolicyLoadError
+from authz.check.pipeline import Authorizer
+from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.loader import PolicyLoadError
+from authz.serve.metrics import Metrics
 
 log = logging.getLogger("mandate")
 

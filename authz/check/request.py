@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
-from .wire import WireRequest
+from authz.check.wire import WireRequest
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # Every header a decision reads besides the chain header, those a `when` names (SPEC §2–§5) and
@@ -62,8 +62,8 @@ class AuthzInput:
         if declared is None:
             return False
         if not (declared.isascii() and declared.isdigit()):
-            from .reasons import INVALID_HEADER  # only for malformed input: the common path imports nothing
-            from .verdict import Refusal
+            from authz.check.decision import Refusal
+            from authz.reasons import INVALID_HEADER  # only for malformed input: the common path imports nothing
 
             raise Refusal(INVALID_HEADER, f"Content-Length {declared[:40]!r} is not a decimal number")
         digits = declared.lstrip("0")

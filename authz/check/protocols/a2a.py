@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from ..reasons import INVALID_JSONRPC, MISSING_BODY
-from .jsonrpc import JsonId, Malformed, parse_json, parse_messages
+from authz.check.protocols.jsonrpc import JsonId, Malformed, parse_json, parse_messages
+from authz.reasons import INVALID_JSONRPC, MISSING_BODY
 
 V1_METHODS = (
     "SendMessage",

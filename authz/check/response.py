@@ -17,9 +17,9 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.protobuf.struct_pb2 import Struct
 from google.rpc import code_pb2
 
-from .bounded import Bounded
-from .reasons import BAD_REQUEST, DUPLICATE_JSON_KEY, INVALID_JSON, UNAUTHENTICATED
-from .verdict import Decision
+from authz.bounded import Bounded
+from authz.check.decision import Decision
+from authz.reasons import BAD_REQUEST, DUPLICATE_JSON_KEY, INVALID_JSON, UNAUTHENTICATED
 
 CALLER_HEADER = "x-caller-identity"
 DECISION_HEADER = "x-mandate-decision-id"

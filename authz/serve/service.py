@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from . import pipeline
-from .audit import AuditLog
-from .chain import ChainStep
-from .chains.store import open_store
-from .chains.tokens import ChainKeys, KeyFileError
-from .decision_cache import DEFAULT_ENTRIES
-from .grpc_server import AUTHORIZATION_SERVICE, CheckServer, ListenError
-from .metrics import Metrics, serve_http
-from .pipeline import Authorizer
-from .policy.compiler import compile_directory
-from .record import Recorder
-from .reload import PolicyWatcher, freeze_heap
+from authz.chains.store import open_store
+from authz.chains.tokens import ChainKeys, KeyFileError
+from authz.check import pipeline
+from authz.check.decision_cache import DEFAULT_ENTRIES
+from authz.check.delegation import ChainStep
+from authz.check.pipeline import Authorizer
+from authz.check.record import Recorder
+from authz.policy.compiler import compile_directory
+from authz.serve.audit import AuditLog
+from authz.serve.grpc_server import AUTHORIZATION_SERVICE, CheckServer, ListenError
+from authz.serve.metrics import Metrics, serve_http
+from authz.serve.reload import PolicyWatcher, freeze_heap
 
 __all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "SUPERVISOR_ENV", "MandateServer", "ServeOptions"]
 log = logging.getLogger("mandate")

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .reasons import AMBIGUOUS_IDENTITY, INVALID_IDENTITY, NO_IDENTITY, UNTRUSTED_TRUST_DOMAIN
-from .request import AuthzInput
+from authz.check.request import AuthzInput
+from authz.reasons import AMBIGUOUS_IDENTITY, INVALID_IDENTITY, NO_IDENTITY, UNTRUSTED_TRUST_DOMAIN
 
 MAX_SPIFFE_ID = 2048  # bytes; every character a SPIFFE ID may hold is one byte
 MAX_TRUST_DOMAIN = 255  # RFC 3986's limit on a host, which the trust domain is

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..reasons import DUPLICATE_JSON_KEY, EMPTY_BATCH, INVALID_JSON, INVALID_JSONRPC
+from authz.reasons import DUPLICATE_JSON_KEY, EMPTY_BATCH, INVALID_JSON, INVALID_JSONRPC
 
 JsonId = int | str | None
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chain import Chain
-from .classify import Action, Classified, HttpAction
-from .identity import SpiffeId
-from .policy.compiler import CompiledMcpRule, CompiledPathRule, CompiledScope
-from .policy.conditions import Condition
-from .protocols.a2a import A2aAction
-from .protocols.mcp import McpAction
-from .reasons import (
+from authz.check.classify import Action, Classified, HttpAction
+from authz.check.decision import Verdict, allow, refused
+from authz.check.delegation import Chain
+from authz.check.identity import SpiffeId
+from authz.check.protocols.a2a import A2aAction
+from authz.check.protocols.mcp import McpAction
+from authz.check.request import AuthzInput
+from authz.policy.compiler import CompiledMcpRule, CompiledPathRule, CompiledScope
+from authz.policy.conditions import Condition
+from authz.reasons import (
     A2A_METHOD_NOT_ALLOWED,
     AGENT_NOT_ALLOWED,
     CONDITION_ERROR,
@@ -28,8 +30,6 @@ from .reasons import (
     TOOL_NOT_ALLOWED,
     UNKNOWN_A2A_METHOD,
 )
-from .request import AuthzInput
-from .verdict import Verdict, allow, refused
 
 _NOT_ALLOWED = {"tool": TOOL_NOT_ALLOWED, "resource": RESOURCE_NOT_ALLOWED, "prompt": PROMPT_NOT_ALLOWED, "method": METHOD_NOT_ALLOWED}
 _PATH_NOT_ALLOWED = {"egress": EGRESS_NOT_ALLOWED, "http": HTTP_NOT_ALLOWED}

@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from .verdict import Decision
+from authz.check.decision import Decision
 
 FLUSH_EVERY = 0.02  # seconds: how far the audit trail and the metrics may lag behind the answers
 BATCH = 1000  # answers per hand-over to the sinks

@@ -40,15 +40,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .bounded import Bounded
-from .chain import MINT_REUSE_SECONDS
-from .chains.store import ChainStore
-from .policy.compiler import PolicySet
-from .protocols.jsonrpc import JsonId, id_span
-from .reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST
-from .request import DECIDING_HEADERS
-from .verdict import Decision
-from .wire import WireRequest
+from authz.bounded import Bounded
+from authz.chains.store import ChainStore
+from authz.check.decision import Decision
+from authz.check.delegation import MINT_REUSE_SECONDS
+from authz.check.protocols.jsonrpc import JsonId, id_span
+from authz.check.request import DECIDING_HEADERS
+from authz.check.wire import WireRequest
+from authz.policy.compiler import PolicySet
+from authz.reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST
 
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
 MAX_KEY_BYTES = 16_384  # a key holding more (long headers) is decided afresh

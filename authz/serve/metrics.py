@@ -22,8 +22,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .grpc_server import listen_error, split_address
-from .record import Answered
+from authz.check.record import Answered
+from authz.serve.grpc_server import listen_error, split_address
 
 CHECK_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .reasons import ALLOWED, OK, status_of
+from authz.reasons import ALLOWED, OK, status_of
 
 if TYPE_CHECKING:
-    from .chains.store import ChainRecord
+    from authz.chains.store import ChainRecord
 
 
 @dataclass(frozen=True, slots=True)
