@@ -1,15 +1,18 @@
 """helm/mandate rendered and linted by Helm's own engine (helm-python-sdk carries Helm's Go
 library), every object checked against Kubernetes' schemas (kubernetes-validate), and the
 wiring that matters asserted: probes on the port Mandate serves, the ConfigMap where
---policies points, the Secret behind --chain-key, security context, replicas, PDB, Redis.
-The Istio examples in helm/examples/ are checked here too.
+--policies points, the Secret behind --chain-key, security context, replicas, PDB, Redis,
+the image reference, and who the NetworkPolicies let in (evaluated for sample pods).
+The Istio examples in helm/examples/ and the offline renderer helm/render.py are checked too.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import re
 import shutil
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from tests.harness.istio import validate_authorization_policy
 
 CHART = REPO / "helm" / "mandate"
 HELM_EXAMPLES = REPO / "helm" / "examples"
+TRIAL = yaml.safe_load((CHART / "values-trial.yaml").read_text())
 NAMESPACE = "mandate-system"
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -41,20 +45,25 @@ def example_policy_files() -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted(EXAMPLES.glob("*.yaml"))}
 
 
-# Every documented way to install the chart (values.yaml's comments, helm/README.md).
+# Every documented way to install the chart (values.yaml's comments, helm/README.md). The
+# defaults alone are refused (two replicas need a chain store: test_the_defaults_ask_for_a_chain_store).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "example-policies": {"policies": {"files": example_policy_files()}},
+    "trial": TRIAL,
+    "example-policies": {**TRIAL, "policies": {"files": example_policy_files()}},
     "production": example_values("values-production.yaml"),
     "dev": example_values("values-dev.yaml"),
     "workers": example_values("values-workers.yaml"),
     "redis-url": {"redis": {"url": "rediss://mandate:secret@redis.example:6380/0"}},
     "redis-cluster-url": {"redis": {"url": "rediss+cluster://redis-cluster.redis.svc:6379"}, "replicaCount": 3},
-    "existing-secrets": {"chainKey": {"existingSecret": "keys", "secretKey": "hmac"}, "policies": {"existingConfigMap": "profiles"}},
-    "hpa-and-monitoring": {"autoscaling": {"enabled": True}, "serviceMonitor": {"enabled": True}},
+    "existing-secrets": {**TRIAL, "chainKey": {"existingSecret": "keys", "secretKey": "hmac"}, "policies": {"existingConfigMap": "profiles"}},
+    "hpa-and-monitoring": {**TRIAL, "autoscaling": {"enabled": True}, "serviceMonitor": {"enabled": True}},
     "custom-ports-and-paths": {
+        **TRIAL,
         "mandate": {"grpcPort": 19191, "metricsPort": 19090, "policiesPath": "/srv/profiles", "chainKeyDir": "/run/keys"},
     },
+    "ambient": {**TRIAL, "networkPolicy": {"ambient": {"enabled": True}}},
+    "no-network-policy": {"replicaCount": 1, "networkPolicy": {"enabled": False}},
+    "image-by-digest": {"replicaCount": 1, "image": {"repository": "ghcr.io/example/mandate", "digest": "sha256:" + "ab" * 32}},
 }
 
 
@@ -119,11 +128,24 @@ def test_every_object_validates_against_the_kubernetes_schemas(chart, variant: s
             kubernetes_validate.validate(item, version, strict=True)
 
 
-def test_the_default_install(chart) -> None:
-    objects, notes = render(chart, {})
+def test_the_defaults_ask_for_a_chain_store(chart) -> None:
+    """Two replicas by default, and no Redis unless asked for: the install stops and says what to set."""
+    with pytest.raises(helm.HelmRenderError, match="needs a chain store") as refused:
+        chart.render({}, name="mandate", namespace=NAMESPACE)
+    for choice in ("redis.url", "redis.existingSecret", "-f helm/mandate/values-trial.yaml", "replicaCount=1"):
+        assert choice in str(refused.value), choice
+
+
+def test_the_trial_file_only_turns_on_the_trial_redis() -> None:
+    assert TRIAL == {"redis": {"internal": {"enabled": True}}}
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["redis"]["internal"]["enabled"] is False
+
+
+def test_the_trial_install(chart) -> None:
+    objects, notes = render(chart, TRIAL)
     kinds = sorted(item["kind"] for item in objects)
     assert kinds == sorted([
-        "ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget", "Secret", "Secret",
+        "ConfigMap", "Deployment", "Deployment", "NetworkPolicy", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Secret",
         "Service", "Service", "ServiceAccount",
     ])
     deployment = mandate_deployment(objects)
@@ -229,7 +251,7 @@ def test_the_secret_feeds_chain_key(chart, variant: str, tmp_path: Path) -> None
 def test_each_install_generates_its_own_key(chart) -> None:
     """Offline, `lookup` finds nothing, so each render is a fresh install: a new random key.
     (Keeping the key on upgrade needs the cluster's answer to `lookup`; see helm/README.md.)"""
-    keys = {one(render(chart, {})[0], "Secret", "mandate-chain-key")["data"]["chain.key"] for _ in range(3)}
+    keys = {one(render(chart, TRIAL)[0], "Secret", "mandate-chain-key")["data"]["chain.key"] for _ in range(3)}
     assert len(keys) == 3
 
 
@@ -295,7 +317,7 @@ def test_redis_wiring(chart, variant: str) -> None:
     elif redis.get("existingSecret"):
         assert env["MANDATE_REDIS"]["valueFrom"]["secretKeyRef"] == {"name": redis["existingSecret"], "key": redis.get("existingSecretKey", "url")}
         assert not internal
-    elif redis.get("internal", {}).get("enabled", True):
+    elif redis.get("internal", {}).get("enabled", False):
         (store,) = internal
         service = one(objects, "Service", store["metadata"]["name"])
         assert service["spec"]["selector"] == {k: v for k, v in store["spec"]["template"]["metadata"]["labels"].items() if k in service["spec"]["selector"]}
@@ -315,9 +337,6 @@ def test_redis_wiring(chart, variant: str) -> None:
 
 
 REFUSED = {
-    "two replicas, no chain store": ({"redis": {"internal": {"enabled": False}}}, "/redis"),
-    "two workers, no chain store": ({"replicaCount": 1, "mandate": {"workers": 2}, "redis": {"internal": {"enabled": False}}}, "/redis"),
-    "autoscaling, no chain store": ({"replicaCount": 1, "autoscaling": {"enabled": True}, "redis": {"internal": {"enabled": False}}}, "/redis"),
     "autoscaling down to one": ({"autoscaling": {"enabled": True, "minReplicas": 1}}, "minReplicas"),
     "policies twice": ({"policies": {"existingConfigMap": "x", "files": {"a.yaml": "{}"}}}, "allOf"),
     "a policy file Mandate would not load": ({"policies": {"files": {"agents.txt": "{}"}}}, "agents.txt"),
@@ -326,6 +345,20 @@ REFUSED = {
     "root": ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
     "a typo": ({"replicas": 3}, "replicas"),
     "an unknown gRPC server": ({"mandate": {"grpcServer": "tornado"}}, "grpcServer"),
+    # the image: fully qualified, without a tag or digest in the repository
+    "a bare image name": ({"image": {"repository": "mandate"}}, "/image/repository"),
+    "a Docker Hub short name": ({"image": {"repository": "platform/mandate"}}, "/image/repository"),
+    "a tag inside the repository": ({"image": {"repository": "registry.example.com/platform/mandate:0.1.0"}}, "/image/repository"),
+    "a digest inside the repository": ({"image": {"repository": "ghcr.io/x/mandate@sha256:" + "0" * 64}}, "/image/repository"),
+    "a tag with a slash": ({"image": {"tag": "v1/evil"}}, "/image/tag"),
+    "a short digest": ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
+    "a short Redis image name": ({"redis": {"internal": {"enabled": True, "image": {"repository": "redis", "tag": "7"}}}}, "/redis/internal/image/repository"),
+    # the NetworkPolicy: an empty peer would admit everyone
+    "an empty peer": ({"networkPolicy": {"grpcFrom": {"anyone": {}}}}, "/networkPolicy/grpcFrom/anyone"),
+    "a misspelt peer": ({"networkPolicy": {"grpcFrom": {"sidecars": {"podSelecter": {}}}}}, "podSelecter"),
+    "an unknown selector operator": ({"networkPolicy": {"metricsFrom": {"p": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}}}}, "operator"),
+    "a probe address that is not a CIDR": ({"networkPolicy": {"ambient": {"kubeletProbeCIDRs": ["kubelet"]}}}, "kubeletProbeCIDRs"),
+    "a typo in networkPolicy": ({"networkPolicy": {"enable": True}}, "enable"),
 }
 
 
@@ -336,11 +369,24 @@ def test_the_schema_refuses(chart, case: str) -> None:
         chart.render(values, name="mandate", namespace=NAMESPACE)
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"redis": {"internal": {"enabled": False}}}, "needs a shared chain store"),
-    ({"replicaCount": 1, "mandate": {"workers": 3}, "redis": {"internal": {"enabled": False}}}, "workers > 1 needs a shared chain store"),
-    ({"mandate": {"grpcPort": 9000, "metricsPort": 9000}}, "must differ"),
-])
+TEMPLATE_REFUSALS = [
+    ({}, "needs a chain store"),
+    ({"replicaCount": 1, "autoscaling": {"enabled": True}}, "needs a chain store"),
+    ({"replicaCount": 1, "mandate": {"workers": 3}}, "workers > 1 needs a shared chain store"),
+    ({**TRIAL, "mandate": {"grpcPort": 9000, "metricsPort": 9000}}, "must differ"),
+    ({**TRIAL, "networkPolicy": {"grpcFrom": {"sidecars": None, "waypoints": None, "gatewayApiGateways": None, "gateways": None}}},
+     "grpcFrom admits no one"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), TEMPLATE_REFUSALS)
+def test_the_templates_refuse(chart, values: dict[str, Any], message: str) -> None:
+    """What the schema cannot say (or says less helpfully) the templates refuse, with what to set."""
+    with pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(values, name="mandate", namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize(("values", "message"), TEMPLATE_REFUSALS)
 def test_the_templates_refuse_without_the_schema(tmp_path: Path, values: dict[str, Any], message: str) -> None:
     """`helm install --skip-schema-validation` still cannot deploy replicas without Redis."""
     copy = tmp_path / "mandate"
@@ -356,7 +402,7 @@ def test_the_templates_refuse_without_the_schema(tmp_path: Path, values: dict[st
 def test_the_extension_provider_example(chart) -> None:
     (provider,) = example_values("istiod-values.yaml")["meshConfig"]["extensionProviders"]
     grpc = provider["envoyExtAuthzGrpc"]
-    objects, _ = render(chart, {})
+    objects, _ = render(chart, TRIAL)
     service = one(objects, "Service", "mandate")
     assert provider["name"] == "mandate"
     assert grpc["service"] == f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
@@ -418,3 +464,218 @@ def test_the_service_monitor_scrapes_the_metrics_port(chart) -> None:
     assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
     assert endpoint["port"] == "http-metrics" and endpoint["path"] == "/metrics"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+# --- the image ------------------------------------------------------------------------------------
+
+
+def container_images(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in by_kind(objects, "Deployment")}
+
+
+@pytest.mark.parametrize(("image", "reference"), [
+    ({}, "registry.example.com/platform/mandate:0.1.0"),  # the placeholder, at the chart's appVersion
+    ({"repository": "ghcr.io/acme/mandate"}, "ghcr.io/acme/mandate:0.1.0"),
+    ({"repository": "registry.internal:5000/sec/mandate", "tag": "0.1.0-rc.1"}, "registry.internal:5000/sec/mandate:0.1.0-rc.1"),
+    ({"repository": "ghcr.io/acme/mandate", "tag": "ignored", "digest": "sha256:" + "ab" * 32}, "ghcr.io/acme/mandate@sha256:" + "ab" * 32),
+    ({"repository": "docker.io/library/mandate", "tag": "dev"}, "docker.io/library/mandate:dev"),  # kind load docker-image
+])
+def test_the_image_reference_is_repository_and_tag(chart, image: dict[str, str], reference: str) -> None:
+    objects, _ = render(chart, {**TRIAL, "image": image})
+    assert container_images(objects) == {"mandate": reference, "mandate-redis": "docker.io/library/redis:7.4-alpine"}
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == "0.1.0"
+
+
+def test_the_notes_flag_the_placeholder_registry(chart) -> None:
+    _, notes = render(chart, TRIAL)
+    assert "image.repository is the placeholder registry.example.com/platform/mandate" in notes
+    _, notes = render(chart, {**TRIAL, "image": {"repository": "ghcr.io/acme/mandate"}})
+    assert "placeholder" not in notes
+
+
+# --- the trial Redis: absent unless asked for -------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_trial_redis_only_with_the_trial_file(chart, variant: str) -> None:
+    objects, notes = render(chart, VARIANTS[variant])
+    redis = sorted((item["kind"], item["metadata"]["name"]) for item in objects if "redis" in item["metadata"]["name"])
+    if VARIANTS[variant].get("redis", {}).get("internal", {}).get("enabled"):
+        wanted = [("Deployment", "mandate-redis"), ("Secret", "mandate-redis"), ("Service", "mandate-redis")]
+        if VARIANTS[variant].get("networkPolicy", {}).get("enabled", True):
+            wanted.append(("NetworkPolicy", "mandate-redis"))
+        assert redis == sorted(wanted) and "FOR TRIALS ONLY" in notes
+    else:
+        assert redis == [] and "FOR TRIALS ONLY" not in notes
+
+
+# --- the NetworkPolicies, evaluated for sample pods ---------------------------------------------
+
+
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector's verdict on a set of labels ({} selects everything)."""
+    selector = selector or {}
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    verdicts = {
+        "In": lambda key, values: labels.get(key) in values,
+        "NotIn": lambda key, values: labels.get(key) not in values,
+        "Exists": lambda key, values: key in labels,
+        "DoesNotExist": lambda key, values: key not in labels,
+    }
+    return all(verdicts[e["operator"]](e["key"], e.get("values", [])) for e in selector.get("matchExpressions", []))
+
+
+def peer_admits(peer: dict[str, Any], namespace: str, labels: dict[str, str], ip: str, home: str) -> bool:
+    """One `from` entry: an ipBlock, or pods by namespace (the policy's own if unsaid) and labels."""
+    if "ipBlock" in peer:
+        return ip_in(ip, peer["ipBlock"]["cidr"])
+    if "namespaceSelector" in peer:
+        in_namespace = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+    else:
+        in_namespace = namespace == home
+    return in_namespace and selects(peer.get("podSelector"), labels)
+
+
+def ip_in(ip: str, cidr: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
+
+
+def admitted(objects: list[dict[str, Any]], target: str, port: int, namespace: str, labels: dict[str, str], ip: str = "10.1.2.3") -> bool:
+    """Whether a connection from a pod (or an address) reaches Deployment `target`'s pods on `port`,
+    by the rendered NetworkPolicies that select those pods (none selecting them: everything does)."""
+    pod = one(objects, "Deployment", target)["spec"]["template"]
+    named = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    policies = [p for p in by_kind(objects, "NetworkPolicy") if selects(p["spec"]["podSelector"], pod["metadata"]["labels"])]
+    if not policies:
+        return True
+    for policy in policies:
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"].get("ingress", []):
+            ports = [named.get(p["port"], p["port"]) for p in rule["ports"]]
+            assert rule["from"], "a rule without `from` admits every source"
+            if port in ports and any(peer_admits(peer, namespace, labels, ip, NAMESPACE) for peer in rule["from"]):
+                return True
+    return False
+
+
+SIDECAR = {"app": "github-mcp", "security.istio.io/tlsMode": "istio", "service.istio.io/canonical-name": "github-mcp"}
+WAYPOINT = {"gateway.networking.k8s.io/gateway-name": "waypoint", "gateway.networking.k8s.io/gateway-class-name": "istio-waypoint",
+            "gateway.istio.io/managed": "istio.io-mesh-controller"}
+INGRESS_GATEWAY = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
+EGRESS_GATEWAY = {"app": "istio-egressgateway", "istio": "egressgateway"}
+GATEWAY_API = {"gateway.networking.k8s.io/gateway-name": "public", "gateway.networking.k8s.io/gateway-class-name": "istio"}
+AUTHORIZER = {"app.kubernetes.io/name": "mandate", "app.kubernetes.io/instance": "mandate", "app.kubernetes.io/component": "authorizer"}
+
+# (who, namespace, labels) -> may it reach Mandate's gRPC port, its metrics port, the trial Redis?
+CALLERS = [
+    ("a sidecar", "tools", SIDECAR, (True, False, False)),
+    ("an ambient waypoint", "tools", WAYPOINT, (True, False, False)),
+    ("the ingress gateway", "istio-system", INGRESS_GATEWAY, (True, False, False)),
+    ("the egress gateway", "istio-system", EGRESS_GATEWAY, (True, False, False)),
+    ("a Gateway API gateway", "ingress", GATEWAY_API, (True, False, False)),
+    ("Prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}, (False, True, False)),
+    ("Mandate", NAMESPACE, AUTHORIZER, (False, False, True)),
+    ("a pod without a sidecar", "tools", {"app": "github-mcp"}, (False, False, False)),
+    ("a gateway look-alike outside istio-system", "tools", INGRESS_GATEWAY, (False, False, False)),
+    ("another pod beside Mandate", NAMESPACE, {"app": "debug"}, (False, False, False)),
+    ("the trial Redis itself", NAMESPACE, {"app.kubernetes.io/name": "mandate", "app.kubernetes.io/instance": "mandate",
+                                           "app.kubernetes.io/component": "chain-store"}, (False, False, False)),
+]
+
+
+@pytest.mark.parametrize(("who", "namespace", "labels", "expected"), CALLERS, ids=[c[0] for c in CALLERS])
+def test_who_reaches_mandate_and_redis(chart, who: str, namespace: str, labels: dict[str, str], expected: tuple[bool, bool, bool]) -> None:
+    objects, _ = render(chart, TRIAL)
+    grpc, metrics, redis = expected
+    # ...and no other port: no HBONE (15008) outside ambient mode, no sidecar ports (15020, 15090)
+    for target, port, reaches in [("mandate", 9191, grpc), ("mandate", 9090, metrics), ("mandate-redis", 6379, redis),
+                                  ("mandate", 15008, False), ("mandate", 15020, False), ("mandate", 15090, False)]:
+        assert admitted(objects, target, port, namespace, labels) is reaches, (who, target, port)
+
+
+def test_ambient_admits_hbone_and_kubelet_probes(chart) -> None:
+    objects, _ = render(chart, VARIANTS["ambient"])
+    assert admitted(objects, "mandate", 15008, "tools", WAYPOINT)
+    assert admitted(objects, "mandate-redis", 15008, NAMESPACE, AUTHORIZER)
+    assert not admitted(objects, "mandate", 15008, "tools", {"app": "github-mcp"})
+    assert admitted(objects, "mandate", 9191, "", {}, ip="169.254.7.127")  # kubelet's gRPC probe, SNATed by istio-cni
+    assert not admitted(objects, "mandate", 9191, "", {}, ip="10.1.2.3")
+    assert admitted(objects, "mandate-redis", 6379, "", {}, ip="169.254.7.127")
+    objects, _ = render(chart, TRIAL)
+    assert not admitted(objects, "mandate", 15008, "tools", WAYPOINT)
+    assert not admitted(objects, "mandate", 9191, "", {}, ip="169.254.7.127")
+
+
+def test_the_peers_are_configurable(chart) -> None:
+    values = {**TRIAL, "networkPolicy": {
+        "grpcFrom": {"gateways": None, "sidecars": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tools"}},
+                                                    "podSelector": {"matchLabels": {"security.istio.io/tlsMode": "istio"}}}},
+        "metricsFrom": {"monitoring": None, "otel": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "otel"}}}},
+        "extraIngress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                          "ports": [{"port": 15020, "protocol": "TCP"}]}],
+    }}
+    objects, _ = render(chart, values)
+    assert admitted(objects, "mandate", 9191, "tools", SIDECAR) and not admitted(objects, "mandate", 9191, "billing", SIDECAR)
+    assert not admitted(objects, "mandate", 9191, "istio-system", INGRESS_GATEWAY)  # dropped with null
+    assert admitted(objects, "mandate", 9191, "tools", WAYPOINT)  # the defaults not overridden stay
+    assert admitted(objects, "mandate", 9090, "otel", {}) and not admitted(objects, "mandate", 9090, "monitoring", {})
+    assert admitted(objects, "mandate", 15020, "monitoring", {})  # Istio's merged metrics, by extraIngress
+    objects, _ = render(chart, {**TRIAL, "networkPolicy": {"metricsFrom": {"monitoring": None}}})
+    assert not admitted(objects, "mandate", 9090, "monitoring", {})  # no one scrapes: no rule, not an open one
+
+
+def test_without_network_policy_nothing_is_rendered(chart) -> None:
+    objects, notes = render(chart, VARIANTS["no-network-policy"])
+    assert by_kind(objects, "NetworkPolicy") == [] and "NetworkPolicy" not in notes
+
+
+# --- helm/render.py: the chart rendered offline ---------------------------------------------------
+
+
+def renderer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("helm_render", REPO / "helm" / "render.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_renderer(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = renderer().main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_renderer_prints_what_helm_would_install(chart) -> None:
+    code, out, err = run_renderer("-f", str(CHART / "values-trial.yaml"), "--set", "image.repository=ghcr.io/acme/mandate,image.tag=1.2.3",
+                                  "--validate", "--notes")
+    assert code == 0, err
+    printed = [item for item in yaml.safe_load_all(out) if item]
+    expected, _ = render(chart, {**TRIAL, "image": {"repository": "ghcr.io/acme/mandate", "tag": "1.2.3"}})
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in printed) == sorted((o["kind"], o["metadata"]["name"]) for o in expected)
+    assert container_images(printed)["mandate"] == "ghcr.io/acme/mandate:1.2.3"
+    for template in ("deployment.yaml", "networkpolicy.yaml", "redis.yaml", "service.yaml"):
+        assert f"# Source: mandate/templates/{template}\n" in out, template
+    assert "objects valid for Kubernetes 1.30.0" in err and "Wire it into Istio" in err
+
+
+def test_the_renderer_reports_what_helm_refuses() -> None:
+    code, out, err = run_renderer()
+    assert code == 1 and out == "" and "needs a chain store" in err and "values-trial.yaml" in err
+    code, _, err = run_renderer("--set", "replicaCount=1", "--set", "image.repository=mandate")
+    assert code == 1 and "/image/repository" in err
+
+
+def test_the_renderer_merges_values_as_helm_does(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("redis: {internal: {enabled: true}}\nnetworkPolicy: {grpcFrom: {gateways: null}}\n")
+    second.write_text("redis: {url: redis://r:6379/0}\nreplicaCount: 3\n")
+    values = renderer().user_values([first, second], ["replicaCount=4", "mandate.workers=2"])
+    assert values == {"redis": {"internal": {"enabled": True}, "url": "redis://r:6379/0"}, "networkPolicy": {"grpcFrom": {"gateways": None}},
+                      "replicaCount": 4, "mandate": {"workers": 2}}

@@ -69,6 +69,28 @@ app.kubernetes.io/part-of: mandate
 {{- printf "%s-redis" (include "mandate.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "mandate.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "mandate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: chain-store
+{{- end }}
+
+{{/*
+NetworkPolicy peers from a map of named peers (networkPolicy.grpcFrom, metricsFrom), as a
+YAML list in key order; a peer set to null is dropped. Empty when no peer is left.
+*/}}
+{{- define "mandate.networkPolicyPeers" -}}
+{{- $peers := list }}
+{{- range $name, $peer := . }}
+{{- if $peer }}
+{{- $peers = append $peers $peer }}
+{{- end }}
+{{- end }}
+{{- if $peers }}
+{{- toYaml $peers }}
+{{- end }}
+{{- end }}
+
 {{- define "mandate.redisMode" -}}
 {{- if .Values.redis.url }}url
 {{- else if .Values.redis.existingSecret }}secret
@@ -79,22 +101,26 @@ app.kubernetes.io/part-of: mandate
 
 {{/*
 Refuse what cannot work: replicas (or workers) that would each keep their own delegation
-chains. values.schema.json says the same; this also holds under --skip-schema-validation.
+chains, or a NetworkPolicy no proxy passes. The schema leaves these to the templates, whose
+messages say what to set; they hold under --skip-schema-validation too.
 */}}
 {{- define "mandate.validate" -}}
 {{- $redis := include "mandate.redisMode" . }}
 {{- $several := or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled }}
 {{- if and $several (eq $redis "none") }}
-{{- fail "mandate: more than one replica (replicaCount > 1 or autoscaling.enabled) needs a shared chain store: set redis.url or redis.existingSecret (production), or redis.internal.enabled=true (trials only)" }}
+{{- fail "mandate: more than one replica (replicaCount > 1 or autoscaling.enabled) shares delegation chains, so it needs a chain store: set redis.url or redis.existingSecret to your Redis (production, helm/examples/values-production.yaml), or add -f helm/mandate/values-trial.yaml for the in-chart trial Redis (not for production), or replicaCount=1 (chains in-process, helm/examples/values-dev.yaml)" }}
 {{- end }}
 {{- if and (gt (int .Values.mandate.workers) 1) (eq $redis "none") }}
-{{- fail "mandate: mandate.workers > 1 needs a shared chain store: set redis.url, redis.existingSecret or redis.internal.enabled=true" }}
+{{- fail "mandate: mandate.workers > 1 needs a shared chain store: set redis.url or redis.existingSecret, or add -f helm/mandate/values-trial.yaml (trials only)" }}
 {{- end }}
 {{- if and .Values.policies.existingConfigMap .Values.policies.files }}
 {{- fail "mandate: set either policies.existingConfigMap or policies.files, not both" }}
 {{- end }}
 {{- if eq (int .Values.mandate.grpcPort) (int .Values.mandate.metricsPort) }}
 {{- fail "mandate: mandate.grpcPort and mandate.metricsPort must differ" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not (include "mandate.networkPolicyPeers" .Values.networkPolicy.grpcFrom)) }}
+{{- fail "mandate: networkPolicy.grpcFrom admits no one: no proxy could ask Mandate, and every governed request would be refused. Name the proxies' pods there, or set networkPolicy.enabled=false" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.minReplicas) 2) }}
 {{- fail "mandate: autoscaling.minReplicas must be at least 2 (failOpen: false means no authorizer, no traffic)" }}
