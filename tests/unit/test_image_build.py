@@ -129,7 +129,7 @@ def test_what_the_build_reads_reaches_the_context() -> None:
 
 @pytest.mark.parametrize("path", [
     ".git/config", ".venv/bin/python", "tests/conftest.py", "helm/mandate/values.yaml", ".env", "docs/security.md",
-    "authz/__pycache__/cli.cpython-311.pyc", "authz/decide.cpython-311-x86_64-linux-gnu.so",
+    "authz/__pycache__/cli.cpython-311.pyc", "authz/check/decide.cpython-311-x86_64-linux-gnu.so",
     "authz_compiled__mypyc.cpython-311-x86_64-linux-gnu.so", "authz/_compiled.json", "build/lib/authz/check/wire.py",
 ])
 def test_the_context_leaves_out(path: str) -> None:
