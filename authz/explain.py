@@ -23,7 +23,7 @@ from authz.check.decision import Decision
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer, HopTrace
 from authz.check.request import AuthzInput
-from authz.policy.compiler import PolicySet
+from authz.policy.compiled import PolicySet
 
 REQUEST_FIELDS = {"source", "destination", "method", "host", "path", "headers", "body", "istioAuthnPrincipal", "chain"}
 

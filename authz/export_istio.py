@@ -36,7 +36,8 @@ from typing import Any
 import yaml
 
 from authz.check.protocols.paths import host_key
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError, load_directory
 from authz.policy.model import MissionProfile, Target
 

@@ -163,9 +163,11 @@ from authz.check.decision import Decision, allow
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput, to_check_request
-from authz.check.response import ResponseTemplates, build_response
-from authz.policy.compiler import PolicySet, compile_directory
-from authz.serve.reload import freeze_heap
+from authz.check.response import build_response
+from authz.check.templates import ResponseTemplates
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
+from authz.serve.heap import freeze_heap
 
 API = "mandate.dev/v1alpha1"
 TRUST_DOMAIN = "cluster.local"

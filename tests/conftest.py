@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from authz.check.pipeline import Authorizer
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from tests.harness.redis import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from authz.check.protocols.jsonrpc import JsonId, Malformed, peek_ids
 from authz.check.protocols.mcp import McpAction, classify_mcp
 from authz.check.protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
 from authz.check.request import AuthzInput
-from authz.policy.compiler import CompiledTarget, PolicySet
+from authz.policy.compiled import CompiledTarget, PolicySet
 from authz.reasons import AMBIGUOUS_PATH, PARTIAL_BODY, PATH_OUTSIDE_TARGET, UNKNOWN_TARGET, UNSUPPORTED_BINDING
 
 

@@ -15,7 +15,7 @@ from authz.check.identity import SpiffeId
 from authz.check.protocols.a2a import A2aAction
 from authz.check.protocols.mcp import McpAction
 from authz.check.request import AuthzInput
-from authz.policy.compiler import CompiledMcpRule, CompiledPathRule, CompiledScope
+from authz.policy.compiled import CompiledMcpRule, CompiledPathRule, CompiledScope
 from authz.policy.conditions import Condition
 from authz.reasons import (
     A2A_METHOD_NOT_ALLOWED,

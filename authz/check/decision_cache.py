@@ -44,10 +44,11 @@ from authz.bounded import Bounded
 from authz.chains.store import ChainStore
 from authz.check.decision import Decision
 from authz.check.delegation import MINT_REUSE_SECONDS
-from authz.check.protocols.jsonrpc import JsonId, id_span
+from authz.check.jsonrpc_id import id_span
+from authz.check.protocols.jsonrpc import JsonId
 from authz.check.request import DECIDING_HEADERS
 from authz.check.wire import WireRequest
-from authz.policy.compiler import PolicySet
+from authz.policy.compiled import PolicySet
 from authz.reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST
 
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache

@@ -20,7 +20,7 @@ from authz.chains.tokens import RECORD_SEAL, ChainKeys, ForgedToken
 from authz.check.decision import Refusal
 from authz.check.identity import SpiffeId
 from authz.check.request import AuthzInput
-from authz.policy.compiler import CompiledProfile, CompiledScope, CompiledTarget, PolicySet
+from authz.policy.compiled import CompiledProfile, CompiledScope, CompiledTarget, PolicySet
 from authz.reasons import (
     CALLER_NOT_ACCEPTED,
     CHAIN_FORGED,

@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §7) and the small HTTP server for /metrics, /healthz, /readyz.
+"""Prometheus metrics: decisions, check duration, chains, reloads, policy version (`http.py` serves them).
 
 With `--workers N` each worker records into prometheus_client's multiprocess files and the
 supervising process serves their sum (`multiprocess_registry`); gauges say how to combine.
@@ -7,23 +7,18 @@ supervising process serves their sum (`multiprocess_registry`); gauges say how t
 from __future__ import annotations
 
 import collections
-import threading
-from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
 )
 
 from authz.check.record import Answered
-from authz.serve.grpc_server import listen_error, split_address
 
 CHECK_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3)
 
@@ -105,41 +100,3 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
     return registry
 
 
-def serve_http(
-    address: str, registry: CollectorRegistry, ready: Callable[[], bool], before_scrape: Callable[[], object] = lambda: None
-) -> ThreadingHTTPServer:
-    """Start /metrics, /healthz and /readyz on `address` (host:port) in a daemon thread;
-    `before_scrape` brings the metrics up to date (the recorder's flush). A busy port is a
-    ListenError: http.server sets SO_REUSEADDR only, which Linux refuses beside a listener."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                before_scrape()
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._reply(200, b"ok\n")
-            elif path == "/readyz":
-                ok = ready()
-                self._reply(200 if ok else 503, b"ready\n" if ok else b"policies not loaded\n")
-            else:
-                self._reply(404, b"not found\n")
-
-        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # scrapes are not audit events
-
-    try:
-        server = ThreadingHTTPServer(split_address(address, "metrics"), Handler)
-    except OSError as exc:
-        raise listen_error(address, "metrics", exc) from None
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server

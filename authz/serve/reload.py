@@ -8,15 +8,16 @@ they started with, so none ever sees half of two sets.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
 from pathlib import Path
 
 from authz.check.pipeline import Authorizer
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError
+from authz.serve.heap import freeze_heap
 from authz.serve.metrics import Metrics
 
 log = logging.getLogger("mandate")
@@ -37,25 +38,6 @@ def directory_signature(directory: str) -> tuple[tuple[str, int, int, int], ...]
             continue
         entries.append((name, stat.st_ino, stat.st_size, stat.st_mtime_ns))
     return tuple(entries)
-
-
-# Collect the youngest generation after this many new container objects instead of CPython's 700.
-# A Check leaves no cycles behind (tests/unit/test_no_garbage.py), so a collection only re-walks
-# what lives on: chain records and cached answers. At 700, an A2A call minting a chain met a
-# collection once in 70 calls, which set its p99 (55 against 26 µs without; BENCHMARKS.md), and
-# every tenth of those a longer one, up to 40 ms with 50,000 records alive.
-GEN0_THRESHOLD = 50_000
-
-
-def freeze_heap() -> None:
-    """Move what is alive now (the compiled policy, above all) out of the garbage collector's
-    sight, so its full collections stop walking 10,000 profiles in the middle of a Check, and
-    collect young objects less often (GEN0_THRESHOLD). Frozen objects are still freed by
-    reference counting when a reload drops them."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GEN0_THRESHOLD)
 
 
 class PolicyWatcher:

@@ -25,8 +25,10 @@ from authz.check.record import Recorder
 from authz.policy.compiler import compile_directory
 from authz.serve.audit import AuditLog
 from authz.serve.grpc_server import AUTHORIZATION_SERVICE, CheckServer, ListenError
-from authz.serve.metrics import Metrics, serve_http
-from authz.serve.reload import PolicyWatcher, freeze_heap
+from authz.serve.heap import freeze_heap
+from authz.serve.http import serve_http
+from authz.serve.metrics import Metrics
+from authz.serve.reload import PolicyWatcher
 
 __all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "SUPERVISOR_ENV", "MandateServer", "ServeOptions"]
 log = logging.getLogger("mandate")

@@ -30,7 +30,8 @@ import time
 from prometheus_client import multiprocess
 
 from authz.serve.grpc_server import ListenError, claim_port
-from authz.serve.metrics import multiprocess_registry, serve_http
+from authz.serve.http import serve_http
+from authz.serve.metrics import multiprocess_registry
 from authz.serve.service import READY_DIR_ENV, SUPERVISOR_ENV, ServeOptions
 
 log = logging.getLogger("mandate")

@@ -24,7 +24,7 @@ from authz.check.decision_cache import decision_key
 from authz.check.pipeline import Authorizer
 from authz.check.request import from_check_request, from_wire
 from authz.check.wire import read_wire
-from authz.policy.compiler import PolicySet
+from authz.policy.compiled import PolicySet
 from authz.serve.grpc_server import CheckServer
 
 ALLOW = CheckResponse(status=status_pb2.Status(code=code_pb2.OK)).SerializeToString()

@@ -39,7 +39,8 @@ from authz.check.classify import classify
 from authz.check.decision import Refusal
 from authz.check.protocols.a2a import V03_METHODS, V1_METHODS, A2aRouter
 from authz.check.request import AuthzInput
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from tests.conftest import BILLING_HOST, EXAMPLES, SUPPORT
 from tests.harness.upstreams.a2a_agent import EchoAgent, record_dispatch
 

@@ -28,7 +28,8 @@ from authz.chains.tokens import ChainKeys
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput
-from authz.policy.compiler import PolicySet, compile_documents
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_documents
 from authz.policy.loader import SourcedDocument, load_text
 from authz.policy.model import DOCUMENT_KINDS
 

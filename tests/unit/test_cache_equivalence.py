@@ -28,7 +28,8 @@ from authz.chains.tokens import ChainKeys
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput, to_check_request
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from tests.harness.protowire import field, inject, varint
 
 EXAMPLES = int(os.environ.get("MANDATE_EQUIVALENCE_EXAMPLES", "600"))

@@ -26,7 +26,8 @@ from authz.chains.tokens import ChainKeys
 from authz.check.delegation import MINT_REUSE_SECONDS, ChainStep
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError
 
 HEADER = "x-delegation-chain"

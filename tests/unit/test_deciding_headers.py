@@ -25,7 +25,8 @@ from authz.check.decision_cache import PSEUDO_HEADERS
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput, from_check_request, from_wire, to_check_request
 from authz.check.wire import read_wire
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from tests.conftest import BILLING, BILLING_HOST, EXAMPLES, GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
 
 AUTHZ = Path(__file__).resolve().parents[2] / "authz"

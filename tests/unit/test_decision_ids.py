@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from authz.check.pipeline import new_decision_id
+from authz.check.decision_ids import new_decision_id
 
 
 def test_ids_are_sixteen_hex_digits_and_unique_across_batches() -> None:

@@ -14,7 +14,8 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from authz.check.protocols.jsonrpc import Malformed, id_span, parse_json
+from authz.check.jsonrpc_id import id_span
+from authz.check.protocols.jsonrpc import Malformed, parse_json
 
 keys = st.sampled_from(["id", "ID", "jsonrpc", "method", "params", "name", 'say "id":1', "i\\d", "arguments", ""])
 scalars = st.one_of(

@@ -19,7 +19,7 @@ import pytest
 from authz.check.pipeline import Authorizer
 from authz.check.record import Recorder
 from authz.policy.compiler import compile_directory
-from authz.serve.reload import freeze_heap
+from authz.serve.heap import freeze_heap
 from loadtest import micro
 from loadtest.requests import build_mix, mint_chain_token
 

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz.check.pipeline import Authorizer
-from authz.policy.compiler import PolicySet, compile_directory
+from authz.policy.compiled import PolicySet
+from authz.policy.compiler import compile_directory
 from authz.serve.metrics import Metrics
 from authz.serve.reload import PolicyWatcher
 from authz.serve.service import MandateServer, ServeOptions

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz.check.decision import Decision, Verdict
-from authz.check.response import ResponseTemplates, build_response
+from authz.check.response import build_response
+from authz.check.templates import ResponseTemplates
 from authz.reasons import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED
 
 CHAIN_HEADER = "x-delegation-chain"

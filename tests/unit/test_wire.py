@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from authz.check.decision_cache import PSEUDO_HEADERS
 from authz.check.decision_cache import decision_key as key_of_wire
+from authz.check.jsonrpc_id import id_span
 from authz.check.pipeline import Authorizer
-from authz.check.protocols.jsonrpc import id_span
 from authz.check.request import DECIDING_HEADERS, from_check_request, from_wire, to_check_request
 from authz.check.wire import read_wire
 from tests.unit.test_chain_decisions import principal, use_tool
