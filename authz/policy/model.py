@@ -22,10 +22,10 @@ NameList = list[Name]
 
 
 class _Strict(BaseModel):
-    """Unknown fields are load errors; YAML keys are camelCase."""
+    """Unknown fields are load errors; YAML keys are camelCase, and only camelCase."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="forbid", strict=True, alias_generator=to_camel, populate_by_name=False, frozen=True
     )
 
 
@@ -161,7 +161,7 @@ class MissionProfileSpec(Scope):
     mission: str = Field(min_length=1)
     mode: Literal["enforce", "dry-run"] = "enforce"
     delegation: Delegation = Delegation()
-    a2a: A2aServing = A2aServing()
+    a2a: A2aServing = Field(A2aServing(), alias="a2a")  # to_camel would make it "a2A"
 
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")

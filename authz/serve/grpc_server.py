@@ -194,5 +194,6 @@ def run_check_server(check: Check, listen: str, flavour: str, threads: int) -> N
     stopped = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())
-    stopped.wait()
+    while not stopped.wait(0.1):  # handlers run on the main thread, once it wakes (serve/service.py)
+        pass
     server.stop(1.0)

@@ -33,6 +33,7 @@ from authz.serve.reload import PolicyWatcher
 __all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "SUPERVISOR_ENV", "MandateServer", "ServeOptions"]
 log = logging.getLogger("mandate")
 READY_DIR_ENV = "MANDATE_WORKER_READY_DIR"  # set by the `--workers` supervisor for its workers
+SIGNAL_LATENCY = 0.1  # seconds: how long a SIGHUP or SIGTERM may wait for the main thread
 SUPERVISOR_ENV = "MANDATE_WORKER_OF"  # the supervisor's pid, set for its workers: they may share its port
 
 
@@ -113,7 +114,10 @@ class MandateServer:
         self.start()
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=self.stop).start())
         signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=self.stop).start())
-        self._stopped.wait()
+        # Python runs signal handlers on the main thread only, and a signal the kernel hands to
+        # another thread (gRPC's, the watcher's) waits until the main thread wakes: wake it often.
+        while not self._stopped.wait(SIGNAL_LATENCY):
+            pass
 
 
 def supervised() -> bool:
