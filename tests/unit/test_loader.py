@@ -54,6 +54,13 @@ def test_unknown_field_inside_a_rule(write_policies):
     assert "p.yaml:10: unknown field 'spec.mcp.0.tool'" in error
 
 
+def test_a_field_spelled_in_snake_case_is_unknown(write_policies):
+    """Keys are camelCase only: a second spelling of a field would be a second way to say it."""
+    directory = write_policies(p=PROFILE.replace("  mission: reads issues", "  mission: reads issues\n  delegation: {max_depth: 2}"), t=TARGET)
+    (error,) = errors_of(directory)
+    assert "unknown field 'spec.delegation.max_depth'" in error
+
+
 def test_duplicate_name_across_kinds(write_policies):
     clash = TARGET.replace("name: github", "name: support-agent")
     directory = write_policies(p=PROFILE, t=TARGET, u=clash)
