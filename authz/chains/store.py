@@ -23,7 +23,6 @@ class Hop:
     profile: str  # the MissionProfile governing the hop
     principal: str  # its exact SPIFFE ID when Mandate saw it, "" when only the profile is known
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, profile: str, principal: str) -> None:
         object.__setattr__(self, "profile", profile)
         object.__setattr__(self, "principal", principal)
@@ -38,7 +37,6 @@ class ChainRecord:
     expires: float
     seal: str = ""  # MAC over `content()` by a chain key, checked on every use
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, id: str, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float, seal: str = "") -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "hops", hops)

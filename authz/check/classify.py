@@ -26,7 +26,6 @@ class HttpAction:
     method: str
     path: str
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, method: str, path: str) -> None:
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "path", path)
@@ -44,7 +43,6 @@ class Classified:
     actions: tuple[Action, ...]
     jsonrpc_ids: tuple[JsonId, ...] | None  # None: not JSON-RPC, so deny bodies are plain JSON
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, target: CompiledTarget, protocol: str, host: str, path: str, actions: tuple[Action, ...], jsonrpc_ids: tuple[JsonId, ...] | None) -> None:
         object.__setattr__(self, "target", target)
         object.__setattr__(self, "protocol", protocol)

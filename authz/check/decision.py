@@ -20,7 +20,6 @@ class Verdict:
     rule: str = ""  # the rule that allowed it, e.g. "support-agent.mcp[0]"
     hop: str = ""  # for a chain: the profile whose scope refused
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, allowed: bool, reason: str, message: str = "", status: int = OK, rule: str = "", hop: str = "") -> None:
         object.__setattr__(self, "allowed", allowed)
         object.__setattr__(self, "reason", reason)
@@ -68,7 +67,6 @@ class Decision:
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
     records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(
         self, id: str, verdict: Verdict, caller: str = "", profile: str = "", target: str = "", protocol: str = "",
         dry_run: bool = False, chain_id: str = "", hops: tuple[str, ...] = (), minted_token: str = "",

@@ -72,7 +72,6 @@ class CachedAnswer:
     expires: float  # on the chain step's clock; inf when no chain record is involved
     generation: int  # the chain store's generation when decided
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, pieces: tuple[bytes, ...], decision: Decision, expires: float, generation: int) -> None:
         object.__setattr__(self, "pieces", pieces)
         object.__setattr__(self, "decision", decision)

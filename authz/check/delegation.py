@@ -47,7 +47,6 @@ class HopScope:
     given_by: str
     scope: CompiledScope
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, given_by: str, scope: CompiledScope) -> None:
         object.__setattr__(self, "given_by", given_by)
         object.__setattr__(self, "scope", scope)
@@ -60,7 +59,6 @@ class Chain:
     scopes: tuple[HopScope, ...]  # the caller's own scope first, then each earlier hop's grant
     record: ChainRecord | None = None  # None: the caller acts on its own behalf
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, id: str, hops: tuple[str, ...], scopes: tuple[HopScope, ...], record: ChainRecord | None = None) -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "hops", hops)
@@ -78,7 +76,6 @@ class Minted:
     record: ChainRecord
     reused: bool  # handed out again from this replica's recent mints: no store write
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, token: str, record: ChainRecord, reused: bool) -> None:
         object.__setattr__(self, "token", token)
         object.__setattr__(self, "record", record)

@@ -34,7 +34,6 @@ class AuthzInput:
     destination_principal: str = ""
     request_id: str = ""
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(
         self, method: str = "", path: str = "", host: str = "", headers: dict[str, str] | None = None, body: bytes = b"",
         source_principal: str = "", istio_authn_principal: str = "", destination_principal: str = "", request_id: str = "",

@@ -143,7 +143,6 @@ class A2aAction:
     binding: str  # jsonrpc | http+json | card
     id: JsonId = None
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, method: str, wire_method: str, binding: str, id: JsonId = None) -> None:
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "wire_method", wire_method)
@@ -175,7 +174,6 @@ class A2aRouter:
     top_routes: Routes = field(compare=False, repr=False)
     tenant_routes: Routes = field(compare=False, repr=False)
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(
         self,
         jsonrpc_path: str = DEFAULT_JSONRPC_PATH,

@@ -34,7 +34,6 @@ class Message:
     params: dict[str, Any]
     is_response: bool = False
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(self, method: str, id: JsonId, params: dict[str, Any], is_response: bool = False) -> None:
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "id", id)

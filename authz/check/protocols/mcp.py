@@ -44,7 +44,6 @@ class McpAction:
     id: JsonId = None
     arguments: dict[str, Any] = field(default_factory=dict)
 
-    # Written out so that mypyc compiles it: dataclass's generated __init__ runs as Python, ~10x slower.
     def __init__(
         self, method: str, kind: str, name: str = "", id: JsonId = None, arguments: dict[str, Any] | None = None
     ) -> None:
