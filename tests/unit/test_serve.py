@@ -14,6 +14,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.check import pipeline
 from authz.cli import build_parser
 from authz.serve.service import AUTHORIZATION_SERVICE, MandateServer, ServeOptions
 from tests.conftest import EXAMPLES, GITHUB_HOST, SUPPORT
@@ -109,3 +110,13 @@ def test_stop_is_logged_once(served, caplog):
         server.stop(0)
     stopped = [record for record in caplog.records if "mandate stopped" in record.getMessage()]
     assert len(stopped) == 1 and stopped[0].levelno == logging.INFO
+
+
+def test_the_first_log_line_says_whether_the_request_path_is_compiled(tmp_path, caplog):
+    """An operator must see at once that a pod runs the slow, uncompiled path."""
+    with caplog.at_level(logging.INFO, logger="mandate"):
+        server = MandateServer(ServeOptions(str(EXAMPLES), f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"))
+    first = caplog.records[0].getMessage()
+    assert first.startswith("mandate ") and "request path " in first
+    assert ("compiled" if pipeline.__file__.endswith(".so") else "interpreted") in first
+    server.chain_store.close()
