@@ -219,8 +219,8 @@ class RedisChainStore:
         """Ping when due and handle whatever has arrived, without waiting for anything.
 
         Request threads call it when the last pong is getting old (`available`); the listener
-        thread every 50 ms while no requests flow, and otherwise only when they have not. Under full CPU load a lone listener
-        is starved of the GIL for longer than LIVENESS, and would hold this lock while it
+        thread every 50 ms while no requests flow, and otherwise only when they have not.
+        Under full CPU load a lone listener is starved of the GIL for longer than LIVENESS, and would hold this lock while it
         waits: replies sitting unread would make a healthy store look dead. The lock is only
         ever tried, never waited for.
         """

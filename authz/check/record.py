@@ -2,9 +2,8 @@
 
 A request thread only appends `(decision, decision id, started, answered)` to a deque; it never takes
 a lock, wakes a thread or touches prometheus_client. A background thread hands what has
-gathered to each sink every FLUSH_EVERY seconds, in order. Measured under load, the request
-thread runs with cold CPU caches and every line of Python it executes costs three to five
-times its warm price; the recorder's batches run warm (BENCHMARKS.md).
+gathered to each sink every FLUSH_EVERY seconds, in order: under load a request thread runs
+with cold CPU caches, and the recorder's batches run warm (ANALYSIS.md, "The audit writer").
 
 `flush()` waits until everything recorded so far has reached the sinks: the metrics
 endpoint calls it, so a scrape counts every answer already given. `close()` drains the

@@ -20,8 +20,8 @@ _SHORTEST_STAND_IN = 16  # bytes: 64 random bits, the decision id's own length
 class ResponseTemplates:
     """The serialized CheckResponse for an allow, built once per decision shape.
 
-    Building a CheckResponse through upb and serializing it costs a few µs, a third of an
-    allowed tool call's decision. Allows that differ only in their decision id, minted token
+    Building a CheckResponse through upb is a large share of an allowed call's decision
+    (ANALYSIS.md, "Answers"). Allows that differ only in their decision id, minted token
     and minted chain id (random, of fixed lengths, none from the request) serialize to the same
     bytes apart from those values. So the bytes are built once with random stand-ins of the
     same lengths, cut where the stand-ins are, and joined around each decision's own values:
@@ -30,7 +30,7 @@ class ResponseTemplates:
 
     A deny is always built afresh: its body echoes the request's JSON-RPC id and is as long
     as the client makes it, so a template would cost memory and time in proportion to what an
-    attacker sends, for a shortcut saving a few µs (ANALYSIS.md, "Deny answers").
+    attacker sends, for a shortcut saving little (ANALYSIS.md, "Answers").
     """
 
     def __init__(self, chain_header: str, entries: int = TEMPLATES, max_bytes: int = TEMPLATE_BYTES) -> None:

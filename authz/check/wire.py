@@ -1,10 +1,10 @@
 """Step 1, the fast way: the fields Mandate reads, walked out of the CheckRequest's bytes.
 
 The decision cache needs a key on every request, and a request decided afresh needs its
-`AuthzInput`; both want the same dozen fields. Parsing the whole CheckRequest with protobuf
-and reading those fields back through its Python objects cost a cache hit three quarters of
-its time in the server, and a fresh decision 15 µs with cold CPU caches (BENCHMARKS.md);
-walking the wire bytes for just those fields costs a fraction of that.
+`AuthzInput`; both want the same dozen fields. Reading them back through protobuf's Python
+objects costs several times what walking the wire bytes for just those fields does
+(ANALYSIS.md, "The byte walk"); protobuf still parses every message first, to refuse what it
+refuses (`pipeline.check_bytes`).
 
 The walk is only defined for the encoding Envoy produces: each message and field it reads
 appears once, with its declared wire type. Anything else — a repeated singular field (which

@@ -55,9 +55,9 @@ class Results:
     bits, so -0.0 is not 0.0); an error is never remembered, nor a large activation. What is
     kept is bounded in units (`_freeze`: one per value, one per character or byte of text), so
     a request of big lists or long strings is evaluated, never kept.
-    Converting values into CEL costs about 1 µs each, so a remembered answer saves most of
-    an evaluation when the values repeat across requests the decision cache tells apart
-    (the same repository, different issue numbers).
+    Converting values into CEL is most of an evaluation, so a remembered answer saves it when
+    the values repeat across requests the decision cache tells apart (the same repository,
+    different issue numbers; ANALYSIS.md, "CEL").
     """
 
     def __init__(self, entries: int = REMEMBERED_RESULTS, units: int = REMEMBERED_TOTAL) -> None:
@@ -104,8 +104,8 @@ class Condition:
     def holds(self, variables: Roots) -> bool:
         """True only for a boolean true; anything else, errors included, raises.
 
-        Converting the activation into CEL values dominates evaluation (about 1 µs a string
-        with common-expression-language 0.10), so only what the expression reads is passed.
+        Converting the activation into CEL values dominates evaluation, so only what the
+        expression reads is passed (ANALYSIS.md, "CEL").
         """
         activation = {root: _project(variables[root], tree) for root, tree in self._reads}
         key, units = None, 0

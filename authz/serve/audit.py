@@ -21,8 +21,8 @@ import structlog
 from authz.check.decision import Decision
 from authz.check.record import Answered
 
-# structlog's processors, composed as plain functions: its bound-logger machinery around them
-# cost more than the rendering itself (8 µs a line against 3 µs), on a thread that shares the GIL.
+# structlog's processors, composed as plain functions: its bound-logger machinery costs more
+# than the rendering, on a thread that shares the GIL (ANALYSIS.md, "The audit writer").
 PROCESSORS: list[Callable[[Any, str, Any], Any]] = [
     structlog.processors.add_log_level,
     structlog.processors.JSONRenderer(serializer=orjson.dumps),
