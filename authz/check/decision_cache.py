@@ -15,7 +15,7 @@ no request can have guessed, so nothing echoed from the request is cut); joining
 with another id of the same length gives a valid protobuf.
 
 MCP and A2A clients number their JSON-RPC requests, so a repeated call is never a repeat of
-its bytes: the key leaves out the value of the body's top-level `id` (`jsonrpc.id_span`), and
+its bytes: the key leaves out the value of the body's top-level `id` (`jsonrpc_id.id_span`), and
 `Content-Length` as far as it only tells whether the body was cut. An answer is given to
 another id only when it is an allow (the id appears in deny bodies alone) and its
 classification read exactly that id as the request's one JSON-RPC id; any other answer is
@@ -202,5 +202,5 @@ def key_bytes(key: tuple[object, ...]) -> int:
 
 
 def _json_id(text: bytes) -> JsonId:
-    """The id `jsonrpc.id_span` found: an integer, or a string without escapes."""
+    """The id `jsonrpc_id.id_span` found: an integer, or a string without escapes."""
     return text[1:-1].decode() if text[:1] == b'"' else int(text)

@@ -12,10 +12,8 @@ protobuf would merge or overwrite), an unexpected wire type, a truncated field, 
 numbered 0, Envoy's `header_map`, a header map entry with a third field (protobuf keeps it out
 of the map), a header that is not UTF-8, no source principal (the caller is then Istio's,
 from the metadata) — gives None, and the request goes the protobuf way (`request.py`). So
-what `read_wire` returns is exactly what protobuf reads from those fields. A request decided
-afresh is still parsed by protobuf, which refuses a malformed message anywhere in it; a cache
-hit is not, and needs no more than its key's fields, which are those of a request that parsed
-— but a client can put any byte in any header, so every header is checked here.
+what `read_wire` returns is exactly what protobuf reads from those fields, and protobuf has
+parsed the whole message before the walk is asked (a message it refuses never gets this far).
 """
 
 from __future__ import annotations

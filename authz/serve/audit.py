@@ -18,6 +18,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from authz.bounded import Bounded
 from authz.check.decision import Decision
 from authz.check.record import Answered
 
@@ -28,6 +29,7 @@ PROCESSORS: list[Callable[[Any, str, Any], Any]] = [
     structlog.processors.JSONRenderer(serializer=orjson.dumps),
 ]
 REMEMBERED = 10_000  # rendered bodies kept for decisions the decision cache answers again
+REMEMBERED_BYTES = 16 << 20
 
 
 def render_body(decision: Decision) -> bytes:
@@ -69,7 +71,7 @@ class AuditLog:
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream or sys.stdout.buffer
-        self._bodies: dict[int, tuple[Decision, bytes]] = {}
+        self._bodies: Bounded[int, tuple[Decision, bytes]] = Bounded(REMEMBERED, REMEMBERED_BYTES)
         self._second = -1
         self._second_text = b""
 
@@ -104,9 +106,7 @@ class AuditLog:
         if remembered is not None and remembered[0] is decision:
             return remembered[1]
         body = render_body(decision)
-        if len(self._bodies) >= REMEMBERED:
-            self._bodies = {}
-        self._bodies[id(decision)] = (decision, body)
+        self._bodies.put(id(decision), (decision, body), len(body))
         return body
 
     def _timestamp(self, epoch_ns: int) -> bytes:
