@@ -1,4 +1,5 @@
-"""Shared fixtures: the example policy set, and a writer for throwaway policy directories."""
+"""Shared fixtures: the example policy set, a writer for throwaway policy directories, and one
+Redis server. Shared helpers that are not fixtures are in tests/harness/, imported from there."""
 
 from __future__ import annotations
 
@@ -8,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
+# Before the first import of the harness, so its assert_* helpers report like a test's own asserts
+pytest.register_assert_rewrite("tests.harness")
+
 from authz.check.pipeline import Authorizer
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
+from tests.harness.example_policies import EXAMPLES
 from tests.harness.redis import RedisServer
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "policies"
-
-SUPPORT = "spiffe://cluster.local/ns/support/sa/support-agent"
-BILLING = "spiffe://cluster.local/ns/billing/sa/billing-agent"
-ORCHESTRATOR = "spiffe://cluster.local/ns/agents/sa/orchestrator"
-TRIAGE = "spiffe://cluster.local/ns/triage/sa/labeler"
-GITHUB_HOST = "github-mcp.tools.svc.cluster.local"
-BILLING_HOST = "billing-agent.billing.svc.cluster.local"
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from authz.check.protocols.a2a import (
 from authz.check.protocols.jsonrpc import Malformed
 from authz.check.request import AuthzInput
 from authz.policy.compiler import compile_directory
-from tests.conftest import BILLING_HOST, SUPPORT
+from tests.harness.example_policies import BILLING_HOST, SUPPORT
 from tests.harness.upstreams.a2a_agent import endpoint_method
 
 SDK = A2aRouter()  # the a2a-sdk's defaults: JSON-RPC at `/`, REST at the root, the well-known card

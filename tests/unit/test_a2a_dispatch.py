@@ -41,7 +41,7 @@ from authz.check.protocols.a2a import V03_METHODS, V1_METHODS, A2aRouter
 from authz.check.request import AuthzInput
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
-from tests.conftest import BILLING_HOST, EXAMPLES, SUPPORT
+from tests.harness.example_policies import BILLING_HOST, EXAMPLES, SUPPORT
 from tests.harness.upstreams.a2a_agent import EchoAgent, record_dispatch
 
 HANDLER_METHODS = {

@@ -32,21 +32,12 @@ from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_documents
 from authz.policy.loader import SourcedDocument, load_text
 from authz.policy.model import DOCUMENT_KINDS
+from tests.harness.chain_cast import CHAIN_HEADER, TOOLS_HOST, host, principal
 
 PROFILES = ("p0", "p1", "p2", "p3")
 TOOLS = ("t0", "t1", "t2", "t3", "t4")
 MAX_DEPTH = 5  # the global default
-HEADER = "x-delegation-chain"
-TOOLS_HOST = "tools.local"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def principal(name: str) -> str:
-    return f"spiffe://cluster.local/ns/{name}/sa/{name}"
-
-
-def host(name: str) -> str:
-    return f"{name}.agents.local"
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -209,7 +200,7 @@ class World:
         caller = chain[-1]
         if token is None and len(chain) > 1:
             token = self.token(chain)
-        headers = {HEADER: token} if token is not None else {}
+        headers = {CHAIN_HEADER: token} if token is not None else {}
         kind, name = action
         if kind == "tool":
             body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": {}}}

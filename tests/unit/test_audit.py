@@ -19,7 +19,7 @@ from authz.check.request import to_check_request
 from authz.explain import read_request_file
 from authz.serve.audit import AuditLog
 from authz.serve.metrics import Metrics
-from tests.conftest import EXAMPLES, REPO
+from tests.harness.example_policies import EXAMPLES, REPO
 from tests.harness.processes import free_port, wait_until
 
 

@@ -14,7 +14,6 @@ The size is set by MANDATE_EQUIVALENCE_EXAMPLES (CI: the default; BENCHMARKS.md:
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import orjson
@@ -23,13 +22,13 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.chains.memory import MemoryChainStore
 from authz.chains.tokens import ChainKeys
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput, to_check_request
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
+from tests.harness.chain_doubles import Clock, SwitchableStore
 from tests.harness.protowire import field, inject, varint
 
 EXAMPLES = int(os.environ.get("MANDATE_EQUIVALENCE_EXAMPLES", "600"))
@@ -222,29 +221,6 @@ def stream(draw: Any) -> list[tuple[Any, ...]]:
 
 
 # --- running it --------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SwitchableStore:
-    """The in-process store behind a switch, with a generation to bump (a Redis reconnect);
-    a wrapper, since a compiled class cannot be subclassed from the tests."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.inner = MemoryChainStore(clock=clock)
-        self.up, self.generation = True, 0
-
-    def available(self) -> bool:
-        return self.up
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def seen(response: bytes) -> tuple[object, ...]:

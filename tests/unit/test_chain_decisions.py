@@ -4,7 +4,8 @@ Chains are built the way they are in production: an A2A call from one agent to a
 allowed and returns a minted token (`decision.minted_token`), which the callee then
 presents in `x-delegation-chain` on its own calls.
 
-The cast (unless a test changes it):
+The cast, its policy files and the requests between its agents are in tests/harness/
+(`chain_cast.py`, `requests.py`); unless a test changes it:
   alice  tools read, write;          agents: bob (no grant), carol (grant: read, delete)
   bob    tools read, delete;         agents: carol
   carol  tools read, write, delete, admin
@@ -12,13 +13,10 @@ The cast (unless a test changes it):
 
 from __future__ import annotations
 
-import time
 from itertools import pairwise
 from typing import Any
 
-import orjson
 import pytest
-import yaml
 
 from authz.chains.memory import MemoryChainStore
 from authz.chains.store import Hop
@@ -29,58 +27,9 @@ from authz.check.request import AuthzInput
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError
-
-HEADER = "x-delegation-chain"
-TOOLS_HOST = "tools.local"
-
-
-def principal(name: str) -> str:
-    return f"spiffe://cluster.local/ns/{name}/sa/{name}"
-
-
-def host(name: str) -> str:
-    return f"{name}.agents.local"
-
-
-def cast() -> dict[str, dict[str, Any]]:
-    return {
-        "alice": {
-            "tools": ["read", "write"],
-            "agents": [{"agent": "bob"}, {"agent": "carol", "grant": {"mcp": [{"server": "tools", "tools": ["read", "delete"]}]}}],
-        },
-        "bob": {"tools": ["read", "delete"], "agents": [{"agent": "carol"}]},
-        "carol": {"tools": ["read", "write", "delete", "admin"]},
-    }
-
-
-def documents(profiles: dict[str, dict[str, Any]], settings: dict[str, Any] | None = None, tools_principal: str = "") -> dict[str, str]:
-    """Policy files for `profiles`: name -> {tools, agents, delegation, mode, principals, when}."""
-    tools: dict[str, Any] = {"kind": "mcp", "hosts": [TOOLS_HOST]}
-    if tools_principal:
-        tools["principals"] = [tools_principal]
-    docs: list[dict[str, Any]] = [{"apiVersion": "mandate.dev/v1alpha1", "kind": "Target", "metadata": {"name": "tools"}, "spec": tools}]
-    for name, spec in profiles.items():
-        body: dict[str, Any] = {
-            "principals": spec.get("principals", [principal(name)]),
-            "hosts": [host(name)],
-            "mission": f"{name} in a delegation test",
-        }
-        if spec.get("tools"):
-            body["mcp"] = [{"server": "tools", "tools": spec["tools"]}]
-        if spec.get("when"):
-            body["mcp"][0]["when"] = spec["when"]
-        if spec.get("agents"):
-            body["agents"] = spec["agents"]
-        for key in ("delegation", "mode"):
-            if key in spec:
-                body[key] = spec[key]
-        docs.append({"apiVersion": "mandate.dev/v1alpha1", "kind": "MissionProfile", "metadata": {"name": name}, "spec": body})
-    files = {"policy": yaml.safe_dump_all(docs, sort_keys=False)}
-    if settings:
-        files["settings"] = yaml.safe_dump(
-            {"apiVersion": "mandate.dev/v1alpha1", "kind": "Settings", "metadata": {"name": "default"}, "spec": settings}
-        )
-    return files
+from tests.harness.chain_cast import CHAIN_HEADER, cast, documents, principal
+from tests.harness.chain_doubles import Clock
+from tests.harness.requests import call_agent, use_tool
 
 
 @pytest.fixture
@@ -93,14 +42,6 @@ def compile_set(write_policies):
         return compile_directory(directory)
 
     return build
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -119,24 +60,7 @@ def build(compile_set, clock):
     return make
 
 
-# --- requests --------------------------------------------------------------------------------
-
-
-def use_tool(caller: str, tool: str, token: str | None = None, *, source: str | None = None, destination: str = "") -> AuthzInput:
-    body = orjson.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
-    headers = {HEADER: token} if token is not None else {}
-    return AuthzInput(method="POST", path="/mcp", host=TOOLS_HOST, headers=headers, body=body, source_principal=source or principal(caller),
-        destination_principal=destination,
-    )
-
-
-def call_agent(caller: str, callee: str, token: str | None = None, *, method: str = "SendMessage", source: str | None = None, destination: str = "") -> AuthzInput:
-    body = orjson.dumps({"jsonrpc": "2.0", "id": "a2a-1", "method": method, "params": {}})
-    headers = {HEADER: token} if token is not None else {}
-    return AuthzInput(
-        method="POST", path="/", host=host(callee), headers=headers, body=body,
-        source_principal=source or principal(caller), destination_principal=destination,
-    )
+# --- chains -----------------------------------------------------------------------------------
 
 
 def delegate(authorizer: Authorizer, *path: str) -> str:
@@ -480,7 +404,7 @@ class TestAcceptance:
         authorizer = build(profiles)
         decision = authorizer.decide(use_tool("carol", "read"))
         assert (decision.result, decision.verdict.reason) == ("deny", "chain_required")
-        assert "requireChain" in decision.verdict.message and HEADER in decision.verdict.message
+        assert "requireChain" in decision.verdict.message and CHAIN_HEADER in decision.verdict.message
         assert verdict_of(authorizer, use_tool("carol", "read", delegate(authorizer, "bob", "carol")))[0] == "allow"
 
 
@@ -573,7 +497,7 @@ class TestIntegrity:
         request = use_tool("bob", "delete")
         request.headers["x-on-behalf-of"] = token
         assert verdict_of(authorizer, request) == ("deny", "tool_not_allowed", "alice")
-        request.headers[HEADER] = "garbage"  # the default name means nothing now
+        request.headers[CHAIN_HEADER] = "garbage"  # the default name means nothing now
         assert verdict_of(authorizer, request) == ("deny", "tool_not_allowed", "alice")
 
     def test_store_unavailable_fails_closed(self, build):

@@ -23,19 +23,12 @@ from authz.chains.tokens import ChainKeys
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput
-from tests.conftest import BILLING, BILLING_HOST, ORCHESTRATOR, SUPPORT
+from tests.harness.chain_doubles import Clock
+from tests.harness.example_policies import BILLING, BILLING_HOST, ORCHESTRATOR, SUPPORT
 from tests.harness.processes import wait_until
 from tests.harness.redis import RedisServer
 
 NEW_ID = ChainKeys.ephemeral().new_id
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def record(*, parent: ChainRecord | None = None, ttl: float = 60.0, now: float | None = None, hops: tuple[Hop, ...] | None = None) -> ChainRecord:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput, to_check_request
 from authz.policy.compiled import PolicySet
-from tests.conftest import GITHUB_HOST, SUPPORT
+from tests.harness.example_policies import GITHUB_HOST, SUPPORT
 
 TOOL_CALL = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_me","arguments":{}}}'
 

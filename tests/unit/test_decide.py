@@ -6,25 +6,8 @@ import orjson
 import pytest
 
 from authz.check.request import AuthzInput
-from tests.conftest import BILLING, BILLING_HOST, GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
-
-
-def mcp(method: str, principal: str = SUPPORT, headers: dict[str, str] | None = None, path: str = "/mcp", host: str = GITHUB_HOST, **params) -> AuthzInput:
-    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-    return AuthzInput(method="POST", path=path, host=host, headers=headers or {}, body=body, source_principal=principal)
-
-
-def tool(name: str, principal: str = SUPPORT, **arguments) -> AuthzInput:
-    return mcp("tools/call", principal, name=name, arguments=arguments)
-
-
-def a2a(method: str, principal: str = SUPPORT, host: str = BILLING_HOST) -> AuthzInput:
-    body = orjson.dumps({"jsonrpc": "2.0", "id": "x", "method": method, "params": {}})
-    return AuthzInput(method="POST", path="/", host=host, body=body, source_principal=principal)
-
-
-def http(method: str, host: str, path: str, principal: str = SUPPORT) -> AuthzInput:
-    return AuthzInput(method=method, path=path, host=host, source_principal=principal)
+from tests.harness.example_policies import BILLING, BILLING_HOST, GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
+from tests.harness.requests import a2a, http, mcp, tool
 
 
 def outcome(authorizer, request: AuthzInput) -> tuple[str, int, str]:

@@ -27,7 +27,7 @@ from authz.check.request import AuthzInput, from_check_request, from_wire, to_ch
 from authz.check.wire import read_wire
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
-from tests.conftest import BILLING, BILLING_HOST, EXAMPLES, GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
+from tests.harness.example_policies import BILLING, BILLING_HOST, EXAMPLES, GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
 
 AUTHZ = Path(__file__).resolve().parents[2] / "authz"
 # Every header-shaped name in Mandate's source: a step that reads one is found by the tests below.

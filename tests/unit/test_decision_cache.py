@@ -15,7 +15,6 @@ import orjson
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
-from authz.chains.memory import MemoryChainStore
 from authz.chains.tokens import ChainKeys
 from authz.check.delegation import MINT_REUSE_SECONDS, ChainStep
 from authz.check.pipeline import Authorizer
@@ -24,25 +23,13 @@ from authz.check.request import AuthzInput, to_check_request
 from authz.policy.compiler import compile_directory
 from authz.policy.conditions import Condition
 from authz.serve.metrics import Metrics
+from tests.harness.answers import decision_id, header, outcome
+from tests.harness.chain_cast import CHAIN_HEADER, TOOLS_HOST, cast, documents, principal
+from tests.harness.chain_doubles import Clock, SwitchableStore
 from tests.harness.protowire import field, inject
-from tests.unit.test_chain_decisions import HEADER, TOOLS_HOST, Clock, call_agent, cast, documents, principal, use_tool
+from tests.harness.requests import call_agent, use_tool
 
 _request_ids = itertools.count()
-
-
-class SwitchableStore:
-    """The in-process store behind a switch for reachability, with a generation to bump (a reconnect)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.inner = MemoryChainStore(clock=clock)
-        self.up = True
-        self.generation = 0
-
-    def available(self) -> bool:
-        return self.up
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class Counted:
@@ -97,20 +84,6 @@ def send(authorizer: Authorizer, request: AuthzInput, **headers: str) -> CheckRe
     check.attributes.request.http.headers["x-request-id"] = f"req-{next(_request_ids)}"
     check.attributes.request.http.headers.update(headers)
     return CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString()))
-
-
-def outcome(response: CheckResponse) -> tuple[str, str]:
-    fields = response.dynamic_metadata.fields
-    return fields["decision"].string_value, fields["reason"].string_value
-
-
-def decision_id(response: CheckResponse) -> str:
-    return response.dynamic_metadata.fields["decision_id"].string_value
-
-
-def header(response: CheckResponse, name: str) -> str:
-    part = response.ok_response if response.HasField("ok_response") else response.denied_response
-    return next((option.header.value for option in part.headers if option.header.key == name), "")
 
 
 # --- hits ---------------------------------------------------------------------------------
@@ -327,7 +300,7 @@ def test_headers_read_in_a_way_the_text_cannot_tell_make_every_header_count(buil
 def test_the_chain_header_is_part_of_the_key(build):
     authorizer = build()
     token = send(authorizer, call_agent("alice", "bob")).ok_response.headers
-    bobs = next(option.header.value for option in token if option.header.key == HEADER)
+    bobs = next(option.header.value for option in token if option.header.key == CHAIN_HEADER)
     assert outcome(send(authorizer, use_tool("bob", "delete")))[0] == "allow"  # on its own behalf
     assert outcome(send(authorizer, use_tool("bob", "delete", bobs))) == ("deny", "tool_not_allowed")  # alice may not delete
     assert outcome(send(authorizer, use_tool("bob", "delete", bobs + "0"))) == ("deny", "chain_forged")
@@ -403,7 +376,7 @@ def test_headers_sent_as_a_header_map_are_decided_every_time(build):
 
 
 def minted(response: CheckResponse) -> str:
-    return header(response, HEADER)
+    return header(response, CHAIN_HEADER)
 
 
 def test_a_revoked_chain_is_refused_although_its_answer_was_cached(build, store):
@@ -557,10 +530,10 @@ def test_the_headers_an_expression_reads(expression: str, headers: set[str] | No
 
 def test_the_example_policies_cache_on_a_fixed_set_of_headers(example_policy):
     cache = Authorizer(example_policy)._snapshot.cache
-    assert cache.headers is not None and b"x-request-id" not in cache.headers and HEADER.encode() in cache.headers
+    assert cache.headers is not None and b"x-request-id" not in cache.headers and CHAIN_HEADER.encode() in cache.headers
 
 
 def test_settings_choose_the_chain_header_in_the_key(write_policies):
     directory = write_policies(**documents(cast(), {"chainHeader": "x-chain"}))
     cache = Authorizer(compile_directory(directory))._snapshot.cache
-    assert cache.headers is not None and b"x-chain" in cache.headers and HEADER.encode() not in cache.headers
+    assert cache.headers is not None and b"x-chain" in cache.headers and CHAIN_HEADER.encode() not in cache.headers

@@ -9,7 +9,7 @@ import pytest
 from authz.cli import main
 from authz.explain import RequestFileError, explain, read_request_file, render_text
 from authz.policy.compiler import compile_directory
-from tests.conftest import EXAMPLES, REPO
+from tests.harness.example_policies import EXAMPLES, REPO
 
 
 def report_for(example: str) -> dict:

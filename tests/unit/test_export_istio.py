@@ -13,7 +13,7 @@ import yaml
 from authz.cli import main
 from authz.export_istio import ExportOptions, export_istio
 from authz.policy.compiler import compile_directory
-from tests.conftest import EXAMPLES, REPO
+from tests.harness.example_policies import EXAMPLES, REPO
 from tests.harness.istio import validate_authorization_policy
 
 TRIAGE_NS = "cluster.local/ns/triage/sa/*"  # triage-bot: dry-run, so it may reach every exported target

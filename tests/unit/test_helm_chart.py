@@ -24,7 +24,7 @@ import yaml
 from authz.chains.tokens import ChainKeys
 from authz.cli import build_parser
 from authz.policy.compiler import compile_directory
-from tests.conftest import EXAMPLES, REPO
+from tests.harness.example_policies import EXAMPLES, REPO
 from tests.harness.istio import validate_authorization_policy
 
 CHART = REPO / "helm" / "mandate"

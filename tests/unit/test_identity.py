@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from authz.check.identity import IdentityError, parse_spiffe_id, resolve_caller
 from authz.check.request import AuthzInput, to_check_request
-from tests.conftest import GITHUB_HOST, TRIAGE
+from tests.harness.example_policies import GITHUB_HOST, TRIAGE
 
 DOMAINS = frozenset({"cluster.local"})
 ALICE = "spiffe://cluster.local/ns/a/sa/alice"

@@ -19,8 +19,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import REPO
 from tests.harness import image_build
+from tests.harness.example_policies import REPO
 from tests.harness.image_build import context_sources, dockerignore_patterns, ignored, parse_dockerfile, parse_run
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

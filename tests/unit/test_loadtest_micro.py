@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from loadtest import micro
+from loadtest.micro import bench, cli, policyset, pools, redis_server, timing
+from loadtest.micro.scenarios import Scenario
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,8 +35,8 @@ NUMBERS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "calls_
 @pytest.fixture(scope="module")
 def report() -> dict:
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(micro.local_redis()) if shutil.which("redis-server") else None
-        return micro.run(SIZES, 0.02, url, smoke=True)
+        url = stack.enter_context(redis_server.local_redis()) if shutil.which("redis-server") else None
+        return bench.run(SIZES, 0.02, url, smoke=True)
 
 
 def test_result_is_json_and_lists_every_size(report: dict) -> None:
@@ -98,14 +99,14 @@ def test_summary_and_table(report: dict) -> None:
     assert set(summary["spec"]["worst_p99_us"]) == {str(size) for size in SIZES}
     assert "floor" not in summary["spec"]["flat_detail"]
     assert set(summary["spec"]["excluded"]) <= set(WITH_REDIS)
-    table = micro.format_table(report)
+    table = cli.format_table(report)
     assert "mcp_call_denied" in table and "p99.9" in table
 
 
 def test_generated_policy_set_compiles_with_every_profile(tmp_path) -> None:
     from authz.policy.compiler import compile_directory
 
-    generated = micro.write_policy_set(tmp_path, 25, seed=3)
+    generated = policyset.write_policy_set(tmp_path, 25, seed=3)
     policy = compile_directory(tmp_path)
     assert len(policy.profiles) == 25 == len(generated.profiles)
     assert len({profile.principal for profile in generated.profiles}) == 25
@@ -115,12 +116,12 @@ def test_generated_policy_set_compiles_with_every_profile(tmp_path) -> None:
 
 def test_pools_from_the_first_callers_hold_only_their_requests(tmp_path) -> None:
     """`--callers N`: every size then meets the same agents, so sizes differ only in the profiles loaded."""
-    generated = micro.write_policy_set(tmp_path, 40, seed=3)
+    generated = policyset.write_policy_set(tmp_path, 40, seed=3)
     first = {profile.principal for profile in generated.profiles[:3]}
-    pools = micro.build_pools(micro.first_callers(generated, 3), 64)
-    own = [*pools.mcp_call_allowed, *pools.mcp_call_denied, *pools.mcp_tools_list, *pools.egress_get, *pools.a2a_send]
+    drawn = pools.build_pools(pools.first_callers(generated, 3), 64)
+    own = [*drawn.mcp_call_allowed, *drawn.mcp_call_denied, *drawn.mcp_tools_list, *drawn.egress_get, *drawn.a2a_send]
     assert own and {request.source_principal for request in own} <= first
-    everyone = micro.build_pools(micro.first_callers(generated, None), 64)
+    everyone = pools.build_pools(pools.first_callers(generated, None), 64)
     assert len({request.source_principal for request in everyone.mcp_call_allowed}) > 3
 
 
@@ -132,12 +133,12 @@ def test_rounds_pool_their_samples_and_never_hand_prepare_an_index_twice() -> No
         seen.append(index)
         return index
 
-    tally = micro.Tally(micro.Scenario("count", "", "allow", lambda index: index, prepare=prepare,
-                                       label=lambda _: (True, "allow")))
+    tally = timing.Tally(Scenario("count", "", "allow", lambda index: index, prepare=prepare,
+                                  label=lambda _: (True, "allow")))
     for _ in range(3):
-        micro.measure(tally, 0.001, 0.001, 30)
+        timing.measure(tally, 0.001, 0.001, 30)
     assert len(seen) == len(set(seen)) == tally.calls
-    result = micro.tally_result(tally)
+    result = timing.tally_result(tally)
     assert result["iterations"] == len(tally.samples) == tally.allowed >= 90
     assert result["outcomes"] == {"allow": tally.allowed}
 
@@ -145,7 +146,7 @@ def test_rounds_pool_their_samples_and_never_hand_prepare_an_index_twice() -> No
 def test_the_cli_sends_from_the_same_agents_at_every_size_unless_told_all(tmp_path, capsys) -> None:
     for argv, callers in (([], 10), (["--callers", "all"], None), (["--callers", "7"], 7)):
         out = tmp_path / "micro.json"
-        assert micro.main(["--smoke", "--quiet", "--sizes", "10,40", "--json", str(out), *argv]) == 0
+        assert cli.main(["--smoke", "--quiet", "--sizes", "10,40", "--json", str(out), *argv]) == 0
         report = json.loads(out.read_text())
         assert report["callers"] == callers and report["rounds"] == 1
     assert "requests from every profile" in capsys.readouterr().out

@@ -53,7 +53,7 @@ from authz.check.protocols.jsonrpc import Malformed
 from authz.check.protocols.mcp import McpAction, classify_mcp
 from authz.check.request import AuthzInput
 from authz.policy.compiler import compile_directory
-from tests.conftest import GITHUB_HOST, SUPPORT
+from tests.harness.example_policies import GITHUB_HOST, SUPPORT
 from tests.harness.upstreams.mcp_server import build_app, build_server
 
 POLICY = {

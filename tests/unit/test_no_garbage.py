@@ -20,16 +20,18 @@ from authz.check.pipeline import Authorizer
 from authz.check.record import Recorder
 from authz.policy.compiler import compile_directory
 from authz.serve.heap import freeze_heap
-from loadtest import micro
+from loadtest.micro.policyset import write_policy_set
+from loadtest.micro.pools import build_pools
+from loadtest.micro.scenarios import Scenario, in_process_scenarios
 from loadtest.requests import build_mix, mint_chain_token
 
 
 @pytest.fixture(scope="module")
-def scenarios(tmp_path_factory: pytest.TempPathFactory) -> list[micro.Scenario]:
+def scenarios(tmp_path_factory: pytest.TempPathFactory) -> list[Scenario]:
     directory = tmp_path_factory.mktemp("generated")
-    generated = micro.write_policy_set(directory, 40, seed=5)
+    generated = write_policy_set(directory, 40, seed=5)
     policy = compile_directory(directory)
-    return [s for s in micro._scenarios(policy, micro.build_pools(generated, 64, seed=5), 5, {}) if s.name != "floor"]
+    return [s for s in in_process_scenarios(policy, build_pools(generated, 64, seed=5), 5, {}) if s.name != "floor"]
 
 
 def cycles_left(call: Callable[[Any], object], args: Sequence[Any]) -> list[str]:
@@ -52,7 +54,7 @@ def cycles_left(call: Callable[[Any], object], args: Sequence[Any]) -> list[str]
         gc.enable()
 
 
-def test_every_kind_of_request_leaves_no_reference_cycle(scenarios: list[micro.Scenario]) -> None:
+def test_every_kind_of_request_leaves_no_reference_cycle(scenarios: list[Scenario]) -> None:
     kinds = {"mcp_call_allowed_when_afresh", "a2a_send_mint", "chained_call_cached", "mix_cache_hit"}
     assert kinds <= {s.name for s in scenarios}
     for scenario in scenarios:
@@ -74,7 +76,7 @@ def test_the_serving_path_leaves_no_reference_cycle_either(example_policy) -> No
         recorder.close()
 
 
-def test_after_a_load_minting_a_thousand_chains_runs_no_collection(scenarios: list[micro.Scenario]) -> None:
+def test_after_a_load_minting_a_thousand_chains_runs_no_collection(scenarios: list[Scenario]) -> None:
     """With no cycles to find, a collection on the request path only re-walks what lives on:
     chain records, above all. After freeze_heap (every policy load), a burst of minting does not
     meet the collector; at CPython's default threshold, one call in about 70 did."""

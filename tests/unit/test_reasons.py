@@ -10,7 +10,7 @@ import pytest
 from authz import reasons
 from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput
-from tests.conftest import GITHUB_HOST, REPO, SUPPORT
+from tests.harness.example_policies import GITHUB_HOST, REPO, SUPPORT
 
 AUTHZ = REPO / "authz"
 

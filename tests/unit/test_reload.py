@@ -37,7 +37,7 @@ from authz.policy.compiler import compile_directory
 from authz.serve.metrics import Metrics
 from authz.serve.reload import PolicyWatcher
 from authz.serve.service import MandateServer, ServeOptions
-from tests.conftest import EXAMPLES, GITHUB_HOST, SUPPORT
+from tests.harness.example_policies import EXAMPLES, GITHUB_HOST, SUPPORT
 from tests.harness.processes import MandateProcess, free_port, wait_until
 
 

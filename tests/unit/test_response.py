@@ -8,8 +8,8 @@ from google.rpc import code_pb2
 
 from authz.check.request import AuthzInput
 from authz.check.response import build_response
-from tests.conftest import GITHUB_HOST, SUPPORT, TRIAGE
-from tests.unit.test_decide import a2a, http, tool
+from tests.harness.example_policies import GITHUB_HOST, SUPPORT, TRIAGE
+from tests.harness.requests import a2a, http, tool
 
 CHAIN_HEADER = "x-delegation-chain"
 

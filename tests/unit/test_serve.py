@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authz.check import pipeline
 from authz.cli import build_parser
 from authz.serve.service import AUTHORIZATION_SERVICE, MandateServer, ServeOptions
-from tests.conftest import EXAMPLES, GITHUB_HOST, SUPPORT
+from tests.harness.example_policies import EXAMPLES, GITHUB_HOST, SUPPORT
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz.check.pipeline import Authorizer
-from tests.conftest import GITHUB_HOST, SUPPORT
+from tests.harness.example_policies import GITHUB_HOST, SUPPORT
 
 HEADER_NAMES = st.sampled_from(
     ["content-type", "mcp-method", "mcp-name", "mcp-protocol-version", "x-envoy-auth-partial-body", "content-length",

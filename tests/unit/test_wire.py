@@ -17,8 +17,9 @@ from authz.check.jsonrpc_id import id_span
 from authz.check.pipeline import Authorizer
 from authz.check.request import DECIDING_HEADERS, from_check_request, from_wire, to_check_request
 from authz.check.wire import read_wire
-from tests.unit.test_chain_decisions import principal, use_tool
-from tests.unit.test_decision_cache import outcome
+from tests.harness.answers import outcome
+from tests.harness.chain_cast import principal
+from tests.harness.requests import use_tool
 
 MAX_BODY = 64
 NAMES = (*DECIDING_HEADERS, *PSEUDO_HEADERS, "x-request-id", "x-when-reads-this", "user-agent")

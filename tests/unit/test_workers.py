@@ -21,10 +21,10 @@ from authz.check.request import to_check_request
 from authz.explain import read_request_file
 from authz.serve.grpc_server import CheckServer, ListenError, claim_port
 from authz.serve.workers import hold_port
-from tests.conftest import EXAMPLES, REPO
+from tests.harness.busy_ports import assert_refused, assert_still_serving, serve_again
+from tests.harness.example_policies import EXAMPLES, REPO
 from tests.harness.processes import free_port, wait_until
 from tests.harness.redis import RedisServer
-from tests.unit.test_busy_ports import assert_refused, assert_still_serving, serve_again
 
 MANDATE = [sys.executable, "-m", "authz", "serve"]
 
