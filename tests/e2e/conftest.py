@@ -13,19 +13,16 @@ Topology (all 127.0.0.1, ports from the kernel):
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # makes `tests/harness` importable as `harness`
-
-from harness.envoy import EnvoyProcess, mesh_envoy_config
-from harness.pki import CertPair, MeshPKI
-from harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set
-from harness.processes import MandateProcess
-from harness.upstreams import Upstream, a2a_agent, echo, mcp_server, serve_upstream
+from tests.harness.envoy import EnvoyProcess, mesh_envoy_config
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import BILLING_HOST, GITHUB_HOST, INTERN, NOBODY, STATUS_HOST, SUPPORT, write_policy_set
+from tests.harness.processes import MandateProcess
+from tests.harness.upstreams import Upstream, a2a_agent, echo, mcp_server, serve_upstream
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,12 @@ import httpx
 import pytest
 from a2a.client import A2AClientError, AgentCardResolutionError
 from a2a.types.a2a_pb2 import AgentCard
-from harness.clients import a2a_fetch_card, a2a_http_client, a2a_send_text, raw_client, run_async
-from harness.envoy import EnvoyProcess
-from harness.pki import CertPair, MeshPKI
-from harness.policies import BILLING_HOST, SUPPORT_ID
-from harness.upstreams import Upstream
+
+from tests.harness.clients import a2a_fetch_card, a2a_http_client, a2a_send_text, raw_client, run_async
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import BILLING_HOST, SUPPORT_ID
+from tests.harness.upstreams import Upstream
 
 
 def test_support_agent_may_message_billing_agent(

@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness.clients import raw_client
-from harness.envoy import EnvoyProcess
-from harness.pki import CertPair, MeshPKI
-from harness.policies import BILLING_HOST
-from harness.upstreams import Upstream
-from harness.upstreams.a2a_agent import EchoAgent
+
+from tests.harness.clients import raw_client
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import BILLING_HOST
+from tests.harness.upstreams import Upstream
+from tests.harness.upstreams.a2a_agent import EchoAgent
 
 
 def rpc(method: str, **params: object) -> bytes:

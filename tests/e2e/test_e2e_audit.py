@@ -7,13 +7,14 @@ import uuid
 from collections import Counter
 
 import pytest
-from harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_client, run_async
-from harness.envoy import EnvoyProcess
-from harness.pki import CertPair, MeshPKI
-from harness.policies import BILLING_HOST, GITHUB_HOST, STATUS_HOST, SUPPORT_ID
-from harness.processes import MandateProcess, wait_until
-from harness.upstreams import Upstream
 from mcp import MCPError
+
+from tests.harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_client, run_async
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import BILLING_HOST, GITHUB_HOST, STATUS_HOST, SUPPORT_ID
+from tests.harness.processes import MandateProcess, wait_until
+from tests.harness.upstreams import Upstream
 
 
 def test_mcp_decisions_are_audited_without_arguments(

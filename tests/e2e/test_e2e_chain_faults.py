@@ -29,12 +29,13 @@ from typing import Any
 
 import httpx
 import pytest
-from harness.envoy import EnvoyProcess, mesh_envoy_config
-from harness.pki import MeshPKI, spiffe_id
-from harness.processes import MandateProcess, free_port, wait_until
-from harness.redis import RedisServer
-from harness.upstreams import Upstream, a2a_agent, echo, serve_upstream
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness.envoy import EnvoyProcess, mesh_envoy_config
+from tests.harness.pki import MeshPKI, spiffe_id
+from tests.harness.processes import MandateProcess, free_port, wait_until
+from tests.harness.redis import RedisServer
+from tests.harness.upstreams import Upstream, a2a_agent, echo, serve_upstream
 
 BILLING_HOST = "billing-agent.billing.svc.cluster.local"
 BILLING_DB_HOST = "billing-db-mcp.billing.svc.cluster.local"

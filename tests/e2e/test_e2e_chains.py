@@ -29,7 +29,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from harness.chain_policies import (
+from mcp import MCPError
+from mcp.types import CallToolResult
+
+from authz.chains.tokens import ChainKeys
+from tests.harness.chain_policies import (
     ADMIN_HOST,
     AGENT_PROFILES,
     EGRESS_HOST,
@@ -38,17 +42,13 @@ from harness.chain_policies import (
     identity,
     write_chain_policy_set,
 )
-from harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_client, run_async
-from harness.delegating_agent import DelegatingAgent
-from harness.envoy import EnvoyProcess, mesh_envoy_config
-from harness.pki import CertPair, MeshPKI, spiffe_id
-from harness.processes import MandateProcess, wait_until
-from harness.redis import RedisServer
-from harness.upstreams import Upstream, a2a_agent, echo, mcp_server, serve_upstream
-from mcp import MCPError
-from mcp.types import CallToolResult
-
-from authz.chains.tokens import ChainKeys
+from tests.harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_client, run_async
+from tests.harness.delegating_agent import DelegatingAgent
+from tests.harness.envoy import EnvoyProcess, mesh_envoy_config
+from tests.harness.pki import CertPair, MeshPKI, spiffe_id
+from tests.harness.processes import MandateProcess, wait_until
+from tests.harness.redis import RedisServer
+from tests.harness.upstreams import Upstream, a2a_agent, echo, mcp_server, serve_upstream
 
 CHAIN = "x-delegation-chain"
 A2A_HEADERS = {"a2a-version": "1.0", "content-type": "application/json"}

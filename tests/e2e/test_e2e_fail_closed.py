@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness.clients import mcp_client, raw_client, run_async
-from harness.envoy import EnvoyProcess, mesh_envoy_config
-from harness.pki import CertPair, MeshPKI
-from harness.policies import GITHUB_HOST, STATUS_HOST
-from harness.processes import MandateProcess
-from harness.upstreams import Upstream
 from mcp import MCPError
+
+from tests.harness.clients import mcp_client, raw_client, run_async
+from tests.harness.envoy import EnvoyProcess, mesh_envoy_config
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import GITHUB_HOST, STATUS_HOST
+from tests.harness.processes import MandateProcess
+from tests.harness.upstreams import Upstream
 
 
 @dataclass

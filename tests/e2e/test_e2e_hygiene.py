@@ -9,11 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from harness.clients import raw_client
-from harness.envoy import EnvoyProcess
-from harness.pki import CertPair, MeshPKI
-from harness.policies import GITHUB_HOST, STATUS_HOST
-from harness.upstreams import Upstream
+
+from tests.harness.clients import raw_client
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import GITHUB_HOST, STATUS_HOST
+from tests.harness.upstreams import Upstream
 
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
 

@@ -12,14 +12,15 @@ import httpx
 import httpx2
 import pytest
 from a2a.client import AgentCardResolutionError
-from harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_client, run_async
-from harness.envoy import EnvoyProcess
-from harness.pki import CertPair, MeshPKI
-from harness.policies import BILLING_HOST, GITHUB_HOST, STATUS_HOST, SUPPORT_ID
-from harness.processes import MandateProcess, wait_until
-from harness.upstreams import Upstream
 from mcp import MCPError
 from mcp.types import CallToolResult
+
+from tests.harness.clients import a2a_http_client, a2a_send_text, mcp_client, raw_client, run_async
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import BILLING_HOST, GITHUB_HOST, STATUS_HOST, SUPPORT_ID
+from tests.harness.processes import MandateProcess, wait_until
+from tests.harness.upstreams import Upstream
 
 FORGED = "spiffe://cluster.local/ns/kube-system/sa/cluster-admin"
 NOBODY_ID = "spiffe://cluster.local/ns/unknown/sa/nobody"

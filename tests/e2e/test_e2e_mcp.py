@@ -10,15 +10,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from harness.clients import mcp_client, run_async
-from harness.envoy import EnvoyProcess
-from harness.pki import CertPair, MeshPKI
-from harness.policies import GITHUB_HOST
-from harness.processes import MandateProcess
-from harness.upstreams import Upstream
-from harness.upstreams.mcp_server import README_TEXT
 from mcp import MCPError
 from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextContent, TextResourceContents
+
+from tests.harness.clients import mcp_client, run_async
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import GITHUB_HOST
+from tests.harness.processes import MandateProcess
+from tests.harness.upstreams import Upstream
+from tests.harness.upstreams.mcp_server import README_TEXT
 
 MODES = ["auto", "2026-07-28", "legacy"]
 ERA_OPENER = {"auto": "server/discover", "2026-07-28": "tools/call", "legacy": "initialize"}  # first POST

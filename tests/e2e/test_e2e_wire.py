@@ -14,11 +14,6 @@ from pathlib import Path
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.rpc import code_pb2, status_pb2
-from harness.clients import mcp_client, raw_client, run_async
-from harness.envoy import EnvoyProcess, mesh_envoy_config
-from harness.pki import CertPair, MeshPKI
-from harness.policies import GITHUB_HOST, STATUS_HOST
-from harness.upstreams import Upstream
 
 from authz.check.decision_cache import decision_key
 from authz.check.pipeline import Authorizer
@@ -26,6 +21,11 @@ from authz.check.request import from_check_request, from_wire
 from authz.check.wire import read_wire
 from authz.policy.compiled import PolicySet
 from authz.serve.grpc_server import CheckServer
+from tests.harness.clients import mcp_client, raw_client, run_async
+from tests.harness.envoy import EnvoyProcess, mesh_envoy_config
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.policies import GITHUB_HOST, STATUS_HOST
+from tests.harness.upstreams import Upstream
 
 ALLOW = CheckResponse(status=status_pb2.Status(code=code_pb2.OK)).SerializeToString()
 

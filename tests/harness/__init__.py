@@ -1,6 +1,15 @@
-"""End-to-end test harness for Mandate: a throwaway PKI, a real Envoy, `mandate serve` as a
-subprocess, and real MCP / A2A / HTTP upstreams that record what reached them.
+"""What the tests share that is not a fixture (fixtures are in the conftest.py files).
 
-Nothing here imports `authz`: the suite drives Mandate only through its CLI, gRPC port,
-metrics endpoint and stdout, exactly as an operator would.
+For the end-to-end suite: a throwaway PKI, a real Envoy, `mandate serve` as a subprocess, and
+real MCP / A2A / HTTP upstreams that record what reached them. These modules never import
+`authz`: the e2e suite drives Mandate only through its CLI, gRPC port, metrics endpoint and
+stdout, exactly as an operator would.
+
+For the unit tests: the example policy set's paths and names (`example_policies`), the
+delegation tests' cast (`chain_cast`), AuthzInput builders (`requests`), CheckResponse
+readers (`answers`), a settable clock and a switchable chain store (`chain_doubles`), a second
+server on a busy port (`busy_ports`), protobuf bytes by hand (`protowire`). `requests` and
+`chain_doubles` import `authz`: they are for in-process tests.
+
+Imported one way only, `from tests.harness.<module> import ...` (tests/unit/test_layout.py).
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .pki import spiffe_id
+from tests.harness.pki import spiffe_id
 
 GITHUB_HOST = "github-mcp.tools.svc.cluster.local"
 EGRESS_HOST = "api.github.com"

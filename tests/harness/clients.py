@@ -19,8 +19,8 @@ from a2a.types.a2a_pb2 import AgentCard, Message, Part, Role, SendMessageRequest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from .envoy import EnvoyProcess
-from .pki import CertPair, MeshPKI
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
 
 T = TypeVar("T")
 MCP_READ_TIMEOUT = 10.0  # no SDK call may hang: a deny must surface as an error quickly

@@ -24,10 +24,10 @@ from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from mcp import MCPError
 from starlette.applications import Starlette
 
-from .clients import mcp_client
-from .envoy import EnvoyProcess
-from .pki import CertPair, MeshPKI
-from .upstreams.a2a_agent import EchoAgent
+from tests.harness.clients import mcp_client
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.pki import CertPair, MeshPKI
+from tests.harness.upstreams.a2a_agent import EchoAgent
 
 CHAIN_HEADER = "x-delegation-chain"
 

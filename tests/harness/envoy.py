@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import yaml
 
-from .pki import MeshPKI
+from tests.harness.pki import MeshPKI
 
 LISTENER_NAME = "mandate_ingress"
 AUTHZ_CLUSTER = "mandate_ext_authz"

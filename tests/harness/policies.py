@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .pki import spiffe_id
+from tests.harness.pki import spiffe_id
 
 GITHUB_HOST = "github-mcp.tools.svc.cluster.local"
 BILLING_HOST = "billing-agent.billing.svc.cluster.local"

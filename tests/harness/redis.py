@@ -15,8 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .pki import CertPair
-from .processes import free_port, wait_until
+from tests.harness.pki import CertPair
+from tests.harness.processes import free_port, wait_until
 
 
 def cluster_port() -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..processes import ThreadedUvicorn
-from .recorder import RequestRecorder, SeenRequest
+from tests.harness.processes import ThreadedUvicorn
+from tests.harness.upstreams.recorder import RequestRecorder, SeenRequest
 
 __all__ = ["RequestRecorder", "SeenRequest", "Upstream", "serve_upstream"]
 
