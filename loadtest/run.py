@@ -54,7 +54,7 @@ from typing import Any
 
 import authz.check.pipeline
 from loadtest import h2load
-from loadtest.micro import local_redis
+from loadtest.micro.redis_server import local_redis
 from loadtest.requests import ROOT, grpc_frame, grpc_sender, representative, verify
 
 FLAVOURS = ("threads", "asyncio", "uvloop")
@@ -278,8 +278,6 @@ def workers_supported(help_text: str) -> bool:
 
 def run_micro(args: Sequence[str], redis_url: str | None, workdir: Path) -> dict[str, Any]:
     """`python -m loadtest.micro --json FILE ...` in a subprocess: its JSON and its text table."""
-    if not (ROOT / "loadtest" / "micro.py").exists():
-        return {"error": "loadtest/micro.py is not there yet"}
     out = workdir / "micro.json"
     command = [sys.executable, "-m", "loadtest.micro", "--json", str(out), "--quiet", *args]
     if redis_url:
