@@ -18,8 +18,8 @@ ONE_IN_FLIGHT = "1 in flight"
 SIXTEEN_IN_FLIGHT = "16 in flight"
 
 # The sections markdown() writes, by their heading up to a " (" or ":" (section_key); any other
-# `## ` section of a file being replaced is kept. "What is left, and why" is the copy of
-# loadtest/ANALYSIS.md the runner appended until a701d23 moved it to the top level, uncopied.
+# `## ` section of a file being replaced is kept. "What is left, and why" is the copy of the
+# analysis that earlier runs appended: a run now links ANALYSIS.md instead, and drops the copy.
 OWN_SECTIONS = ("Machine and versions", "SPEC §8 targets", "Through gRPC", "gRPC flavours", "locust", "Workers", "Memory",
                 "Decision path in process", "Not covered", "What is left, and why")
 
@@ -143,7 +143,7 @@ def _decision_path_row(report: Any, spread: dict[str, Any]) -> dict[str, str]:
         spread_flat = max(spread_spec["flat_detail"].items(), key=lambda item: abs(item[1] - 1))
         measured += (f". Requests from every profile (more agents at larger sizes): worst p99 {spread_worst['p99_us']:.0f} µs "
                      f"({spread_worst['scenario']}), p99 largest/smallest up to {spread_flat[1]:.2f}× ({spread_flat[0]}): "
-                     "more agents than the CPU caches hold, not more profiles (ANALYSIS below)")
+                     "more agents than the CPU caches hold, not more profiles (ANALYSIS.md)")
         worst_value = max(worst_value, spread_worst["p99_us"])
         p99_met = p99_met and bool(spread_spec["p99_target_met"])
     else:
@@ -208,8 +208,9 @@ def _title(results: dict[str, Any]) -> list[str]:
     return [
         "# Benchmarks",
         "",
-        f"Written by `{results['command']}` on {results['started']} ({results['mode']} run). SPEC §8 sets the targets;",
-        "loadtest/README.md says how the tools work. Re-run the same command to refresh this file.",
+        f"Written by `{results['command']}` on {results['started']} ({results['mode']} run). The targets are the",
+        "product's (listed below); loadtest/README.md says how the tools work, and [ANALYSIS.md](ANALYSIS.md) why the",
+        "figures are what they are. Re-run the same command to refresh this file.",
     ]
 
 
@@ -394,7 +395,7 @@ MICRO_PASSES = (
 
 def _decision_path_section(results: dict[str, Any]) -> list[str]:
     """Both micro-benchmark passes; a pass that failed says why, with each failed attempt's output folded away."""
-    lines = ["## Decision path in process (loadtest/micro.py)"]
+    lines = ["## Decision path in process (loadtest/micro/)"]
     for name, title, intro in MICRO_PASSES:
         run_result = results.get(name, {})
         lines += ["", f"### {title}", "", intro, ""]
