@@ -31,28 +31,46 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
         "--listen", default=_env("LISTEN", "0.0.0.0:9191"), help="gRPC address (default %(default)s) [MANDATE_LISTEN]"
     )
     serve.add_argument("--redis", default=_env("REDIS"), help="chain store URL; absent: in-process [MANDATE_REDIS]")
-    serve.add_argument("--chain-key", default=_env("CHAIN_KEY"), help="file of HMAC keys, one per line [MANDATE_CHAIN_KEY]")
     serve.add_argument(
-        "--chain-store-timeout", type=float, default=float(_env("CHAIN_STORE_TIMEOUT", "0.25") or 0.25),
+        "--chain-key", default=_env("CHAIN_KEY"), help="file of HMAC keys, one per line [MANDATE_CHAIN_KEY]"
+    )
+    serve.add_argument(
+        "--chain-store-timeout",
+        type=float,
+        default=float(_env("CHAIN_STORE_TIMEOUT", "0.25") or 0.25),
         help="seconds one chain store command may take before the request is denied [MANDATE_CHAIN_STORE_TIMEOUT]",
     )
     serve.add_argument(
-        "--metrics-listen", default=_env("METRICS_LISTEN", "0.0.0.0:9090"),
+        "--metrics-listen",
+        default=_env("METRICS_LISTEN", "0.0.0.0:9090"),
         help="/metrics, /healthz, /readyz (default %(default)s); empty: none [MANDATE_METRICS_LISTEN]",
     )
     serve.add_argument(
-        "--grpc-server", choices=GRPC_SERVERS, default=_env("GRPC_SERVER", "threads"),
+        "--grpc-server",
+        choices=GRPC_SERVERS,
+        default=_env("GRPC_SERVER", "threads"),
         help="gRPC server flavour (see BENCHMARKS.md) [MANDATE_GRPC_SERVER]",
     )
     serve.add_argument(
-        "--decision-cache", type=int, default=int(_env("DECISION_CACHE", "10000") or 0), metavar="N",
-        help="answers kept for repeated requests, per policy version; 0: decide every request afresh [MANDATE_DECISION_CACHE]",
+        "--decision-cache",
+        type=int,
+        default=int(_env("DECISION_CACHE", "10000") or 0),
+        metavar="N",
+        help="answers kept for repeated requests, per policy version; 0: decide every request afresh "
+        "[MANDATE_DECISION_CACHE]",
     )
-    serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "1") or 1), help="processes sharing the port [MANDATE_WORKERS]")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "1") or 1),
+        help="processes sharing the port [MANDATE_WORKERS]",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mandate", description="Envoy ext_authz for AI agents: mission profiles and delegation chains.")
+    parser = argparse.ArgumentParser(
+        prog="mandate", description="Envoy ext_authz for AI agents: mission profiles and delegation chains."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     _add_serve_parser(commands)
@@ -62,15 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="decide one described request and say why")
     explain.add_argument("--policies", default=_env("POLICIES", "policies"))
-    explain.add_argument("--request", required=True, help="YAML/JSON file: source, destination, method, host, path, headers, body")
+    explain.add_argument(
+        "--request", required=True, help="YAML/JSON file: source, destination, method, host, path, headers, body"
+    )
     explain.add_argument("--json", action="store_true", help="print the report as JSON")
 
     chain = commands.add_parser("chain", help="inspect or revoke a delegation chain in the shared store")
     chain_commands = chain.add_subparsers(dest="chain_command", required=True)
-    for name, text in (("show", "the hops, parent, age and expiry of a chain"), ("revoke", "deny a chain and its descendants on every replica")):
+    for name, text in (
+        ("show", "the hops, parent, age and expiry of a chain"),
+        ("revoke", "deny a chain and its descendants on every replica"),
+    ):
         sub = chain_commands.add_parser(name, help=text)
         sub.add_argument("chain", help="a chain id, or a whole token <id>.<mac>")
-        sub.add_argument("--redis", default=_env("REDIS"), required=_env("REDIS") is None, help="the chain store URL [MANDATE_REDIS]")
+        sub.add_argument(
+            "--redis", default=_env("REDIS"), required=_env("REDIS") is None, help="the chain store URL [MANDATE_REDIS]"
+        )
         sub.add_argument("--json", action="store_true", help="print the record as JSON")
 
     check = commands.add_parser("check", help="send one described request to a running server, as Envoy would")
@@ -105,7 +130,10 @@ def _validate(directory: str) -> int:
             print(error, file=sys.stderr)
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
-    print(f"ok: {len(policy.profiles)} profiles, {len(policy.targets) - len(policy.profiles)} targets, version {policy.version}")
+    print(
+        f"ok: {len(policy.profiles)} profiles, {len(policy.targets) - len(policy.profiles)} targets, version "
+        f"{policy.version}"
+    )
     return 0
 
 
@@ -140,7 +168,10 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     if described.chain:
-        print(f"{args.request}: `chain` is for explain; to check a chained request send its token in headers", file=sys.stderr)
+        print(
+            f"{args.request}: `chain` is for explain; to check a chained request send its token in headers",
+            file=sys.stderr,
+        )
         return 2
     request = to_check_request(described.input)
     with grpc.insecure_channel(args.server) as channel:
@@ -172,8 +203,10 @@ def _chain(args: argparse.Namespace) -> int:
         store.close()
     if record is None:
         if args.chain_command == "revoke":
-            print(f"revoked chain {chain_id}; the store has no record of it (unknown, expired or lost), "
-                  "so only replicas still caching it had anything to deny")
+            print(
+                f"revoked chain {chain_id}; the store has no record of it (unknown, expired or lost), "
+                "so only replicas still caching it had anything to deny"
+            )
             return 0
         print(f"chain {chain_id}: unknown or expired", file=sys.stderr)
         return 1
@@ -234,8 +267,9 @@ def _serve_workers(options: ServeOptions) -> int:
     from authz.serve.workers import Supervisor
 
     if not options.redis:
-        print("--workers above 1 needs --redis (and --chain-key): workers must share delegation chains",
-              file=sys.stderr)
+        print(
+            "--workers above 1 needs --redis (and --chain-key): workers must share delegation chains", file=sys.stderr
+        )
         return 2
     if not options.metrics_listen:
         print("--workers needs --metrics-listen: the supervisor serves every worker's metrics", file=sys.stderr)

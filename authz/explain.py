@@ -48,7 +48,9 @@ def read_request_file(path: str) -> DescribedRequest:
         raise RequestFileError(f"{path}: a request file must be a mapping")
     unknown = sorted(set(data) - REQUEST_FIELDS)
     if unknown:
-        raise RequestFileError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(REQUEST_FIELDS))}")
+        raise RequestFileError(
+            f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(REQUEST_FIELDS))}"
+        )
     headers = {str(k).lower(): str(v) for k, v in (data.get("headers") or {}).items()}
     body = data.get("body", b"")
     if isinstance(body, (dict, list)):
@@ -79,7 +81,9 @@ def explain(policy: PolicySet, described: DescribedRequest) -> dict[str, Any]:
     if described.chain:
         now = time.time()
         hops = tuple(Hop(name, "") for name in described.chain)
-        request.headers[policy.settings.chain_header] = chains.issue(hops, (), now, now + policy.settings.chain_ttl_seconds).token
+        request.headers[policy.settings.chain_header] = chains.issue(
+            hops, (), now, now + policy.settings.chain_ttl_seconds
+        ).token
     trace: list[HopTrace] = []
     decision = Authorizer(policy, chains=chains).decide(request, trace=trace)
     report = _report(decision, policy)
@@ -97,7 +101,13 @@ def _hop_report(step: HopTrace, policy: PolicySet) -> dict[str, Any]:
     else:
         scope = f"its grant to {step.delegate!r}"
     verdict = step.verdict
-    return {"hop": step.given_by, "scope": scope, "allows": verdict.allowed, "rule": verdict.rule, "reason": verdict.reason}
+    return {
+        "hop": step.given_by,
+        "scope": scope,
+        "allows": verdict.allowed,
+        "rule": verdict.rule,
+        "reason": verdict.reason,
+    }
 
 
 def _report(decision: Decision, policy: PolicySet) -> dict[str, Any]:

@@ -41,9 +41,11 @@ from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError, load_directory
 from authz.policy.model import MissionProfile, Target
 
-SELECTOR_ANNOTATION = "mandate.dev/istio-selector"   # "app=github-mcp,version=v1": the workload's pod labels
+SELECTOR_ANNOTATION = "mandate.dev/istio-selector"  # "app=github-mcp,version=v1": the workload's pod labels
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mandate-export"}
-_SERVICE_HOST = re.compile(r"^(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\..+)?$")
+_SERVICE_HOST = re.compile(
+    r"^(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\..+)?$"
+)
 _ISTIO_PRINCIPAL = re.compile(r"^spiffe://(?P<td>[^/]+)/ns/(?P<ns>[^/]+)/sa/(?P<sa>[^/]+)$")
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 
@@ -51,11 +53,11 @@ _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 @dataclass(frozen=True)
 class ExportOptions:
     provider: str = "mandate"
-    namespaces: frozenset[str] = frozenset()     # empty: every namespace
-    dataplane: str = "sidecar"                    # sidecar | ambient
-    selector_label: str = "app"                   # default selector: {<label>: <service account>}
-    waypoint: str = "waypoint"                    # ambient: the waypoint's service account, in the workload's namespace
-    egress_namespace: str = "istio-system"        # where the egress gateway (or egress ServiceEntries) live
+    namespaces: frozenset[str] = frozenset()  # empty: every namespace
+    dataplane: str = "sidecar"  # sidecar | ambient
+    selector_label: str = "app"  # default selector: {<label>: <service account>}
+    waypoint: str = "waypoint"  # ambient: the waypoint's service account, in the workload's namespace
+    egress_namespace: str = "istio-system"  # where the egress gateway (or egress ServiceEntries) live
     egress_selector: tuple[tuple[str, str], ...] = (("istio", "egressgateway"),)
 
 
@@ -65,7 +67,7 @@ class Workload:
 
     trust_domain: str
     namespace: str
-    selector: tuple[tuple[str, str], ...]   # empty: the whole namespace (a .../sa/* principal)
+    selector: tuple[tuple[str, str], ...]  # empty: the whole namespace (a .../sa/* principal)
 
 
 @dataclass
@@ -73,11 +75,11 @@ class Governed:
     """A destination Mandate decides for: an explicit Target, or a profile reached as an agent."""
 
     name: str
-    kind: str                                   # mcp | http | egress | agent
+    kind: str  # mcp | http | egress | agent
     workloads: list[Workload] = field(default_factory=list)
-    services: list[tuple[str, str]] = field(default_factory=list)   # (namespace, Service name)
+    services: list[tuple[str, str]] = field(default_factory=list)  # (namespace, Service name)
     external_hosts: list[str] = field(default_factory=list)
-    callers: set[str] = field(default_factory=set)                   # profile names
+    callers: set[str] = field(default_factory=set)  # profile names
 
 
 def export_istio(directory: str | Path, options: ExportOptions | None = None) -> str:
@@ -91,7 +93,9 @@ def export_istio(directory: str | Path, options: ExportOptions | None = None) ->
     profiles = {d.metadata.name: d for d in documents if isinstance(d, MissionProfile)}
     notes: list[str] = []
     governed = _governed(policy, targets, profiles, notes)
-    principals = {name: sorted(_istio_principal(p) for p in profile.spec.principals) for name, profile in profiles.items()}
+    principals = {
+        name: sorted(_istio_principal(p) for p in profile.spec.principals) for name, profile in profiles.items()
+    }
     objects = (_sidecar if options.dataplane == "sidecar" else _ambient)(governed, principals, options, notes)
     if options.namespaces:
         objects = [item for item in objects if item["metadata"]["namespace"] in options.namespaces]
@@ -104,17 +108,28 @@ def export_istio(directory: str | Path, options: ExportOptions | None = None) ->
 # --- the call graph ---------------------------------------------------------------------------
 
 
-def _governed(policy: PolicySet, targets: dict[str, Target], profiles: dict[str, MissionProfile], notes: list[str]) -> dict[str, Governed]:
+def _governed(
+    policy: PolicySet, targets: dict[str, Target], profiles: dict[str, MissionProfile], notes: list[str]
+) -> dict[str, Governed]:
     governed: dict[str, Governed] = {}
     for name, target in targets.items():
-        governed[name] = _destination(name, target.spec.kind, target.spec.principals, target.spec.hosts, target.metadata.annotations, notes)
+        governed[name] = _destination(
+            name, target.spec.kind, target.spec.principals, target.spec.hosts, target.metadata.annotations, notes
+        )
     called_agents = {rule.agent for profile in profiles.values() for rule in profile.spec.agents}
     for name, profile in profiles.items():
         if name in called_agents:
-            governed[name] = _destination(name, "agent", profile.spec.principals, profile.spec.hosts, profile.metadata.annotations, notes)
+            governed[name] = _destination(
+                name, "agent", profile.spec.principals, profile.spec.hosts, profile.metadata.annotations, notes
+            )
         else:
             notes.append(f"profile {name!r} is not named in any `agents` rule: its inbound traffic is not exported")
-    egress_by_host = {host_key(host): name for name, target in targets.items() if target.spec.kind == "egress" for host in target.spec.hosts}
+    egress_by_host = {
+        host_key(host): name
+        for name, target in targets.items()
+        if target.spec.kind == "egress"
+        for host in target.spec.hosts
+    }
     for caller, profile in profiles.items():
         spec = profile.spec
         reached = {rule.server for rule in spec.mcp} | {rule.target for rule in spec.http}
@@ -136,13 +151,18 @@ def _accepts(policy: PolicySet, target: str, caller: str) -> bool:
     return workload is None or workload.accept_from is None or caller in workload.accept_from
 
 
-def _destination(name: str, kind: str, principals: Iterable[str], hosts: Iterable[str], annotations: dict[str, str], notes: list[str]) -> Governed:
+def _destination(
+    name: str, kind: str, principals: Iterable[str], hosts: Iterable[str], annotations: dict[str, str], notes: list[str]
+) -> Governed:
     destination = Governed(name, kind)
     selector = _annotated_selector(annotations, name, notes)
     for principal in principals:
         match = _ISTIO_PRINCIPAL.match(principal)
         if match is None:
-            notes.append(f"{name}: principal {principal!r} is not Istio's spiffe://<td>/ns/<ns>/sa/<sa>: no workload policy for it")
+            notes.append(
+                f"{name}: principal {principal!r} is not Istio's spiffe://<td>/ns/<ns>/sa/<sa>: no workload policy "
+                f"for it"
+            )
             continue
         account = match["sa"]
         chosen: tuple[tuple[str, str], ...] = () if account == "*" else selector or (("", account),)
@@ -183,7 +203,9 @@ def _callers(destination: Governed, principals: dict[str, list[str]]) -> list[st
 # --- sidecars -----------------------------------------------------------------------------------
 
 
-def _sidecar(governed: dict[str, Governed], principals: dict[str, list[str]], options: ExportOptions, notes: list[str]) -> list[dict[str, Any]]:
+def _sidecar(
+    governed: dict[str, Governed], principals: dict[str, list[str]], options: ExportOptions, notes: list[str]
+) -> list[dict[str, Any]]:
     """Per workload: CUSTOM (its sidecar asks Mandate) and ALLOW (only the graph's callers)."""
     by_workload: dict[tuple[str, tuple[tuple[str, str], ...]], list[Governed]] = {}
     for destination in governed.values():
@@ -202,8 +224,19 @@ def _sidecar(governed: dict[str, Governed], principals: dict[str, list[str]], op
         labels = _selector_labels(selector, options)
         attach = {"selector": {"matchLabels": labels}} if labels else {}
         callers = sorted({p for d in destinations for p in _callers(d, principals)})
-        objects.append(_policy(f"mandate-{primary}", namespace, names, {**attach, "action": "CUSTOM", "provider": {"name": options.provider}, "rules": [{}]}))
-        objects.append(_policy(f"mandate-callers-{primary}", namespace, names, {**attach, "action": "ALLOW", **_from(callers)}, callers))
+        objects.append(
+            _policy(
+                f"mandate-{primary}",
+                namespace,
+                names,
+                {**attach, "action": "CUSTOM", "provider": {"name": options.provider}, "rules": [{}]},
+            )
+        )
+        objects.append(
+            _policy(
+                f"mandate-callers-{primary}", namespace, names, {**attach, "action": "ALLOW", **_from(callers)}, callers
+            )
+        )
     objects.extend(_egress_gateway(governed, principals, options))
     return objects
 
@@ -212,7 +245,9 @@ def _selector_labels(selector: tuple[tuple[str, str], ...], options: ExportOptio
     return {(key or options.selector_label): value for key, value in selector}
 
 
-def _egress_gateway(governed: dict[str, Governed], principals: dict[str, list[str]], options: ExportOptions) -> list[dict[str, Any]]:
+def _egress_gateway(
+    governed: dict[str, Governed], principals: dict[str, list[str]], options: ExportOptions
+) -> list[dict[str, Any]]:
     objects = []
     attach = {"selector": {"matchLabels": dict(options.egress_selector)}}
     for destination in governed.values():
@@ -221,18 +256,33 @@ def _egress_gateway(governed: dict[str, Governed], principals: dict[str, list[st
         hosts = sorted({pattern for host in destination.external_hosts for pattern in (host, f"{host}:*")})
         to = [{"operation": {"hosts": hosts}}]
         callers = _callers(destination, principals)
-        objects.append(_policy(f"mandate-{destination.name}", options.egress_namespace, destination.name,
-                               {**attach, "action": "CUSTOM", "provider": {"name": options.provider}, "rules": [{"to": to}]}))
+        objects.append(
+            _policy(
+                f"mandate-{destination.name}",
+                options.egress_namespace,
+                destination.name,
+                {**attach, "action": "CUSTOM", "provider": {"name": options.provider}, "rules": [{"to": to}]},
+            )
+        )
         rules = [{"from": [{"source": {"principals": callers}}], "to": to}] if callers else []
-        objects.append(_policy(f"mandate-callers-{destination.name}", options.egress_namespace, destination.name,
-                               {**attach, "action": "ALLOW", **({"rules": rules} if rules else {})}, callers))
+        objects.append(
+            _policy(
+                f"mandate-callers-{destination.name}",
+                options.egress_namespace,
+                destination.name,
+                {**attach, "action": "ALLOW", **({"rules": rules} if rules else {})},
+                callers,
+            )
+        )
     return objects
 
 
 # --- ambient ------------------------------------------------------------------------------------
 
 
-def _ambient(governed: dict[str, Governed], principals: dict[str, list[str]], options: ExportOptions, notes: list[str]) -> list[dict[str, Any]]:
+def _ambient(
+    governed: dict[str, Governed], principals: dict[str, list[str]], options: ExportOptions, notes: list[str]
+) -> list[dict[str, Any]]:
     """Per Service: CUSTOM and the graph's ALLOW at its waypoint (targetRefs). Per workload:
     ALLOW from the waypoint only, at ztunnel, so skipping the waypoint is refused."""
     objects = []
@@ -245,11 +295,17 @@ def _ambient(governed: dict[str, Governed], principals: dict[str, list[str]], op
                 objects.extend(_waypoint_pair(destination.name, options.egress_namespace, refs, callers, options))
             continue
         if not destination.services:
-            notes.append(f"{destination.name}: no <service>.<namespace>.svc host; behind a waypoint Mandate classifies by "
-                         ":authority (SPEC §4), so add the Service's host to its hosts")
+            notes.append(
+                f"{destination.name}: no <service>.<namespace>.svc host; behind a waypoint Mandate classifies by "
+                ":authority (SPEC §4), so add the Service's host to its hosts"
+            )
         namespaces = sorted({namespace for namespace, _ in destination.services})
         for namespace in namespaces:
-            refs = [{"kind": "Service", "group": "", "name": service} for ns, service in sorted(set(destination.services)) if ns == namespace]
+            refs = [
+                {"kind": "Service", "group": "", "name": service}
+                for ns, service in sorted(set(destination.services))
+                if ns == namespace
+            ]
             objects.extend(_waypoint_pair(destination.name, namespace, refs, callers, options))
         for workload in destination.workloads:
             key = (workload.namespace, workload.selector)
@@ -259,15 +315,35 @@ def _ambient(governed: dict[str, Governed], principals: dict[str, list[str]], op
         attach = {"selector": {"matchLabels": labels}} if labels else {}
         waypoint = f"{workload.trust_domain}/ns/{namespace}/sa/{options.waypoint}"
         primary = min(names)
-        objects.append(_policy(f"mandate-waypoint-only-{primary}", namespace, ",".join(sorted(names)),
-                               {**attach, "action": "ALLOW", **_from([waypoint])}, [waypoint]))
+        objects.append(
+            _policy(
+                f"mandate-waypoint-only-{primary}",
+                namespace,
+                ",".join(sorted(names)),
+                {**attach, "action": "ALLOW", **_from([waypoint])},
+                [waypoint],
+            )
+        )
     return objects
 
 
-def _waypoint_pair(name: str, namespace: str, refs: list[dict[str, str]], callers: list[str], options: ExportOptions) -> list[dict[str, Any]]:
+def _waypoint_pair(
+    name: str, namespace: str, refs: list[dict[str, str]], callers: list[str], options: ExportOptions
+) -> list[dict[str, Any]]:
     return [
-        _policy(f"mandate-{name}", namespace, name, {"targetRefs": refs, "action": "CUSTOM", "provider": {"name": options.provider}, "rules": [{}]}),
-        _policy(f"mandate-callers-{name}", namespace, name, {"targetRefs": refs, "action": "ALLOW", **_from(callers)}, callers),
+        _policy(
+            f"mandate-{name}",
+            namespace,
+            name,
+            {"targetRefs": refs, "action": "CUSTOM", "provider": {"name": options.provider}, "rules": [{}]},
+        ),
+        _policy(
+            f"mandate-callers-{name}",
+            namespace,
+            name,
+            {"targetRefs": refs, "action": "ALLOW", **_from(callers)},
+            callers,
+        ),
     ]
 
 
@@ -279,14 +355,21 @@ def _from(principals: list[str]) -> dict[str, Any]:
     return {"rules": [{"from": [{"source": {"principals": principals}}]}]} if principals else {}
 
 
-def _policy(name: str, namespace: str, governs: str, spec: dict[str, Any], callers: list[str] | None = None) -> dict[str, Any]:
+def _policy(
+    name: str, namespace: str, governs: str, spec: dict[str, Any], callers: list[str] | None = None
+) -> dict[str, Any]:
     annotations = {"mandate.dev/governs": governs}
     if callers is not None and not callers:
         annotations["mandate.dev/note"] = "no profile may call this: the policy allows nothing"
     return {
         "apiVersion": "security.istio.io/v1",
         "kind": "AuthorizationPolicy",
-        "metadata": {"name": _dns_name(name), "namespace": namespace, "labels": dict(MANAGED_BY), "annotations": annotations},
+        "metadata": {
+            "name": _dns_name(name),
+            "namespace": namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": annotations,
+        },
         "spec": spec,
     }
 
@@ -317,17 +400,36 @@ def _render(objects: list[dict[str, Any]], notes: list[str], version: str, optio
 def add_export_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     export = commands.add_parser("export", help="generate mesh configuration from the policy set")
     kinds = export.add_subparsers(dest="export_kind", required=True)
-    istio = kinds.add_parser("istio", help="Istio AuthorizationPolicies: CUSTOM through Mandate, and the L4 ALLOW call graph")
+    istio = kinds.add_parser(
+        "istio", help="Istio AuthorizationPolicies: CUSTOM through Mandate, and the L4 ALLOW call graph"
+    )
     istio.add_argument("--policies", default="policies", help="policy directory")
     istio.add_argument("--provider", default="mandate", help="meshConfig.extensionProviders[].name (default: mandate)")
-    istio.add_argument("--namespace", action="append", default=[], dest="namespaces", metavar="NS",
-                       help="only policies in this namespace (repeatable; default: all)")
-    istio.add_argument("--dataplane", choices=("sidecar", "ambient"), default="sidecar",
-                       help="sidecar: selector policies; ambient: targetRefs at waypoints, waypoint-only at ztunnel")
-    istio.add_argument("--selector-label", default="app",
-                       help=f"pod label whose value is the service account, unless a Target or profile sets {SELECTOR_ANNOTATION}")
-    istio.add_argument("--waypoint", default="waypoint", help="ambient: the waypoint's service account in each namespace")
-    istio.add_argument("--egress-namespace", default="istio-system", help="namespace of the egress gateway / egress ServiceEntries")
+    istio.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        metavar="NS",
+        help="only policies in this namespace (repeatable; default: all)",
+    )
+    istio.add_argument(
+        "--dataplane",
+        choices=("sidecar", "ambient"),
+        default="sidecar",
+        help="sidecar: selector policies; ambient: targetRefs at waypoints, waypoint-only at ztunnel",
+    )
+    istio.add_argument(
+        "--selector-label",
+        default="app",
+        help=f"pod label whose value is the service account, unless a Target or profile sets {SELECTOR_ANNOTATION}",
+    )
+    istio.add_argument(
+        "--waypoint", default="waypoint", help="ambient: the waypoint's service account in each namespace"
+    )
+    istio.add_argument(
+        "--egress-namespace", default="istio-system", help="namespace of the egress gateway / egress ServiceEntries"
+    )
     istio.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
 
 

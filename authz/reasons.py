@@ -86,8 +86,12 @@ UNSUPPORTED_BINDING: Final = _reason(
 )
 UNKNOWN_A2A_METHOD: Final = _reason("unknown_a2a_method", FORBIDDEN, "A JSON-RPC method A2A does not define.")
 SERVER_NOT_ALLOWED: Final = _reason("server_not_allowed", FORBIDDEN, "No rule of the scope names this MCP server.")
-TOOL_NOT_ALLOWED: Final = _reason("tool_not_allowed", FORBIDDEN, "No rule for the server lists the tool (or its `when` is false).")
-RESOURCE_NOT_ALLOWED: Final = _reason("resource_not_allowed", FORBIDDEN, "No rule for the server matches the resource URI.")
+TOOL_NOT_ALLOWED: Final = _reason(
+    "tool_not_allowed", FORBIDDEN, "No rule for the server lists the tool (or its `when` is false)."
+)
+RESOURCE_NOT_ALLOWED: Final = _reason(
+    "resource_not_allowed", FORBIDDEN, "No rule for the server matches the resource URI."
+)
 PROMPT_NOT_ALLOWED: Final = _reason("prompt_not_allowed", FORBIDDEN, "No rule for the server lists the prompt.")
 METHOD_NOT_ALLOWED: Final = _reason("method_not_allowed", FORBIDDEN, "An MCP method that needs a `methods` entry.")
 AGENT_NOT_ALLOWED: Final = _reason("agent_not_allowed", FORBIDDEN, "No `agents` rule of the scope names this agent.")
@@ -106,7 +110,9 @@ CHAIN_REQUIRED: Final = _reason("chain_required", FORBIDDEN, "A `requireChain` p
 CHAIN_FORGED: Final = _reason("chain_forged", FORBIDDEN, "The token's MAC, or its record's seal, is wrong.", "forged")
 CHAIN_UNKNOWN: Final = _reason("chain_unknown", FORBIDDEN, "No record behind the token: unknown or expired.", "unknown")
 CHAIN_NOT_HELD: Final = _reason("chain_not_held", FORBIDDEN, "The token was handed to another agent.", "not_held")
-CHAIN_REVOKED: Final = _reason("chain_revoked", FORBIDDEN, "The chain, or one it descends from, was revoked.", "revoked")
+CHAIN_REVOKED: Final = _reason(
+    "chain_revoked", FORBIDDEN, "The chain, or one it descends from, was revoked.", "revoked"
+)
 CHAIN_STORE_UNAVAILABLE: Final = _reason(
     "chain_store_unavailable", FORBIDDEN, "The chain store cannot be asked or heard.", "store_unavailable"
 )

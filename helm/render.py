@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.notes:
         print(notes, file=sys.stderr)
     if options.validate:
-        print(f"render: {validate(stream)} objects valid for Kubernetes {OLDEST_KUBERNETES} and latest", file=sys.stderr)
+        print(
+            f"render: {validate(stream)} objects valid for Kubernetes {OLDEST_KUBERNETES} and latest", file=sys.stderr
+        )
     return 0
 
 

@@ -42,8 +42,13 @@ class H2Result:
     latencies_us: list[int] = field(repr=False)  # every measured request, from the log file
 
     def summary(self) -> dict[str, Any]:
-        return {"rps": self.rps, "requests": self.succeeded, "failed": self.failed, "non_2xx": self.non_2xx,
-                **latency_summary(self.latencies_us)}
+        return {
+            "rps": self.rps,
+            "requests": self.succeeded,
+            "failed": self.failed,
+            "non_2xx": self.non_2xx,
+            **latency_summary(self.latencies_us),
+        }
 
 
 def h2load_binary() -> str:
@@ -80,7 +85,9 @@ def latency_summary(latencies_us: list[int]) -> dict[str, float]:
 
 
 _FINISHED = re.compile(r"finished in [\d.]+\w+, ([\d.]+) req/s")
-_REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout")
+_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout"
+)
 _STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 
 
@@ -145,7 +152,9 @@ def run(
             f"--log-file={log}",
             f"http://{address}{CHECK_METHOD}",
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout or seconds + warmup + 30, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout or seconds + warmup + 30, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"h2load exited {done.returncode}: {done.stderr[-1000:] or done.stdout[-1000:]}")
         rps, succeeded, failed, non_2xx = parse_summary(done.stdout)
@@ -159,15 +168,23 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="loadtest.h2load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="loadtest.h2load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--address", default="127.0.0.1:9191")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--streams", type=int, default=1, help="concurrent streams per connection")
     args = parser.parse_args(argv)
-    result = run(args.address, grpc_frame(representative().payload), seconds=args.seconds, clients=args.clients,
-                 streams=args.streams, warmup=args.warmup)
+    result = run(
+        args.address,
+        grpc_frame(representative().payload),
+        seconds=args.seconds,
+        clients=args.clients,
+        streams=args.streams,
+        warmup=args.warmup,
+    )
     print({key: value for key, value in result.summary().items()})
     return 0 if not result.failed and not result.non_2xx else 1
 

@@ -83,8 +83,13 @@ class Recorder:
         new = self.histogram - self._sent
         self._sent = self.histogram.copy()
         failures, unexpected, self.failures, self.unexpected = self.failures, self.unexpected, 0, 0
-        return {"histogram": {str(k): v for k, v in new.items()}, "failures": failures, "unexpected": unexpected,
-                "first_ns": self.first_ns, "last_ns": self.last_ns}
+        return {
+            "histogram": {str(k): v for k, v in new.items()},
+            "failures": failures,
+            "unexpected": unexpected,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+        }
 
     def merge(self, report: dict[str, Any]) -> None:
         self.histogram.update({int(k): v for k, v in report["histogram"].items()})
@@ -139,8 +144,12 @@ def summary(recorder: Recorder) -> dict[str, Any]:
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     parser.add_argument("--mix", choices=("mix", "representative"), default="mix", help="what to send")
-    parser.add_argument("--expect-verdicts", action="store_true", default=False, help="check allow/deny of every answer")
-    parser.add_argument("--latency-json", default=os.environ.get("MANDATE_LOCUST_JSON", ""), help="write the µs summary here")
+    parser.add_argument(
+        "--expect-verdicts", action="store_true", default=False, help="check allow/deny of every answer"
+    )
+    parser.add_argument(
+        "--latency-json", default=os.environ.get("MANDATE_LOCUST_JSON", ""), help="write the µs summary here"
+    )
 
 
 @events.test_start.add_listener
@@ -155,7 +164,9 @@ def _connect(environment: Any, **_: Any) -> None:
         samples = [representative()]
     else:
         samples = build_mix(chain_token_of(call(serialize(send_message_to_billing()), timeout=10)))
-    _STATE.update(channel=channel, call=call, sequence=schedule(samples), expect=environment.parsed_options.expect_verdicts)
+    _STATE.update(
+        channel=channel, call=call, sequence=schedule(samples), expect=environment.parsed_options.expect_verdicts
+    )
 
 
 @events.report_to_master.add_listener
@@ -226,11 +237,19 @@ class CheckUser(User):
         if error is None and _STATE["expect"]:
             allowed, reason = verdict_of(response)
             if allowed != sample.expect_allow or (reason and reason != sample.expect_reason):
-                error = AssertionError(f"expected {sample.expect_reason}, got {'allow' if allowed else 'deny'} ({reason})")
+                error = AssertionError(
+                    f"expected {sample.expect_reason}, got {'allow' if allowed else 'deny'} ({reason})"
+                )
                 RECORDER.unexpected += 1
         if error is None:
             RECORDER.record(started_wall, elapsed)
         else:
             RECORDER.failures += 1
-        events.request.fire(request_type="grpc", name=sample.name, response_time=elapsed / 1e6,
-                            response_length=len(response), exception=error, context={})
+        events.request.fire(
+            request_type="grpc",
+            name=sample.name,
+            response_time=elapsed / 1e6,
+            response_length=len(response),
+            exception=error,
+            context={},
+        )

@@ -20,8 +20,18 @@ SIXTEEN_IN_FLIGHT = "16 in flight"
 # The sections markdown() writes, by their heading up to a " (" or ":" (section_key); any other
 # `## ` section of a file being replaced is kept. "What is left, and why" is the copy of the
 # analysis that earlier runs appended: a run now links ANALYSIS.md instead, and drops the copy.
-OWN_SECTIONS = ("Machine and versions", "SPEC §8 targets", "Through gRPC", "gRPC flavours", "locust", "Workers", "Memory",
-                "Decision path in process", "Not covered", "What is left, and why")
+OWN_SECTIONS = (
+    "Machine and versions",
+    "SPEC §8 targets",
+    "Through gRPC",
+    "gRPC flavours",
+    "locust",
+    "Workers",
+    "Memory",
+    "Decision path in process",
+    "Not covered",
+    "What is left, and why",
+)
 
 
 # --- figures ---------------------------------------------------------------------------------------
@@ -66,30 +76,55 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     one, sixteen = results["main"][ONE_IN_FLIGHT], results["main"][SIXTEEN_IN_FLIGHT]
     p50_ratio = one["ratio"]["p50_us"]["median"]
-    rows.append({
-        "target": "p50, 1 in flight",
-        "required": "≤ 1.15× the floor's p50",
-        "measured": f"{times(p50_ratio)} (Mandate {us(one['mandate']['aggregate']['p50_us']['median'])} µs, "
-                    f"floor {us(one['floor']['aggregate']['p50_us']['median'])} µs; rounds {times(one['ratio']['p50_us']['min'])}–{times(one['ratio']['p50_us']['max'])})",
-        **verdict(p50_ratio <= 1.15, f"{(1.15 - p50_ratio) / 1.15 * 100:.0f} % under the limit" if p50_ratio <= 1.15
-                  else f"{(p50_ratio / 1.15 - 1) * 100:.0f} % over the limit"),
-    })
+    rows.append(
+        {
+            "target": "p50, 1 in flight",
+            "required": "≤ 1.15× the floor's p50",
+            "measured": f"{times(p50_ratio)} (Mandate {us(one['mandate']['aggregate']['p50_us']['median'])} µs, "
+            f"floor {us(one['floor']['aggregate']['p50_us']['median'])} µs; rounds "
+            f"{times(one['ratio']['p50_us']['min'])}–{times(one['ratio']['p50_us']['max'])})",
+            **verdict(
+                p50_ratio <= 1.15,
+                f"{(1.15 - p50_ratio) / 1.15 * 100:.0f} % under the limit"
+                if p50_ratio <= 1.15
+                else f"{(p50_ratio / 1.15 - 1) * 100:.0f} % over the limit",
+            ),
+        }
+    )
     m99, f99 = one["mandate"]["aggregate"]["p99_us"]["median"], one["floor"]["aggregate"]["p99_us"]["median"]
-    limit, basis = (1.3 * f99, f"1.3× the floor's {us(f99)} µs (the floor's own p99 > 1 ms)") if f99 > 1000 else (1000.0, "1 ms (the floor's p99 ≤ 1 ms)")
-    rows.append({
-        "target": "p99, 1 in flight",
-        "required": "≤ 1 ms, or ≤ 1.3× the floor's p99 when the floor's own p99 > 1 ms",
-        "measured": f"{us(m99)} µs (floor {us(f99)} µs, ratio {times(m99 / f99 if f99 else 0)}); limit applied: {basis}",
-        **verdict(m99 <= limit, f"{us(limit - m99)} µs under the limit" if m99 <= limit else f"{us(m99 - limit)} µs ({(m99 / limit - 1) * 100:.0f} %) over the limit"),
-    })
+    limit, basis = (
+        (1.3 * f99, f"1.3× the floor's {us(f99)} µs (the floor's own p99 > 1 ms)")
+        if f99 > 1000
+        else (1000.0, "1 ms (the floor's p99 ≤ 1 ms)")
+    )
+    rows.append(
+        {
+            "target": "p99, 1 in flight",
+            "required": "≤ 1 ms, or ≤ 1.3× the floor's p99 when the floor's own p99 > 1 ms",
+            "measured": f"{us(m99)} µs (floor {us(f99)} µs, ratio {times(m99 / f99 if f99 else 0)}); "
+            f"limit applied: {basis}",
+            **verdict(
+                m99 <= limit,
+                f"{us(limit - m99)} µs under the limit"
+                if m99 <= limit
+                else f"{us(m99 - limit)} µs ({(m99 / limit - 1) * 100:.0f} %) over the limit",
+            ),
+        }
+    )
     rps_ratio = sixteen["ratio"]["rps"]["median"]
-    rows.append({
-        "target": "throughput, 16 in flight",
-        "required": "≥ 85 % of the floor's",
-        "measured": f"{percent(rps_ratio)} (Mandate {us(sixteen['mandate']['aggregate']['rps']['median'])} req/s, "
-                    f"floor {us(sixteen['floor']['aggregate']['rps']['median'])} req/s; rounds {percent(sixteen['ratio']['rps']['min'])}–{percent(sixteen['ratio']['rps']['max'])})",
-        **verdict(rps_ratio >= 0.85, f"{points(rps_ratio - 0.85)} above" if rps_ratio >= 0.85 else f"{points(0.85 - rps_ratio)} short"),
-    })
+    rows.append(
+        {
+            "target": "throughput, 16 in flight",
+            "required": "≥ 85 % of the floor's",
+            "measured": f"{percent(rps_ratio)} (Mandate {us(sixteen['mandate']['aggregate']['rps']['median'])} req/s, "
+            f"floor {us(sixteen['floor']['aggregate']['rps']['median'])} req/s; rounds "
+            f"{percent(sixteen['ratio']['rps']['min'])}–{percent(sixteen['ratio']['rps']['max'])})",
+            **verdict(
+                rps_ratio >= 0.85,
+                f"{points(rps_ratio - 0.85)} above" if rps_ratio >= 0.85 else f"{points(0.85 - rps_ratio)} short",
+            ),
+        }
+    )
     fresh = results.get("uncached")
     if fresh:  # the same targets with every request decided afresh, said beside the cached figures
         rows[0]["measured"] += f"; cache off: {times(fresh[ONE_IN_FLIGHT]['ratio']['p50_us']['median'])}"
@@ -105,14 +140,24 @@ def verdict(met: bool, margin: str) -> dict[str, str]:
 
 def micro_targets(micro: dict[str, Any], spread: dict[str, Any]) -> list[dict[str, str]]:
     """The in-process rows; a row whose figures are missing says so instead of failing the report."""
-    missing = {"measured": "not measured: the micro-benchmark " + ("failed (see below)" if micro.get("error") else "did not run"),
-               "result": "NOT MEASURED", "margin": "–"}
+    missing = {
+        "measured": "not measured: the micro-benchmark "
+        + ("failed (see below)" if micro.get("error") else "did not run"),
+        "result": "NOT MEASURED",
+        "margin": "–",
+    }
     report: Any = micro.get("report")
     rows = []
     try:
         rows.append(_decision_path_row(report, spread))
     except (KeyError, TypeError, ValueError):
-        rows.append({"target": "decision path p99 (in process), 10 → 10,000 profiles", "required": "≤ 50 µs, flat ±20 %", **missing})
+        rows.append(
+            {
+                "target": "decision path p99 (in process), 10 → 10,000 profiles",
+                "required": "≤ 50 µs, flat ±20 %",
+                **missing,
+            }
+        )
     try:
         rows.append(_redis_row(report))
     except (KeyError, TypeError, ValueError):
@@ -133,7 +178,9 @@ def _decision_path_row(report: Any, spread: dict[str, Any]) -> dict[str, str]:
     flat_detail = spec.get("flat_detail") or {}
     worst_flat = max(flat_detail.items(), key=lambda item: abs(item[1] - 1)) if flat_detail else None
     per_size = ", ".join(f"{int(size):,}: {worst[size]['p99_us']:.0f} µs ({worst[size]['scenario']})" for size in sizes)
-    flat_text = (f"p99 largest/smallest up to {worst_flat[1]:.2f}× ({worst_flat[0]})" if worst_flat else "flatness not measured")
+    flat_text = (
+        f"p99 largest/smallest up to {worst_flat[1]:.2f}× ({worst_flat[0]})" if worst_flat else "flatness not measured"
+    )
     measured = f"the same {report['callers']} agents at every size — worst p99 per size {per_size}; {flat_text}"
     worst_value = max(entry["p99_us"] for entry in worst.values())
     p99_met = bool(spec["p99_target_met"])
@@ -141,9 +188,11 @@ def _decision_path_row(report: Any, spread: dict[str, Any]) -> dict[str, str]:
     if spread_spec:
         spread_worst = max(spread_spec["worst_p99_us"].values(), key=lambda entry: entry["p99_us"])
         spread_flat = max(spread_spec["flat_detail"].items(), key=lambda item: abs(item[1] - 1))
-        measured += (f". Requests from every profile (more agents at larger sizes): worst p99 {spread_worst['p99_us']:.0f} µs "
-                     f"({spread_worst['scenario']}), p99 largest/smallest up to {spread_flat[1]:.2f}× ({spread_flat[0]}): "
-                     "more agents than the CPU caches hold, not more profiles (ANALYSIS.md)")
+        measured += (
+            f". Requests from every profile (more agents at larger sizes): worst p99 {spread_worst['p99_us']:.0f} µs "
+            f"({spread_worst['scenario']}), p99 largest/smallest up to {spread_flat[1]:.2f}× ({spread_flat[0]}): "
+            "more agents than the CPU caches hold, not more profiles (ANALYSIS.md)"
+        )
         worst_value = max(worst_value, spread_worst["p99_us"])
         p99_met = p99_met and bool(spread_spec["p99_target_met"])
     else:
@@ -156,23 +205,36 @@ def _decision_path_row(report: Any, spread: dict[str, Any]) -> dict[str, str]:
         margin = f"worst p99 {worst_value:.0f} µs, {worst_value / 50:.1f}× the 50 µs limit"
     if worst_flat:
         margin += f"; flatness {abs(worst_flat[1] - 1) * 100:.0f} % change vs ±20 %"
-    row = {"target": "decision path p99 (in process), 10 → 10,000 profiles",
-           "required": "≤ 50 µs, and flat (±20 %) from 10 to 10,000 profiles",
-           "measured": measured, **verdict(met, margin)}
+    row = {
+        "target": "decision path p99 (in process), 10 → 10,000 profiles",
+        "required": "≤ 50 µs, and flat (±20 %) from 10 to 10,000 profiles",
+        "measured": measured,
+        **verdict(met, margin),
+    }
     if int(sizes[-1]) < 10_000:
         row["result"] += " (smaller sizes only)"
     return row
 
 
 def _redis_row(report: Any) -> dict[str, str]:
-    gets = {str(entry["profiles"]): entry["scenarios"]["chained_call_redis_uncached"]["redis_gets_per_call"]
-            for entry in report["sizes"] if "chained_call_redis_uncached" in entry["scenarios"]}
+    gets = {
+        str(entry["profiles"]): entry["scenarios"]["chained_call_redis_uncached"]["redis_gets_per_call"]
+        for entry in report["sizes"]
+        if "chained_call_redis_uncached" in entry["scenarios"]
+    }
     if not gets:
         raise KeyError("chained_call_redis_uncached")
     most = max(gets.values())
-    return {"target": "chain read missing the local cache", "required": "one Redis round trip, no more",
-            "measured": "Redis GETs per call: " + ", ".join(f"{int(size):,} profiles: {value:g}" for size, value in gets.items()),
-            **verdict(0 < most <= 1.0, "exactly one" if most == 1.0 else (f"{most:g} per call" if most <= 1 else f"{most - 1:g} extra per call"))}
+    return {
+        "target": "chain read missing the local cache",
+        "required": "one Redis round trip, no more",
+        "measured": "Redis GETs per call: "
+        + ", ".join(f"{int(size):,} profiles: {value:g}" for size, value in gets.items()),
+        **verdict(
+            0 < most <= 1.0,
+            "exactly one" if most == 1.0 else (f"{most:g} per call" if most <= 1 else f"{most - 1:g} extra per call"),
+        ),
+    }
 
 
 def _memory_row(report: Any) -> dict[str, str]:
@@ -181,11 +243,18 @@ def _memory_row(report: Any) -> dict[str, str]:
     largest = max(report["sizes"], key=lambda entry: entry["profiles"])
     rss = largest["rss_mb"]
     value = rss.get("fresh_process_after_compile") or rss["in_process_after_compile"]
-    where = "a fresh process that imports authz and compiles them" if rss.get("fresh_process_after_compile") else "the micro-benchmark's process"
+    where = (
+        "a fresh process that imports authz and compiles them"
+        if rss.get("fresh_process_after_compile")
+        else "the micro-benchmark's process"
+    )
     peak = rss.get("fresh_process_peak")
-    row = {"target": f"resident memory with {largest['profiles']:,} profiles", "required": "< 300 MB",
-           "measured": f"{value:.0f} MB in {where}" + (f" (peak while loading {peak:.0f} MB)" if peak else ""),
-           **verdict(value < 300, f"{300 - value:.0f} MB under" if value < 300 else f"{value - 300:.0f} MB over")}
+    row = {
+        "target": f"resident memory with {largest['profiles']:,} profiles",
+        "required": "< 300 MB",
+        "measured": f"{value:.0f} MB in {where}" + (f" (peak while loading {peak:.0f} MB)" if peak else ""),
+        **verdict(value < 300, f"{300 - value:.0f} MB under" if value < 300 else f"{value - 300:.0f} MB over"),
+    }
     if largest["profiles"] < 10_000:
         row["result"] += " (not 10,000 profiles)"
     return row
@@ -197,10 +266,18 @@ def _memory_row(report: Any) -> dict[str, str]:
 def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | None) -> str:
     """BENCHMARKS.md: its sections in order, a blank line between two; `out` is where it goes, so
     the plot and the raw JSON are linked relative to it."""
-    sections = [_title(results), _machine_section(results), _targets_section(results),
-                _grpc_section(results, plot, out), _flavours_section(results), _locust_section(results),
-                _workers_section(results), _memory_section(results), _decision_path_section(results),
-                _not_covered_section(raw, out)]
+    sections = [
+        _title(results),
+        _machine_section(results),
+        _targets_section(results),
+        _grpc_section(results, plot, out),
+        _flavours_section(results),
+        _locust_section(results),
+        _workers_section(results),
+        _memory_section(results),
+        _decision_path_section(results),
+        _not_covered_section(raw, out),
+    ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
@@ -222,17 +299,29 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
         f"- **CPU**: {m['cpu']}, {m['cores']} cores; **memory** {m['memory_gb']} GB; Linux {m['kernel']} ({m['os']})",
         "- **versions**: " + ", ".join(f"{name} {value}" for name, value in v.items()),
         f"- **servers**: the floor (`python -m loadtest.floor`, a no-op Check on the same `CheckServer` code) and "
-        f"`mandate serve --policies policies` (the example policies), both `--grpc-server {settings['main_flavour']}` with "
-        f"{settings['threads']} threads unless said otherwise, on loopback; Mandate's chain store: {settings['chain_store']}"
+        f"`mandate serve --policies policies` (the example policies), both `--grpc-server "
+        f"{settings['main_flavour']}` with "
+        f"{settings['threads']} threads unless said otherwise, on loopback; Mandate's chain store: "
+        f"{settings['chain_store']}"
         + (" (a throwaway `redis-server`, `--redis` + `--chain-key`)" if settings["chain_store"] == "redis" else "")
         + f"; audit: {settings['audit']}",
-        (f"- **request** (h2load): `{settings['representative']}` — examples/list-issues.yaml, an allowed MCP `tools/call` "
-         f"whose rule has a CEL `when`; {settings['representative_bytes']} bytes of CheckRequest. h2load sends this one request "
-         "over and over, so from the second on Mandate answers from its **decision cache** (authz/check/decision_cache.py); the "
-         "rows marked `--decision-cache 0` are a third server deciding every request afresh, alternated with the other two"),
-        (f"- **method**: h2load ({plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up per run), "
-         "the floor and Mandate alternately, the order reversed every other round. Each figure is the **median of the rounds "
-         "(min–max)**; ratios are Mandate ÷ floor within a round, then the median of those."),
+        (
+            f"- **request** (h2load): `{settings['representative']}` — examples/list-issues.yaml, an allowed MCP "
+            f"`tools/call` "
+            f"whose rule has a CEL `when`; {settings['representative_bytes']} bytes of CheckRequest. h2load sends "
+            f"this one request "
+            "over and over, so from the second on Mandate answers from its **decision cache** "
+            "(authz/check/decision_cache.py); the "
+            "rows marked `--decision-cache 0` are a third server deciding every request afresh, alternated with the "
+            "other two"
+        ),
+        (
+            f"- **method**: h2load ({plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up "
+            f"per run), "
+            "the floor and Mandate alternately, the order reversed every other round. Each figure is the **median of "
+            "the rounds "
+            "(min–max)**; ratios are Mandate ÷ floor within a round, then the median of those."
+        ),
     ]
 
 
@@ -244,15 +333,20 @@ def _targets_section(results: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in targets(results):
-        lines.append(f"| {row['target']} | {row['required']} | {row['measured']} | **{row['result']}** | {row['margin']} |")
+        lines.append(
+            f"| {row['target']} | {row['required']} | {row['measured']} | **{row['result']}** | {row['margin']} |"
+        )
     verification = results["verification"]
     problems = sum(len(p) for p in verification["verdict_problems"].values())
     return lines + [
         "",
-        (f"Before any timing, every server answered the representative request with gRPC status OK "
-         f"({', '.join(label for label, ok in verification['grpc_status_ok'].items() if ok)}; h2load itself only sees HTTP 200), "
-         f"and every Mandate decided the representative request and the whole locust mix as expected "
-         f"({problems} unexpected verdicts), chained calls carrying a token that Mandate handed out."),
+        (
+            f"Before any timing, every server answered the representative request with gRPC status OK "
+            f"({', '.join(label for label, ok in verification['grpc_status_ok'].items() if ok)}; h2load itself only "
+            f"sees HTTP 200), "
+            f"and every Mandate decided the representative request and the whole locust mix as expected "
+            f"({problems} unexpected verdicts), chained calls carrying a token that Mandate handed out."
+        ),
     ]
 
 
@@ -267,21 +361,33 @@ def _grpc_section(results: dict[str, Any], plot: Path | None, out: Path) -> list
     for mode, data in results["main"].items():
         lines += _mode_rows(mode, data, results.get("uncached", {}).get(mode))
     if plot is not None:
-        lines += ["", f"![Latency CDF, 1 in flight]({os.path.relpath(plot, out.parent)})", "",
-                  (f"Every request of every round at 1 in flight ({len(results['cdf'].get('floor/' + flavour, [])):,} floor, "
-                   f"{len(results['cdf'].get('mandate/' + flavour, [])):,} Mandate), pooled: the CDF and its tail.")]
+        lines += [
+            "",
+            f"![Latency CDF, 1 in flight]({os.path.relpath(plot, out.parent)})",
+            "",
+            (
+                f"Every request of every round at 1 in flight ({len(results['cdf'].get('floor/' + flavour, [])):,} "
+                f"floor, "
+                f"{len(results['cdf'].get('mandate/' + flavour, [])):,} Mandate), pooled: the CDF and its tail."
+            ),
+        ]
     return lines
 
 
 def _mode_rows(mode: str, data: dict[str, Any], uncached: dict[str, Any] | None) -> list[str]:
     """One mode's rows: each server, Mandate ÷ floor, and the same with the decision cache off."""
+
     def figures(agg: dict[str, Any]) -> str:
-        return (f"{ranged(agg['p50_us'])} | {ranged(agg['p90_us'])} | {ranged(agg['p99_us'])} | "
-                f"{ranged(agg['p999_us'])} | {ranged(agg['rps'])} |")
+        return (
+            f"{ranged(agg['p50_us'])} | {ranged(agg['p90_us'])} | {ranged(agg['p99_us'])} | "
+            f"{ranged(agg['p999_us'])} | {ranged(agg['rps'])} |"
+        )
 
     def ratios(ratio: dict[str, Any]) -> str:
-        return (f"{ranged(ratio['p50_us'], times)} | {ranged(ratio['p90_us'], times)} | "
-                f"{ranged(ratio['p99_us'], times)} | {ranged(ratio['p999_us'], times)} | {ranged(ratio['rps'], times)} |")
+        return (
+            f"{ranged(ratio['p50_us'], times)} | {ranged(ratio['p90_us'], times)} | "
+            f"{ranged(ratio['p99_us'], times)} | {ranged(ratio['p999_us'], times)} | {ranged(ratio['rps'], times)} |"
+        )
 
     lines = [f"| {mode} | {who} | {figures(data[who]['aggregate'])}" for who in ("floor", "mandate")]
     lines.append(f"| {mode} | **Mandate ÷ floor** | {ratios(data['ratio'])}")
@@ -298,18 +404,26 @@ def _flavours_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "## gRPC flavours",
         "",
-        f"Every flavour's floor and Mandate, alternated within each round ({plan['flavour_rounds']} rounds × {plan['flavour_seconds']} s per run).",
+        (
+            f"Every flavour's floor and Mandate, alternated within each round ({plan['flavour_rounds']} rounds × "
+            f"{plan['flavour_seconds']} s per run)."
+        ),
         "",
-        "| flavour | floor p50 µs, 1 in flight | Mandate p50 µs | Mandate p99 µs | floor req/s, 16 in flight | Mandate req/s | Mandate ÷ floor (p50, req/s) | Mandate RSS |",
+        (
+            "| flavour | floor p50 µs, 1 in flight | Mandate p50 µs | Mandate p99 µs | floor req/s, 16 in flight | "
+            "Mandate req/s | Mandate ÷ floor (p50, req/s) | Mandate RSS |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, data in results["flavours"].items():
         one, sixteen = data[ONE_IN_FLIGHT], data[SIXTEEN_IN_FLIGHT]
         lines.append(
-            f"| {name} | {ranged(one['floor']['aggregate']['p50_us'])} | {ranged(one['mandate']['aggregate']['p50_us'])} | "
+            f"| {name} | {ranged(one['floor']['aggregate']['p50_us'])} | "
+            f"{ranged(one['mandate']['aggregate']['p50_us'])} | "
             f"{ranged(one['mandate']['aggregate']['p99_us'])} | {ranged(sixteen['floor']['aggregate']['rps'])} | "
             f"{ranged(sixteen['mandate']['aggregate']['rps'])} | {times(one['ratio']['p50_us']['median'])}, "
-            f"{percent(sixteen['ratio']['rps']['median'])} | {mb(data['memory']['VmRSS'])} |")
+            f"{percent(sixteen['ratio']['rps']['median'])} | {mb(data['memory']['VmRSS'])} |"
+        )
     return lines + ["", flavour_verdict(results["flavours"])]
 
 
@@ -320,45 +434,75 @@ def _locust_section(results: dict[str, Any]) -> list[str]:
     lines = [
         f"## locust: the request mix ({locust['users']} users, {locust['seconds']} s per run)",
         "",
-        ("A gRPC user (grpcio under gevent) sends the weighted mix of loadtest/requests.py: MCP tool calls allowed and "
-         "denied, MCP plumbing, A2A calls minting chains, chained billing-db calls with a real token, egress GETs, an "
-         "unknown caller. Latency is timed per call with `perf_counter_ns` into a µs histogram. locust is one Python "
-         "process sharing the two cores with the server, and spends more per call than the floor does: these figures "
-         "compare the two servers under the same client; h2load's above are the capacity figures."),
+        (
+            "A gRPC user (grpcio under gevent) sends the weighted mix of loadtest/requests.py: MCP tool calls "
+            "allowed and "
+            "denied, MCP plumbing, A2A calls minting chains, chained billing-db calls with a real token, egress "
+            "GETs, an "
+            "unknown caller. Latency is timed per call with `perf_counter_ns` into a µs histogram. locust is one "
+            "Python "
+            "process sharing the two cores with the server, and spends more per call than the floor does: these "
+            "figures "
+            "compare the two servers under the same client; h2load's above are the capacity figures."
+        ),
         "",
         "| server | p50 µs | p90 µs | p99 µs | p99.9 µs | req/s | requests | failures | wrong verdicts |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for who in ("floor", "mandate"):
         for entry in locust[who]:
-            lines.append(f"| {who} | {us(entry['p50_us'])} | {us(entry['p90_us'])} | {us(entry['p99_us'])} | {us(entry['p999_us'])} | "
-                         f"{us(entry['rps'])} | {entry['requests']:,} | {entry['failures']} | "
-                         f"{entry['unexpected_verdicts'] if who == 'mandate' else 'not checked'} |")
+            lines.append(
+                f"| {who} | {us(entry['p50_us'])} | {us(entry['p90_us'])} | {us(entry['p99_us'])} | "
+                f"{us(entry['p999_us'])} | "
+                f"{us(entry['rps'])} | {entry['requests']:,} | {entry['failures']} | "
+                f"{entry['unexpected_verdicts'] if who == 'mandate' else 'not checked'} |"
+            )
     return lines
 
 
 def _workers_section(results: dict[str, Any]) -> list[str]:
     workers, plan = results["workers"], results["plan"]
     if not workers.get("supported"):
-        return ["## Workers", "", (f"Not measured: {workers.get('note', 'not supported')}. The runner tries `--workers 2` "
-                                   "every time, so the next run after it lands fills this in.")]
+        return [
+            "## Workers",
+            "",
+            (
+                f"Not measured: {workers.get('note', 'not supported')}. The runner tries `--workers 2` "
+                "every time, so the next run after it lands fills this in."
+            ),
+        ]
     one, two = workers["1"]["aggregate"], workers["2"]["aggregate"]
     problems = workers["verdict_problems"]
     return [
         "## Workers",
         "",
-        (f"Mandate (`{results['settings']['main_flavour']}`) with `--workers 1` and `--workers 2`, h2load {workers['mode']} "
-         "(`-c 8 -m 2`, so the kernel spreads connections over the workers' SO_REUSEPORT sockets), alternated, "
-         f"{plan['worker_rounds']} rounds × {plan['worker_seconds']} s."),
+        (
+            f"Mandate (`{results['settings']['main_flavour']}`) with `--workers 1` and `--workers 2`, h2load "
+            f"{workers['mode']} "
+            "(`-c 8 -m 2`, so the kernel spreads connections over the workers' SO_REUSEPORT sockets), alternated, "
+            f"{plan['worker_rounds']} rounds × {plan['worker_seconds']} s."
+        ),
         "",
         "| workers | req/s | p50 µs | p99 µs | RSS (all processes) |",
         "|---|---|---|---|---|",
-        f"| 1 | {ranged(one['rps'])} | {ranged(one['p50_us'])} | {ranged(one['p99_us'])} | {mb(workers['memory']['1']['VmRSS'])} |",
-        f"| 2 | {ranged(two['rps'])} | {ranged(two['p50_us'])} | {ranged(two['p99_us'])} | {mb(workers['memory']['2']['VmRSS'])} |",
+        (
+            f"| 1 | {ranged(one['rps'])} | {ranged(one['p50_us'])} | {ranged(one['p99_us'])} | "
+            f"{mb(workers['memory']['1']['VmRSS'])} |"
+        ),
+        (
+            f"| 2 | {ranged(two['rps'])} | {ranged(two['p50_us'])} | {ranged(two['p99_us'])} | "
+            f"{mb(workers['memory']['2']['VmRSS'])} |"
+        ),
         "",
-        (f"2 workers ÷ 1: {ranged(workers['ratio']['rps'], times)} the throughput (over 8 connections here, 1 in the "
-         "16-in-flight rows above); "
-         f"{'every sample request decided as expected' if not problems else 'UNEXPECTED VERDICTS: ' + '; '.join(problems)}."),
+        (
+            f"2 workers ÷ 1: {ranged(workers['ratio']['rps'], times)} the throughput (over 8 connections here, "
+            "1 in the 16-in-flight rows above); "
+            + (
+                "every sample request decided as expected."
+                if not problems
+                else f"UNEXPECTED VERDICTS: {'; '.join(problems)}."
+            )
+        ),
     ]
 
 
@@ -368,28 +512,49 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Memory",
         "",
-        (f"- Mandate (`{results['settings']['main_flavour']}`, example policies) VmRSS after the h2load runs: "
-         f"{mb(memory['after_main']['mandate']['VmRSS'])}, after locust and the rest: {mb(memory['end']['mandate']['VmRSS'])} "
-         f"(peak VmHWM {mb(memory['end']['mandate']['VmHWM'])}); the floor: {mb(memory['end']['floor']['VmRSS'])}."),
+        (
+            f"- Mandate (`{results['settings']['main_flavour']}`, example policies) VmRSS after the h2load runs: "
+            f"{mb(memory['after_main']['mandate']['VmRSS'])}, after locust and the rest: "
+            f"{mb(memory['end']['mandate']['VmRSS'])} "
+            f"(peak VmHWM {mb(memory['end']['mandate']['VmHWM'])}); the floor: {mb(memory['end']['floor']['VmRSS'])}."
+        ),
     ]
     report = results.get("micro", {}).get("report")
     for entry in report["sizes"] if report else []:
         rss = entry["rss_mb"]
         fresh = rss.get("fresh_process_after_compile")
-        lines.append(f"- {entry['profiles']:,} profiles ({entry['policy_files']} files, compiled in {entry['compile_seconds']:.1f} s): "
-                     + (f"{fresh:.0f} MB in a fresh process after compiling (peak {rss.get('fresh_process_peak') or 0:.0f} MB); " if fresh else "")
-                     + f"{rss['in_process_growth']:.0f} MB growth in the micro-benchmark's process.")
+        lines.append(
+            f"- {entry['profiles']:,} profiles ({entry['policy_files']} files, compiled in "
+            f"{entry['compile_seconds']:.1f} s): "
+            + (
+                f"{fresh:.0f} MB in a fresh process after compiling (peak {rss.get('fresh_process_peak') or 0:.0f} "
+                f"MB); "
+                if fresh
+                else ""
+            )
+            + f"{rss['in_process_growth']:.0f} MB growth in the micro-benchmark's process."
+        )
     return lines
 
 
 MICRO_PASSES = (
-    ("micro", "The same agents at every size (what the flatness target is held against)",
-     ("Requests from the first profiles only, as many as the smallest size has, so every size meets the same "
-      "agents with the same rules and only the number of profiles loaded differs.")),
-    ("micro_spread", "Requests from every profile",
-     ("The same scenarios with callers drawn from every profile: a larger size also meets more agents (about "
-      "2,000 distinct ones in the mix at 10,000 profiles), whose objects do not stay in the CPU caches between "
-      "two of their requests as ten agents' do in a tight loop.")),
+    (
+        "micro",
+        "The same agents at every size (what the flatness target is held against)",
+        (
+            "Requests from the first profiles only, as many as the smallest size has, so every size meets the same "
+            "agents with the same rules and only the number of profiles loaded differs."
+        ),
+    ),
+    (
+        "micro_spread",
+        "Requests from every profile",
+        (
+            "The same scenarios with callers drawn from every profile: a larger size also meets more agents (about "
+            "2,000 distinct ones in the mix at 10,000 profiles), whose objects do not stay in the CPU caches between "
+            "two of their requests as ten agents' do in a tight loop."
+        ),
+    ),
 )
 
 
@@ -402,43 +567,73 @@ def _decision_path_section(results: dict[str, Any]) -> list[str]:
         if run_result.get("report"):
             lines += micro_markdown(run_result)
         else:
-            lines.append(f"Not measured: `{run_result.get('command', 'python -m loadtest.micro')}` failed: "
-                         f"{run_result.get('error', 'no result')}.")
+            lines.append(
+                f"Not measured: `{run_result.get('command', 'python -m loadtest.micro')}` failed: "
+                f"{run_result.get('error', 'no result')}."
+            )
         for attempt, failure in enumerate(run_result.get("failed_attempts", []), start=1):
-            lines += ["", f"<details><summary>attempt {attempt} failed: {failure['error'][:200]}</summary>", "", "```",
-                      failure["output"].strip(), "```", "", "</details>"]
+            lines += [
+                "",
+                f"<details><summary>attempt {attempt} failed: {failure['error'][:200]}</summary>",
+                "",
+                "```",
+                failure["output"].strip(),
+                "```",
+                "",
+                "</details>",
+            ]
     return lines
 
 
 def _not_covered_section(raw: Path | None, out: Path) -> list[str]:
-    lines = ["## Not covered", "",
-             ("- Envoy is not in the loop: h2load and locust talk to the Check servers directly, so these are "
-              "Mandate's and gRPC's costs, not Envoy's ext_authz filter's."),
-             ("- Client and servers share the same two cores (and, on a VM, its neighbours): absolute figures move between "
-              "runs; the alternating rounds and the per-round ratios are what to read.")]
+    lines = [
+        "## Not covered",
+        "",
+        (
+            "- Envoy is not in the loop: h2load and locust talk to the Check servers directly, so these are "
+            "Mandate's and gRPC's costs, not Envoy's ext_authz filter's."
+        ),
+        (
+            "- Client and servers share the same two cores (and, on a VM, its neighbours): absolute figures move "
+            "between "
+            "runs; the alternating rounds and the per-round ratios are what to read."
+        ),
+    ]
     if raw is not None:
-        lines.append(f"- Raw figures (every round): [{os.path.relpath(raw, out.parent)}]({os.path.relpath(raw, out.parent)}).")
+        lines.append(
+            f"- Raw figures (every round): [{os.path.relpath(raw, out.parent)}]({os.path.relpath(raw, out.parent)})."
+        )
     return lines
 
 
 def flavour_verdict(flavours: dict[str, Any]) -> str:
     def score(name: str) -> tuple[float, float]:
         data = flavours[name]
-        return data[SIXTEEN_IN_FLIGHT]["mandate"]["aggregate"]["rps"]["median"], -data[ONE_IN_FLIGHT]["mandate"]["aggregate"]["p50_us"]["median"]
+        return data[SIXTEEN_IN_FLIGHT]["mandate"]["aggregate"]["rps"]["median"], -data[ONE_IN_FLIGHT]["mandate"][
+            "aggregate"
+        ]["p50_us"]["median"]
 
     by_rps = max(flavours, key=lambda name: score(name)[0])
     by_p50 = max(flavours, key=lambda name: score(name)[1])
     if by_rps == by_p50:
-        return (f"**{by_rps}** gives Mandate both the most throughput at 16 in flight and the lowest p50 at 1 in flight "
-                "of the flavours measured: the data says it should be the default.")
-    return (f"Mandate's most throughput at 16 in flight comes with **{by_rps}**, its lowest p50 at 1 in flight with "
-            f"**{by_p50}**; the default should follow whichever matters more (Envoy sends many checks at once: throughput).")
+        return (
+            f"**{by_rps}** gives Mandate both the most throughput at 16 in flight and the lowest p50 at 1 in flight "
+            "of the flavours measured: the data says it should be the default."
+        )
+    return (
+        f"Mandate's most throughput at 16 in flight comes with **{by_rps}**, its lowest p50 at 1 in flight with "
+        f"**{by_p50}**; the default should follow whichever matters more (Envoy sends many checks at once: throughput)."
+    )
 
 
 def micro_markdown(micro: dict[str, Any]) -> list[str]:
     report = micro["report"]
     sizes = [entry["profiles"] for entry in report["sizes"]]
-    header = "| scenario | " + " | ".join(f"p50 / p99 µs, {size:,} profiles" for size in sizes) + " | p99 largest ÷ smallest |"
+    header = (
+        "| scenario | "
+        + " | ".join(f"p50 / p99 µs, {size:,} profiles" for size in sizes)
+        + " | p99 largest ÷ smallest |"
+    )
     lines = [
         f"`{micro['command']}` ({micro['seconds']} s). Timed: {report.get('what_is_timed', '')}.",
         "",
@@ -451,14 +646,29 @@ def micro_markdown(micro: dict[str, Any]) -> list[str]:
         cells = []
         for size in sizes:
             p50, p99 = data["p50_us"].get(str(size)), data["p99_us"].get(str(size))
-            gets = next((e["scenarios"][name].get("redis_gets_per_call") for e in report["sizes"]
-                         if e["profiles"] == size and name in e["scenarios"]), None)
+            gets = next(
+                (
+                    e["scenarios"][name].get("redis_gets_per_call")
+                    for e in report["sizes"]
+                    if e["profiles"] == size and name in e["scenarios"]
+                ),
+                None,
+            )
             cell = f"{p50:.1f} / {p99:.1f}" if p50 is not None else "–"
             cells.append(cell + (f" ({gets:g} GET/call)" if gets is not None else ""))
         ratio = data.get("p99_ratio_largest_vs_smallest")
         label = name + (" (counts for §8)" if name in spec_names else "")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {times(ratio) if ratio else '–'} |")
-    lines += ["", "<details><summary>loadtest.micro's own table</summary>", "", "```", micro["table"], "```", "", "</details>"]
+    lines += [
+        "",
+        "<details><summary>loadtest.micro's own table</summary>",
+        "",
+        "```",
+        micro["table"],
+        "```",
+        "",
+        "</details>",
+    ]
     return lines
 
 
@@ -529,7 +739,13 @@ def plot_cdf(cdf: dict[str, list[int]], path: Path, title: str) -> None:
         left.plot(ordered, fractions, label=f"{label} (n={n:,})")
         right.plot(ordered, [1 - f + 1 / n for f in fractions], label=label)
     left.set(xscale="log", xlabel="latency (µs, log)", ylabel="fraction of requests ≤ x", title="CDF")
-    right.set(xscale="log", yscale="log", xlabel="latency (µs, log)", ylabel="fraction of requests > x", title="tail (1 − CDF)")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="latency (µs, log)",
+        ylabel="fraction of requests > x",
+        title="tail (1 − CDF)",
+    )
     for axis in (left, right):
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()

@@ -82,13 +82,20 @@ def serialize(request: AuthzInput) -> bytes:
 
 def _post(source: str, host: str, body: dict[str, Any], path: str = "/mcp", **headers: str) -> AuthzInput:
     raw = orjson.dumps(body)
-    all_headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-                   "content-length": str(len(raw)), "user-agent": "loadtest", "x-request-id": "0" * 32}
+    all_headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "content-length": str(len(raw)),
+        "user-agent": "loadtest",
+        "x-request-id": "0" * 32,
+    }
     all_headers.update({key.replace("_", "-"): value for key, value in headers.items()})
     return AuthzInput(method="POST", path=path, host=host, headers=all_headers, body=raw, source_principal=source)
 
 
-def _mcp(source: str, host: str, method: str, params: dict[str, Any] | None, chain: str | None = None, id_: int | None = 1) -> AuthzInput:
+def _mcp(
+    source: str, host: str, method: str, params: dict[str, Any] | None, chain: str | None = None, id_: int | None = 1
+) -> AuthzInput:
     body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if id_ is not None:
         body["id"] = id_
@@ -107,7 +114,9 @@ def _tool(source: str, host: str, tool: str, arguments: dict[str, Any], chain: s
 
 
 def _a2a(source: str, host: str, method: str, params: dict[str, Any]) -> AuthzInput:
-    return _post(source, host, {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}, path="/", a2a_version="1.0")
+    return _post(
+        source, host, {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}, path="/", a2a_version="1.0"
+    )
 
 
 def _get(source: str, host: str, path: str, method: str = "GET") -> AuthzInput:
@@ -129,32 +138,145 @@ def representative() -> Sample:
 
 # name, kind, weight, builder(token) -> request, expect_allow, expect_reason
 _MIX: list[tuple[str, str, int, Callable[[str], AuthzInput], bool, str]] = [
-    ("mcp list_issues", "mcp", 20, lambda t: _tool(SUPPORT, GITHUB_MCP, "list_issues", {"repo": "acme/web", "state": "open"}), True, "allowed"),
-    ("mcp get_issue", "mcp", 8, lambda t: _tool(SUPPORT, GITHUB_MCP, "get_issue", {"repo": "acme/api", "number": 42}), True, "allowed"),
-    ("mcp create_issue (deny)", "mcp", 8, lambda t: _tool(SUPPORT, GITHUB_MCP, "create_issue", {"repo": "acme/web", "title": "hi"}), False, "tool_not_allowed"),
-    ("mcp list_issues foreign repo (deny, when)", "mcp", 4, lambda t: _tool(SUPPORT, GITHUB_MCP, "list_issues", {"repo": "evil/x"}), False, "tool_not_allowed"),
-    ("mcp initialize", "mcp-plumbing", 4, lambda t: _mcp(SUPPORT, GITHUB_MCP, "initialize", {
-        "protocolVersion": MCP_VERSION, "capabilities": {}, "clientInfo": {"name": "support-agent", "version": "1.0"}}), True, "allowed"),
+    (
+        "mcp list_issues",
+        "mcp",
+        20,
+        lambda t: _tool(SUPPORT, GITHUB_MCP, "list_issues", {"repo": "acme/web", "state": "open"}),
+        True,
+        "allowed",
+    ),
+    (
+        "mcp get_issue",
+        "mcp",
+        8,
+        lambda t: _tool(SUPPORT, GITHUB_MCP, "get_issue", {"repo": "acme/api", "number": 42}),
+        True,
+        "allowed",
+    ),
+    (
+        "mcp create_issue (deny)",
+        "mcp",
+        8,
+        lambda t: _tool(SUPPORT, GITHUB_MCP, "create_issue", {"repo": "acme/web", "title": "hi"}),
+        False,
+        "tool_not_allowed",
+    ),
+    (
+        "mcp list_issues foreign repo (deny, when)",
+        "mcp",
+        4,
+        lambda t: _tool(SUPPORT, GITHUB_MCP, "list_issues", {"repo": "evil/x"}),
+        False,
+        "tool_not_allowed",
+    ),
+    (
+        "mcp initialize",
+        "mcp-plumbing",
+        4,
+        lambda t: _mcp(
+            SUPPORT,
+            GITHUB_MCP,
+            "initialize",
+            {
+                "protocolVersion": MCP_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "support-agent", "version": "1.0"},
+            },
+        ),
+        True,
+        "allowed",
+    ),
     ("mcp tools/list", "mcp-plumbing", 6, lambda t: _mcp(SUPPORT, GITHUB_MCP, "tools/list", {}), True, "allowed"),
-    ("mcp notifications/initialized", "mcp-plumbing", 3, lambda t: _mcp(SUPPORT, GITHUB_MCP, "notifications/initialized", None, id_=None), True, "allowed"),
+    (
+        "mcp notifications/initialized",
+        "mcp-plumbing",
+        3,
+        lambda t: _mcp(SUPPORT, GITHUB_MCP, "notifications/initialized", None, id_=None),
+        True,
+        "allowed",
+    ),
     ("a2a SendMessage support->billing (mints)", "a2a", 10, lambda t: send_message_to_billing(), True, "allowed"),
-    ("a2a GetTask support->billing", "a2a", 4, lambda t: _a2a(SUPPORT, BILLING_AGENT, "GetTask", {"id": "task-7"}), True, "allowed"),
-    ("a2a SendMessage orchestrator->support (mints)", "a2a", 3, lambda t: _a2a(ORCHESTRATOR, SUPPORT_AGENT, "SendMessage", {
-        "message": {"role": "ROLE_USER", "messageId": "m-2", "parts": [{"text": "Answer ticket 12"}]}}), True, "allowed"),
-    ("chained lookup_invoice", "chained", 12, lambda t: _tool(BILLING, BILLING_DB_MCP, "lookup_invoice", {"invoice": 7}, chain=t), True, "allowed"),
-    ("chained refund (deny, hop scope)", "chained", 4, lambda t: _tool(BILLING, BILLING_DB_MCP, "refund", {"invoice": 7}, chain=t), False, "tool_not_allowed"),
-    ("mcp refund, billing on its own", "mcp", 2, lambda t: _tool(BILLING, BILLING_DB_MCP, "refund", {"invoice": 8}), True, "allowed"),
+    (
+        "a2a GetTask support->billing",
+        "a2a",
+        4,
+        lambda t: _a2a(SUPPORT, BILLING_AGENT, "GetTask", {"id": "task-7"}),
+        True,
+        "allowed",
+    ),
+    (
+        "a2a SendMessage orchestrator->support (mints)",
+        "a2a",
+        3,
+        lambda t: _a2a(
+            ORCHESTRATOR,
+            SUPPORT_AGENT,
+            "SendMessage",
+            {"message": {"role": "ROLE_USER", "messageId": "m-2", "parts": [{"text": "Answer ticket 12"}]}},
+        ),
+        True,
+        "allowed",
+    ),
+    (
+        "chained lookup_invoice",
+        "chained",
+        12,
+        lambda t: _tool(BILLING, BILLING_DB_MCP, "lookup_invoice", {"invoice": 7}, chain=t),
+        True,
+        "allowed",
+    ),
+    (
+        "chained refund (deny, hop scope)",
+        "chained",
+        4,
+        lambda t: _tool(BILLING, BILLING_DB_MCP, "refund", {"invoice": 7}, chain=t),
+        False,
+        "tool_not_allowed",
+    ),
+    (
+        "mcp refund, billing on its own",
+        "mcp",
+        2,
+        lambda t: _tool(BILLING, BILLING_DB_MCP, "refund", {"invoice": 8}),
+        True,
+        "allowed",
+    ),
     ("egress GET /zen", "egress", 5, lambda t: _get(SUPPORT, "api.github.com", "/zen"), True, "allowed"),
-    ("egress GET /repos/acme/web/issues", "egress", 3, lambda t: _get(SUPPORT, "api.github.com", "/repos/acme/web/issues?state=open"), True, "allowed"),
-    ("egress DELETE /repos/acme/web (deny)", "egress", 2, lambda t: _get(SUPPORT, "api.github.com", "/repos/acme/web", "DELETE"), False, "egress_not_allowed"),
-    ("unknown caller (deny)", "identity", 2, lambda t: _tool(STRANGER, GITHUB_MCP, "list_issues", {"repo": "acme/web"}), False, "unknown_caller"),
+    (
+        "egress GET /repos/acme/web/issues",
+        "egress",
+        3,
+        lambda t: _get(SUPPORT, "api.github.com", "/repos/acme/web/issues?state=open"),
+        True,
+        "allowed",
+    ),
+    (
+        "egress DELETE /repos/acme/web (deny)",
+        "egress",
+        2,
+        lambda t: _get(SUPPORT, "api.github.com", "/repos/acme/web", "DELETE"),
+        False,
+        "egress_not_allowed",
+    ),
+    (
+        "unknown caller (deny)",
+        "identity",
+        2,
+        lambda t: _tool(STRANGER, GITHUB_MCP, "list_issues", {"repo": "acme/web"}),
+        False,
+        "unknown_caller",
+    ),
 ]
 
 
 def build_mix(chain_token: str | None) -> list[Sample]:
     """The weighted mix; chained samples carry `chain_token` (or a placeholder for the floor)."""
     token = chain_token or PLACEHOLDER_TOKEN
-    return [Sample(name, kind, weight, serialize(build(token)), allow, reason) for name, kind, weight, build, allow, reason in _MIX]
+    return [
+        Sample(name, kind, weight, serialize(build(token)), allow, reason)
+        for name, kind, weight, build, allow, reason in _MIX
+    ]
 
 
 def schedule(samples: Sequence[Sample], length: int = 1000, seed: int = 1) -> list[Sample]:
@@ -175,8 +297,12 @@ def verdict_of(response: bytes) -> tuple[bool, str]:
     from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
     message = CheckResponse.FromString(response)
-    reason = message.dynamic_metadata.fields["reason"].string_value if "reason" in message.dynamic_metadata.fields else ""
-    return message.HasField("ok_response") or (message.status.code == 0 and not message.HasField("denied_response")), reason
+    reason = (
+        message.dynamic_metadata.fields["reason"].string_value if "reason" in message.dynamic_metadata.fields else ""
+    )
+    return message.HasField("ok_response") or (
+        message.status.code == 0 and not message.HasField("denied_response")
+    ), reason
 
 
 def chain_token_of(response: bytes) -> str | None:
@@ -232,7 +358,9 @@ def check_verdicts(send: Send, samples: Sequence[Sample]) -> list[str]:
         allowed, reason = verdict_of(send(sample.payload))
         if allowed != sample.expect_allow or (reason and reason != sample.expect_reason):
             expected = "allow" if sample.expect_allow else f"deny ({sample.expect_reason})"
-            problems.append(f"{sample.name}: expected {expected}, got {'allow' if allowed else 'deny'} ({reason or 'no reason'})")
+            problems.append(
+                f"{sample.name}: expected {expected}, got {'allow' if allowed else 'deny'} ({reason or 'no reason'})"
+            )
     return problems
 
 

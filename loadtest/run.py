@@ -82,7 +82,9 @@ class Plan:
 
 PLANS = {
     "full": Plan(7, 2.0, 0.5, 3, 1.2, 1, 10, 16, 3, 2.0, ("--sizes", "10,1000,10000", "--seconds-per-case", "0.6")),
-    "quick": Plan(3, 1.5, 0.3, 1, 1.0, 1, 5, 16, 1, 1.5, ("--sizes", "10,10000", "--seconds-per-case", "0.3", "--no-fresh-rss")),
+    "quick": Plan(
+        3, 1.5, 0.3, 1, 1.0, 1, 5, 16, 1, 1.5, ("--sizes", "10,10000", "--seconds-per-case", "0.3", "--no-fresh-rss")
+    ),
     "smoke": Plan(1, 0.4, 0.1, 0, 0.4, 1, 2, 4, 1, 0.4, ("--smoke",)),
 }
 # (name, h2load clients, streams per client)
@@ -133,8 +135,17 @@ def memory_kb(pid: int) -> dict[str, int]:
 class Server:
     """A Check server subprocess in its own session (so workers it forks are stopped with it)."""
 
-    def __init__(self, label: str, kind: str, flavour: str, command: list[str], address: str, log: Path, workers: int = 1) -> None:
-        self.label, self.kind, self.flavour, self.command, self.address, self.log = label, kind, flavour, command, address, log
+    def __init__(
+        self, label: str, kind: str, flavour: str, command: list[str], address: str, log: Path, workers: int = 1
+    ) -> None:
+        self.label, self.kind, self.flavour, self.command, self.address, self.log = (
+            label,
+            kind,
+            flavour,
+            command,
+            address,
+            log,
+        )
         self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
@@ -143,8 +154,14 @@ class Server:
     def start(self) -> Server:
         self.started = time.monotonic()
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(self.command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         return self
 
     def wait_serving(self, timeout: float = 60.0) -> Server:
@@ -159,12 +176,17 @@ class Server:
                 if self.proc.poll() is not None:
                     raise ServerExited(self, self.proc.returncode)
                 with contextlib.suppress(grpc.RpcError):
-                    if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == health_pb2.HealthCheckResponse.SERVING \
-                            and self._ready():
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                        and self._ready()
+                    ):
                         self.ready_seconds = time.monotonic() - self.started
                         return self
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.label} not serving on {self.address} after {timeout:.0f} s:\n{self.log_tail()}")
+                    raise RuntimeError(
+                        f"{self.label} not serving on {self.address} after {timeout:.0f} s:\n{self.log_tail()}"
+                    )
                 time.sleep(0.05)
 
     def _ready(self) -> bool:
@@ -210,13 +232,42 @@ class ServerExited(RuntimeError):
 
 
 def floor_command(flavour: str, address: str) -> list[str]:
-    return [sys.executable, "-m", "loadtest.floor", "--listen", address, "--grpc-server", flavour, "--threads", str(SERVER_THREADS)]
+    return [
+        sys.executable,
+        "-m",
+        "loadtest.floor",
+        "--listen",
+        address,
+        "--grpc-server",
+        flavour,
+        "--threads",
+        str(SERVER_THREADS),
+    ]
 
 
-def mandate_command(flavour: str, address: str, chain_store: list[str], workers: int = 1, policies: Path = ROOT / "policies",
-                    decision_cache: int | None = None) -> list[str]:
-    command = [sys.executable, "-m", "authz", "serve", "--policies", str(policies), "--listen", address,
-               "--metrics-listen", f"127.0.0.1:{free_port()}", "--grpc-server", flavour, *chain_store]
+def mandate_command(
+    flavour: str,
+    address: str,
+    chain_store: list[str],
+    workers: int = 1,
+    policies: Path = ROOT / "policies",
+    decision_cache: int | None = None,
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "authz",
+        "serve",
+        "--policies",
+        str(policies),
+        "--listen",
+        address,
+        "--metrics-listen",
+        f"127.0.0.1:{free_port()}",
+        "--grpc-server",
+        flavour,
+        *chain_store,
+    ]
     if decision_cache is not None:
         command += ["--decision-cache", str(decision_cache)]
     return command + (["--workers", str(workers)] if workers != 1 else [])
@@ -233,9 +284,16 @@ class Series:
     latencies_us: list[int] = field(default_factory=list)
 
 
-def alternate(servers: Sequence[Server], modes: Sequence[tuple[str, int, int]], rounds: int, seconds: float, warmup: float,
-              workdir: Path, keep_latencies: Callable[[Server, str], bool] = lambda s, m: False,
-              label: str = "") -> dict[str, dict[str, Series]]:
+def alternate(
+    servers: Sequence[Server],
+    modes: Sequence[tuple[str, int, int]],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    workdir: Path,
+    keep_latencies: Callable[[Server, str], bool] = lambda s, m: False,
+    label: str = "",
+) -> dict[str, dict[str, Series]]:
     """h2load round after round: in each round, each mode, each server in turn (the order of
     the servers reversed every other round). Returns {mode: {server label: Series}}."""
     frame = grpc_frame(representative().payload)
@@ -244,16 +302,26 @@ def alternate(servers: Sequence[Server], modes: Sequence[tuple[str, int, int]], 
         order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
         for mode, clients, streams in modes:
             for server in order:
-                result = h2load.run(server.address, frame, seconds=seconds, clients=clients, streams=streams,
-                                    warmup=warmup, workdir=workdir)
+                result = h2load.run(
+                    server.address,
+                    frame,
+                    seconds=seconds,
+                    clients=clients,
+                    streams=streams,
+                    warmup=warmup,
+                    workdir=workdir,
+                )
                 series = results[mode][server.label]
                 series.rounds.append(result.summary())
                 if keep_latencies(server, mode):
                     series.latencies_us += result.latencies_us
                 if result.failed or result.non_2xx:
                     say(f"  {server.label}: {result.failed} failed, {result.non_2xx} non-2xx responses")
-            line = "  ".join(f"{s.label} p50 {results[mode][s.label].rounds[-1]['p50_us']:.0f} µs "
-                             f"{results[mode][s.label].rounds[-1]['rps']:.0f}/s" for s in servers)
+            line = "  ".join(
+                f"{s.label} p50 {results[mode][s.label].rounds[-1]['p50_us']:.0f} µs "
+                f"{results[mode][s.label].rounds[-1]['rps']:.0f}/s"
+                for s in servers
+            )
             say(f"{label}round {round_index + 1}/{rounds} {mode}: {line}")
     return results
 
@@ -261,9 +329,29 @@ def alternate(servers: Sequence[Server], modes: Sequence[tuple[str, int, int]], 
 def run_locust(address: str, seconds: int, users: int, workdir: Path, expect_verdicts: bool) -> dict[str, Any]:
     out = workdir / f"locust-{address.replace(':', '-')}.json"
     out.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
-               "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", address, "--only-summary",
-               "--loglevel", "WARNING", "--exit-code-on-error", "0", "--latency-json", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "--host",
+        address,
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+        "--latency-json",
+        str(out),
+    ]
     if expect_verdicts:
         command.append("--expect-verdicts")
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=False)
@@ -293,10 +381,19 @@ def run_micro(args: Sequence[str], redis_url: str | None, workdir: Path) -> dict
         started = time.monotonic()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
         if done.returncode == 0 and out.exists():
-            return {"command": shown, "seconds": round(time.monotonic() - started, 1), "report": json.loads(out.read_text()),
-                    "table": done.stdout.strip(), "failed_attempts": failures}
-        failures.append({"error": f"exited {done.returncode}: {last_error(done.stderr or done.stdout)}",
-                         "output": (done.stderr or done.stdout)[-3000:]})
+            return {
+                "command": shown,
+                "seconds": round(time.monotonic() - started, 1),
+                "report": json.loads(out.read_text()),
+                "table": done.stdout.strip(),
+                "failed_attempts": failures,
+            }
+        failures.append(
+            {
+                "error": f"exited {done.returncode}: {last_error(done.stderr or done.stdout)}",
+                "output": (done.stderr or done.stdout)[-3000:],
+            }
+        )
         say(f"micro-benchmark attempt {attempt} failed: {failures[-1]['error']}")
     return {"command": shown, "error": failures[-1]["error"], "failed_attempts": failures}
 
@@ -305,7 +402,11 @@ def last_error(text: str) -> str:
     """The exception line (and its continuation) at the end of a traceback, on one line."""
     lines = text.strip().splitlines()
     for index in range(len(lines) - 1, -1, -1):
-        if lines[index] and not lines[index].startswith(" ") and ("Error" in lines[index].split(":")[0] or "Exception" in lines[index].split(":")[0]):
+        if (
+            lines[index]
+            and not lines[index].startswith(" ")
+            and ("Error" in lines[index].split(":")[0] or "Exception" in lines[index].split(":")[0])
+        ):
             return "; ".join(line.strip() for line in lines[index:] if line.strip())[:600]
     return "; ".join(lines[-3:])[:600]
 
@@ -357,8 +458,13 @@ def machine() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    return {"cpu": cpu, "cores": os.cpu_count() or 0, "memory_gb": memory_gb, "kernel": platform.release(),
-            "os": platform.platform(terse=True)}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count() or 0,
+        "memory_gb": memory_gb,
+        "kernel": platform.release(),
+        "os": platform.platform(terse=True),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -372,15 +478,25 @@ def versions() -> dict[str, str]:
     for name in ("mandate", "grpcio", "protobuf", "uvloop", "locust", "gevent", "matplotlib"):
         found[name] = dist(name)
     # how this install runs the request path (setup.py)
-    found["request path"] = "interpreted (not compiled at install)" if authz.check.pipeline.__file__.endswith(".py") else "compiled (mypyc)"
+    found["request path"] = (
+        "interpreted (not compiled at install)" if authz.check.pipeline.__file__.endswith(".py") else "compiled (mypyc)"
+    )
     with contextlib.suppress(RuntimeError, OSError):
         found["h2load"] = h2load.h2load_version()
     if shutil.which("redis-server"):
         out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout.split()
         found["redis-server"] = next((part.split("=", 1)[1] for part in out if part.startswith("v=")), "unknown")
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         found["commit"] = commit + (" (with uncommitted changes)" if dirty else "")
     return found
 
@@ -402,14 +518,20 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "machine": machine(),
         "versions": versions(),
     }
-    say(f"{args.mode} run; {results['machine']['cpu']}, {results['machine']['cores']} cores; flavours {', '.join(flavours)}")
+    say(
+        f"{args.mode} run; {results['machine']['cpu']}, {results['machine']['cores']} cores; flavours "
+        f"{', '.join(flavours)}"
+    )
     with tempfile.TemporaryDirectory(prefix="mandate-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         redis_url, chain_store = start_chain_store(args.chain_store, workdir, stack)
         results["settings"] = {
-            "main_flavour": main_flavour, "threads": SERVER_THREADS, "chain_store": args.chain_store,
+            "main_flavour": main_flavour,
+            "threads": SERVER_THREADS,
+            "chain_store": args.chain_store,
             "audit": "one JSON line per decision to stdout, redirected to /dev/null",
-            "representative": representative().name, "representative_bytes": len(representative().payload),
+            "representative": representative().name,
+            "representative_bytes": len(representative().payload),
         }
         servers, uncached = start_servers(flavours, main_flavour, chain_store, workdir, stack)
         results["verification"] = check_servers(servers, args.ignore_verdicts)
@@ -418,8 +540,9 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         results["flavours"] = measure_flavours(plan, servers, flavours, workdir)
         results["locust"] = measure_locust(plan, floor, mandate, workdir)
         results["workers"] = measure_workers(plan, mandate, chain_store, workdir, stack)
-        results["memory"]["end"] = {label: server.memory() for label, server in
-                                    (("mandate", mandate), ("floor", floor))}
+        results["memory"]["end"] = {
+            label: server.memory() for label, server in (("mandate", mandate), ("floor", floor))
+        }
         for server in servers.values():
             server.stop()
         results.update(measure_micro(plan, redis_url, workdir))
@@ -437,15 +560,18 @@ def start_chain_store(kind: str, workdir: Path, stack: contextlib.ExitStack) -> 
     return redis_url, ["--redis", redis_url, "--chain-key", str(key)]
 
 
-def start_servers(flavours: Sequence[str], main_flavour: str, chain_store: list[str], workdir: Path,
-                  stack: contextlib.ExitStack) -> tuple[dict[tuple[str, str], Server], Server]:
+def start_servers(
+    flavours: Sequence[str], main_flavour: str, chain_store: list[str], workdir: Path, stack: contextlib.ExitStack
+) -> tuple[dict[tuple[str, str], Server], Server]:
     """The floor and Mandate for every flavour, and an uncached Mandate of the main flavour, all
     started before any is waited for (they load in parallel); returned once every one serves."""
     servers: dict[tuple[str, str], Server] = {}
     for flavour in flavours:
         for kind in ("floor", "mandate"):
             address = f"127.0.0.1:{free_port()}"
-            command = floor_command(flavour, address) if kind == "floor" else mandate_command(flavour, address, chain_store)
+            command = (
+                floor_command(flavour, address) if kind == "floor" else mandate_command(flavour, address, chain_store)
+            )
             server = Server(f"{kind}/{flavour}", kind, flavour, command, address, workdir / f"{kind}-{flavour}.log")
             servers[(kind, flavour)] = server
             stack.callback(server.stop)
@@ -453,9 +579,14 @@ def start_servers(flavours: Sequence[str], main_flavour: str, chain_store: list[
     # The same Mandate deciding every request afresh: h2load repeats one request, which
     # the decision cache answers from the second on; this server shows a first decision.
     address = f"127.0.0.1:{free_port()}"
-    uncached = Server(f"mandate-uncached/{main_flavour}", "mandate", main_flavour,
-                      mandate_command(main_flavour, address, chain_store, decision_cache=0), address,
-                      workdir / "mandate-uncached.log")
+    uncached = Server(
+        f"mandate-uncached/{main_flavour}",
+        "mandate",
+        main_flavour,
+        mandate_command(main_flavour, address, chain_store, decision_cache=0),
+        address,
+        workdir / "mandate-uncached.log",
+    )
     stack.callback(uncached.stop)
     uncached.start()
     for server in (*servers.values(), uncached):
@@ -489,8 +620,16 @@ def check_servers(servers: dict[tuple[str, str], Server], ignore_verdicts: bool)
 def measure_main(plan: Plan, floor: Server, mandate: Server, uncached: Server, workdir: Path) -> dict[str, Any]:
     """The main comparison, the three servers alternating: its figures, the latencies behind the
     CDF plot, and the servers' memory after it."""
-    main_runs = alternate([floor, mandate, uncached], [ONE, SIXTEEN], plan.rounds, plan.seconds, plan.warmup, workdir,
-                          keep_latencies=lambda server, mode: mode == ONE[0] and server is not uncached, label="main ")
+    main_runs = alternate(
+        [floor, mandate, uncached],
+        [ONE, SIXTEEN],
+        plan.rounds,
+        plan.seconds,
+        plan.warmup,
+        workdir,
+        keep_latencies=lambda server, mode: mode == ONE[0] and server is not uncached,
+        label="main ",
+    )
     uncached.stop()
     return {
         "main": comparison(main_runs, floor.label, mandate.label),
@@ -500,12 +639,17 @@ def measure_main(plan: Plan, floor: Server, mandate: Server, uncached: Server, w
     }
 
 
-def measure_flavours(plan: Plan, servers: dict[tuple[str, str], Server], flavours: Sequence[str], workdir: Path) -> dict[str, Any]:
-    """Every flavour's floor and Mandate, all alternated in the same rounds (none when the plan has no flavour rounds)."""
+def measure_flavours(
+    plan: Plan, servers: dict[tuple[str, str], Server], flavours: Sequence[str], workdir: Path
+) -> dict[str, Any]:
+    """Every flavour's floor and Mandate, all alternated in the same rounds (none when the plan has
+    no flavour rounds)."""
     found: dict[str, Any] = {}
     if plan.flavour_rounds:
         ordered = [servers[(kind, flavour)] for flavour in flavours for kind in ("floor", "mandate")]
-        runs = alternate(ordered, [ONE, SIXTEEN], plan.flavour_rounds, plan.flavour_seconds, plan.warmup, workdir, label="flavours ")
+        runs = alternate(
+            ordered, [ONE, SIXTEEN], plan.flavour_rounds, plan.flavour_seconds, plan.warmup, workdir, label="flavours "
+        )
         for flavour in flavours:
             found[flavour] = comparison(runs, f"floor/{flavour}", f"mandate/{flavour}")
             found[flavour]["memory"] = servers[("mandate", flavour)].memory()
@@ -518,10 +662,15 @@ def measure_locust(plan: Plan, floor: Server, mandate: Server, workdir: Path) ->
     for round_index in range(plan.locust_rounds):
         order = [floor, mandate] if round_index % 2 == 0 else [mandate, floor]
         for server in order:
-            outcome = run_locust(server.address, plan.locust_seconds, plan.locust_users, workdir, server.kind == "mandate")
+            outcome = run_locust(
+                server.address, plan.locust_seconds, plan.locust_users, workdir, server.kind == "mandate"
+            )
             found[server.kind].append(outcome)
-            say(f"locust {server.label}: p50 {outcome['p50_us']:.0f} µs p99 {outcome['p99_us']:.0f} µs, {outcome['rps']:.0f} req/s, "
-                f"{outcome['failures']} failures, {outcome['unexpected_verdicts']} unexpected verdicts")
+            say(
+                f"locust {server.label}: p50 {outcome['p50_us']:.0f} µs p99 {outcome['p99_us']:.0f} µs, "
+                f"{outcome['rps']:.0f} req/s, "
+                f"{outcome['failures']} failures, {outcome['unexpected_verdicts']} unexpected verdicts"
+            )
     return found
 
 
@@ -539,14 +688,25 @@ def measure_micro(plan: Plan, redis_url: str | None, workdir: Path) -> dict[str,
     return found
 
 
-def measure_workers(plan: Plan, single: Server, chain_store: list[str], workdir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+def measure_workers(
+    plan: Plan, single: Server, chain_store: list[str], workdir: Path, stack: contextlib.ExitStack
+) -> dict[str, Any]:
     """Mandate with 1 worker (the running one) against 2, 16 in flight over 8 connections."""
-    help_text = subprocess.run([sys.executable, "-m", "authz", "serve", "--help"], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "authz", "serve", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout
     if not workers_supported(help_text):
         return {"supported": False, "note": "`mandate serve --help` has no --workers option"}
     address = f"127.0.0.1:{free_port()}"
-    double = Server(f"mandate/{single.flavour}/2 workers", "mandate", single.flavour,
-                    mandate_command(single.flavour, address, chain_store, workers=2), address, workdir / "mandate-2-workers.log", workers=2)
+    double = Server(
+        f"mandate/{single.flavour}/2 workers",
+        "mandate",
+        single.flavour,
+        mandate_command(single.flavour, address, chain_store, workers=2),
+        address,
+        workdir / "mandate-2-workers.log",
+        workers=2,
+    )
     stack.callback(double.stop)
     try:
         double.start().wait_serving()
@@ -556,11 +716,21 @@ def measure_workers(plan: Plan, single: Server, chain_store: list[str], workdir:
         return {"supported": False, "note": f"`mandate serve --workers 2` exits {exc.code}: {note[-1] if note else ''}"}
     problems = verify(address) if chain_store else []
     say(f"workers: 2 workers serving ({double.memory()['processes']} processes); verdicts: {len(problems)} unexpected")
-    runs = alternate([single, double], [SIXTEEN_SPREAD], plan.worker_rounds, plan.worker_seconds, plan.warmup, workdir, label="workers ")
+    runs = alternate(
+        [single, double],
+        [SIXTEEN_SPREAD],
+        plan.worker_rounds,
+        plan.worker_seconds,
+        plan.warmup,
+        workdir,
+        label="workers ",
+    )
     series = runs[SIXTEEN_SPREAD[0]]
     one, two = series[single.label], series[double.label]
     result = {
-        "supported": True, "mode": SIXTEEN_SPREAD[0], "verdict_problems": problems,
+        "supported": True,
+        "mode": SIXTEEN_SPREAD[0],
+        "verdict_problems": problems,
         "1": {"rounds": one.rounds, "aggregate": aggregate(one)},
         "2": {"rounds": two.rounds, "aggregate": aggregate(two)},
         "ratio": paired_ratios(two, one),
@@ -571,20 +741,42 @@ def measure_workers(plan: Plan, single: Server, chain_store: list[str], workdir:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="shorter runs (about 2 minutes)")
-    mode.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
-                      help="seconds: every tool end to end, for CI; no BENCHMARKS.md unless --out")
+    mode.add_argument(
+        "--quick", dest="mode", action="store_const", const="quick", help="shorter runs (about 2 minutes)"
+    )
+    mode.add_argument(
+        "--smoke",
+        dest="mode",
+        action="store_const",
+        const="smoke",
+        help="seconds: every tool end to end, for CI; no BENCHMARKS.md unless --out",
+    )
     parser.set_defaults(mode="full")
-    parser.add_argument("--out", type=Path, help="the report (default: BENCHMARKS.md at the repository root; none with --smoke)")
+    parser.add_argument(
+        "--out", type=Path, help="the report (default: BENCHMARKS.md at the repository root; none with --smoke)"
+    )
     parser.add_argument("--plot", type=Path, help="the CDF plot (default: benchmarks/latency-cdf.png next to --out)")
     parser.add_argument("--json", type=Path, help="raw results (default: benchmarks/results.json next to --out)")
     parser.add_argument("--grpc-server", choices=FLAVOURS, default="threads", help="the flavour of the main comparison")
-    parser.add_argument("--flavours", type=lambda text: [f for f in text.split(",") if f], default=list(FLAVOURS),
-                        help="flavours compared (comma-separated; default all three)")
-    parser.add_argument("--chain-store", choices=("redis", "memory"), default="redis", help="Mandate's chain store (default: a throwaway redis-server)")
-    parser.add_argument("--ignore-verdicts", action="store_true", help="measure even if Mandate decides a sample request unexpectedly")
+    parser.add_argument(
+        "--flavours",
+        type=lambda text: [f for f in text.split(",") if f],
+        default=list(FLAVOURS),
+        help="flavours compared (comma-separated; default all three)",
+    )
+    parser.add_argument(
+        "--chain-store",
+        choices=("redis", "memory"),
+        default="redis",
+        help="Mandate's chain store (default: a throwaway redis-server)",
+    )
+    parser.add_argument(
+        "--ignore-verdicts", action="store_true", help="measure even if Mandate decides a sample request unexpectedly"
+    )
     args = parser.parse_args(argv)
     for flavour in args.flavours:
         if flavour not in FLAVOURS:
@@ -603,16 +795,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = benchmark(args, argv)
     one = results["main"][ONE[0]]
     sixteen = results["main"][SIXTEEN[0]]
-    print(f"1 in flight: floor p50 {one['floor']['aggregate']['p50_us']['median']:.0f} µs, Mandate p50 "
-          f"{one['mandate']['aggregate']['p50_us']['median']:.0f} µs ({one['ratio']['p50_us']['median']:.2f}×), Mandate p99 "
-          f"{one['mandate']['aggregate']['p99_us']['median']:.0f} µs; 16 in flight: Mandate {sixteen['ratio']['rps']['median'] * 100:.0f} % "
-          f"of the floor's req/s")
+    print(
+        f"1 in flight: floor p50 {one['floor']['aggregate']['p50_us']['median']:.0f} µs, Mandate p50 "
+        f"{one['mandate']['aggregate']['p50_us']['median']:.0f} µs ({one['ratio']['p50_us']['median']:.2f}×), "
+        f"Mandate p99 "
+        f"{one['mandate']['aggregate']['p99_us']['median']:.0f} µs; 16 in flight: Mandate "
+        f"{sixteen['ratio']['rps']['median'] * 100:.0f} % "
+        f"of the floor's req/s"
+    )
     for row in targets(results):
         print(f"  {row['result']:<12} {row['target']}: {row['measured']}")
     if args.out is not None:
         flavour = results["settings"]["main_flavour"]
-        plot_cdf({"floor": results["cdf"].get(f"floor/{flavour}", []), "Mandate": results["cdf"].get(f"mandate/{flavour}", [])},
-                 args.plot, f"Check latency, 1 in flight, h2load, gRPC {flavour} ({results['machine']['cores']} cores)")
+        plot_cdf(
+            {
+                "floor": results["cdf"].get(f"floor/{flavour}", []),
+                "Mandate": results["cdf"].get(f"mandate/{flavour}", []),
+            },
+            args.plot,
+            f"Check latency, 1 in flight, h2load, gRPC {flavour} ({results['machine']['cores']} cores)",
+        )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         raw = {key: value for key, value in results.items() if key != "cdf"}
         args.json.write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")

@@ -52,7 +52,9 @@ def connect(url: str, timeout: float) -> Any:
         if url.startswith(scheme):
             return RedisCluster.from_url(url.replace("+cluster", "", 1), **options)
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"--redis {url!r}: expected redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://")
+        raise ValueError(
+            f"--redis {url!r}: expected redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
+        )
     return redis.Redis.from_url(url, **options)
 
 
@@ -209,7 +211,9 @@ class RedisChainStore:
                     self._stop.wait(PING_EVERY / 4)  # sleeping, not holding the GIL or the lock
             except (*FAILURES, StoreUnavailable, ValueError) as exc:
                 if healthy:
-                    log.error("chain store unreachable (%s): requests with or minting chains are denied until it is back", exc)
+                    log.error(
+                        "chain store unreachable (%s): requests with or minting chains are denied until it is back", exc
+                    )
                 healthy = False
                 self._stop.wait(0.1)
             finally:
@@ -220,9 +224,9 @@ class RedisChainStore:
 
         Request threads call it when the last pong is getting old (`available`); the listener
         thread every 50 ms while no requests flow, and otherwise only when they have not.
-        Under full CPU load a lone listener is starved of the GIL for longer than LIVENESS, and would hold this lock while it
-        waits: replies sitting unread would make a healthy store look dead. The lock is only
-        ever tried, never waited for.
+        Under full CPU load a lone listener is starved of the GIL for longer than LIVENESS, and
+        would hold this lock while it waits: replies sitting unread would make a healthy store
+        look dead. The lock is only ever tried, never waited for.
         """
         if not self._pump_lock.acquire(blocking=False):
             return

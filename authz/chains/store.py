@@ -37,7 +37,9 @@ class ChainRecord:
     expires: float
     seal: str = ""  # MAC over `content()` by a chain key, checked on every use
 
-    def __init__(self, id: str, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float, seal: str = "") -> None:
+    def __init__(
+        self, id: str, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float, seal: str = ""
+    ) -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "hops", hops)
         object.__setattr__(self, "lineage", lineage)
@@ -55,20 +57,28 @@ class ChainRecord:
 
     def content(self) -> bytes:
         """The sealed fields, in a fixed order."""
-        return orjson.dumps([
-            self.id, [[hop.profile, hop.principal] for hop in self.hops], list(self.lineage), self.created, self.expires,
-        ])
+        return orjson.dumps(
+            [
+                self.id,
+                [[hop.profile, hop.principal] for hop in self.hops],
+                list(self.lineage),
+                self.created,
+                self.expires,
+            ]
+        )
 
     def encode(self) -> bytes:
-        return orjson.dumps({
-            "v": 1,
-            "id": self.id,
-            "hops": [[hop.profile, hop.principal] for hop in self.hops],
-            "lineage": list(self.lineage),
-            "created": self.created,
-            "expires": self.expires,
-            "seal": self.seal,
-        })
+        return orjson.dumps(
+            {
+                "v": 1,
+                "id": self.id,
+                "hops": [[hop.profile, hop.principal] for hop in self.hops],
+                "lineage": list(self.lineage),
+                "created": self.created,
+                "expires": self.expires,
+                "seal": self.seal,
+            }
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> ChainRecord:
@@ -90,14 +100,18 @@ class ChainRecord:
                 raise ValueError("id and seal must be strings")
         except (orjson.JSONDecodeError, ValueError) as exc:
             raise StoreUnavailable(f"unreadable chain record: {exc}") from None
-        return cls(data["id"], tuple(Hop(*hop) for hop in hops), tuple(lineage), float(created), float(expires), data["seal"])
+        return cls(
+            data["id"], tuple(Hop(*hop) for hop in hops), tuple(lineage), float(created), float(expires), data["seal"]
+        )
 
 
 _FIELDS = {"v", "id", "hops", "lineage", "created", "expires", "seal"}
 
 
 def _is_hop(value: object) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(isinstance(part, str) for part in value) and bool(value[0])
+    return (
+        isinstance(value, list) and len(value) == 2 and all(isinstance(part, str) for part in value) and bool(value[0])
+    )
 
 
 def _is_time(value: object) -> bool:

@@ -60,7 +60,9 @@ class ChainKeys:
             if not line or line.startswith("#"):
                 continue
             if not _HEX_KEY.match(line) or len(line) % 2:
-                raise KeyFileError(f"{path}:{number}: a chain key is an even number of hex characters, at least {MIN_KEY_HEX}")
+                raise KeyFileError(
+                    f"{path}:{number}: a chain key is an even number of hex characters, at least {MIN_KEY_HEX}"
+                )
             keys.append(bytes.fromhex(line))
         if not keys:
             raise KeyFileError(f"{path}: no keys; write one key a line (e.g. `openssl rand -hex 32`)")
@@ -77,9 +79,7 @@ class ChainKeys:
 
     def matches(self, purpose: bytes, data: bytes, mac: str) -> bool:
         """Whether `mac` was made over `purpose + data` by any of the keys."""
-        return any(
-            hmac.compare_digest(_b64(self._digest(keyed, purpose + data)), mac) for keyed in self._keyed
-        )
+        return any(hmac.compare_digest(_b64(self._digest(keyed, purpose + data)), mac) for keyed in self._keyed)
 
     @staticmethod
     def _digest(keyed: hmac.HMAC, message: bytes) -> bytes:

@@ -43,7 +43,15 @@ class Classified:
     actions: tuple[Action, ...]
     jsonrpc_ids: tuple[JsonId, ...] | None  # None: not JSON-RPC, so deny bodies are plain JSON
 
-    def __init__(self, target: CompiledTarget, protocol: str, host: str, path: str, actions: tuple[Action, ...], jsonrpc_ids: tuple[JsonId, ...] | None) -> None:
+    def __init__(
+        self,
+        target: CompiledTarget,
+        protocol: str,
+        host: str,
+        path: str,
+        actions: tuple[Action, ...],
+        jsonrpc_ids: tuple[JsonId, ...] | None,
+    ) -> None:
         object.__setattr__(self, "target", target)
         object.__setattr__(self, "protocol", protocol)
         object.__setattr__(self, "host", host)
@@ -92,7 +100,9 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
         raise Refusal(PATH_OUTSIDE_TARGET, f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
     if request.partial_body:
         raise MalformedRequest(
-            PARTIAL_BODY, "request body was cut short by the proxy; raise maxRequestBytes or send less", (None,) if jsonrpc else None
+            PARTIAL_BODY,
+            "request body was cut short by the proxy; raise maxRequestBytes or send less",
+            (None,) if jsonrpc else None,
         )
     host = host_key(request.host)
     try:

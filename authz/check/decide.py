@@ -31,7 +31,12 @@ from authz.reasons import (
     UNKNOWN_A2A_METHOD,
 )
 
-_NOT_ALLOWED = {"tool": TOOL_NOT_ALLOWED, "resource": RESOURCE_NOT_ALLOWED, "prompt": PROMPT_NOT_ALLOWED, "method": METHOD_NOT_ALLOWED}
+_NOT_ALLOWED = {
+    "tool": TOOL_NOT_ALLOWED,
+    "resource": RESOURCE_NOT_ALLOWED,
+    "prompt": PROMPT_NOT_ALLOWED,
+    "method": METHOD_NOT_ALLOWED,
+}
 _PATH_NOT_ALLOWED = {"egress": EGRESS_NOT_ALLOWED, "http": HTTP_NOT_ALLOWED}
 _WHAT = {"tool": "tool", "resource": "resource", "prompt": "prompt", "method": "method", "plumbing": "session traffic"}
 
@@ -121,10 +126,17 @@ def _scope_allows(
     target = classified.target.name
     if isinstance(action, McpAction):
         mcp_rules = scope.mcp.get(target, ())
-        what = f"MCP {_WHAT[action.kind]} {action.name!r} on server {target!r}" if action.name else f"MCP {_WHAT[action.kind]} on server {target!r}"
+        what = (
+            f"MCP {_WHAT[action.kind]} {action.name!r} on server {target!r}"
+            if action.name
+            else f"MCP {_WHAT[action.kind]} on server {target!r}"
+        )
         if not mcp_rules:
             return None, (SERVER_NOT_ALLOWED, f"MCP server {target!r}")
-        return _first_match(mcp_rules, action, context, _mcp_rule_covers), (_NOT_ALLOWED.get(action.kind, METHOD_NOT_ALLOWED), what)
+        return _first_match(mcp_rules, action, context, _mcp_rule_covers), (
+            _NOT_ALLOWED.get(action.kind, METHOD_NOT_ALLOWED),
+            what,
+        )
     if isinstance(action, A2aAction):
         agent_rules = scope.agents.get(target, ())
         if not agent_rules:
@@ -184,7 +196,11 @@ def _source_root(context: _Context) -> dict[str, Any]:
     caller = context.caller
     return {
         "principal": caller.principal,
-        "identity": {"trustDomain": caller.trust_domain, "namespace": caller.namespace, "serviceAccount": caller.service_account},
+        "identity": {
+            "trustDomain": caller.trust_domain,
+            "namespace": caller.namespace,
+            "serviceAccount": caller.service_account,
+        },
     }
 
 

@@ -20,7 +20,9 @@ class Verdict:
     rule: str = ""  # the rule that allowed it, e.g. "support-agent.mcp[0]"
     hop: str = ""  # for a chain: the profile whose scope refused
 
-    def __init__(self, allowed: bool, reason: str, message: str = "", status: int = OK, rule: str = "", hop: str = "") -> None:
+    def __init__(
+        self, allowed: bool, reason: str, message: str = "", status: int = OK, rule: str = "", hop: str = ""
+    ) -> None:
         object.__setattr__(self, "allowed", allowed)
         object.__setattr__(self, "reason", reason)
         object.__setattr__(self, "message", message)
@@ -68,13 +70,32 @@ class Decision:
     records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
 
     def __init__(
-        self, id: str, verdict: Verdict, caller: str = "", profile: str = "", target: str = "", protocol: str = "",
-        dry_run: bool = False, chain_id: str = "", hops: tuple[str, ...] = (), minted_token: str = "",
-        minted_chain_id: str = "", chain_events: list[str] | None = None, strip_chain_header: bool = False,
-        jsonrpc_ids: tuple[object, ...] | None = None, details: dict[str, str] | None = None,
+        self,
+        id: str,
+        verdict: Verdict,
+        caller: str = "",
+        profile: str = "",
+        target: str = "",
+        protocol: str = "",
+        dry_run: bool = False,
+        chain_id: str = "",
+        hops: tuple[str, ...] = (),
+        minted_token: str = "",
+        minted_chain_id: str = "",
+        chain_events: list[str] | None = None,
+        strip_chain_header: bool = False,
+        jsonrpc_ids: tuple[object, ...] | None = None,
+        details: dict[str, str] | None = None,
         records: tuple[ChainRecord, ...] = (),
     ) -> None:
-        self.id, self.verdict, self.caller, self.profile, self.target, self.protocol = id, verdict, caller, profile, target, protocol
+        self.id, self.verdict, self.caller, self.profile, self.target, self.protocol = (
+            id,
+            verdict,
+            caller,
+            profile,
+            target,
+            protocol,
+        )
         self.dry_run, self.chain_id, self.hops, self.minted_token = dry_run, chain_id, hops, minted_token
         self.minted_chain_id, self.chain_events = minted_chain_id, [] if chain_events is None else chain_events
         self.strip_chain_header, self.jsonrpc_ids = strip_chain_header, jsonrpc_ids
@@ -84,10 +105,22 @@ class Decision:
         """The same decision for an identical request (the decision cache): a token handed
         out again is `reused`, not `minted`. Shares `details`, which nobody changes once decided."""
         return Decision(
-            decision_id, self.verdict, self.caller, self.profile, self.target, self.protocol, self.dry_run,
-            self.chain_id, self.hops, self.minted_token, self.minted_chain_id,
+            decision_id,
+            self.verdict,
+            self.caller,
+            self.profile,
+            self.target,
+            self.protocol,
+            self.dry_run,
+            self.chain_id,
+            self.hops,
+            self.minted_token,
+            self.minted_chain_id,
             ["reused" if event == "minted" else event for event in self.chain_events],
-            self.strip_chain_header, self.jsonrpc_ids, self.details, self.records,
+            self.strip_chain_header,
+            self.jsonrpc_ids,
+            self.details,
+            self.records,
         )
 
     @property

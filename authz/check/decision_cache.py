@@ -85,26 +85,36 @@ class Lookup:
 
     __slots__ = ("answer", "chained", "jsonrpc_id", "key")
 
-    def __init__(self, key: tuple[object, ...], jsonrpc_id: bytes | None, chained: bool, answer: CachedAnswer | None) -> None:
+    def __init__(
+        self, key: tuple[object, ...], jsonrpc_id: bytes | None, chained: bool, answer: CachedAnswer | None
+    ) -> None:
         self.key, self.jsonrpc_id, self.chained, self.answer = key, jsonrpc_id, chained, answer
 
 
 class DecisionCache:
     def __init__(
-        self, policy: PolicySet, store: ChainStore, clock: Callable[[], float], entries: int = DEFAULT_ENTRIES,
+        self,
+        policy: PolicySet,
+        store: ChainStore,
+        clock: Callable[[], float],
+        entries: int = DEFAULT_ENTRIES,
         max_bytes: int = MAX_BYTES,
     ) -> None:
         chain_header = policy.settings.chain_header
         named = policy.condition_headers
         deciding = {*KEY_HEADERS, *PSEUDO_HEADERS, chain_header}  # the pseudo-headers are in every key
         self.headers: tuple[bytes, ...] | None = (
-            None if named is None else tuple(name.encode() for name in (*KEY_HEADERS, chain_header, *sorted(named - deciding)))
+            None
+            if named is None
+            else tuple(name.encode() for name in (*KEY_HEADERS, chain_header, *sorted(named - deciding)))
         )
         self.chain_header = chain_header.encode()
         # The headers the steps see (`request.from_wire`): the key's, and the pseudo-headers.
         self.visible = None if self.headers is None else (*self.headers, *(name.encode() for name in PSEUDO_HEADERS))
         # Content-Length only tells whether the body was cut, unless some `when` reads it.
-        self.length_at = None if self.headers is None or "content-length" in (named or ()) else self.headers.index(b"content-length")
+        self.length_at = (
+            None if self.headers is None or "content-length" in (named or ()) else self.headers.index(b"content-length")
+        )
         self.entries = entries
         self._store = store
         self._clock = clock
@@ -188,8 +198,18 @@ def decision_key(
         if digits is not None and len(digits) <= 18:  # longer: kept as sent (`int` refuses 4,300 digits)
             chosen[length_at] = int(digits or b"0") - len(read)  # type: ignore[index]  # an int: never equal to a header's bytes
     key = (
-        wire.source_principal, wire.destination_principal, wire.method, wire.path, wire.host, raw_body, body, span is not None,
-        fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
+        wire.source_principal,
+        wire.destination_principal,
+        wire.method,
+        wire.path,
+        wire.host,
+        raw_body,
+        body,
+        span is not None,
+        fields.get(b":method"),
+        fields.get(b":path"),
+        fields.get(b":authority"),
+        *chosen,
     )
     if key_bytes(key) > MAX_KEY_BYTES:
         return None, None

@@ -59,7 +59,9 @@ class Chain:
     scopes: tuple[HopScope, ...]  # the caller's own scope first, then each earlier hop's grant
     record: ChainRecord | None = None  # None: the caller acts on its own behalf
 
-    def __init__(self, id: str, hops: tuple[str, ...], scopes: tuple[HopScope, ...], record: ChainRecord | None = None) -> None:
+    def __init__(
+        self, id: str, hops: tuple[str, ...], scopes: tuple[HopScope, ...], record: ChainRecord | None = None
+    ) -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "hops", hops)
         object.__setattr__(self, "scopes", scopes)
@@ -126,7 +128,9 @@ class ChainStep:
 
     # --- the chain a request runs under ----------------------------------------------
 
-    def presented(self, policy: PolicySet, request: AuthzInput, caller: SpiffeId, profile: CompiledProfile) -> ChainRecord | None:
+    def presented(
+        self, policy: PolicySet, request: AuthzInput, caller: SpiffeId, profile: CompiledProfile
+    ) -> ChainRecord | None:
         """The verified record behind the request's chain token, held by the caller; None
         without a token. The pipeline notes the record before `chain_for` judges it, so any
         answer that follows from it (a refusal included) is kept only while the record holds."""
@@ -136,7 +140,8 @@ class ChainStep:
             if profile.require_chain:
                 raise Refusal(
                     CHAIN_REQUIRED,
-                    f"{profile.name!r} only acts when delegated (its profile sets requireChain) and the request carries no {header}",
+                    f"{profile.name!r} only acts when delegated (its profile sets requireChain) and the request "
+                    f"carries no {header}",
                 )
             return None
         record = self.verify(token, header)
@@ -164,7 +169,8 @@ class ChainStep:
         if not self._sealed_by_us(record):
             raise ChainRefusal(
                 CHAIN_FORGED,
-                f"the stored record of delegation chain {chain_id} is not sealed by a chain key: the store was tampered with",
+                f"the stored record of delegation chain {chain_id} is not sealed by a chain key: the store was "
+                f"tampered with",
             )
         if self.store.is_revoked(record):
             raise ChainRefusal(CHAIN_REVOKED, f"delegation chain {chain_id} (or one it descends from) was revoked")
@@ -223,7 +229,6 @@ class ChainStep:
         self._minted.put(key, (now, generation, minted), 1)
         return minted
 
-
     def issue(self, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float) -> Minted:
         """Seal and store a new record; its token. (`mint` decides what to issue; explain
         issues the chain a described request names.)"""
@@ -246,13 +251,16 @@ def check_shape(policy: PolicySet, hops: tuple[str, ...]) -> None:
     for name in hops:
         profile = profiles.get(name)
         if profile is None:
-            raise Refusal(CHAIN_PROFILE_UNKNOWN, f"delegation chain names {name!r}, which no longer has a mission profile")
+            raise Refusal(
+                CHAIN_PROFILE_UNKNOWN, f"delegation chain names {name!r}, which no longer has a mission profile"
+            )
         if profile.max_depth is not None and profile.max_depth < limit:
             limit, limited_by = profile.max_depth, f"the maxDepth of {name!r}"
         if name in seen and not profile.allow_reentry:
             raise Refusal(
                 CHAIN_REENTRY,
-                f"{name!r} would appear twice in delegation chain {' -> '.join(hops)}; its profile does not set allowReentry",
+                f"{name!r} would appear twice in delegation chain {' -> '.join(hops)}; its profile does not set "
+                f"allowReentry",
             )
         seen.add(name)
     if len(hops) > limit:
@@ -284,7 +292,8 @@ def check_accepts(callee: CompiledProfile, caller: CompiledProfile) -> None:
     if callee.accept_from is not None and caller.name not in callee.accept_from:
         raise Refusal(
             CALLER_NOT_ACCEPTED,
-            f"{callee.name!r} accepts calls only from the profiles its delegation.acceptFrom names, and {caller.name!r} is not one",
+            f"{callee.name!r} accepts calls only from the profiles its delegation.acceptFrom names, and "
+            f"{caller.name!r} is not one",
             hop=callee.name,
         )
 
@@ -292,5 +301,6 @@ def check_accepts(callee: CompiledProfile, caller: CompiledProfile) -> None:
 def _store_down(detail: str) -> ChainRefusal:
     return ChainRefusal(
         CHAIN_STORE_UNAVAILABLE,
-        f"the delegation chain store is unavailable ({detail[:200]}); chained and delegating calls are refused until it is back",
+        f"the delegation chain store is unavailable ({detail[:200]}); chained and delegating calls are refused until "
+        f"it is back",
     )

@@ -67,9 +67,7 @@ def parse_spiffe_id(text: str) -> SpiffeId:
     return SpiffeId(text, trust_domain, "/" + path, namespace, service_account)
 
 
-def resolve_caller(
-    request: AuthzInput, trust_domains: frozenset[str], trust_xfcc: bool
-) -> SpiffeId:
+def resolve_caller(request: AuthzInput, trust_domains: frozenset[str], trust_xfcc: bool) -> SpiffeId:
     # request.py reads Istio's metadata only when there is no source principal
     raw = request.source_principal or request.istio_authn_principal
     if not raw and trust_xfcc and request.forwarded_client_cert:
@@ -107,9 +105,7 @@ def _xfcc_uri(header: str) -> str:
                 value = value.strip(" \t")
                 uris.add(value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value)
     if len(uris) > 1:
-        raise IdentityError(
-            AMBIGUOUS_IDENTITY, "x-forwarded-client-cert names more than one URI; refusing to guess"
-        )
+        raise IdentityError(AMBIGUOUS_IDENTITY, "x-forwarded-client-cert names more than one URI; refusing to guess")
     return uris.pop() if uris else ""
 
 

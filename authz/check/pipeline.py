@@ -113,7 +113,9 @@ class Authorizer:
             return decision_id.encode().join(found.answer.pieces)
         return self._check_afresh(check, wire, snapshot, found, started)
 
-    def _check_afresh(self, check: CheckRequest, wire: WireRequest | None, snapshot: _Snapshot, found: Lookup | None, started: int) -> bytes:
+    def _check_afresh(
+        self, check: CheckRequest, wire: WireRequest | None, snapshot: _Snapshot, found: Lookup | None, started: int
+    ) -> bytes:
         """Every step for a request the decision cache had no answer for; the answer is kept under `found`'s key."""
         generation = self.chains.store.generation  # before deciding: a reconnect meanwhile voids the answer
         try:
@@ -128,7 +130,9 @@ class Authorizer:
         self._record((decision, decision.id, started, perf_counter_ns()))
         return response
 
-    def decide(self, request: AuthzInput, policy: PolicySet | None = None, trace: list[HopTrace] | None = None) -> Decision:
+    def decide(
+        self, request: AuthzInput, policy: PolicySet | None = None, trace: list[HopTrace] | None = None
+    ) -> Decision:
         """Run every step for one request against one policy snapshot; `trace` collects each
         hop's own verdict for `explain`."""
         policy = policy or self.policy
@@ -149,7 +153,9 @@ class Authorizer:
             decision.verdict = refused(INTERNAL_ERROR, "Mandate failed to decide; see its log")
         return decision
 
-    def _steps(self, request: AuthzInput, policy: PolicySet, decision: Decision, trace: list[HopTrace] | None) -> Verdict:
+    def _steps(
+        self, request: AuthzInput, policy: PolicySet, decision: Decision, trace: list[HopTrace] | None
+    ) -> Verdict:
         settings = policy.settings
         try:
             caller = resolve_caller(request, settings.trust_domains, settings.trust_forwarded_client_cert)
@@ -184,7 +190,13 @@ class Authorizer:
         return verdict
 
     def _hand_on(
-        self, policy: PolicySet, decision: Decision, chain: Chain, caller: SpiffeId, profile: CompiledProfile, callee: Hop
+        self,
+        policy: PolicySet,
+        decision: Decision,
+        chain: Chain,
+        caller: SpiffeId,
+        profile: CompiledProfile,
+        callee: Hop,
     ) -> None:
         """The call reaches another hop: it must accept the caller and the longer chain, and
         receives a token for it; a callee never receives a token it does not hold."""

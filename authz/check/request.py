@@ -17,8 +17,13 @@ PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # Every header a decision reads besides the chain header, those a `when` names (SPEC §2–§5) and
 # the pseudo-headers, which only stand in for method, path and host when Envoy leaves them empty.
 DECIDING_HEADERS = (
-    "content-type", "content-length", PARTIAL_BODY_HEADER,
-    "x-forwarded-client-cert", "mcp-protocol-version", "mcp-method", "mcp-name",
+    "content-type",
+    "content-length",
+    PARTIAL_BODY_HEADER,
+    "x-forwarded-client-cert",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
 )
 
 
@@ -35,10 +40,24 @@ class AuthzInput:
     request_id: str = ""
 
     def __init__(
-        self, method: str = "", path: str = "", host: str = "", headers: dict[str, str] | None = None, body: bytes = b"",
-        source_principal: str = "", istio_authn_principal: str = "", destination_principal: str = "", request_id: str = "",
+        self,
+        method: str = "",
+        path: str = "",
+        host: str = "",
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        source_principal: str = "",
+        istio_authn_principal: str = "",
+        destination_principal: str = "",
+        request_id: str = "",
     ) -> None:
-        self.method, self.path, self.host, self.headers, self.body = method, path, host, {} if headers is None else headers, body
+        self.method, self.path, self.host, self.headers, self.body = (
+            method,
+            path,
+            host,
+            {} if headers is None else headers,
+            body,
+        )
         self.source_principal, self.istio_authn_principal = source_principal, istio_authn_principal
         self.destination_principal, self.request_id = destination_principal, request_id
 
@@ -138,9 +157,13 @@ def to_check_request(request: AuthzInput) -> CheckRequest:
     attributes.source.principal = request.source_principal
     attributes.destination.principal = request.destination_principal
     if request.istio_authn_principal:
-        attributes.metadata_context.filter_metadata["istio_authn"].update({"source.principal": request.istio_authn_principal})
+        attributes.metadata_context.filter_metadata["istio_authn"].update(
+            {"source.principal": request.istio_authn_principal}
+        )
     http = attributes.request.http
     http.method, http.path, http.host = request.method, request.path, request.host
-    http.headers.update({":method": request.method, ":path": request.path, ":authority": request.host, **request.headers})
+    http.headers.update(
+        {":method": request.method, ":path": request.path, ":authority": request.host, **request.headers}
+    )
     http.raw_body = request.body
     return check

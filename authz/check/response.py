@@ -106,5 +106,3 @@ def deny_body(decision: Decision) -> bytes:
         for request_id in decision.jsonrpc_ids
     ]
     return orjson.dumps(errors[0] if len(errors) == 1 else errors)
-
-

@@ -59,9 +59,18 @@ def _shape(decision: Decision) -> tuple[object, ...]:
     """Everything an allow shows but the per-answer values."""
     verdict = decision.verdict
     return (
-        verdict.allowed, verdict.reason, verdict.status, verdict.rule, decision.dry_run, decision.caller,
-        decision.profile, decision.chain_id, decision.hops, decision.strip_chain_header,
-        decision.minted_token != "", decision.minted_chain_id != "",
+        verdict.allowed,
+        verdict.reason,
+        verdict.status,
+        verdict.rule,
+        decision.dry_run,
+        decision.caller,
+        decision.profile,
+        decision.chain_id,
+        decision.hops,
+        decision.strip_chain_header,
+        decision.minted_token != "",
+        decision.minted_chain_id != "",
     )
 
 
@@ -80,9 +89,13 @@ class _Template:
     def build(decision: Decision, chain_header: str) -> _Template:
         values = (decision.id, decision.minted_token, decision.minted_chain_id)
         stand_ins = tuple(_stand_in(value) for value in values)
-        stand_in = dataclasses.replace(decision, id=stand_ins[0], minted_token=stand_ins[1], minted_chain_id=stand_ins[2])
+        stand_in = dataclasses.replace(
+            decision, id=stand_ins[0], minted_token=stand_ins[1], minted_chain_id=stand_ins[2]
+        )
         data = allow_response(stand_in, chain_header).SerializeToString()
-        pieces, slots = _cut(data, [(stand.encode(), slot) for slot, stand in enumerate(stand_ins) if stand != values[slot]])
+        pieces, slots = _cut(
+            data, [(stand.encode(), slot) for slot, stand in enumerate(stand_ins) if stand != values[slot]]
+        )
         # A value kept in the bytes as itself matches no later value: length -1 sends those to build_response.
         lengths = tuple(len(value.encode()) if stand != value else -1 for stand, value in zip(stand_ins, values))
         return _Template(pieces, slots, lengths)

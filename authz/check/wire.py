@@ -58,11 +58,29 @@ class _NotEnvoys(Exception):
 class WireRequest:
     """What the walk found: each field's bytes (b"" when absent) and the headers."""
 
-    __slots__ = ("body", "destination_principal", "headers", "host", "id", "method", "path", "raw_body", "source_principal")
+    __slots__ = (
+        "body",
+        "destination_principal",
+        "headers",
+        "host",
+        "id",
+        "method",
+        "path",
+        "raw_body",
+        "source_principal",
+    )
 
     def __init__(
-        self, source_principal: bytes, destination_principal: bytes, method: bytes, path: bytes, host: bytes,
-        body: bytes, raw_body: bytes, id: bytes, headers: dict[bytes, bytes],
+        self,
+        source_principal: bytes,
+        destination_principal: bytes,
+        method: bytes,
+        path: bytes,
+        host: bytes,
+        body: bytes,
+        raw_body: bytes,
+        id: bytes,
+        headers: dict[bytes, bytes],
     ) -> None:
         self.source_principal, self.destination_principal = source_principal, destination_principal
         self.method, self.path, self.host, self.body, self.raw_body, self.id = method, path, host, body, raw_body, id
@@ -89,8 +107,15 @@ def _walk(payload: bytes) -> WireRequest:
     headers: dict[bytes, bytes] = {}
     method, path, host, body, raw_body, id = _http_request(payload, _one(payload, request, _HTTP), headers)
     return WireRequest(
-        caller, _value(payload, _one(payload, destination, _PRINCIPAL)), _value(payload, method), _value(payload, path),
-        _value(payload, host), _value(payload, body), _value(payload, raw_body), _value(payload, id), headers,
+        caller,
+        _value(payload, _one(payload, destination, _PRINCIPAL)),
+        _value(payload, method),
+        _value(payload, path),
+        _value(payload, host),
+        _value(payload, body),
+        _value(payload, raw_body),
+        _value(payload, id),
+        headers,
     )
 
 

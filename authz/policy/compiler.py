@@ -77,8 +77,7 @@ class _Compiler:
         settings = self._settings()
         self._index_names()
         compiled_profiles = {
-            name: self._profile(profile, source, settings)
-            for name, (profile, source) in self.profiles.items()
+            name: self._profile(profile, source, settings) for name, (profile, source) in self.profiles.items()
         }
         callers = self._caller_index(compiled_profiles, settings)
         targets, by_principal, by_host = self._target_indexes(compiled_profiles, callers, settings)
@@ -127,7 +126,11 @@ class _Compiler:
             if name in first_seen:
                 other = first_seen[name]
                 self.errors.append(
-                    source.error(f"duplicate name {name!r} (also at {other.file}:{other.line('metadata', 'name')})", "metadata", "name")
+                    source.error(
+                        f"duplicate name {name!r} (also at {other.file}:{other.line('metadata', 'name')})",
+                        "metadata",
+                        "name",
+                    )
                 )
                 continue
             first_seen[name] = source
@@ -148,7 +151,9 @@ class _Compiler:
         for index, accepted in enumerate(delegation.accept_from):
             if "*" not in accepted and accepted not in self.profiles:
                 self.errors.append(
-                    source.error(f"acceptFrom names unknown profile {accepted!r}", "spec", "delegation", "acceptFrom", index)
+                    source.error(
+                        f"acceptFrom names unknown profile {accepted!r}", "spec", "delegation", "acceptFrom", index
+                    )
                 )
         scope = self._scope(spec, source, name, ("spec",))
         return CompiledProfile(
@@ -175,15 +180,30 @@ class _Compiler:
             positions.setdefault(rule.agent, []).append(index)
             for inner, nested in enumerate(rule.grant.agents if rule.grant is not None else ()):
                 if nested.grant is not None:
-                    self.errors.append(source.error(
-                        f"this rule for {nested.agent!r} is inside a grant and cannot carry a grant of its own "
-                        "(what a delegate passes on is set by its own profile)",
-                        "spec", "agents", index, "grant", "agents", inner))
+                    self.errors.append(
+                        source.error(
+                            f"this rule for {nested.agent!r} is inside a grant and cannot carry a grant of its own "
+                            "(what a delegate passes on is set by its own profile)",
+                            "spec",
+                            "agents",
+                            index,
+                            "grant",
+                            "agents",
+                            inner,
+                        )
+                    )
         for agent, indexes in positions.items():
             if len(indexes) > 1 and any(spec.agents[index].grant is not None for index in indexes):
-                self.errors.append(source.error(
-                    f"agents[{', '.join(map(str, indexes))}] all name {agent!r} and not all carry the same grant: "
-                    "put the grant on a single rule for that agent", "spec", "agents", indexes[1], "agent"))
+                self.errors.append(
+                    source.error(
+                        f"agents[{', '.join(map(str, indexes))}] all name {agent!r} and not all carry the same grant: "
+                        "put the grant on a single rule for that agent",
+                        "spec",
+                        "agents",
+                        indexes[1],
+                        "agent",
+                    )
+                )
         return {agent: rules[0].grant if rules[0].grant is not None else scope for agent, rules in scope.agents.items()}
 
     def _scope(self, scope: Scope, source: SourcedDocument, label: str, loc: tuple[str | int, ...]) -> CompiledScope:
@@ -199,18 +219,28 @@ class _Compiler:
             where = (*loc, "agents", index)
             if agent_rule.agent not in self.profiles:
                 self.errors.append(source.error(f"agent {agent_rule.agent!r} is not a MissionProfile", *where, "agent"))
-            agents.setdefault(agent_rule.agent, []).append(self._agent_rule(agent_rule, f"{label}.agents[{index}]", source, where))
+            agents.setdefault(agent_rule.agent, []).append(
+                self._agent_rule(agent_rule, f"{label}.agents[{index}]", source, where)
+            )
         for index, egress_rule in enumerate(scope.egress):
             where = (*loc, "egress", index)
             target = self.egress_hosts.get(host_key(egress_rule.host))
             if target is None:
-                self.errors.append(source.error(f"egress host {egress_rule.host!r} is not a host of any Target of kind egress", *where, "host"))
+                self.errors.append(
+                    source.error(
+                        f"egress host {egress_rule.host!r} is not a host of any Target of kind egress", *where, "host"
+                    )
+                )
                 continue
-            egress.setdefault(target, []).append(self._path_rule(egress_rule, f"{label}.egress[{index}]", source, where))
+            egress.setdefault(target, []).append(
+                self._path_rule(egress_rule, f"{label}.egress[{index}]", source, where)
+            )
         for index, http_rule in enumerate(scope.http):
             where = (*loc, "http", index)
             self._expect_target(http_rule.target, "http", source, (*where, "target"))
-            http.setdefault(http_rule.target, []).append(self._path_rule(http_rule, f"{label}.http[{index}]", source, where))
+            http.setdefault(http_rule.target, []).append(
+                self._path_rule(http_rule, f"{label}.http[{index}]", source, where)
+            )
         return CompiledScope(
             mcp={key: tuple(rules) for key, rules in mcp.items()},
             agents={key: tuple(rules) for key, rules in agents.items()},
@@ -225,7 +255,9 @@ class _Compiler:
         elif found[0].spec.kind != kind:
             self.errors.append(source.error(f"Target {name!r} is of kind {found[0].spec.kind}, not {kind}", *loc))
 
-    def _mcp_rule(self, rule: McpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> CompiledMcpRule:
+    def _mcp_rule(
+        self, rule: McpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]
+    ) -> CompiledMcpRule:
         return CompiledMcpRule(
             label=label,
             tools=self._globset(rule.tools),
@@ -235,7 +267,9 @@ class _Compiler:
             when=self._condition(rule.when, source, loc),
         )
 
-    def _agent_rule(self, rule: AgentRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> CompiledAgentRule:
+    def _agent_rule(
+        self, rule: AgentRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]
+    ) -> CompiledAgentRule:
         methods = None
         if rule.methods is not None:
             normalized = []
@@ -243,7 +277,9 @@ class _Compiler:
                 v1 = to_v1_method(method) if "*" not in method else method
                 if v1 is None:
                     known = ", ".join(sorted(A2A_METHODS))
-                    self.errors.append(source.error(f"unknown A2A method {method!r}; known: {known}", *loc, "methods", index))
+                    self.errors.append(
+                        source.error(f"unknown A2A method {method!r}; known: {known}", *loc, "methods", index)
+                    )
                 else:
                     normalized.append(v1)
             methods = self._globset(normalized)
@@ -252,7 +288,9 @@ class _Compiler:
             grant = self._scope(rule.grant, source, f"{label}.grant", (*loc, "grant"))
         return CompiledAgentRule(label, methods, grant, self._condition(rule.when, source, loc))
 
-    def _path_rule(self, rule: EgressRule | HttpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> CompiledPathRule:
+    def _path_rule(
+        self, rule: EgressRule | HttpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]
+    ) -> CompiledPathRule:
         for index, path in enumerate(rule.paths):
             if path != "*" and not path.startswith("/"):
                 self.errors.append(source.error(f"path {path!r} must start with '/' (or be '*')", *loc, "paths", index))
@@ -294,7 +332,9 @@ class _Compiler:
 
     # indexes
 
-    def _caller_index(self, profiles: dict[str, CompiledProfile], settings: CompiledSettings) -> PrincipalIndex[CompiledProfile]:
+    def _caller_index(
+        self, profiles: dict[str, CompiledProfile], settings: CompiledSettings
+    ) -> PrincipalIndex[CompiledProfile]:
         index: PrincipalIndex[CompiledProfile] = PrincipalIndex()
         for name, (profile, source) in self.profiles.items():
             self._add_principals(index, profile.spec.principals, profiles[name], source, settings, "profile")
@@ -310,6 +350,18 @@ class _Compiler:
         targets: dict[str, CompiledTarget] = {}
         by_principal: PrincipalIndex[CompiledTarget] = PrincipalIndex()
         by_host: dict[str, CompiledTarget] = {}
+        self._agent_targets(profiles, targets, by_principal, by_host)
+        self._explicit_targets(callers, settings, targets, by_principal, by_host)
+        return targets, by_principal, by_host
+
+    def _agent_targets(
+        self,
+        profiles: dict[str, CompiledProfile],
+        targets: dict[str, CompiledTarget],
+        by_principal: PrincipalIndex[CompiledTarget],
+        by_host: dict[str, CompiledTarget],
+    ) -> None:
+        """Every profile is also a target of kind agent, reached by its principals and hosts."""
         agent_hosts: dict[str, str] = {}
         for name, (profile, source) in self.profiles.items():
             agent = CompiledTarget(name, "agent", None, profiles[name], self._a2a_router(profile, source))
@@ -319,9 +371,20 @@ class _Compiler:
             for index, host in enumerate(profile.spec.hosts):
                 key = host_key(host)
                 if key in agent_hosts:
-                    self.errors.append(source.error(f"host {host!r} is also claimed by profile {agent_hosts[key]!r}", "spec", "hosts", index))
+                    message = f"host {host!r} is also claimed by profile {agent_hosts[key]!r}"
+                    self.errors.append(source.error(message, "spec", "hosts", index))
                 agent_hosts[key] = name
                 by_host[key] = agent
+
+    def _explicit_targets(
+        self,
+        callers: PrincipalIndex[CompiledProfile],
+        settings: CompiledSettings,
+        targets: dict[str, CompiledTarget],
+        by_principal: PrincipalIndex[CompiledTarget],
+        by_host: dict[str, CompiledTarget],
+    ) -> None:
+        """The Targets, over the agents: an MCP server with a profile of its own is an MCP target."""
         explicit_principals: PrincipalIndex[CompiledTarget] = PrincipalIndex()
         explicit_hosts: dict[str, str] = {}
         for name, (target, source) in self.targets.items():
@@ -335,14 +398,15 @@ class _Compiler:
             for index, host in enumerate(spec.hosts):
                 key = host_key(host)
                 if "*" in key:
-                    self.errors.append(source.error(f"host {host!r}: wildcards are not supported in hosts", "spec", "hosts", index))
+                    message = f"host {host!r}: wildcards are not supported in hosts"
+                    self.errors.append(source.error(message, "spec", "hosts", index))
                 if key in explicit_hosts:
-                    self.errors.append(source.error(f"host {host!r} is also claimed by target {explicit_hosts[key]!r}", "spec", "hosts", index))
+                    message = f"host {host!r} is also claimed by target {explicit_hosts[key]!r}"
+                    self.errors.append(source.error(message, "spec", "hosts", index))
                 explicit_hosts[key] = name
                 by_host[key] = compiled
             if not spec.principals and not spec.hosts:
                 self.errors.append(source.error("a Target needs at least one of principals or hosts", "spec"))
-        return targets, by_principal, by_host
 
     def _a2a_router(self, profile: MissionProfile, source: SourcedDocument) -> A2aRouter:
         """The profile's `spec.a2a` as a router (one per distinct declaration).
@@ -356,12 +420,21 @@ class _Compiler:
         router = self._routers.get(key)
         if router is None:
             router = self._routers[key] = A2aRouter(*key)
-        for field_name, verb, path in (("jsonrpcPath", "POST", router.jsonrpc_path), ("cardPath", "GET", router.card_path)):
+        for field_name, verb, path in (
+            ("jsonrpcPath", "POST", router.jsonrpc_path),
+            ("cardPath", "GET", router.card_path),
+        ):
             method = router.rest_method(verb, path)
             if method is not None:
-                self.errors.append(source.error(
-                    f"a2a.{field_name} {path!r} is also where the HTTP+JSON routes (restPrefix "
-                    f"{router.rest_prefix!r}) serve {verb} {method}: pick a path no route places", "spec", "a2a", field_name))
+                self.errors.append(
+                    source.error(
+                        f"a2a.{field_name} {path!r} is also where the HTTP+JSON routes (restPrefix "
+                        f"{router.rest_prefix!r}) serve {verb} {method}: pick a path no route places",
+                        "spec",
+                        "a2a",
+                        field_name,
+                    )
+                )
         return router
 
     def _add_principals(
@@ -382,7 +455,9 @@ class _Compiler:
             table, key = _principal_slot(index, principal)
             if key in table:
                 other = table[key]
-                self.errors.append(source.error(f"SPIFFE ID {principal!r} is also claimed by {what} {other.name!r}", *loc))
+                self.errors.append(
+                    source.error(f"SPIFFE ID {principal!r} is also claimed by {what} {other.name!r}", *loc)
+                )
                 continue
             table[key] = value
 

@@ -15,9 +15,7 @@ import cel
 from authz.bounded import Bounded
 
 ROOTS = frozenset({"source", "request", "mcp", "a2a", "chain"})
-_COMPREHENSION_VARIABLE = re.compile(
-    r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,"
-)
+_COMPREHENSION_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 _ROOT = re.compile(r"(?<![\w.])(" + "|".join(sorted(ROOTS)) + r")\b")
 _LITERAL = r"(?:\"([^\"\\]*)\"|'([^'\\]*)')"
 # One step down from a value: `.field` or `["key"]` with a plain string literal.
@@ -95,8 +93,7 @@ class Condition:
         unknown = sorted(variables - ROOTS - bound)
         if unknown:
             raise ConditionError(
-                f"CEL refers to unknown variable(s) {', '.join(unknown)}; "
-                f"available: {', '.join(sorted(ROOTS))}"
+                f"CEL refers to unknown variable(s) {', '.join(unknown)}; available: {', '.join(sorted(ROOTS))}"
             )
         self._reads = _reads(source, tuple(sorted(variables & ROOTS)))
         self.headers = _headers(dict(self._reads))

@@ -16,9 +16,7 @@ class GlobSet:
         self._exact = frozenset(p for p in self.patterns if "*" not in p)
         wild = [p for p in self.patterns if "*" in p]
         self.matches_all = "*" in wild
-        self._pattern = (
-            re.compile("|".join(_to_regex(p) for p in wild), re.DOTALL) if wild else None
-        )
+        self._pattern = re.compile("|".join(_to_regex(p) for p in wild), re.DOTALL) if wild else None
 
     def __contains__(self, name: str) -> bool:
         if name in self._exact:

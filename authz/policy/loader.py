@@ -65,9 +65,7 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(
         path
         for path in directory.iterdir()
-        if not path.name.startswith(".")
-        and path.suffix in (".yaml", ".yml")
-        and path.is_file()
+        if not path.name.startswith(".") and path.suffix in (".yaml", ".yml") and path.is_file()
     )
 
 
@@ -141,9 +139,7 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], scalars: yaml.S
     return scalars.construct_object(node, deep=True)
 
 
-def _validate(
-    data: Any, filename: str, lines: dict[Loc, int]
-) -> tuple[Document | None, list[PolicyError]]:
+def _validate(data: Any, filename: str, lines: dict[Loc, int]) -> tuple[Document | None, list[PolicyError]]:
     line = lines.get((), 1)
     if not isinstance(data, dict):
         return None, [PolicyError(filename, line, "a policy document must be a mapping")]

@@ -95,7 +95,9 @@ class AuditLog:
     def line(self, decision: Decision, decision_id: str, latency_us: float, answered_epoch_ns: int) -> bytes:
         """One audit line (without its newline) for an answer given at `answered_epoch_ns`."""
         head = b'{"time":"%s","decision_id":%s,"latency_us":%.1f,' % (
-            self._timestamp(answered_epoch_ns), orjson.dumps(decision_id), latency_us,
+            self._timestamp(answered_epoch_ns),
+            orjson.dumps(decision_id),
+            latency_us,
         )
         return head + self._body(decision, decision_id)[1:]
 
@@ -114,5 +116,7 @@ class AuditLog:
         second, micro = divmod(epoch_ns // 1000, 1_000_000)
         if second != self._second:
             self._second = second
-            self._second_text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S").encode()
+            self._second_text = (
+                datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S").encode()
+            )
         return b"%s.%06dZ" % (self._second_text, micro)

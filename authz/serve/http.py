@@ -12,7 +12,10 @@ from authz.serve.grpc_server import listen_error, split_address
 
 
 def serve_http(
-    address: str, registry: CollectorRegistry, ready: Callable[[], bool], before_scrape: Callable[[], object] = lambda: None
+    address: str,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    before_scrape: Callable[[], object] = lambda: None,
 ) -> ThreadingHTTPServer:
     """Start /metrics, /healthz and /readyz on `address` (host:port) in a daemon thread;
     `before_scrape` brings the metrics up to date (the recorder's flush). A busy port is a

@@ -42,16 +42,24 @@ class Metrics:
             "mandate_chain_outcomes", "Delegation chain outcomes.", ["outcome"], registry=self.registry
         )
         self.cache_answers = Counter(
-            "mandate_decision_cache_answers", "Answers given from the decision cache (the other decisions were made afresh).",
+            "mandate_decision_cache_answers",
+            "Answers given from the decision cache (the other decisions were made afresh).",
             registry=self.registry,
         )
-        self.reloads = Counter("mandate_policy_reloads", "Policy reloads by result.", ["result"], registry=self.registry)
+        self.reloads = Counter(
+            "mandate_policy_reloads", "Policy reloads by result.", ["result"], registry=self.registry
+        )
         self.policy_errors = Gauge(
-            "mandate_policy_errors", "Errors in the last rejected policy set (0 when the last load succeeded).",
-            registry=self.registry, multiprocess_mode="livemax",
+            "mandate_policy_errors",
+            "Errors in the last rejected policy set (0 when the last load succeeded).",
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.policy_info = Gauge(
-            "mandate_policy_info", "The policy version being served (value 1).", ["version"], registry=self.registry,
+            "mandate_policy_info",
+            "The policy version being served (value 1).",
+            ["version"],
+            registry=self.registry,
             multiprocess_mode="livemax",
         )
         self._version: str | None = None
@@ -98,5 +106,3 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
     return registry
-
-

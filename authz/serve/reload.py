@@ -83,7 +83,9 @@ class PolicyWatcher:
         try:
             policy = self._compile_one_generation()
         except _StillChanging:
-            log.warning("policy directory %s kept changing while it was read; trying again at the next look", self.directory)
+            log.warning(
+                "policy directory %s kept changing while it was read; trying again at the next look", self.directory
+            )
             self._signature = ()
             return False
         except PolicyLoadError as exc:

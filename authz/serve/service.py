@@ -54,7 +54,9 @@ class ServeOptions:
 
 class MandateServer:
     def __init__(self, options: ServeOptions) -> None:
-        log.info("mandate %s starting: request path %s; policies from %s", __version__, request_path(), options.policies)
+        log.info(
+            "mandate %s starting: request path %s; policies from %s", __version__, request_path(), options.policies
+        )
         self.options = options
         self.metrics = Metrics()
         policy = compile_directory(options.policies)  # a bad set at start is fatal, with every error
@@ -84,7 +86,9 @@ class MandateServer:
                 raise
         self.chain_store.start()
         if not self.chain_store.wait_available(2.0):
-            log.error("chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description)
+            log.error(
+                "chain store %s not reachable yet: chained calls are denied until it is", self.chain_store.description
+            )
         freeze_heap()
         self.watcher.start()  # before SERVING: a SIGHUP from then on must reload
         self.grpc.set_serving(True)
@@ -93,9 +97,15 @@ class MandateServer:
             Path(ready_dir, str(os.getpid())).touch()
         policy = self.authorizer.policy
         log.info(
-            "mandate serving on %s (gRPC %s, metrics %s), policy %s: %d profiles, %d targets; chain store: %s; request path %s",
-            self.options.listen, self.options.grpc_server, self.options.metrics_listen, policy.version,
-            len(policy.profiles), len(policy.targets) - len(policy.profiles), self.chain_store.description,
+            "mandate serving on %s (gRPC %s, metrics %s), policy %s: %d profiles, %d targets; chain store: %s; "
+            "request path %s",
+            self.options.listen,
+            self.options.grpc_server,
+            self.options.metrics_listen,
+            policy.version,
+            len(policy.profiles),
+            len(policy.targets) - len(policy.profiles),
+            self.chain_store.description,
             request_path(),
         )
 

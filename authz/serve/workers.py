@@ -39,10 +39,26 @@ log = logging.getLogger("mandate")
 
 def worker_command(options: ServeOptions) -> list[str]:
     """The command line of one worker: the same options, one process, no metrics port."""
-    command = [sys.executable, "-m", "authz", "serve", "--policies", options.policies, "--listen", options.listen,
-               "--metrics-listen", "", "--workers", "1", "--grpc-server", options.grpc_server,
-               "--chain-store-timeout", str(options.chain_store_timeout),
-               "--decision-cache", str(options.decision_cache)]
+    command = [
+        sys.executable,
+        "-m",
+        "authz",
+        "serve",
+        "--policies",
+        options.policies,
+        "--listen",
+        options.listen,
+        "--metrics-listen",
+        "",
+        "--workers",
+        "1",
+        "--grpc-server",
+        options.grpc_server,
+        "--chain-store-timeout",
+        str(options.chain_store_timeout),
+        "--decision-cache",
+        str(options.decision_cache),
+    ]
     if options.redis:
         command += ["--redis", options.redis]
     if options.chain_key:
@@ -93,11 +109,20 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self._signal_all(signal.SIGHUP))
         http = serve_http(self.options.metrics_listen, multiprocess_registry(self.metrics_dir), self._all_ready)
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir, READY_DIR_ENV: self.ready_dir,
-               SUPERVISOR_ENV: str(os.getpid())}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+            READY_DIR_ENV: self.ready_dir,
+            SUPERVISOR_ENV: str(os.getpid()),
+        }
         for _ in range(self.options.workers):
             self.workers.append(subprocess.Popen(worker_command(self.options), env=env, stdin=subprocess.DEVNULL))
-        log.info("mandate supervising %d workers on %s (metrics %s)", len(self.workers), self.options.listen, self.options.metrics_listen)
+        log.info(
+            "mandate supervising %d workers on %s (metrics %s)",
+            len(self.workers),
+            self.options.listen,
+            self.options.metrics_listen,
+        )
         code = 0
         while not self._stopping.wait(0.2):
             dead = [worker for worker in self.workers if worker.poll() is not None]

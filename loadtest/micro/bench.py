@@ -90,7 +90,8 @@ from loadtest.micro.timing import Tally, measure, tally_result
 
 DEFAULT_ROUNDS = 3  # each size's share of a scenario's seconds is timed in this many alternating rounds
 WHAT_IS_TIMED = (
-    "Authorizer.decide(AuthzInput) + ResponseTemplates.render(decision) (serialized CheckResponse), one call per sample, "
+    "Authorizer.decide(AuthzInput) + ResponseTemplates.render(decision) (serialized CheckResponse), one call per "
+    "sample, "
     "time.perf_counter_ns, gc enabled; no protobuf parse, no gRPC, no metrics/audit"
 )
 
@@ -107,8 +108,15 @@ class Size:
     redis: RedisReplicas | None = None
 
 
-def prepare_size(size: int, *, seed: int = 1, pool: int = 512, fresh_rss: bool = True, callers: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> Size:
+def prepare_size(
+    size: int,
+    *,
+    seed: int = 1,
+    pool: int = 512,
+    fresh_rss: bool = True,
+    callers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Size:
     """Generate and compile `size` profiles, measure the memory they take, draw the request pools."""
     say = progress or (lambda _: None)
     gc.collect()
@@ -122,8 +130,10 @@ def prepare_size(size: int, *, seed: int = 1, pool: int = 512, fresh_rss: bool =
         compile_seconds = time.perf_counter() - started
         gc.collect()
         rss_after = rss_mb()
-        say(f"{size} profiles: generated in {generate_seconds:.1f} s, compiled in {compile_seconds:.2f} s, "
-            f"RSS {rss_after:.0f} MB (+{rss_after - rss_before:.0f})")
+        say(
+            f"{size} profiles: generated in {generate_seconds:.1f} s, compiled in {compile_seconds:.2f} s, "
+            f"RSS {rss_after:.0f} MB (+{rss_after - rss_before:.0f})"
+        )
         fresh = fresh_process_rss(Path(directory)) if fresh_rss else None
         if fresh:
             say(f"{size} profiles: fresh process RSS {fresh['after_compile']} MB, peak {fresh['peak']} MB")
@@ -148,8 +158,15 @@ def prepare_size(size: int, *, seed: int = 1, pool: int = 512, fresh_rss: bool =
     return Size(size, policy, build_pools(first_callers(generated, callers), pool, seed), result)
 
 
-def time_rounds(sizes: list[Size], batch: Callable[[Size], list[Scenario]], rounds: int, seconds_per_case: float,
-                warmup_seconds: float, min_iterations: int, say: Callable[[str], None]) -> None:
+def time_rounds(
+    sizes: list[Size],
+    batch: Callable[[Size], list[Scenario]],
+    rounds: int,
+    seconds_per_case: float,
+    warmup_seconds: float,
+    min_iterations: int,
+    say: Callable[[str], None],
+) -> None:
     """Time every size's scenarios of one batch in `rounds` rounds, the sizes alternating (reversed
     every other round), so that a noisy minute on this shared machine lands on every size alike."""
     scenarios = {entry.size: batch(entry) for entry in sizes}
@@ -177,23 +194,40 @@ def _finish(entry: Size, tally: Tally, say: Callable[[str], None]) -> None:
         )
         say(f"{entry.size:>6} {name:<28} warning: {result['warnings'][-1]}")
     result["scenarios"][name] = measured
-    say(f"{entry.size:>6} {name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
-        f"max {measured['max_us']:>9.1f} µs  n={measured['iterations']}")
+    say(
+        f"{entry.size:>6} {name:<28} p50 {measured['p50_us']:>8.1f}  p99 {measured['p99_us']:>8.1f}  "
+        f"max {measured['max_us']:>9.1f} µs  n={measured['iterations']}"
+    )
 
 
-def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *, seed: int = 1, smoke: bool = False,
-        fresh_rss: bool | None = None, callers: int | None = None, rounds: int | None = None,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    sizes: Sequence[int],
+    seconds_per_case: float,
+    redis_url: str | None,
+    *,
+    seed: int = 1,
+    smoke: bool = False,
+    fresh_rss: bool | None = None,
+    callers: int | None = None,
+    rounds: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Benchmark every size; see the module docstring for the shape of the result."""
     say = progress or (lambda _: None)
     pool, warmup_seconds, min_iterations = (64, 0.02, 50) if smoke else (512, 0.1, 2_000)
     rounds = (1 if smoke else DEFAULT_ROUNDS) if rounds is None else rounds
     fresh = bool(fresh_rss) if smoke else (True if fresh_rss is None else fresh_rss)
     report = _report_head(seconds_per_case, rounds, seed, callers, smoke, redis_url)
-    loaded = [prepare_size(size, seed=seed, pool=pool, fresh_rss=fresh, callers=callers, progress=progress) for size in sizes]
+    loaded = [
+        prepare_size(size, seed=seed, pool=pool, fresh_rss=fresh, callers=callers, progress=progress) for size in sizes
+    ]
     _time_every_scenario(loaded, redis_url, seed, (rounds, seconds_per_case, warmup_seconds, min_iterations, say))
-    problems = [problem for entry in loaded for tally in entry.tallies.values()
-                for problem in check_expectations(tally.scenario, entry.result["scenarios"][tally.scenario.name])]
+    problems = [
+        problem
+        for entry in loaded
+        for tally in entry.tallies.values()
+        for problem in check_expectations(tally.scenario, entry.result["scenarios"][tally.scenario.name])
+    ]
     if problems:
         raise RuntimeError("the generated requests did not decide as intended:\n" + "\n".join(problems))
     report["sizes"] = [entry.result for entry in loaded]
@@ -201,8 +235,9 @@ def run(sizes: Sequence[int], seconds_per_case: float, redis_url: str | None, *,
     return report
 
 
-def _report_head(seconds_per_case: float, rounds: int, seed: int, callers: int | None, smoke: bool,
-                 redis_url: str | None) -> dict[str, Any]:
+def _report_head(
+    seconds_per_case: float, rounds: int, seed: int, callers: int | None, smoke: bool, redis_url: str | None
+) -> dict[str, Any]:
     """What was run, where and how, before any size is loaded (so "started" is when the run began)."""
     return {
         "benchmark": "mandate-micro",
@@ -228,11 +263,17 @@ def _time_every_scenario(loaded: list[Size], redis_url: str | None, seed: int, t
     """The in-process cases at every size, then the Redis ones: each store's listener thread
     competes with the others for the GIL, so no store runs while the in-process cases are timed."""
     try:
-        time_rounds(loaded, lambda entry: in_process_scenarios(entry.policy, entry.pools, seed, entry.result["skipped"]), *timing)
+        time_rounds(
+            loaded,
+            lambda entry: in_process_scenarios(entry.policy, entry.pools, seed, entry.result["skipped"]),
+            *timing,
+        )
         with_redis = []
         for entry in loaded:
             if not redis_url:
-                entry.result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no Redis (--redis-url or --start-redis)"))
+                entry.result["skipped"].update(
+                    dict.fromkeys(REDIS_SCENARIOS, "no Redis (--redis-url or --start-redis)")
+                )
             elif not entry.pools.edges:
                 entry.result["skipped"].update(dict.fromkeys(REDIS_SCENARIOS, "no agents rules at this size"))
             else:

@@ -18,21 +18,37 @@ DEFAULT_SECONDS = 3.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="loadtest.micro", description="In-process micro-benchmark of the decision path.")
+    parser = argparse.ArgumentParser(
+        prog="loadtest.micro", description="In-process micro-benchmark of the decision path."
+    )
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="profile counts, comma-separated")
-    parser.add_argument("--seconds-per-case", type=float, default=None, help=f"timed seconds per scenario and size (default {DEFAULT_SECONDS})")
+    parser.add_argument(
+        "--seconds-per-case",
+        type=float,
+        default=None,
+        help=f"timed seconds per scenario and size (default {DEFAULT_SECONDS})",
+    )
     redis_group = parser.add_mutually_exclusive_group()
     redis_group.add_argument("--redis-url", help="a Redis for the chain store cases (redis://127.0.0.1:6379/0)")
     redis_group.add_argument("--start-redis", action="store_true", help="start a throwaway redis-server on a free port")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--callers", help="draw every request from the first N profiles (default: as many as the smallest "
-                        "size has, so every size meets the same agents and only the number of profiles loaded differs), "
-                        "or `all`: from every profile, so larger sizes also meet more agents")
-    parser.add_argument("--rounds", type=int, help=f"time each size's share of a scenario in this many rounds, the sizes "
-                        f"alternating (default {DEFAULT_ROUNDS}; 1 with --smoke)")
+    parser.add_argument(
+        "--callers",
+        help="draw every request from the first N profiles (default: as many as the smallest "
+        "size has, so every size meets the same agents and only the number of profiles loaded differs), "
+        "or `all`: from every profile, so larger sizes also meet more agents",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help=f"time each size's share of a scenario in this many rounds, the sizes "
+        f"alternating (default {DEFAULT_ROUNDS}; 1 with --smoke)",
+    )
     parser.add_argument("--no-fresh-rss", action="store_true", help="skip measuring RSS in a fresh process")
-    parser.add_argument("--keep-policies", type=Path, help="also write each generated policy set to DIR/<size>/ and exit")
+    parser.add_argument(
+        "--keep-policies", type=Path, help="also write each generated policy set to DIR/<size>/ and exit"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny run (sizes 10,100, 0.05 s per case) for CI")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser.parse_args(argv)
@@ -58,8 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     callers = min(sizes) if args.callers is None else None if args.callers == "all" else int(args.callers)
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(local_redis()) if args.start_redis else args.redis_url
-        report = run(sizes, seconds, redis_url, seed=args.seed, smoke=args.smoke, fresh_rss=fresh, callers=callers,
-                     rounds=args.rounds, progress=progress)
+        report = run(
+            sizes,
+            seconds,
+            redis_url,
+            seed=args.seed,
+            smoke=args.smoke,
+            fresh_rss=fresh,
+            callers=callers,
+            rounds=args.rounds,
+            progress=progress,
+        )
     if args.start_redis:
         report["redis"] = "started (throwaway redis-server on loopback)"
     print(format_table(report))
@@ -72,10 +97,16 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as text: what the command prints, and what BENCHMARKS.md quotes beneath its own table."""
     lines = [
         f"Mandate decision path, in process ({report['what_is_timed']})",
-        (f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case in {report['rounds']} "
-         f"alternating rounds, redis: {report['redis'] or 'none'}; requests from {_callers_text(report['callers'])}"),
+        (
+            f"python {report['python']}, {report['cpu_count']} CPUs, {report['seconds_per_case']} s per case in "
+            f"{report['rounds']} "
+            f"alternating rounds, redis: {report['redis'] or 'none'}; requests from {_callers_text(report['callers'])}"
+        ),
         "",
-        f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'RSS MB':>7}  {'growth':>7}  {'fresh RSS':>9}  {'fresh peak':>10}",
+        (
+            f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'RSS MB':>7}  {'growth':>7}  {'fresh RSS':>9}  "
+            f"{'fresh peak':>10}"
+        ),
     ]
     for entry in report["sizes"]:
         rss = entry["rss_mb"]
@@ -95,8 +126,10 @@ def _callers_text(callers: int | None) -> str:
 
 def _latency_lines(report: dict[str, Any]) -> list[str]:
     """One line per scenario and size, the sizes of a scenario together; then what was skipped and why."""
-    header = (f"{'scenario':<28} {'profiles':>8} {'n':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>8} {'max':>9} "
-              f"{'calls/s':>9}  outcome")
+    header = (
+        f"{'scenario':<28} {'profiles':>8} {'n':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>8} {'max':>9} "
+        f"{'calls/s':>9}  outcome"
+    )
     lines = ["", "latency in µs", header, "-" * len(header)]
     names: list[str] = []
     for entry in report["sizes"]:
@@ -124,8 +157,13 @@ def _latency_lines(report: dict[str, Any]) -> list[str]:
 
 
 def _spec_lines(spec: dict[str, Any]) -> list[str]:
-    lines = ["", (f"SPEC §8: decision p99 <= {spec['p99_target_us']:.0f} µs and flat (±{spec['flat_tolerance']:.0%}) "
-                  "from the smallest to the largest size (scenarios marked spec)")]
+    lines = [
+        "",
+        (
+            f"SPEC §8: decision p99 <= {spec['p99_target_us']:.0f} µs and flat (±{spec['flat_tolerance']:.0%}) "
+            "from the smallest to the largest size (scenarios marked spec)"
+        ),
+    ]
     for size, worst in spec["worst_p99_us"].items():
         lines.append(f"  worst p99 at {size:>6} profiles: {worst['p99_us']:.1f} µs ({worst['scenario']})")
     lines.append(f"  p99 target met: {spec['p99_target_met']}")

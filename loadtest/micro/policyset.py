@@ -45,8 +45,17 @@ class McpServer:
 MCP_SERVERS: tuple[McpServer, ...] = (
     McpServer(
         "github",
-        ("get_me", "list_issues", "get_issue", "create_issue", "add_label", "list_pull_requests",
-         "get_file_contents", "create_pull_request", "merge_pull_request"),
+        (
+            "get_me",
+            "list_issues",
+            "get_issue",
+            "create_issue",
+            "add_label",
+            "list_pull_requests",
+            "get_file_contents",
+            "create_pull_request",
+            "merge_pull_request",
+        ),
         'mcp.method != "tools/call" || !has(mcp.tool.arguments.repo) || mcp.tool.arguments.repo.startsWith("acme/")',
         {"repo": "acme/web", "state": "open", "labels": ["bug"]},
         {"repo": "evil/exfiltrate", "state": "open"},
@@ -56,7 +65,8 @@ MCP_SERVERS: tuple[McpServer, ...] = (
     McpServer(
         "jira",
         ("search_issues", "get_issue", "create_issue", "transition_issue", "add_comment"),
-        'mcp.method != "tools/call" || !has(mcp.tool.arguments.project) || mcp.tool.arguments.project in ["OPS", "SUP", "ENG"]',
+        'mcp.method != "tools/call" || !has(mcp.tool.arguments.project) || mcp.tool.arguments.project in ["OPS", '
+        '"SUP", "ENG"]',
         {"project": "SUP", "jql": "status = Open ORDER BY created DESC", "maxResults": 20},
         {"project": "HR", "jql": "assignee = currentUser()"},
     ),
@@ -70,18 +80,22 @@ MCP_SERVERS: tuple[McpServer, ...] = (
     McpServer(
         "filesystem",
         ("read_file", "list_directory", "write_file", "delete_file", "search_files"),
-        'mcp.method != "tools/call" || !has(mcp.tool.arguments.path) || mcp.tool.arguments.path.startsWith("/workspace/")',
+        'mcp.method != "tools/call" || !has(mcp.tool.arguments.path) || '
+        'mcp.tool.arguments.path.startsWith("/workspace/")',
         {"path": "/workspace/reports/q3.md"},
         {"path": "/etc/shadow"},
     ),
     McpServer(
         "slack",
         ("post_message", "list_channels", "read_channel", "add_reaction"),
-        'mcp.method != "tools/call" || !has(mcp.tool.arguments.channel) || !mcp.tool.arguments.channel.startsWith("#exec")',
+        'mcp.method != "tools/call" || !has(mcp.tool.arguments.channel) || '
+        '!mcp.tool.arguments.channel.startsWith("#exec")',
         {"channel": "#support", "text": "Ticket 4411 is resolved; closing."},
         {"channel": "#exec-board", "text": "hello"},
     ),
-    McpServer("search", ("web_search", "fetch_page"), None, {"query": "acme quarterly revenue 2026", "limit": 10}, None),
+    McpServer(
+        "search", ("web_search", "fetch_page"), None, {"query": "acme quarterly revenue 2026", "limit": 10}, None
+    ),
 )
 SERVERS_BY_NAME = {server.name: server for server in MCP_SERVERS}
 COMMON_TOOL = ("search", "web_search")  # every profile may search: the tool any unattenuated chain allows
@@ -96,10 +110,16 @@ class EgressHost:
 
 
 EGRESS_HOSTS: tuple[EgressHost, ...] = (
-    EgressHost("github-api", "api.github.com", ((("/zen", "/repos/acme/*"), ("GET",)),), ("/repos/acme/web/issues", "/zen")),
+    EgressHost(
+        "github-api", "api.github.com", ((("/zen", "/repos/acme/*"), ("GET",)),), ("/repos/acme/web/issues", "/zen")
+    ),
     EgressHost("pypi", "pypi.org", ((("/simple/*", "/pypi/*"), ("GET",)),), ("/simple/requests/", "/pypi/orjson/json")),
-    EgressHost("openai", "api.openai.com", ((("/v1/models", "/v1/models/*"), ("GET",)), (("/v1/chat/completions",), ("POST",))),
-               ("/v1/models", "/v1/models/gpt-5-mini")),
+    EgressHost(
+        "openai",
+        "api.openai.com",
+        ((("/v1/models", "/v1/models/*"), ("GET",)), (("/v1/chat/completions",), ("POST",))),
+        ("/v1/models", "/v1/models/gpt-5-mini"),
+    ),
 )
 HTTP_TARGET = ("status-page", "spiffe://cluster.local/ns/ops/sa/status-page", "status-page.ops.svc.cluster.local")
 A2A_METHOD_SETS: tuple[tuple[str, ...] | None, ...] = (
@@ -208,7 +228,9 @@ def _add_agents_rules(profiles: list[GeneratedProfile], rng: random.Random) -> N
             if with_grant:
                 granted_server = rng.choice([s for s in callee.mcp if s != "search"])
                 callee_tools = callee.mcp[granted_server]
-                granted = tuple((granted_server, tool) for tool in rng.sample(callee_tools, rng.randint(1, len(callee_tools))))
+                granted = tuple(
+                    (granted_server, tool) for tool in rng.sample(callee_tools, rng.randint(1, len(callee_tools)))
+                )
             methods = A2A_METHOD_SETS[(index + position) % len(A2A_METHOD_SETS)]
             profile.agents[callee.name] = AgentRuleSpec(granted, methods, (index + position) % 3 == 0)
 
@@ -220,8 +242,16 @@ def _policy_files(profiles: list[GeneratedProfile]) -> Files:
         for callee_name in profile.agents:
             callers_of.setdefault(callee_name, []).append(profile.name)
     files: Files = [
-        ("settings.yaml", [_doc("Settings", "default", {
-            "trustDomains": [TRUST_DOMAIN], "maxDepth": 5, "chainHeader": CHAIN_HEADER, "chainTTL": "15m"})]),
+        (
+            "settings.yaml",
+            [
+                _doc(
+                    "Settings",
+                    "default",
+                    {"trustDomains": [TRUST_DOMAIN], "maxDepth": 5, "chainHeader": CHAIN_HEADER, "chainTTL": "15m"},
+                )
+            ],
+        ),
         ("targets.yaml", _target_documents()),
     ]
     documents: list[dict[str, Any]] = []
@@ -245,7 +275,11 @@ def _doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | No
 
 def _target_documents() -> list[dict[str, Any]]:
     documents = [
-        _doc("Target", server.name, {"kind": "mcp", "principals": [server.principal], "hosts": [server.host], "pathPrefix": "/mcp"})
+        _doc(
+            "Target",
+            server.name,
+            {"kind": "mcp", "principals": [server.principal], "hosts": [server.host], "pathPrefix": "/mcp"},
+        )
         for server in MCP_SERVERS
     ]
     documents += [_doc("Target", host.target, {"kind": "egress", "hosts": [host.host]}) for host in EGRESS_HOSTS]
@@ -259,7 +293,7 @@ def _profile_document(profile: GeneratedProfile, accept_from: list[str]) -> dict
         "principals": [profile.principal],
         "hosts": [profile.host],
         "mission": f"Works the {profile.namespace} queue: reads and triages tickets, looks things up, "
-                   "asks specialist agents; never deletes.",
+        "asks specialist agents; never deletes.",
     }
     if profile.dry_run:
         spec["mode"] = "dry-run"
@@ -267,8 +301,11 @@ def _profile_document(profile: GeneratedProfile, accept_from: list[str]) -> dict
     agents = [_agents_rule(callee, rule) for callee, rule in profile.agents.items()]
     if agents:
         spec["agents"] = agents
-    spec["egress"] = [{"host": host.host, "paths": list(paths), "methods": list(methods)}
-                      for host, _ in profile.egress for paths, methods in host.rules]
+    spec["egress"] = [
+        {"host": host.host, "paths": list(paths), "methods": list(methods)}
+        for host, _ in profile.egress
+        for paths, methods in host.rules
+    ]
     if profile.extras["http"]:
         spec["http"] = [{"target": HTTP_TARGET[0], "paths": ["/api/*"], "methods": ["GET"]}]
     delegation: dict[str, Any] = {}

@@ -61,19 +61,22 @@ class Ids:
         }
 
 
-def _mcp_request(ids: Ids, caller: GeneratedProfile, server: McpServer, method: str, params: dict[str, Any] | None,
-                 token: str = "") -> AuthzInput:
+def _mcp_request(
+    ids: Ids, caller: GeneratedProfile, server: McpServer, method: str, params: dict[str, Any] | None, token: str = ""
+) -> AuthzInput:
     message: dict[str, Any] = {"jsonrpc": "2.0", "id": ids.jsonrpc(), "method": method}
     if params is not None:
         message["params"] = params
     body = orjson.dumps(message)
     headers = ids.common_headers("POST", "/mcp", server.host, "mcp-python-sdk/2.3.0 python-httpx/0.28.1")
-    headers.update({
-        "content-type": "application/json",
-        "accept": "application/json, text/event-stream",
-        "content-length": str(len(body)),
-        "mcp-session-id": ids.hex(128),
-    })
+    headers.update(
+        {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "content-length": str(len(body)),
+            "mcp-session-id": ids.hex(128),
+        }
+    )
     if ids.rng.random() < 0.5:  # the 2026-07-28 revision adds routing headers that must match the body
         headers["mcp-protocol-version"] = "2026-07-28"
         headers["mcp-method"] = method
@@ -84,30 +87,65 @@ def _mcp_request(ids: Ids, caller: GeneratedProfile, server: McpServer, method: 
     if token:
         headers[CHAIN_HEADER] = token
     return AuthzInput(
-        method="POST", path="/mcp", host=server.host, headers=headers, body=body,
-        source_principal=caller.principal, destination_principal=server.principal, request_id=headers["x-request-id"],
+        method="POST",
+        path="/mcp",
+        host=server.host,
+        headers=headers,
+        body=body,
+        source_principal=caller.principal,
+        destination_principal=server.principal,
+        request_id=headers["x-request-id"],
     )
 
 
-def tool_call(ids: Ids, caller: GeneratedProfile, server_name: str, tool: str, arguments: dict[str, Any] | None = None,
-              token: str = "") -> AuthzInput:
+def tool_call(
+    ids: Ids,
+    caller: GeneratedProfile,
+    server_name: str,
+    tool: str,
+    arguments: dict[str, Any] | None = None,
+    token: str = "",
+) -> AuthzInput:
     server = SERVERS_BY_NAME[server_name]
     params = {"name": tool, "arguments": dict(server.arguments if arguments is None else arguments)}
     return _mcp_request(ids, caller, server, "tools/call", params, token)
 
 
 def a2a_send(ids: Ids, caller: GeneratedProfile, callee: GeneratedProfile) -> AuthzInput:
-    body = orjson.dumps({
-        "jsonrpc": "2.0", "id": ids.jsonrpc(), "method": "SendMessage",
-        "params": {"message": {"role": "ROLE_USER", "messageId": f"m-{ids.hex(64)}",
-                               "parts": [{"text": "Customer cus_8842 asks why invoice INV-20417 was charged twice; please check."}]}},
-    })
+    body = orjson.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": ids.jsonrpc(),
+            "method": "SendMessage",
+            "params": {
+                "message": {
+                    "role": "ROLE_USER",
+                    "messageId": f"m-{ids.hex(64)}",
+                    "parts": [
+                        {"text": "Customer cus_8842 asks why invoice INV-20417 was charged twice; please check."}
+                    ],
+                }
+            },
+        }
+    )
     headers = ids.common_headers("POST", "/", callee.host, "a2a-python-sdk/1.3.0 python-httpx/0.28.1")
-    headers.update({"content-type": "application/json", "accept": "application/json", "a2a-version": "1.0",
-                    "content-length": str(len(body))})
+    headers.update(
+        {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "a2a-version": "1.0",
+            "content-length": str(len(body)),
+        }
+    )
     return AuthzInput(
-        method="POST", path="/", host=callee.host, headers=headers, body=body,
-        source_principal=caller.principal, destination_principal=callee.principal, request_id=headers["x-request-id"],
+        method="POST",
+        path="/",
+        host=callee.host,
+        headers=headers,
+        body=body,
+        source_principal=caller.principal,
+        destination_principal=callee.principal,
+        request_id=headers["x-request-id"],
     )
 
 
@@ -116,8 +154,14 @@ def egress_get(ids: Ids, caller: GeneratedProfile, host: EgressHost, path: str) 
     headers = ids.common_headers("GET", full, host.host, "python-httpx/0.28.1")
     headers.update({"accept": "application/json", "authorization": f"Bearer {ids.hex(160)}"})
     return AuthzInput(
-        method="GET", path=full, host=host.host, headers=headers, body=b"",
-        source_principal=caller.principal, destination_principal=EGRESS_GATEWAY, request_id=headers["x-request-id"],
+        method="GET",
+        path=full,
+        host=host.host,
+        headers=headers,
+        body=b"",
+        source_principal=caller.principal,
+        destination_principal=EGRESS_GATEWAY,
+        request_id=headers["x-request-id"],
     )
 
 

@@ -56,7 +56,11 @@ def fresh_process_rss(directory: Path) -> dict[str, float]:
     """Compile `directory` in a new interpreter that imports only `authz`; its memory, in MB."""
     out = subprocess.run(
         [sys.executable, "-c", _FRESH_RSS, str(directory)],
-        capture_output=True, text=True, check=True, timeout=900, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+        cwd=ROOT,
     )
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return {

@@ -148,35 +148,82 @@ def in_process_scenarios(policy: PolicySet, pools: Pools, seed: int, skipped: di
         for name in ("a2a_send_reuse", "a2a_send_mint", "chained_call_cached"):
             skipped[name] = "no agents rules at this size"
     mix = _mix(pools, chained, seed)
-    scenarios.append(Scenario("mix", "40% allowed call, 10% denied, 15% tools/list, 10% egress, 5% A2A, 20% chained",
-                              "mixed", path, mix))
+    scenarios.append(
+        Scenario(
+            "mix", "40% allowed call, 10% denied, 15% tools/list, 10% egress, 5% A2A, 20% chained", "mixed", path, mix
+        )
+    )
     return scenarios + _cache_scenarios(main, mix)
 
 
 def _single_requests(policy: PolicySet, pools: Pools, path: Callable[[AuthzInput], Decision]) -> list[Scenario]:
     """The floor, the response alone, and one kind of request each, no chain involved."""
     header = policy.settings.chain_header
-    typical = Decision("0123456789abcdef", allow("agent-00001.mcp[0]"), caller="spiffe://cluster.local/ns/team-001/sa/agent-00001",
-                       profile="agent-00001", target="github", protocol="mcp", chain_id="", hops=("agent-00001",))
+    typical = Decision(
+        "0123456789abcdef",
+        allow("agent-00001.mcp[0]"),
+        caller="spiffe://cluster.local/ns/team-001/sa/agent-00001",
+        profile="agent-00001",
+        target="github",
+        protocol="mcp",
+        chain_id="",
+        hops=("agent-00001",),
+    )
     return [
-        Scenario("floor", "timing loop around building a fixed allow CheckResponse", "allow", floor_call, (None,),
-                 label=_response_label, spec=False),
-        Scenario("build_response_allow", "build_response() alone, typical allow decision", "allow",
-                 lambda decision: build_response(decision, header), (typical,), label=_response_label, spec=False),
-        Scenario("mcp_call_allowed", "MCP tools/call in the mission (CEL when where the rule has one)", "allow",
-                 path, pools.mcp_call_allowed),
-        Scenario("mcp_call_denied", "MCP tools/call refused (tool / server / false when)", "deny", path, pools.mcp_call_denied),
-        Scenario("mcp_call_allowed_when_afresh", "as mcp_call_allowed, no `when` answer remembered (new argument values)",
-                 "allow", path, prepare=_forgetting(policy, pools.mcp_call_allowed)),
-        Scenario("mcp_call_denied_when_afresh", "as mcp_call_denied, no `when` answer remembered (new argument values)",
-                 "deny", path, prepare=_forgetting(policy, pools.mcp_call_denied)),
+        Scenario(
+            "floor",
+            "timing loop around building a fixed allow CheckResponse",
+            "allow",
+            floor_call,
+            (None,),
+            label=_response_label,
+            spec=False,
+        ),
+        Scenario(
+            "build_response_allow",
+            "build_response() alone, typical allow decision",
+            "allow",
+            lambda decision: build_response(decision, header),
+            (typical,),
+            label=_response_label,
+            spec=False,
+        ),
+        Scenario(
+            "mcp_call_allowed",
+            "MCP tools/call in the mission (CEL when where the rule has one)",
+            "allow",
+            path,
+            pools.mcp_call_allowed,
+        ),
+        Scenario(
+            "mcp_call_denied",
+            "MCP tools/call refused (tool / server / false when)",
+            "deny",
+            path,
+            pools.mcp_call_denied,
+        ),
+        Scenario(
+            "mcp_call_allowed_when_afresh",
+            "as mcp_call_allowed, no `when` answer remembered (new argument values)",
+            "allow",
+            path,
+            prepare=_forgetting(policy, pools.mcp_call_allowed),
+        ),
+        Scenario(
+            "mcp_call_denied_when_afresh",
+            "as mcp_call_denied, no `when` answer remembered (new argument values)",
+            "deny",
+            path,
+            prepare=_forgetting(policy, pools.mcp_call_denied),
+        ),
         Scenario("mcp_tools_list", "MCP plumbing: tools/list", "allow", path, pools.mcp_tools_list),
         Scenario("egress_get", "GET to an egress host via the egress gateway", "allow", path, pools.egress_get),
     ]
 
 
-def _chain_scenarios(policy: PolicySet, pools: Pools, main: Authorizer, path: Callable[[AuthzInput], Decision],
-                     chained: list[AuthzInput]) -> list[Scenario]:
+def _chain_scenarios(
+    policy: PolicySet, pools: Pools, main: Authorizer, path: Callable[[AuthzInput], Decision], chained: list[AuthzInput]
+) -> list[Scenario]:
     """A2A calls re-using and minting chains, and the callees' calls carrying them (in-process store)."""
     minting = Authorizer(policy, chains=ChainStep(MemoryChainStore(), main.chains.keys))
 
@@ -188,12 +235,27 @@ def _chain_scenarios(policy: PolicySet, pools: Pools, main: Authorizer, path: Ca
         return pools.a2a_send[index % len(pools.a2a_send)]
 
     return [
-        Scenario("a2a_send_reuse", "A2A SendMessage, edge minted < 30 s ago (token handed out again)",
-                 "allow", path, pools.a2a_send),
-        Scenario("a2a_send_mint", "A2A SendMessage minting a fresh chain (in-process store)", "allow",
-                 decision_path(minting), prepare=fresh_step),
-        Scenario("chained_call_cached", "tool call carrying a token minted earlier (in-process store)",
-                 "allow", path, chained),
+        Scenario(
+            "a2a_send_reuse",
+            "A2A SendMessage, edge minted < 30 s ago (token handed out again)",
+            "allow",
+            path,
+            pools.a2a_send,
+        ),
+        Scenario(
+            "a2a_send_mint",
+            "A2A SendMessage minting a fresh chain (in-process store)",
+            "allow",
+            decision_path(minting),
+            prepare=fresh_step,
+        ),
+        Scenario(
+            "chained_call_cached",
+            "tool call carrying a token minted earlier (in-process store)",
+            "allow",
+            path,
+            chained,
+        ),
     ]
 
 
@@ -208,12 +270,26 @@ def _cache_scenarios(main: Authorizer, mix: list[AuthzInput]) -> list[Scenario]:
         return _renumbered(mix[index % len(mix)], 1_000_000 + index)
 
     return [
-        Scenario("mix_cache_hit", "the mix again, serialized, answered by the decision cache "
-                 "(Authorizer.check_bytes: key from the bytes, lookup, fresh id, kept response)", "mixed",
-                 main.check_bytes, repeated, label=_wire_label, spec=False),
-        Scenario("mix_new_ids", "the mix again, serialized, every JSON-RPC call under an id never used before, "
-                 "as clients number their calls: allows answered by the decision cache, denies decided afresh",
-                 "mixed", main.check_bytes, prepare=renumbered, label=_wire_label, spec=False),
+        Scenario(
+            "mix_cache_hit",
+            "the mix again, serialized, answered by the decision cache "
+            "(Authorizer.check_bytes: key from the bytes, lookup, fresh id, kept response)",
+            "mixed",
+            main.check_bytes,
+            repeated,
+            label=_wire_label,
+            spec=False,
+        ),
+        Scenario(
+            "mix_new_ids",
+            "the mix again, serialized, every JSON-RPC call under an id never used before, "
+            "as clients number their calls: allows answered by the decision cache, denies decided afresh",
+            "mixed",
+            main.check_bytes,
+            prepare=renumbered,
+            label=_wire_label,
+            spec=False,
+        ),
     ]
 
 
@@ -236,8 +312,17 @@ def redis_scenarios(policy: PolicySet, pools: Pools, seed: int, redis: RedisRepl
     scenarios: list[Scenario] = []
     measured_path = decision_path(redis.measured)
     cached = chained_calls(redis.measured, pools, seed + 1)
-    scenarios.append(Scenario("chained_call_redis_cached", "chained tool call, RedisChainStore, record in the local cache",
-                              "allow", measured_path, cached, redis_client=redis.stats, uses_redis=True))
+    scenarios.append(
+        Scenario(
+            "chained_call_redis_cached",
+            "chained tool call, RedisChainStore, record in the local cache",
+            "allow",
+            measured_path,
+            cached,
+            redis_client=redis.stats,
+            uses_redis=True,
+        )
+    )
     templates = cached
     edges = pools.edges
 
@@ -245,17 +330,28 @@ def redis_scenarios(policy: PolicySet, pools: Pools, seed: int, redis: RedisRepl
         edge = edges[index % len(edges)]
         now = time.time()
         minted = redis.other.issue(
-            (Hop(edge.caller.name, edge.caller.principal), Hop(edge.callee.name, edge.callee.principal)), (), now, now + 900
+            (Hop(edge.caller.name, edge.caller.principal), Hop(edge.callee.name, edge.callee.principal)),
+            (),
+            now,
+            now + 900,
         )
         template = templates[index % len(templates)]
         headers = dict(template.headers)
         headers[header] = minted.token
         return dataclasses.replace(template, headers=headers)
 
-    scenarios.append(Scenario("chained_call_redis_uncached",
-                              "chained tool call, token minted by another replica: local cache miss, one GET",
-                              "allow", measured_path, prepare=minted_elsewhere, spec=False, redis_client=redis.stats,
-                              uses_redis=True))
+    scenarios.append(
+        Scenario(
+            "chained_call_redis_uncached",
+            "chained tool call, token minted by another replica: local cache miss, one GET",
+            "allow",
+            measured_path,
+            prepare=minted_elsewhere,
+            spec=False,
+            redis_client=redis.stats,
+            uses_redis=True,
+        )
+    )
     redis_minting = Authorizer(policy, chains=ChainStep(redis.measured_store, redis.keys))
     redis_mint_path = decision_path(redis_minting)
 
@@ -263,15 +359,30 @@ def redis_scenarios(policy: PolicySet, pools: Pools, seed: int, redis: RedisRepl
         redis_minting.chains = ChainStep(redis.measured_store, redis.keys)
         return pools.a2a_send[index % len(pools.a2a_send)]
 
-    scenarios.append(Scenario("a2a_send_mint_redis", "A2A SendMessage minting a fresh chain through Redis (one SET)",
-                              "allow", redis_mint_path, prepare=fresh_redis_step, spec=False, uses_redis=True))
+    scenarios.append(
+        Scenario(
+            "a2a_send_mint_redis",
+            "A2A SendMessage minting a fresh chain through Redis (one SET)",
+            "allow",
+            redis_mint_path,
+            prepare=fresh_redis_step,
+            spec=False,
+            uses_redis=True,
+        )
+    )
     return scenarios
 
 
 def _mix(pools: Pools, chained: list[AuthzInput], seed: int) -> list[AuthzInput]:
     rng = random.Random(seed * 13 + len(pools.mcp_call_allowed))
-    weighted = [(pools.mcp_call_allowed, 40), (pools.mcp_call_denied, 10), (pools.mcp_tools_list, 15),
-                (pools.egress_get, 10), (pools.a2a_send, 5), (chained, 20)]
+    weighted = [
+        (pools.mcp_call_allowed, 40),
+        (pools.mcp_call_denied, 10),
+        (pools.mcp_tools_list, 15),
+        (pools.egress_get, 10),
+        (pools.a2a_send, 5),
+        (chained, 20),
+    ]
     mix: list[AuthzInput] = []
     for pool, weight in weighted:
         if pool:
@@ -287,7 +398,9 @@ def store_down_calls(result: dict[str, Any]) -> int:
 def check_expectations(scenario: Scenario, result: dict[str, Any]) -> list[str]:
     """Calls that did not decide as the scenario intends. With Redis, `chain_store_unavailable`
     denials are not the generator's fault (the store's liveness lapsed): the run warns instead."""
-    outcomes = {label: count for label, count in result["outcomes"].items() if not (scenario.uses_redis and STORE_DOWN in label)}
+    outcomes = {
+        label: count for label, count in result["outcomes"].items() if not (scenario.uses_redis and STORE_DOWN in label)
+    }
     problems = []
     if scenario.expect == "allow" and any(not label.startswith("allow") for label in outcomes):
         problems.append(f"{scenario.name}: expected every call allowed, got {result['outcomes']}")

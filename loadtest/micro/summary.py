@@ -25,19 +25,26 @@ def summarize(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         ratio = round(values[-1] / values[0], 3) if len(values) > 1 and values[0] else None
         by_scenario[name] = {"p50_us": p50, "p99_us": p99, "p99_ratio_largest_vs_smallest": ratio}
     # A case with calls denied because the chain store looked down measured those denials too.
-    excluded = {n: "some calls were denied chain_store_unavailable (see warnings)" for n in names
-                if any("store_unavailable_calls" in e["scenarios"].get(n, {}) for e in sizes)}
+    excluded = {
+        n: "some calls were denied chain_store_unavailable (see warnings)"
+        for n in names
+        if any("store_unavailable_calls" in e["scenarios"].get(n, {}) for e in sizes)
+    }
     worst: dict[str, Any] = {}
     for entry in sizes:
         spec = [(s["p99_us"], n) for n, s in entry["scenarios"].items() if s["spec"] and n not in excluded]
         if spec:
             value, name = max(spec)
             worst[str(entry["profiles"])] = {"scenario": name, "p99_us": value}
-    spec_names = [n for n in names
-                  if n not in excluded and all(e["scenarios"][n]["spec"] for e in sizes if n in e["scenarios"])]
-    flat_detail = {n: by_scenario[n]["p99_ratio_largest_vs_smallest"] for n in spec_names
-                   if by_scenario[n]["p99_ratio_largest_vs_smallest"] is not None}
-    flat = (all(abs(r - 1) <= FLAT_TOLERANCE for r in flat_detail.values()) if flat_detail else None)
+    spec_names = [
+        n for n in names if n not in excluded and all(e["scenarios"][n]["spec"] for e in sizes if n in e["scenarios"])
+    ]
+    flat_detail = {
+        n: by_scenario[n]["p99_ratio_largest_vs_smallest"]
+        for n in spec_names
+        if by_scenario[n]["p99_ratio_largest_vs_smallest"] is not None
+    }
+    flat = all(abs(r - 1) <= FLAT_TOLERANCE for r in flat_detail.values()) if flat_detail else None
     return {
         "by_scenario": by_scenario,
         "spec": {

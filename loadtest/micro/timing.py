@@ -47,7 +47,10 @@ def measure(tally: Tally, seconds: float, warmup_seconds: float, min_iterations:
     clock = time.perf_counter_ns
     outcomes = tally.outcomes
     gets_before = _redis_gets(scenario.redis_client) if scenario.redis_client is not None else 0
-    for phase, budget, minimum in (("warmup", warmup_seconds, min(200, min_iterations)), ("timed", seconds, min_iterations)):
+    for phase, budget, minimum in (
+        ("warmup", warmup_seconds, min(200, min_iterations)),
+        ("timed", seconds, min_iterations),
+    ):
         samples: list[int] = []
         append = samples.append
         deadline = clock() + int(budget * 1e9)
@@ -73,7 +76,9 @@ def measure(tally: Tally, seconds: float, warmup_seconds: float, min_iterations:
                 break
         gc_after = [s["collections"] for s in gc.get_stats()]
     tally.samples += samples
-    tally.gc_collections = [kept + after - before for kept, before, after in zip(tally.gc_collections, gc_before, gc_after, strict=True)]
+    tally.gc_collections = [
+        kept + after - before for kept, before, after in zip(tally.gc_collections, gc_before, gc_after, strict=True)
+    ]
     if scenario.redis_client is not None:
         tally.redis_gets += _redis_gets(scenario.redis_client) - gets_before
 

@@ -101,8 +101,15 @@ def envoy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EnvoyProcess]:
     a2a, agent = billing_agent
-    upstreams = {GITHUB_HOST: mcp_upstream.port, BILLING_HOST: a2a.port, STATUS_HOST: echo_upstream.port, "*": echo_upstream.port}
-    process = EnvoyProcess(mesh_envoy_config(pki, mandate.grpc_port, upstreams), tmp_path_factory.mktemp("envoy")).start()
+    upstreams = {
+        GITHUB_HOST: mcp_upstream.port,
+        BILLING_HOST: a2a.port,
+        STATUS_HOST: echo_upstream.port,
+        "*": echo_upstream.port,
+    }
+    process = EnvoyProcess(
+        mesh_envoy_config(pki, mandate.grpc_port, upstreams), tmp_path_factory.mktemp("envoy")
+    ).start()
     agent.public_url = process.url("/")  # the card must send SDK clients back through Envoy
     yield process
     process.stop()

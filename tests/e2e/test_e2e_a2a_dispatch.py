@@ -52,8 +52,14 @@ MESSAGE = json.dumps({"message": {"messageId": "m1", "role": "ROLE_USER", "parts
     ],
 )
 def test_smuggled_paths_are_read_as_the_agent_routes_them_and_refused(
-    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, billing_agent: tuple[Upstream, EchoAgent],
-    verb: str, path: str, body: bytes, reason: str,
+    envoy: EnvoyProcess,
+    pki: MeshPKI,
+    support_cert: CertPair,
+    billing_agent: tuple[Upstream, EchoAgent],
+    verb: str,
+    path: str,
+    body: bytes,
+    reason: str,
 ) -> None:
     upstream, agent = billing_agent
     mark, ran = upstream.recorder.mark(), len(agent.dispatched)
@@ -76,8 +82,14 @@ def test_smuggled_paths_are_read_as_the_agent_routes_them_and_refused(
     ],
 )
 def test_allowed_requests_run_the_method_mandate_allowed(
-    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, billing_agent: tuple[Upstream, EchoAgent],
-    verb: str, path: str, body: bytes, method: str,
+    envoy: EnvoyProcess,
+    pki: MeshPKI,
+    support_cert: CertPair,
+    billing_agent: tuple[Upstream, EchoAgent],
+    verb: str,
+    path: str,
+    body: bytes,
+    method: str,
 ) -> None:
     upstream, agent = billing_agent
     mark, ran = upstream.recorder.mark(), len(agent.dispatched)

@@ -39,9 +39,19 @@ def test_mcp_decisions_are_audited_without_arguments(
 
     denied = mandate.wait_audit(denied_id)
     allowed = mandate.wait_audit(allowed_id)
-    common = {"caller": SUPPORT_ID, "profile": "support-agent", "target": "github", "protocol": "mcp", "mcp.method.name": "tools/call"}
+    common = {
+        "caller": SUPPORT_ID,
+        "profile": "support-agent",
+        "target": "github",
+        "protocol": "mcp",
+        "mcp.method.name": "tools/call",
+    }
     assert denied | common == denied and allowed | common == allowed, (denied, allowed)
-    assert (denied["decision"], denied["reason"], denied["gen_ai.tool.name"]) == ("deny", "tool_not_allowed", "create_issue")
+    assert (denied["decision"], denied["reason"], denied["gen_ai.tool.name"]) == (
+        "deny",
+        "tool_not_allowed",
+        "create_issue",
+    )
     assert (allowed["decision"], allowed["reason"], allowed["gen_ai.tool.name"]) == ("allow", "allowed", "list_issues")
     assert allowed["rule"] and denied["status"] == 403
     for event in (denied, allowed):
@@ -53,7 +63,9 @@ def test_mcp_decisions_are_audited_without_arguments(
 
     # Envoy's access log carries the same decision id (CheckResponse.dynamic_metadata).
     entries = envoy.wait_access_log(lambda entry: (entry.get("authz") or {}).get("decision_id") == denied_id)
-    assert [(entry["status"], entry["flags"], entry["authz"]["reason"]) for entry in entries] == [(403, "UAEX", "tool_not_allowed")]
+    assert [(entry["status"], entry["flags"], entry["authz"]["reason"]) for entry in entries] == [
+        (403, "UAEX", "tool_not_allowed")
+    ]
 
 
 def test_a2a_decision_is_audited(
@@ -69,16 +81,24 @@ def test_a2a_decision_is_audited(
     [message] = [seen for seen in a2a_upstream.recorder.since(mark) if seen.jsonrpc_method == "SendMessage"]
     event = mandate.wait_audit(message.header_values("x-mandate-decision-id")[0])
     assert event["decision"] == "allow"
-    assert (event["caller"], event["profile"], event["target"], event["protocol"]) == (SUPPORT_ID, "support-agent", "billing-agent", "a2a")
+    assert (event["caller"], event["profile"], event["target"], event["protocol"]) == (
+        SUPPORT_ID,
+        "support-agent",
+        "billing-agent",
+        "a2a",
+    )
     assert event["a2a.method"] == "SendMessage"
     assert "audit me" not in mandate.stdout_text()  # message bodies are not logged either
 
 
-def test_one_audit_line_per_decision(mandate: MandateProcess, envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair) -> None:
+def test_one_audit_line_per_decision(
+    mandate: MandateProcess, envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair
+) -> None:
     """Every decision Mandate counted so far (this session) has exactly one line, and vice versa."""
     with raw_client(envoy, pki, support_cert, STATUS_HOST) as client:
         assert client.get("/api/health").status_code == 200
         assert client.get("/admin").status_code == 403
+
     def caught_up() -> list[dict] | None:  # the audit thread writes every 20 ms
         events = [event for event in mandate.audit_events() if event.get("event") == "decision"]
         return events if len(events) >= mandate.decision_count() else None

@@ -144,7 +144,12 @@ class Mesh:
 
 def upstream_ports(billing: Upstream, echo_upstream: Upstream) -> dict[str, int]:
     """Envoy's routes: B's host to the A2A agent, everything else to the echo app."""
-    return {BILLING_HOST: billing.port, BILLING_DB_HOST: echo_upstream.port, STATUS_HOST: echo_upstream.port, "*": echo_upstream.port}
+    return {
+        BILLING_HOST: billing.port,
+        BILLING_DB_HOST: echo_upstream.port,
+        STATUS_HOST: echo_upstream.port,
+        "*": echo_upstream.port,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +167,15 @@ def mesh(pki: MeshPKI, chain_key_file: Path, tmp_path_factory: pytest.TempPathFa
         upstreams = upstream_ports(billing, echo_upstream)
         for index in (1, 2):
             mandate = MandateProcess(
-                policies, tmp_path_factory.mktemp(f"fault-mandate{index}"), redis_url=redis_server.url, chain_key=chain_key_file
+                policies,
+                tmp_path_factory.mktemp(f"fault-mandate{index}"),
+                redis_url=redis_server.url,
+                chain_key=chain_key_file,
             ).start()
             started.append(mandate)
-            envoy = EnvoyProcess(mesh_envoy_config(pki, mandate.grpc_port, upstreams), tmp_path_factory.mktemp(f"fault-envoy{index}")).start()
+            envoy = EnvoyProcess(
+                mesh_envoy_config(pki, mandate.grpc_port, upstreams), tmp_path_factory.mktemp(f"fault-envoy{index}")
+            ).start()
             started.append(envoy)
             replicas.append(Replica(mandate, envoy))
         agent.public_url = replicas[0].envoy.url("/")
@@ -212,9 +222,21 @@ class Answer:
         return body.get("reason")
 
 
-def send(replica: Replica, mesh: Mesh, who: tuple[str, str], host: str, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
+def send(
+    replica: Replica,
+    mesh: Mesh,
+    who: tuple[str, str],
+    host: str,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
     """One request as agent `who` through `replica`'s Envoy."""
-    with httpx.Client(base_url=replica.envoy.base_url, verify=mesh.pki.ssl_context(mesh.pki.client_cert(*who)), timeout=10.0) as client:
+    with httpx.Client(
+        base_url=replica.envoy.base_url, verify=mesh.pki.ssl_context(mesh.pki.client_cert(*who)), timeout=10.0
+    ) as client:
         started = time.monotonic()
         response = client.request(method, path, headers={"Host": host, **(headers or {})}, json=body)
         elapsed = time.monotonic() - started
@@ -305,7 +327,9 @@ def sleep_until(moment: float) -> None:
 def mandate_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """The real `mandate` command, without MANDATE_* settings leaking in from the environment."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MANDATE_")}
-    return subprocess.run([*MandateProcess.command(), *args], check=False, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [*MandateProcess.command(), *args], check=False, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def chain_id(token: str) -> str:
@@ -347,7 +371,9 @@ def test_chain_minted_on_one_replica_is_honoured_and_revoked_on_both(mesh: Mesh)
     assert revoked.returncode == 0, revoked.stderr
 
     def both_deny() -> bool:
-        return all(tool_call(mesh, replica, "lookup_invoice", token).reason == "chain_revoked" for replica in mesh.replicas)
+        return all(
+            tool_call(mesh, replica, "lookup_invoice", token).reason == "chain_revoked" for replica in mesh.replicas
+        )
 
     wait_until(both_deny, NOTICE_WITHIN, "both replicas to deny the revoked chain")
     for replica in mesh.replicas:
@@ -436,7 +462,9 @@ def test_paused_redis_gives_prompt_denies_and_recovers(mesh: Mesh) -> None:
         mesh.redis.resume()
 
     for replica in mesh.replicas:
-        token = wait_until(partial(_chains_work, mesh, replica, support_agent()), RECOVERY, "chains after resume", interval=0.1)
+        token = wait_until(
+            partial(_chains_work, mesh, replica, support_agent()), RECOVERY, "chains after resume", interval=0.1
+        )
         other = mesh.two if replica is mesh.one else mesh.one
         assert_allowed(tool_call(mesh, other, "lookup_invoice", token))
 
@@ -452,7 +480,9 @@ def test_start_with_redis_down_then_redis_arrives(mesh: Mesh, tmp_path: Path) ->
     mandate = MandateProcess(mesh.policies, tmp_path / "mandate", redis_url=late.url, chain_key=mesh.chain_key).start()
     envoy: EnvoyProcess | None = None
     try:
-        envoy = EnvoyProcess(mesh_envoy_config(mesh.pki, mandate.grpc_port, mesh.upstreams()), tmp_path / "envoy").start()
+        envoy = EnvoyProcess(
+            mesh_envoy_config(mesh.pki, mandate.grpc_port, mesh.upstreams()), tmp_path / "envoy"
+        ).start()
         replica = Replica(mandate, envoy)
         assert "chain store" in mandate.stderr_tail()
 
@@ -467,7 +497,9 @@ def test_start_with_redis_down_then_redis_arrives(mesh: Mesh, tmp_path: Path) ->
         assert_store_down_deny(tool_call(mesh, replica, "lookup_invoice", token))
 
         late.start()
-        token = wait_until(partial(_chains_work, mesh, replica, support_agent()), RECOVERY, "chains once Redis is up", interval=0.1)
+        token = wait_until(
+            partial(_chains_work, mesh, replica, support_agent()), RECOVERY, "chains once Redis is up", interval=0.1
+        )
         assert_denied(tool_call(mesh, replica, "refund", token), "tool_not_allowed")
         assert mandate.running
     finally:
@@ -482,7 +514,18 @@ def test_start_with_redis_down_then_redis_arrives(mesh: Mesh, tmp_path: Path) ->
 
 def _serve_args(mesh: Mesh, *extra: str) -> list[str]:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    return ["serve", "--policies", str(mesh.policies), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--redis", dead, *extra]
+    return [
+        "serve",
+        "--policies",
+        str(mesh.policies),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--redis",
+        dead,
+        *extra,
+    ]
 
 
 def test_redis_without_chain_key_refuses_to_start(mesh: Mesh) -> None:
@@ -552,7 +595,9 @@ def test_chain_cached_before_a_restart_can_still_be_revoked(mesh: Mesh) -> None:
     assert_allowed(tool_call(mesh, mesh.two, "lookup_invoice", token))
     mesh.redis.restart()
     for replica in mesh.replicas:
-        wait_until(partial(_hears_store, mesh, replica, token), RECOVERY, "replicas to hear the restarted store", interval=0.1)
+        wait_until(
+            partial(_hears_store, mesh, replica, token), RECOVERY, "replicas to hear the restarted store", interval=0.1
+        )
 
     revoked = mandate_cli("chain", "revoke", token, "--redis", mesh.redis.url)
     assert revoked.returncode == 0, revoked.stderr

@@ -52,7 +52,11 @@ from tests.harness.upstreams import Upstream, a2a_agent, echo, mcp_server, serve
 
 CHAIN = "x-delegation-chain"
 A2A_HEADERS = {"a2a-version": "1.0", "content-type": "application/json"}
-MCP_HEADERS = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream", "content-type": "application/json"}
+MCP_HEADERS = {
+    "mcp-protocol-version": "2026-07-28",
+    "accept": "application/json, text/event-stream",
+    "content-type": "application/json",
+}
 MCP_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
 TOKEN_SHAPE = r"^[0-9a-f]{36}\.[A-Za-z0-9_-]{43}$"
 
@@ -81,10 +85,14 @@ def _start_envoy(pki: MeshPKI, mandate: MandateProcess, upstreams: dict[str, int
 
 
 @pytest.fixture(scope="module")
-def mesh(pki: MeshPKI, redis_server: RedisServer, chain_key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mesh(
+    pki: MeshPKI, redis_server: RedisServer, chain_key_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
     """The module's own Mandate (session Redis, shared key) and Envoy, with every upstream behind it."""
     policies = write_chain_policy_set(tmp_path_factory.mktemp("chain-policies"))
-    mandate = MandateProcess(policies, tmp_path_factory.mktemp("chain-mandate"), redis_url=redis_server.url, chain_key=chain_key_file)
+    mandate = MandateProcess(
+        policies, tmp_path_factory.mktemp("chain-mandate"), redis_url=redis_server.url, chain_key=chain_key_file
+    )
     started: list[Any] = []
     try:
         github = serve_upstream("github-mcp", mcp_server.build_app())
@@ -101,7 +109,12 @@ def mesh(pki: MeshPKI, redis_server: RedisServer, chain_key_file: Path, tmp_path
                 started.append(agents[profile])
         mandate.start()
         started.append(mandate)
-        routes = {GITHUB_HOST: github.port, EGRESS_HOST: egress.port, **{agent_host(p): agents[p].port for p in agents}, "*": egress.port}
+        routes = {
+            GITHUB_HOST: github.port,
+            EGRESS_HOST: egress.port,
+            **{agent_host(p): agents[p].port for p in agents},
+            "*": egress.port,
+        }
         envoy = _start_envoy(pki, mandate, routes, tmp_path_factory.mktemp("chain-envoy"))
         started.append(envoy)
         for card in cards.values():
@@ -118,14 +131,22 @@ def mesh(pki: MeshPKI, redis_server: RedisServer, chain_key_file: Path, tmp_path
 
 
 @pytest.fixture(scope="module")
-def short_ttl(mesh: Mesh, redis_server: RedisServer, chain_key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def short_ttl(
+    mesh: Mesh, redis_server: RedisServer, chain_key_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
     """A second replica (same Redis, same key, same upstreams) whose policy sets chainTTL 1s.
 
     Only raw clients use it: the agents' cards still send SDK clients to the first Envoy."""
     policies = write_chain_policy_set(tmp_path_factory.mktemp("chain-policies-ttl"), chain_ttl="1s")
-    mandate = MandateProcess(policies, tmp_path_factory.mktemp("chain-mandate-ttl"), redis_url=redis_server.url, chain_key=chain_key_file).start()
+    mandate = MandateProcess(
+        policies, tmp_path_factory.mktemp("chain-mandate-ttl"), redis_url=redis_server.url, chain_key=chain_key_file
+    ).start()
     try:
-        routes = {GITHUB_HOST: mesh.github.port, EGRESS_HOST: mesh.egress.port, **{agent_host(p): u.port for p, u in mesh.agents.items()}}
+        routes = {
+            GITHUB_HOST: mesh.github.port,
+            EGRESS_HOST: mesh.egress.port,
+            **{agent_host(p): u.port for p, u in mesh.agents.items()},
+        }
         envoy = _start_envoy(mesh.pki, mandate, routes, tmp_path_factory.mktemp("chain-envoy-ttl"))
         try:
             yield Mesh(mesh.pki, mandate, envoy, mesh.agents, mesh.admin, mesh.github, mesh.egress)
@@ -141,7 +162,9 @@ def short_ttl(mesh: Mesh, redis_server: RedisServer, chain_key_file: Path, tmp_p
 def send_message(mesh: Mesh, caller: str, callee: str, token: str | None = None, text: str = "hello") -> httpx.Response:
     """A raw A2A v1.0 JSON-RPC SendMessage from `caller`'s workload to `callee`'s host."""
     body = {
-        "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "SendMessage",
         "params": {"message": {"role": "ROLE_USER", "messageId": str(uuid.uuid4()), "parts": [{"text": text}]}},
     }
     headers = {**A2A_HEADERS, **({CHAIN: token} if token is not None else {})}
@@ -165,7 +188,9 @@ def delegate(mesh: Mesh, caller: str, callee: str, token: str | None = None) -> 
     return minted
 
 
-def call_tool(mesh: Mesh, caller: str, tool: str, token: str | list[str] | None = None, **arguments: Any) -> httpx.Response:
+def call_tool(
+    mesh: Mesh, caller: str, tool: str, token: str | list[str] | None = None, **arguments: Any
+) -> httpx.Response:
     """A raw MCP tools/call from `caller`'s workload; a list of tokens sends the header repeatedly."""
     params = {"name": tool, "arguments": arguments, "_meta": MCP_META}
     body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}
@@ -207,7 +232,7 @@ def stored_hops(redis_server: RedisServer, token: str) -> list[str]:
 
 def flip(text: str, index: int) -> str:
     """`text` with one base64url character changed (still well-formed)."""
-    return text[:index] + ("A" if text[index] != "A" else "B") + text[index + 1:]
+    return text[:index] + ("A" if text[index] != "A" else "B") + text[index + 1 :]
 
 
 def mandate_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -247,7 +272,9 @@ def test_client_supplied_chain_header_is_overwritten(mesh: Mesh, redis_server: R
 
     async def scenario() -> str:
         headers = {"Host": agent_host("relay-c"), CHAIN: held}
-        async with httpx.AsyncClient(verify=mesh.pki.ssl_context(mesh.cert("relay-b")), headers=headers, timeout=10.0) as http:
+        async with httpx.AsyncClient(
+            verify=mesh.pki.ssl_context(mesh.cert("relay-b")), headers=headers, timeout=10.0
+        ) as http:
             return await a2a_send_text(mesh.envoy, http, "pass it on")
 
     assert run_async(scenario()) == "echo: pass it on"
@@ -261,13 +288,17 @@ def test_client_supplied_chain_header_is_overwritten(mesh: Mesh, redis_server: R
 # --- 2. the callee acting under a chain, with the real MCP SDK ------------------------------
 
 
-def _admin_mcp(mesh: Mesh, token: str | None, tools: list[tuple[str, dict[str, Any]]], mode: str = "2026-07-28") -> list[CallToolResult | MCPError]:
+def _admin_mcp(
+    mesh: Mesh, token: str | None, tools: list[tuple[str, dict[str, Any]]], mode: str = "2026-07-28"
+) -> list[CallToolResult | MCPError]:
     """admin-agent's own MCP session (its cert), presenting `token`; each call's result or MCPError."""
     headers = {CHAIN: token} if token else {}
 
     async def scenario() -> list[CallToolResult | MCPError]:
         outcomes: list[CallToolResult | MCPError] = []
-        async with mcp_client(mesh.envoy, mesh.pki, mesh.cert("admin-agent"), GITHUB_HOST, mode=mode, headers=headers) as client:
+        async with mcp_client(
+            mesh.envoy, mesh.pki, mesh.cert("admin-agent"), GITHUB_HOST, mode=mode, headers=headers
+        ) as client:
             for name, arguments in tools:
                 try:
                     outcomes.append(await client.call_tool(name, arguments))
@@ -280,7 +311,9 @@ def _admin_mcp(mesh: Mesh, token: str | None, tools: list[tuple[str, dict[str, A
 
 def _refused(outcome: CallToolResult | MCPError, reason: str, hop: str) -> MCPError:
     assert isinstance(outcome, MCPError), outcome
-    assert isinstance(outcome.data, dict) and outcome.data["reason"] == reason and outcome.data["hop"] == hop, outcome.data
+    assert isinstance(outcome.data, dict) and outcome.data["reason"] == reason and outcome.data["hop"] == hop, (
+        outcome.data
+    )
     return outcome
 
 
@@ -290,7 +323,9 @@ ISSUE = {"repo": "acme/web", "title": "rotate keys"}
 def test_admin_acting_for_frontdesk_is_held_to_frontdesk_rules(mesh: Mesh) -> None:
     token = delegate(mesh, "frontdesk", "admin-agent")
     mark = mesh.github.recorder.mark()
-    create, listed = _admin_mcp(mesh, token, [("create_issue", ISSUE), ("list_issues", {"repo": "acme/web"})], mode="auto")
+    create, listed = _admin_mcp(
+        mesh, token, [("create_issue", ISSUE), ("list_issues", {"repo": "acme/web"})], mode="auto"
+    )
     error = _refused(create, "tool_not_allowed", "frontdesk")
     assert "create_issue" in error.message and "frontdesk" in error.message
     assert isinstance(listed, CallToolResult) and not listed.is_error
@@ -309,7 +344,11 @@ def test_admin_acting_for_orchestrator_has_exactly_the_grant(mesh: Mesh) -> None
 def test_admin_without_token_acts_on_its_own_rights(mesh: Mesh) -> None:
     mark = mesh.github.recorder.mark()
     [create] = _admin_mcp(mesh, None, [("create_issue", ISSUE)])
-    assert isinstance(create, CallToolResult) and create.structured_content is not None and create.structured_content["created"]
+    assert (
+        isinstance(create, CallToolResult)
+        and create.structured_content is not None
+        and create.structured_content["created"]
+    )
     assert tool_calls(mesh.github, mark) == ["create_issue"]
 
 
@@ -342,7 +381,10 @@ def test_real_delegation_narrows_to_the_delegators_scope(mesh: Mesh) -> None:
     MCP call; the same request delegated by orchestrator (which grants it) goes through."""
     outbound = mesh.admin.outbound
     mark, sent = mesh.github.recorder.mark(), len(outbound.propagated)
-    assert _ask_admin(mesh, "frontdesk", "call create_issue " + json.dumps(ISSUE)) == "denied: tool_not_allowed hop=frontdesk"
+    assert (
+        _ask_admin(mesh, "frontdesk", "call create_issue " + json.dumps(ISSUE))
+        == "denied: tool_not_allowed hop=frontdesk"
+    )
     assert tool_calls(mesh.github, mark) == []
     assert _ask_admin(mesh, "frontdesk", 'call list_issues {"repo": "acme/web"}').startswith("result: ")
     granted = _ask_admin(mesh, "orchestrator", "call create_issue " + json.dumps(ISSUE))
@@ -376,7 +418,9 @@ def _mangled(token: str, how: str) -> str | list[str]:
     return variants[how]
 
 
-@pytest.mark.parametrize("how", ["mac-flipped", "id-flipped", "garbage", "duplicate", "bare-id", "bearer-prefix", "empty"])
+@pytest.mark.parametrize(
+    "how", ["mac-flipped", "id-flipped", "garbage", "duplicate", "bare-id", "bearer-prefix", "empty"]
+)
 def test_forged_token_is_refused(how: str, mesh: Mesh, frontdesk_token: str) -> None:
     """Any token whose MAC does not verify (including the same token sent twice, which Envoy
     joins into one value) is chain_forged, on an MCP call and on an A2A call that would mint."""
@@ -413,17 +457,30 @@ def test_well_signed_unknown_token_is_refused(mesh: Mesh, chain_key_file: Path) 
 def test_token_from_another_replica_is_honoured_and_expires(mesh: Mesh, short_ttl: Mesh) -> None:
     """Replicas share Redis and the key: a token minted behind one Envoy is verified behind
     another. The short-TTL replica's own tokens stop working once chainTTL (1s) passes."""
-    assert call_tool(short_ttl, "admin-agent", "list_issues", delegate(mesh, "frontdesk", "admin-agent"), repo="acme/web").status_code == 200
+    assert (
+        call_tool(
+            short_ttl, "admin-agent", "list_issues", delegate(mesh, "frontdesk", "admin-agent"), repo="acme/web"
+        ).status_code
+        == 200
+    )
     token = delegate(short_ttl, "frontdesk", "admin-agent")
     assert call_tool(short_ttl, "admin-agent", "list_issues", token, repo="acme/web").status_code == 200
-    wait_until(lambda: call_tool(short_ttl, "admin-agent", "list_issues", token, repo="acme/web").status_code == 403, 4.0, "chain expiry")
+    wait_until(
+        lambda: call_tool(short_ttl, "admin-agent", "list_issues", token, repo="acme/web").status_code == 403,
+        4.0,
+        "chain expiry",
+    )
     mark = mesh.github.recorder.mark()
     assert_denied(call_tool(short_ttl, "admin-agent", "list_issues", token, repo="acme/web"), "chain_unknown")
-    assert_denied(call_tool(mesh, "admin-agent", "list_issues", token, repo="acme/web"), "chain_unknown")  # expired everywhere
+    assert_denied(
+        call_tool(mesh, "admin-agent", "list_issues", token, repo="acme/web"), "chain_unknown"
+    )  # expired everywhere
     assert mesh.github.recorder.since(mark) == []
 
 
-def test_revocation_denies_chain_and_descendants_within_a_second(mesh: Mesh, short_ttl: Mesh, redis_server: RedisServer) -> None:
+def test_revocation_denies_chain_and_descendants_within_a_second(
+    mesh: Mesh, short_ttl: Mesh, redis_server: RedisServer
+) -> None:
     """`mandate chain revoke` on [relay-d, relay-c]: it and its child [relay-d, relay-c, relay-b]
     are refused on both replicas within 1 s of the command returning (it publishes before it
     exits); a new delegation on the same edge gets a new chain, not the revoked one again."""
@@ -437,6 +494,7 @@ def test_revocation_denies_chain_and_descendants_within_a_second(mesh: Mesh, sho
     started = time.monotonic()
     assert revoked.returncode == 0, revoked.stderr
     for replica in (mesh, short_ttl):
+
         def refused(replica: Mesh = replica) -> bool:
             return call_tool(replica, "relay-b", "get_me", child).status_code == 403
 
@@ -478,7 +536,12 @@ def test_chain_at_max_depth_is_allowed_one_deeper_is_refused(mesh: Mesh, redis_s
 def test_global_max_depth(mesh: Mesh) -> None:
     """Settings maxDepth 5: [reentrant, a, b, c, reentrant] is the longest; one more hop is refused."""
     token = None
-    for caller, callee in [("reentrant", "relay-a"), ("relay-a", "relay-b"), ("relay-b", "relay-c"), ("relay-c", "reentrant")]:
+    for caller, callee in [
+        ("reentrant", "relay-a"),
+        ("relay-a", "relay-b"),
+        ("relay-b", "relay-c"),
+        ("relay-c", "reentrant"),
+    ]:
         token = delegate(mesh, caller, callee, token)
     relay = mesh.agents["reentrant"]
     mark = relay.recorder.mark()
@@ -501,13 +564,17 @@ def test_accept_from_and_require_chain(mesh: Mesh) -> None:
     while delegated it has orchestrator's grant (get_me), not its own list_issues."""
     vault = mesh.agents["vault-agent"]
     mark = vault.recorder.mark()
-    assert_denied(send_message(mesh, "frontdesk", "vault-agent", text="open up"), "caller_not_accepted", hop="vault-agent")
+    assert_denied(
+        send_message(mesh, "frontdesk", "vault-agent", text="open up"), "caller_not_accepted", hop="vault-agent"
+    )
     assert vault.recorder.since(mark) == []
     token = delegate(mesh, "orchestrator", "vault-agent")
 
     mark = mesh.github.recorder.mark()
     assert_denied(call_tool(mesh, "vault-agent", "get_me"), "chain_required")
-    assert_denied(call_tool(mesh, "vault-agent", "list_issues", token, repo="acme/web"), "tool_not_allowed", hop="orchestrator")
+    assert_denied(
+        call_tool(mesh, "vault-agent", "list_issues", token, repo="acme/web"), "tool_not_allowed", hop="orchestrator"
+    )
     assert tool_calls(mesh.github, mark) == []
     assert call_tool(mesh, "vault-agent", "get_me", token).status_code == 200
     assert tool_calls(mesh.github, mark) == ["get_me"]
@@ -524,17 +591,30 @@ def test_audit_access_log_and_metrics_name_the_chain(mesh: Mesh, chain_key_file:
     [seen] = upstream.recorder.since(mark)
     [token], [minting_id] = seen.header_values(CHAIN), seen.header_values("x-mandate-decision-id")
     minted_audit = mesh.mandate.wait_audit(minting_id)
-    assert (minted_audit["minted_chain_id"], minted_audit["chain_depth"], minted_audit["hops"]) == (chain_id(token), 1, ["outsider"])
+    assert (minted_audit["minted_chain_id"], minted_audit["chain_depth"], minted_audit["hops"]) == (
+        chain_id(token),
+        1,
+        ["outsider"],
+    )
     assert minted_audit["chain_id"] is None and minted_audit["chain_events"] == ["minted"]
 
     denied = call_tool(mesh, "admin-agent", "create_issue", token, **ISSUE)
     assert_denied(denied, "tool_not_allowed", hop="outsider")
     audit = mesh.mandate.wait_audit(denied.headers["x-mandate-decision-id"])
-    assert (audit["chain_id"], audit["chain_depth"], audit["hops"], audit["hop"]) == (chain_id(token), 2, ["outsider", "admin-agent"], "outsider")
+    assert (audit["chain_id"], audit["chain_depth"], audit["hops"], audit["hop"]) == (
+        chain_id(token),
+        2,
+        ["outsider", "admin-agent"],
+        "outsider",
+    )
     assert "verified" in audit["chain_events"]
-    entries = mesh.envoy.wait_access_log(lambda e: (e.get("authz") or {}).get("decision_id") == denied.headers["x-mandate-decision-id"])
+    entries = mesh.envoy.wait_access_log(
+        lambda e: (e.get("authz") or {}).get("decision_id") == denied.headers["x-mandate-decision-id"]
+    )
     assert entries and entries[0]["authz"]["chain_id"] == chain_id(token) and entries[0]["status"] == 403
-    minted_entries = mesh.envoy.wait_access_log(lambda e: (e.get("authz") or {}).get("minted_chain_id") == chain_id(token))
+    minted_entries = mesh.envoy.wait_access_log(
+        lambda e: (e.get("authz") or {}).get("minted_chain_id") == chain_id(token)
+    )
     assert minted_entries and minted_entries[0]["status"] == 200
 
     keys = ChainKeys.from_file(chain_key_file)
@@ -546,7 +626,6 @@ def test_audit_access_log_and_metrics_name_the_chain(mesh: Mesh, chain_key_file:
     assert delta.get("minted", 0) + delta.get("reused", 0) >= 1
     assert delta.get("verified", 0) >= 1
     assert (delta.get("forged"), delta.get("unknown"), delta.get("not_held")) == (1, 1, 1), delta
-
 
 
 # --- 7. egress strips the chain -------------------------------------------------------------
@@ -563,4 +642,3 @@ def test_egress_call_leaves_the_mesh_without_the_chain_header(mesh: Mesh) -> Non
     assert seen.path == "/zen"
     assert seen.header_values(CHAIN) == []
     assert seen.header_values("x-caller-identity") == [spiffe_id(*identity("admin-agent"))]
-

@@ -70,5 +70,7 @@ def test_mandate_down_means_403_and_upstream_untouched(
     assert mcp_upstream.recorder.since(marks[0]) == []
     assert echo_upstream.recorder.since(marks[1]) == []
     assert envoy.stats("http.ingress.ext_authz.error")["http.ingress.ext_authz.error"] >= 2
-    failed = envoy.wait_access_log(lambda entry: entry["details"] == "ext_authz_error" and entry["status"] == 403, count=2)
+    failed = envoy.wait_access_log(
+        lambda entry: entry["details"] == "ext_authz_error" and entry["status"] == 403, count=2
+    )
     assert len(failed) >= 2, failed

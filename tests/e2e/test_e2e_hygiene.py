@@ -20,10 +20,17 @@ MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, tex
 
 
 def call(name: str, request_id: int | str = 7, **arguments: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
 
 
-def post_mcp(envoy: EnvoyProcess, pki: MeshPKI, cert: CertPair, content: bytes, path: str = "/mcp", **headers: str) -> httpx.Response:
+def post_mcp(
+    envoy: EnvoyProcess, pki: MeshPKI, cert: CertPair, content: bytes, path: str = "/mcp", **headers: str
+) -> httpx.Response:
     with raw_client(envoy, pki, cert, GITHUB_HOST) as client:
         return client.post(path, content=content, headers={"content-type": "application/json", **MODERN, **headers})
 
@@ -43,7 +50,13 @@ def assert_jsonrpc_deny(response: httpx.Response, status: int, reason: str, requ
 
 
 MALFORMED = [
-    pytest.param(b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_me","name":"create_issue"}}', {}, "duplicate_json_key", -32700, id="duplicate-key"),
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_me","name":"create_issue"}}',
+        {},
+        "duplicate_json_key",
+        -32700,
+        id="duplicate-key",
+    ),
     pytest.param(b'{"jsonrpc":"2.0","id":7,"method":"tools/call"', {}, "invalid_json", -32700, id="truncated-json"),
     pytest.param(b"", {}, "missing_body", -32600, id="empty-body"),
     pytest.param(json.dumps({"id": 7, "method": "ping"}).encode(), {}, "invalid_jsonrpc", -32600, id="not-jsonrpc-2.0"),
@@ -52,8 +65,14 @@ MALFORMED = [
 
 @pytest.mark.parametrize(("content", "headers", "reason", "code"), MALFORMED)
 def test_malformed_body_is_400(
-    content: bytes, headers: dict[str, str], reason: str, code: int,
-    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream,
+    content: bytes,
+    headers: dict[str, str],
+    reason: str,
+    code: int,
+    envoy: EnvoyProcess,
+    pki: MeshPKI,
+    support_cert: CertPair,
+    mcp_upstream: Upstream,
 ) -> None:
     mark = mcp_upstream.recorder.mark()
     error = assert_jsonrpc_deny(post_mcp(envoy, pki, support_cert, content, **headers), 400, reason)
@@ -70,11 +89,20 @@ def test_duplicate_json_key_echoes_request_id(envoy: EnvoyProcess, pki: MeshPKI,
     ("headers", "body"),
     [
         pytest.param({"mcp-method": "tools/list"}, call("get_me", 3), id="method-header"),
-        pytest.param({"mcp-method": "tools/call", "mcp-name": "get_me"}, call("create_issue", 3, repo="acme/x", title="t"), id="name-header"),
+        pytest.param(
+            {"mcp-method": "tools/call", "mcp-name": "get_me"},
+            call("create_issue", 3, repo="acme/x", title="t"),
+            id="name-header",
+        ),
     ],
 )
 def test_routing_header_disagreeing_with_body_is_400(
-    headers: dict[str, str], body: dict[str, Any], envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream
+    headers: dict[str, str],
+    body: dict[str, Any],
+    envoy: EnvoyProcess,
+    pki: MeshPKI,
+    support_cert: CertPair,
+    mcp_upstream: Upstream,
 ) -> None:
     """A proxy that routes on Mcp-Method/Mcp-Name must never see a body that says otherwise."""
     mark = mcp_upstream.recorder.mark()
@@ -83,7 +111,9 @@ def test_routing_header_disagreeing_with_body_is_400(
     assert mcp_upstream.recorder.since(mark) == []
 
 
-def test_batch_in_2026_07_28_is_400(envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream) -> None:
+def test_batch_in_2026_07_28_is_400(
+    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream
+) -> None:
     mark = mcp_upstream.recorder.mark()
     batch = [call("get_me", 1), {"jsonrpc": "2.0", "id": 2, "method": "ping"}]
     response = post_mcp(envoy, pki, support_cert, json.dumps(batch).encode())
@@ -116,7 +146,13 @@ def test_batch_in_2025_03_26_is_denied_if_any_element_is(
     ],
 )
 def test_ambiguous_or_escaping_path_is_refused(
-    path: str, status: int, reason: str, envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream
+    path: str,
+    status: int,
+    reason: str,
+    envoy: EnvoyProcess,
+    pki: MeshPKI,
+    support_cert: CertPair,
+    mcp_upstream: Upstream,
 ) -> None:
     mark = mcp_upstream.recorder.mark()
     response = post_mcp(envoy, pki, support_cert, json.dumps(call("get_me", 8)).encode(), path=path)
@@ -135,7 +171,9 @@ def test_body_larger_than_envoy_buffer_is_400(
     assert mcp_upstream.recorder.since(mark) == []
 
 
-def test_plain_http_target_rules(envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, echo_upstream: Upstream) -> None:
+def test_plain_http_target_rules(
+    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, echo_upstream: Upstream
+) -> None:
     """An `http` Target: path and method rules; denies are plain JSON, not JSON-RPC."""
     mark = echo_upstream.recorder.mark()
     with raw_client(envoy, pki, support_cert, STATUS_HOST) as client:
@@ -148,10 +186,14 @@ def test_plain_http_target_rules(envoy: EnvoyProcess, pki: MeshPKI, support_cert
         answer = denied.json()
         assert answer["reason"] == "http_not_allowed"
         assert answer["decision_id"] == denied.headers["x-mandate-decision-id"]
-    assert [(seen.method, seen.path) for seen in echo_upstream.recorder.since(mark)] == [("GET", "/api/health?verbose=1")]
+    assert [(seen.method, seen.path) for seen in echo_upstream.recorder.since(mark)] == [
+        ("GET", "/api/health?verbose=1")
+    ]
 
 
-def test_unknown_target_host_is_denied(envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, echo_upstream: Upstream) -> None:
+def test_unknown_target_host_is_denied(
+    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, echo_upstream: Upstream
+) -> None:
     """Envoy routes any Host (catch-all virtual host); Mandate refuses hosts no target claims."""
     mark = echo_upstream.recorder.mark()
     with raw_client(envoy, pki, support_cert, "exfil.example.com") as client:

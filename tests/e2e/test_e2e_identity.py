@@ -126,7 +126,9 @@ def test_tls_failure_reaches_neither_mandate_nor_upstream(
     wait_until(lambda: ssl_failures() >= stat_before + 3, 5.0, f"Envoy to count three {stat}")
 
 
-def test_unknown_caller_gets_jsonrpc_403(envoy: EnvoyProcess, pki: MeshPKI, nobody_cert: CertPair, mcp_upstream: Upstream) -> None:
+def test_unknown_caller_gets_jsonrpc_403(
+    envoy: EnvoyProcess, pki: MeshPKI, nobody_cert: CertPair, mcp_upstream: Upstream
+) -> None:
     mark = mcp_upstream.recorder.mark()
     body = {"jsonrpc": "2.0", "id": "req-17", "method": "tools/call", "params": {"name": "get_me", "arguments": {}}}
     with raw_client(envoy, pki, nobody_cert, GITHUB_HOST) as client:
@@ -141,7 +143,9 @@ def test_unknown_caller_gets_jsonrpc_403(envoy: EnvoyProcess, pki: MeshPKI, nobo
     assert mcp_upstream.recorder.since(mark) == []
 
 
-def test_unknown_caller_via_mcp_sdk(envoy: EnvoyProcess, pki: MeshPKI, nobody_cert: CertPair, mcp_upstream: Upstream) -> None:
+def test_unknown_caller_via_mcp_sdk(
+    envoy: EnvoyProcess, pki: MeshPKI, nobody_cert: CertPair, mcp_upstream: Upstream
+) -> None:
     mark = mcp_upstream.recorder.mark()
 
     async def scenario() -> MCPError:

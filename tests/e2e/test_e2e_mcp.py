@@ -62,7 +62,12 @@ def test_allowed_tool_returns_upstream_result(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_denied_tool_raises_mcp_error_and_never_reaches_server(
-    mode: str, envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream, mandate: MandateProcess
+    mode: str,
+    envoy: EnvoyProcess,
+    pki: MeshPKI,
+    support_cert: CertPair,
+    mcp_upstream: Upstream,
+    mandate: MandateProcess,
 ) -> None:
     mark = mcp_upstream.recorder.mark()
 
@@ -81,7 +86,11 @@ def test_denied_tool_raises_mcp_error_and_never_reaches_server(
     assert after.structured_content == {"login": "alice", "id": 1}
     assert tool_calls(mcp_upstream, mark) == ["get_me"]  # create_issue never arrived
     audit = mandate.wait_audit(decision_id)
-    assert (audit["decision"], audit["reason"], audit["gen_ai.tool.name"]) == ("deny", "tool_not_allowed", "create_issue")
+    assert (audit["decision"], audit["reason"], audit["gen_ai.tool.name"]) == (
+        "deny",
+        "tool_not_allowed",
+        "create_issue",
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -99,13 +108,17 @@ def test_allowed_resource_and_prompt(
     resource, prompt = run_async(scenario())
     assert len(resource.contents) == 1 and len(prompt.messages) == 1
     assert [c.text for c in resource.contents if isinstance(c, TextResourceContents)] == [README_TEXT]
-    assert [m.content.text for m in prompt.messages if isinstance(m.content, TextContent)] == ["Please triage issue: #42"]
+    assert [m.content.text for m in prompt.messages if isinstance(m.content, TextContent)] == [
+        "Please triage issue: #42"
+    ]
     reached = [(seen.jsonrpc_method, seen.jsonrpc_name) for seen in mcp_upstream.recorder.since(mark)]
     assert ("resources/read", "repo://acme/readme") in reached
     assert ("prompts/get", "triage") in reached
 
 
-def test_denied_resource_and_prompt(envoy: EnvoyProcess, pki: MeshPKI, intern_cert: CertPair, mcp_upstream: Upstream) -> None:
+def test_denied_resource_and_prompt(
+    envoy: EnvoyProcess, pki: MeshPKI, intern_cert: CertPair, mcp_upstream: Upstream
+) -> None:
     """intern-agent's only github rule names a tool: no resources, no prompts."""
     mark = mcp_upstream.recorder.mark()
 
@@ -122,10 +135,14 @@ def test_denied_resource_and_prompt(envoy: EnvoyProcess, pki: MeshPKI, intern_ce
     assert "repo://acme/readme" in resource.message
     assert_mandate_error(prompt, "prompt_not_allowed")
     assert "triage" in prompt.message
-    assert not [seen for seen in mcp_upstream.recorder.since(mark) if seen.jsonrpc_method in ("resources/read", "prompts/get")]
+    assert not [
+        seen for seen in mcp_upstream.recorder.since(mark) if seen.jsonrpc_method in ("resources/read", "prompts/get")
+    ]
 
 
-def test_other_profile_tool_is_denied(envoy: EnvoyProcess, pki: MeshPKI, intern_cert: CertPair, mcp_upstream: Upstream) -> None:
+def test_other_profile_tool_is_denied(
+    envoy: EnvoyProcess, pki: MeshPKI, intern_cert: CertPair, mcp_upstream: Upstream
+) -> None:
     """list_issues is in support-agent's mission, not intern-agent's; get_me is in both."""
     mark = mcp_upstream.recorder.mark()
 
@@ -144,7 +161,9 @@ def test_other_profile_tool_is_denied(envoy: EnvoyProcess, pki: MeshPKI, intern_
     assert tool_calls(mcp_upstream, mark) == ["get_me"]
 
 
-def test_when_condition_refuses_arguments(envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream) -> None:
+def test_when_condition_refuses_arguments(
+    envoy: EnvoyProcess, pki: MeshPKI, support_cert: CertPair, mcp_upstream: Upstream
+) -> None:
     """support-agent may list issues only in acme/* repositories (a CEL `when` on tool arguments)."""
     mark = mcp_upstream.recorder.mark()
 

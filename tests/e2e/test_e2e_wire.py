@@ -82,4 +82,6 @@ def test_envoys_check_requests_are_read_from_their_bytes_as_protobuf_reads_them(
     first_key, second_key = (decision_key(wire, cache.headers, 4096, cache.length_at)[0] for wire in (first, second))
     assert first_key == second_key is not None  # ... the key does not
     call = next(read_wire(payload) for payload, body in zip(payloads, bodies) if b'"tools/call"' in body)
-    assert call is not None and decision_key(call, cache.headers, 4096, cache.length_at)[1] is not None  # its id is left out
+    assert (
+        call is not None and decision_key(call, cache.headers, 4096, cache.length_at)[1] is not None
+    )  # its id is left out

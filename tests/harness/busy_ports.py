@@ -20,8 +20,9 @@ def serve_again(*args: str, timeout: float = 15.0) -> tuple[int, str]:
     `timeout` seconds has taken the port: it is stopped (SIGTERM, so a supervisor stops its
     workers too) and the test fails."""
     command = [*MandateProcess.command(), "serve", "--policies", str(EXAMPLES), *args]
-    process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         _, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

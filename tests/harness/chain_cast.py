@@ -34,19 +34,26 @@ def cast() -> dict[str, dict[str, Any]]:
     return {
         "alice": {
             "tools": ["read", "write"],
-            "agents": [{"agent": "bob"}, {"agent": "carol", "grant": {"mcp": [{"server": "tools", "tools": ["read", "delete"]}]}}],
+            "agents": [
+                {"agent": "bob"},
+                {"agent": "carol", "grant": {"mcp": [{"server": "tools", "tools": ["read", "delete"]}]}},
+            ],
         },
         "bob": {"tools": ["read", "delete"], "agents": [{"agent": "carol"}]},
         "carol": {"tools": ["read", "write", "delete", "admin"]},
     }
 
 
-def documents(profiles: dict[str, dict[str, Any]], settings: dict[str, Any] | None = None, tools_principal: str = "") -> dict[str, str]:
+def documents(
+    profiles: dict[str, dict[str, Any]], settings: dict[str, Any] | None = None, tools_principal: str = ""
+) -> dict[str, str]:
     """Policy files for `profiles`: name -> {tools, agents, delegation, mode, principals, when}."""
     tools: dict[str, Any] = {"kind": "mcp", "hosts": [TOOLS_HOST]}
     if tools_principal:
         tools["principals"] = [tools_principal]
-    docs: list[dict[str, Any]] = [{"apiVersion": "mandate.dev/v1alpha1", "kind": "Target", "metadata": {"name": "tools"}, "spec": tools}]
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "mandate.dev/v1alpha1", "kind": "Target", "metadata": {"name": "tools"}, "spec": tools}
+    ]
     for name, spec in profiles.items():
         body: dict[str, Any] = {
             "principals": spec.get("principals", [principal(name)]),
@@ -62,10 +69,17 @@ def documents(profiles: dict[str, dict[str, Any]], settings: dict[str, Any] | No
         for key in ("delegation", "mode"):
             if key in spec:
                 body[key] = spec[key]
-        docs.append({"apiVersion": "mandate.dev/v1alpha1", "kind": "MissionProfile", "metadata": {"name": name}, "spec": body})
+        docs.append(
+            {"apiVersion": "mandate.dev/v1alpha1", "kind": "MissionProfile", "metadata": {"name": name}, "spec": body}
+        )
     files = {"policy": yaml.safe_dump_all(docs, sort_keys=False)}
     if settings:
         files["settings"] = yaml.safe_dump(
-            {"apiVersion": "mandate.dev/v1alpha1", "kind": "Settings", "metadata": {"name": "default"}, "spec": settings}
+            {
+                "apiVersion": "mandate.dev/v1alpha1",
+                "kind": "Settings",
+                "metadata": {"name": "default"},
+                "spec": settings,
+            }
         )
     return files

@@ -34,13 +34,23 @@ RELAYS = ("relay-a", "relay-b", "relay-c", "relay-d", "reentrant")
 
 def agent_host(profile: str) -> str:
     """The host an agent profile is reached by (its Kubernetes Service name)."""
-    namespace = "relays" if profile in RELAYS else {"frontdesk": "public", "orchestrator": "ops"}.get(profile, profile.split("-")[0])
+    namespace = (
+        "relays"
+        if profile in RELAYS
+        else {"frontdesk": "public", "orchestrator": "ops"}.get(profile, profile.split("-")[0])
+    )
     return f"{profile}.{namespace}.svc.cluster.local"
 
 
 def identity(profile: str) -> tuple[str, str]:
     """(namespace, service account) of the workload a profile governs."""
-    fixed = {"frontdesk": FRONTDESK, "orchestrator": ORCHESTRATOR, "admin-agent": ADMIN, "vault-agent": VAULT, "outsider": OUTSIDER}
+    fixed = {
+        "frontdesk": FRONTDESK,
+        "orchestrator": ORCHESTRATOR,
+        "admin-agent": ADMIN,
+        "vault-agent": VAULT,
+        "outsider": OUTSIDER,
+    }
     return fixed.get(profile, ("relays", profile))
 
 
@@ -83,15 +93,22 @@ def _relay(name: str, delegation: str = "") -> str:
 
 
 PROFILES = [
-    _profile("frontdesk", "Talks to the public; reads issues, never writes.", """\
+    _profile(
+        "frontdesk",
+        "Talks to the public; reads issues, never writes.",
+        """\
   mcp:
     - server: github
       tools: [get_me, list_issues]
   agents:
     - agent: admin-agent
     - agent: vault-agent
-"""),
-    _profile("orchestrator", "Plans work and delegates it; touches nothing itself.", """\
+""",
+    ),
+    _profile(
+        "orchestrator",
+        "Plans work and delegates it; touches nothing itself.",
+        """\
   agents:
     - agent: admin-agent
       grant:
@@ -100,8 +117,12 @@ PROFILES = [
     - agent: vault-agent
       grant:
         mcp: [{server: github, tools: [get_me]}]
-"""),
-    _profile("admin-agent", "Administers the repositories.", """\
+""",
+    ),
+    _profile(
+        "admin-agent",
+        "Administers the repositories.",
+        """\
   mcp:
     - server: github
       tools: [get_me, list_issues, create_issue]
@@ -111,22 +132,31 @@ PROFILES = [
     - host: api.github.com
       paths: ["/zen", "/repos/*"]
       methods: [GET]
-"""),
-    _profile("vault-agent", "Opens the vault, only when the orchestrator asks.", """\
+""",
+    ),
+    _profile(
+        "vault-agent",
+        "Opens the vault, only when the orchestrator asks.",
+        """\
   mcp:
     - server: github
       tools: [get_me, list_issues]
   delegation:
     acceptFrom: [orchestrator]
     requireChain: true
-"""),
-    _profile("outsider", "Another team's agent.", """\
+""",
+    ),
+    _profile(
+        "outsider",
+        "Another team's agent.",
+        """\
   mcp:
     - server: github
       tools: [get_me]
   agents:
     - agent: admin-agent
-"""),
+""",
+    ),
     _relay("relay-a"),
     _relay("relay-b"),
     _relay("relay-c"),

@@ -89,7 +89,9 @@ async def a2a_send_text(envoy: EnvoyProcess, http: httpx.AsyncClient, text: str,
     factory = ClientFactory(ClientConfig(httpx_client=http, streaming=False))
     client = factory.create(card) if card is not None else await factory.create_from_url(envoy.base_url)
     try:
-        request = SendMessageRequest(message=Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)]))
+        request = SendMessageRequest(
+            message=Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=[Part(text=text)])
+        )
         replies = [
             get_stream_response_text(response)
             async for response in client.send_message(request, context=ClientCallContext(timeout=10.0))

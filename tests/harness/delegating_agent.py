@@ -81,7 +81,9 @@ class DelegatingAgent(EchoAgent):
         self.public_url = public_url
         self.outbound = Outbound()
         card = self.card()
-        handler = DefaultRequestHandler(agent_executor=DelegatingExecutor(self.outbound), task_store=InMemoryTaskStore(), agent_card=card)
+        handler = DefaultRequestHandler(
+            agent_executor=DelegatingExecutor(self.outbound), task_store=InMemoryTaskStore(), agent_card=card
+        )
         self.app = Starlette(
             routes=[
                 *create_agent_card_routes(card, card_modifier=self._rewrite_card, card_url=AGENT_CARD_WELL_KNOWN_PATH),

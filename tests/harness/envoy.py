@@ -82,7 +82,11 @@ class EnvoyConfig:
 def mesh_envoy_config(pki: MeshPKI, authz_port: int, upstreams: dict[str, int]) -> EnvoyConfig:
     """The suite's standard Envoy: `pki`'s server cert, clients must chain to `pki`'s CA."""
     return EnvoyConfig(
-        authz_port=authz_port, upstreams=upstreams, ca_cert=pki.ca_cert, server_cert=pki.server.cert, server_key=pki.server.key
+        authz_port=authz_port,
+        upstreams=upstreams,
+        ca_cert=pki.ca_cert,
+        server_cert=pki.server.cert,
+        server_key=pki.server.key,
     )
 
 
@@ -102,15 +106,23 @@ def build_bootstrap(cfg: EnvoyConfig, access_log_path: Path) -> dict[str, Any]:
     }
     virtual_hosts = []
     for host in cfg.upstreams:
-        virtual_hosts.append({
-            "name": _cluster_name(host),
-            "domains": ["*"] if host == "*" else [host, f"{host}:*"],
-            # timeout 0: no whole-request deadline, so SSE streams (MCP GET, A2A streaming) live.
-            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": _cluster_name(host), "timeout": "0s", "idle_timeout": "300s"}}],
-        })
+        virtual_hosts.append(
+            {
+                "name": _cluster_name(host),
+                "domains": ["*"] if host == "*" else [host, f"{host}:*"],
+                # timeout 0: no whole-request deadline, so SSE streams (MCP GET, A2A streaming) live.
+                "routes": [
+                    {
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": _cluster_name(host), "timeout": "0s", "idle_timeout": "300s"},
+                    }
+                ],
+            }
+        )
     virtual_hosts.sort(key=lambda vhost: vhost["domains"] == ["*"])
     hcm: dict[str, Any] = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+        "HttpConnectionManager",
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
         "stream_idle_timeout": "300s",
@@ -122,56 +134,79 @@ def build_bootstrap(cfg: EnvoyConfig, access_log_path: Path) -> dict[str, Any]:
         "set_current_client_cert_details": {"uri": True},
         "http_filters": [
             {"name": "envoy.filters.http.ext_authz", "typed_config": ext_authz},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-        ],
-        "access_log": [{
-            "name": "envoy.access_loggers.file",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                "path": str(access_log_path),
-                "log_format": {"json_format": {
-                    "method": "%REQ(:METHOD)%",
-                    "path": "%REQ(:PATH)%",
-                    "authority": "%REQ(:AUTHORITY)%",
-                    "status": "%RESPONSE_CODE%",
-                    "flags": "%RESPONSE_FLAGS%",
-                    "details": "%RESPONSE_CODE_DETAILS%",
-                    "peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%",
-                    "authz": f"%DYNAMIC_METADATA({AUTHZ_METADATA_NAMESPACE})%",
-                }},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
             },
-        }],
+        ],
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": str(access_log_path),
+                    "log_format": {
+                        "json_format": {
+                            "method": "%REQ(:METHOD)%",
+                            "path": "%REQ(:PATH)%",
+                            "authority": "%REQ(:AUTHORITY)%",
+                            "status": "%RESPONSE_CODE%",
+                            "flags": "%RESPONSE_FLAGS%",
+                            "details": "%RESPONSE_CODE_DETAILS%",
+                            "peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%",
+                            "authz": f"%DYNAMIC_METADATA({AUTHZ_METADATA_NAMESPACE})%",
+                        }
+                    },
+                },
+            }
+        ],
     }
     downstream_tls = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "require_client_certificate": True,
         "common_tls_context": {
             "alpn_protocols": ["h2", "http/1.1"],
-            "tls_certificates": [{"certificate_chain": {"filename": str(cfg.server_cert)}, "private_key": {"filename": str(cfg.server_key)}}],
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": str(cfg.server_cert)},
+                    "private_key": {"filename": str(cfg.server_key)},
+                }
+            ],
             "validation_context": {"trusted_ca": {"filename": str(cfg.ca_cert)}},
         },
     }
-    clusters: list[dict[str, Any]] = [{
-        "name": AUTHZ_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": _endpoint(AUTHZ_CLUSTER, cfg.authz_port),
-    }]
+    clusters: list[dict[str, Any]] = [
+        {
+            "name": AUTHZ_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+            "load_assignment": _endpoint(AUTHZ_CLUSTER, cfg.authz_port),
+        }
+    ]
     for host, port in cfg.upstreams.items():
-        clusters.append({"name": _cluster_name(host), "type": "STATIC", "connect_timeout": "1s", "load_assignment": _endpoint(_cluster_name(host), port)})
+        clusters.append(
+            {
+                "name": _cluster_name(host),
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": _endpoint(_cluster_name(host), port),
+            }
+        )
     listener = {
         "name": LISTENER_NAME,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-        "filter_chains": [{
-            "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
-            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_tls},
-        }],
+        "filter_chains": [
+            {
+                "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": downstream_tls},
+            }
+        ],
     }
     return {
         "node": {"id": "mandate-e2e", "cluster": "mandate-e2e"},
@@ -200,15 +235,23 @@ class EnvoyProcess:
         address_file.unlink(missing_ok=True)
         command = [
             envoy_binary(),
-            "-c", str(self.bootstrap_path),
+            "-c",
+            str(self.bootstrap_path),
             "--disable-hot-restart",  # no shared memory: several Envoys may run at once
-            "--concurrency", "1",
-            "--file-flush-interval-msec", "100",  # the default (10 s) delays access-log lines
-            "--admin-address-path", str(address_file),
-            "-l", self.cfg.log_level,
-            "--log-path", str(self.log_path),
+            "--concurrency",
+            "1",
+            "--file-flush-interval-msec",
+            "100",  # the default (10 s) delays access-log lines
+            "--admin-address-path",
+            str(address_file),
+            "-l",
+            self.cfg.log_level,
+            "--log-path",
+            str(self.log_path),
         ]
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         try:
             self._wait_ready(address_file, timeout)
         except BaseException:

@@ -40,7 +40,13 @@ AUTHORIZATION_POLICY: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["matchLabels"],
-                    "properties": {"matchLabels": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}},
+                    "properties": {
+                        "matchLabels": {
+                            "type": "object",
+                            "minProperties": 1,
+                            "additionalProperties": {"type": "string"},
+                        }
+                    },
                 },
                 "targetRefs": {
                     "type": "array",
@@ -84,9 +90,18 @@ AUTHORIZATION_POLICY: dict[str, Any] = {
                                             "properties": {
                                                 key: _STRINGS
                                                 for key in (
-                                                    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
-                                                    "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks",
-                                                    "remoteIpBlocks", "notRemoteIpBlocks", "serviceAccounts", "notServiceAccounts",
+                                                    "principals",
+                                                    "notPrincipals",
+                                                    "requestPrincipals",
+                                                    "notRequestPrincipals",
+                                                    "namespaces",
+                                                    "notNamespaces",
+                                                    "ipBlocks",
+                                                    "notIpBlocks",
+                                                    "remoteIpBlocks",
+                                                    "notRemoteIpBlocks",
+                                                    "serviceAccounts",
+                                                    "notServiceAccounts",
                                                 )
                                             },
                                         }
@@ -106,7 +121,16 @@ AUTHORIZATION_POLICY: dict[str, Any] = {
                                             "minProperties": 1,
                                             "properties": {
                                                 key: _STRINGS
-                                                for key in ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+                                                for key in (
+                                                    "hosts",
+                                                    "notHosts",
+                                                    "ports",
+                                                    "notPorts",
+                                                    "methods",
+                                                    "notMethods",
+                                                    "paths",
+                                                    "notPaths",
+                                                )
                                             },
                                         }
                                     },
@@ -118,7 +142,11 @@ AUTHORIZATION_POLICY: dict[str, Any] = {
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["key"],
-                                    "properties": {"key": {"type": "string"}, "values": _STRINGS, "notValues": _STRINGS},
+                                    "properties": {
+                                        "key": {"type": "string"},
+                                        "values": _STRINGS,
+                                        "notValues": _STRINGS,
+                                    },
                                 },
                             },
                         },

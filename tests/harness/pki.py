@@ -60,8 +60,15 @@ def _write_key(path: Path, key: _Key) -> Path:
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -138,7 +145,9 @@ class MeshPKI:
         cache_key = (ns, sa, untrusted)
         if cache_key not in self._issued:
             ca, ca_key = (self._rogue_ca, self._rogue_ca_key) if untrusted else (self._ca, self._ca_key)
-            cert, key = make_leaf(ca, ca_key, f"{sa}.{ns}", [x509.UniformResourceIdentifier(spiffe_id(ns, sa))], server=False)
+            cert, key = make_leaf(
+                ca, ca_key, f"{sa}.{ns}", [x509.UniformResourceIdentifier(spiffe_id(ns, sa))], server=False
+            )
             stem = f"client-{'untrusted-' if untrusted else ''}{ns}-{sa}"
             self._issued[cache_key] = CertPair(
                 _write_cert(self.dir / f"{stem}.crt", cert), _write_key(self.dir / f"{stem}.key", key)

@@ -63,7 +63,9 @@ class ProcessExited(RuntimeError):
 class MandateProcess:
     """`mandate serve` on free ports; stdout (the audit log) and stderr go to files in `workdir`."""
 
-    def __init__(self, policies: Path, workdir: Path, *, redis_url: str | None = None, chain_key: Path | None = None) -> None:
+    def __init__(
+        self, policies: Path, workdir: Path, *, redis_url: str | None = None, chain_key: Path | None = None
+    ) -> None:
         self.policies = policies
         self.redis_url = redis_url
         self.chain_key = chain_key
@@ -95,10 +97,14 @@ class MandateProcess:
     def _start_once(self, timeout: float) -> MandateProcess:
         self.grpc_port, self.metrics_port = free_port(), free_port()
         command = [
-            *self.command(), "serve",
-            "--policies", str(self.policies),
-            "--listen", f"127.0.0.1:{self.grpc_port}",
-            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            *self.command(),
+            "serve",
+            "--policies",
+            str(self.policies),
+            "--listen",
+            f"127.0.0.1:{self.grpc_port}",
+            "--metrics-listen",
+            f"127.0.0.1:{self.metrics_port}",
         ]
         if self.redis_url:
             command += ["--redis", self.redis_url]
@@ -208,6 +214,7 @@ class MandateProcess:
 
     def wait_audit(self, decision_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The audit line for `decision_id` (written just after the answer leaves)."""
+
         def find() -> dict[str, Any] | None:
             return next((event for event in self.audit_events() if event.get("decision_id") == decision_id), None)
 
@@ -246,7 +253,9 @@ class ThreadedUvicorn:
 
     def start(self, timeout: float = 10.0) -> ThreadedUvicorn:
         self.thread.start()
-        wait_until(lambda: self.server.started or self.error or not self.thread.is_alive(), timeout, f"{self.name} to start")
+        wait_until(
+            lambda: self.server.started or self.error or not self.thread.is_alive(), timeout, f"{self.name} to start"
+        )
         if not self.server.started:
             raise RuntimeError(f"{self.name} failed to start: {self.error!r}")
         return self

@@ -43,7 +43,9 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One server; `tls` serves TLS only (rediss://), `cluster` starts it as a cluster node."""
 
-    def __init__(self, workdir: Path, *, tls: CertPair | None = None, ca_cert: Path | None = None, cluster: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, tls: CertPair | None = None, ca_cert: Path | None = None, cluster: bool = False
+    ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.tls, self.ca_cert, self.cluster = tls, ca_cert, cluster
@@ -61,20 +63,36 @@ class RedisServer:
         self.port = self.port or (cluster_port() if self.cluster else free_port())
         command = [
             redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--logfile", str(self.workdir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
         if self.tls:
             command[1:3] = ["--port", "0", "--tls-port", str(self.port)]
-            command += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
-                        "--tls-ca-cert-file", str(self.ca_cert), "--tls-auth-clients", "no"]
+            command += [
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.ca_cert),
+                "--tls-auth-clients",
+                "no",
+            ]
         if self.cluster:
             command += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.workdir / "nodes.conf")]
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         wait_until(self._answers, timeout, f"redis-server on port {self.port}")
         return self
 
@@ -135,14 +153,21 @@ class RedisClusterNodes:
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
             ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=timeout,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
         )
         wait_until(self._ok, timeout, "the cluster to report cluster_state:ok")
         return self
 
     def _ok(self) -> bool:
         info = subprocess.run(
-            ["redis-cli", "-p", str(self.nodes[0].port), "cluster", "info"], check=False, capture_output=True, text=True, timeout=5
+            ["redis-cli", "-p", str(self.nodes[0].port), "cluster", "info"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout
         return "cluster_state:ok" in info
 

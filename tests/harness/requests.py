@@ -16,7 +16,14 @@ from tests.harness.example_policies import BILLING_HOST, GITHUB_HOST, SUPPORT
 # --- the example policy set --------------------------------------------------------------
 
 
-def mcp(method: str, principal: str = SUPPORT, headers: dict[str, str] | None = None, path: str = "/mcp", host: str = GITHUB_HOST, **params) -> AuthzInput:
+def mcp(
+    method: str,
+    principal: str = SUPPORT,
+    headers: dict[str, str] | None = None,
+    path: str = "/mcp",
+    host: str = GITHUB_HOST,
+    **params,
+) -> AuthzInput:
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
     return AuthzInput(method="POST", path=path, host=host, headers=headers or {}, body=body, source_principal=principal)
 
@@ -37,18 +44,39 @@ def http(method: str, host: str, path: str, principal: str = SUPPORT) -> AuthzIn
 # --- the delegation cast -----------------------------------------------------------------
 
 
-def use_tool(caller: str, tool: str, token: str | None = None, *, source: str | None = None, destination: str = "") -> AuthzInput:
+def use_tool(
+    caller: str, tool: str, token: str | None = None, *, source: str | None = None, destination: str = ""
+) -> AuthzInput:
     body = orjson.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
     headers = {CHAIN_HEADER: token} if token is not None else {}
-    return AuthzInput(method="POST", path="/mcp", host=TOOLS_HOST, headers=headers, body=body, source_principal=source or principal(caller),
+    return AuthzInput(
+        method="POST",
+        path="/mcp",
+        host=TOOLS_HOST,
+        headers=headers,
+        body=body,
+        source_principal=source or principal(caller),
         destination_principal=destination,
     )
 
 
-def call_agent(caller: str, callee: str, token: str | None = None, *, method: str = "SendMessage", source: str | None = None, destination: str = "") -> AuthzInput:
+def call_agent(
+    caller: str,
+    callee: str,
+    token: str | None = None,
+    *,
+    method: str = "SendMessage",
+    source: str | None = None,
+    destination: str = "",
+) -> AuthzInput:
     body = orjson.dumps({"jsonrpc": "2.0", "id": "a2a-1", "method": method, "params": {}})
     headers = {CHAIN_HEADER: token} if token is not None else {}
     return AuthzInput(
-        method="POST", path="/", host=host(callee), headers=headers, body=body,
-        source_principal=source or principal(caller), destination_principal=destination,
+        method="POST",
+        path="/",
+        host=host(callee),
+        headers=headers,
+        body=body,
+        source_principal=source or principal(caller),
+        destination_principal=destination,
     )

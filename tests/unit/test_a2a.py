@@ -57,7 +57,9 @@ def test_unknown_method_is_kept_empty_for_the_decision_to_refuse():
     assert to_v1_method("sendmessage") is None
 
 
-@pytest.mark.parametrize("path", ["/.well-known/agent-card.json", "/.well-known/agent.json", "/t1/.well-known/agent-card.json"])
+@pytest.mark.parametrize(
+    "path", ["/.well-known/agent-card.json", "/.well-known/agent.json", "/t1/.well-known/agent-card.json"]
+)
 def test_agent_card(path):
     (action,) = classify_a2a("GET", path, b"", "", SDK)
     assert action.is_card
@@ -102,8 +104,12 @@ def test_rest_body_hygiene_still_applies():
 
 @pytest.mark.parametrize(
     ("verb", "path", "content_type"),
-    [("PUT", "/", "application/json"), ("GET", "/", ""), ("POST", "/a2a.v1.A2AService/SendMessage", "application/grpc"),
-     ("POST", "/", "application/grpc")],
+    [
+        ("PUT", "/", "application/json"),
+        ("GET", "/", ""),
+        ("POST", "/a2a.v1.A2AService/SendMessage", "application/grpc"),
+        ("POST", "/", "application/grpc"),
+    ],
 )
 def test_other_bindings(verb, path, content_type):
     with pytest.raises(UnsupportedBinding):
@@ -138,8 +144,12 @@ def test_the_route_table_is_the_sdks():
     routes = create_rest_routes(MagicMock(spec=RequestHandler), enable_v0_3_compat=True)
 
     def table(routes):
-        return [(verb, route.path, endpoint_method(route.endpoint)) for route in routes if isinstance(route, Route)
-                for verb in sorted(route.methods - {"HEAD"})]  # Starlette adds HEAD to every GET route
+        return [
+            (verb, route.path, endpoint_method(route.endpoint))
+            for route in routes
+            if isinstance(route, Route)
+            for verb in sorted(route.methods - {"HEAD"})
+        ]  # Starlette adds HEAD to every GET route
 
     top = table(routes)
     (mount,) = [route for route in routes if isinstance(route, Mount)]
@@ -277,4 +287,8 @@ def test_classify_reads_the_agents_own_declaration(write_policies):
             return refusal.verdict.reason
         return classified.actions[0].binding
 
-    assert [binding(path) for path in ("/a2a", "/", "/api/message:send")] == ["jsonrpc", "unsupported_binding", "http+json"]
+    assert [binding(path) for path in ("/a2a", "/", "/api/message:send")] == [
+        "jsonrpc",
+        "unsupported_binding",
+        "http+json",
+    ]

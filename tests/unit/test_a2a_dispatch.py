@@ -99,10 +99,18 @@ class SdkAgent:
     async def _call(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> None:
         path, _, query = raw_path.partition("?")
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http", "method": method,
-            "path": unquote(path), "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "scheme": "http",
+            "method": method,
+            "path": unquote(path),
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
             "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
-            "server": ("billing-agent", 80), "client": ("127.0.0.1", 40000),
+            "server": ("billing-agent", 80),
+            "client": ("127.0.0.1", 40000),
         }  # what uvicorn builds: `path` is the raw path percent-decoded once, `.`, `..` and `//` kept
         messages = iter([{"type": "http.request", "body": body, "more_body": False}])
 
@@ -239,8 +247,12 @@ PUSH = orjson.dumps(
         ("GET", "/t1/v1/card", b"", None),
         ("GET", "/card", b"", None),
         # A route whose verb does not match is no route: the mount then claims the path, and 404s.
-        ("POST", "/tasks/tasks/pushNotificationConfigs/pushNotificationConfigs", b"{}",
-         ("http+json", "CreateTaskPushNotificationConfig")),
+        (
+            "POST",
+            "/tasks/tasks/pushNotificationConfigs/pushNotificationConfigs",
+            b"{}",
+            ("http+json", "CreateTaskPushNotificationConfig"),
+        ),
         ("POST", "/tasks/task-1", GET_TASK, None),
         ("PUT", "/tasks/task-1:cancel", GET_TASK, None),
         ("HEAD", "/tasks/task-1", b"", None),
@@ -328,24 +340,80 @@ def test_the_sdk_does_dispatch_what_the_finding_smuggled(sdk):
 VERBS = st.sampled_from(["GET", "POST", "DELETE", "PUT", "HEAD"])
 SEGMENTS = st.sampled_from(
     [
-        "tasks", "task-1", "task:1", "t:x", "task-1:cancel", "task:1:cancel", "x:subscribe", ":cancel", ":subscribe",
-        "message:send", "message:stream", "message", "pushNotificationConfigs", "c1", "v1", "card", "extendedAgentCard",
-        ".well-known", "agent-card.json", "agent.json", ".", "..", "", "%3A", "%3Acancel", "task%3A1%3Acancel",
-        "%74asks", "message%3Asend", "a%2Fb", "%2e%2e", "tasks:cancel", "%20", "a%ZZ",
+        "tasks",
+        "task-1",
+        "task:1",
+        "t:x",
+        "task-1:cancel",
+        "task:1:cancel",
+        "x:subscribe",
+        ":cancel",
+        ":subscribe",
+        "message:send",
+        "message:stream",
+        "message",
+        "pushNotificationConfigs",
+        "c1",
+        "v1",
+        "card",
+        "extendedAgentCard",
+        ".well-known",
+        "agent-card.json",
+        "agent.json",
+        ".",
+        "..",
+        "",
+        "%3A",
+        "%3Acancel",
+        "task%3A1%3Acancel",
+        "%74asks",
+        "message%3Asend",
+        "a%2Fb",
+        "%2e%2e",
+        "tasks:cancel",
+        "%20",
+        "a%ZZ",
     ]
 ) | st.text(alphabet="at:.%-_3A", min_size=1, max_size=6)
 # The SDK's REST route templates (v1.0 and v0.3) and their verbs, relative to `path_prefix`.
 REST_TEMPLATES = [
-    ("POST", "/message:send"), ("POST", "/message:stream"), ("POST", "/tasks/{id}:cancel"),
-    ("GET", "/tasks/{id}:subscribe"), ("POST", "/tasks/{id}:subscribe"), ("GET", "/tasks/{id}"),
-    ("GET", "/tasks/{id}/pushNotificationConfigs/{id}"), ("DELETE", "/tasks/{id}/pushNotificationConfigs/{id}"),
-    ("POST", "/tasks/{id}/pushNotificationConfigs"), ("GET", "/tasks/{id}/pushNotificationConfigs"),
-    ("GET", "/tasks"), ("GET", "/extendedAgentCard"), ("GET", "/card"),
+    ("POST", "/message:send"),
+    ("POST", "/message:stream"),
+    ("POST", "/tasks/{id}:cancel"),
+    ("GET", "/tasks/{id}:subscribe"),
+    ("POST", "/tasks/{id}:subscribe"),
+    ("GET", "/tasks/{id}"),
+    ("GET", "/tasks/{id}/pushNotificationConfigs/{id}"),
+    ("DELETE", "/tasks/{id}/pushNotificationConfigs/{id}"),
+    ("POST", "/tasks/{id}/pushNotificationConfigs"),
+    ("GET", "/tasks/{id}/pushNotificationConfigs"),
+    ("GET", "/tasks"),
+    ("GET", "/extendedAgentCard"),
+    ("GET", "/card"),
 ]
 IDS = st.sampled_from(
     [
-        "task-1", "task:1", "t:x", ":", "::", "a:cancel", "a:subscribe", ":cancel", "task%3A1%3Acancel", "%3A", "v1",
-        "tasks", "card", "pushNotificationConfigs", "message:send", "%74asks", ".", "..", "%2e", "a%2Fb", "a b",
+        "task-1",
+        "task:1",
+        "t:x",
+        ":",
+        "::",
+        "a:cancel",
+        "a:subscribe",
+        ":cancel",
+        "task%3A1%3Acancel",
+        "%3A",
+        "v1",
+        "tasks",
+        "card",
+        "pushNotificationConfigs",
+        "message:send",
+        "%74asks",
+        ".",
+        "..",
+        "%2e",
+        "a%2Fb",
+        "a b",
         "%C3%A9",
     ]
 ) | st.text(alphabet="at:.-_", min_size=1, max_size=5)
@@ -360,10 +428,21 @@ def requests_for(router: A2aRouter) -> st.SearchStrategy[tuple[str, str]]:
     if router.rest_prefix:
         routes |= st.sampled_from(REST_TEMPLATES)
     served = st.sampled_from(
-        [("POST", router.jsonrpc_path), ("GET", router.card_path), ("POST", "/"), ("GET", "/.well-known/agent-card.json")]
+        [
+            ("POST", router.jsonrpc_path),
+            ("GET", router.card_path),
+            ("POST", "/"),
+            ("GET", "/.well-known/agent-card.json"),
+        ]
     )
-    declared = sorted({part for path in (router.jsonrpc_path, router.rest_prefix, router.card_path)
-                       for part in path.split("/") if part})
+    declared = sorted(
+        {
+            part
+            for path in (router.jsonrpc_path, router.rest_prefix, router.card_path)
+            for part in path.split("/")
+            if part
+        }
+    )
     prefixes = [*PREFIXES, router.rest_prefix, router.jsonrpc_path.rstrip("/")]
     segments = SEGMENTS | st.sampled_from(declared) if declared else SEGMENTS
     free_form = st.builds(
@@ -373,14 +452,19 @@ def requests_for(router: A2aRouter) -> st.SearchStrategy[tuple[str, str]]:
         st.sampled_from(["", "", "?tenant=x"]),
     )
     rest_shaped = _shaped(routes, prefixes)
-    return st.one_of(rest_shaped, rest_shaped, _shaped(served, ["", "", "", "", "", *prefixes]), st.tuples(VERBS, free_form))
+    return st.one_of(
+        rest_shaped, rest_shaped, _shaped(served, ["", "", "", "", "", *prefixes]), st.tuples(VERBS, free_form)
+    )
 
 
 def _shaped(routes: st.SearchStrategy[tuple[str, str]], prefixes: list[str]) -> st.SearchStrategy[tuple[str, str]]:
     """Requests on `routes`, mostly with the route's own verb so most reach a route; the other verbs
     probe the 405s and the mount that takes a path its top-level route refused."""
     return st.builds(
-        _route_shaped, routes, st.sampled_from(prefixes), st.lists(IDS, min_size=2, max_size=2),
+        _route_shaped,
+        routes,
+        st.sampled_from(prefixes),
+        st.lists(IDS, min_size=2, max_size=2),
         st.sampled_from([None] * 6 + ["GET", "POST", "DELETE", "PUT", "HEAD"]),
         st.sampled_from(["", "", "", "/", "?tenant=x"]),
     )

@@ -84,10 +84,14 @@ class Model:
         return Model(self.own)
 
     def documents(self) -> list[dict]:
-        docs: list[dict] = [{
-            "apiVersion": "mandate.dev/v1alpha1", "kind": "Target", "metadata": {"name": "tools"},
-            "spec": {"kind": "mcp", "hosts": [TOOLS_HOST]},
-        }]
+        docs: list[dict] = [
+            {
+                "apiVersion": "mandate.dev/v1alpha1",
+                "kind": "Target",
+                "metadata": {"name": "tools"},
+                "spec": {"kind": "mcp", "hosts": [TOOLS_HOST]},
+            }
+        ]
         for name, scope in self.own.items():
             spec: dict = {
                 "principals": [principal(name)],
@@ -104,7 +108,14 @@ class Model:
                     if grant is not None:
                         rule["grant"] = _scope_yaml(grant, with_agents=True)
                     spec["agents"].append(rule)
-            docs.append({"apiVersion": "mandate.dev/v1alpha1", "kind": "MissionProfile", "metadata": {"name": name}, "spec": spec})
+            docs.append(
+                {
+                    "apiVersion": "mandate.dev/v1alpha1",
+                    "kind": "MissionProfile",
+                    "metadata": {"name": name},
+                    "spec": spec,
+                }
+            )
         return docs
 
     def compile(self) -> PolicySet:
@@ -112,7 +123,10 @@ class Model:
         key = orjson.dumps(self.documents())
         policy = _COMPILED.get(key)
         if policy is None:
-            documents = [SourcedDocument(DOCUMENT_KINDS[doc["kind"]].model_validate(doc), "generated.yaml", {}) for doc in self.documents()]
+            documents = [
+                SourcedDocument(DOCUMENT_KINDS[doc["kind"]].model_validate(doc), "generated.yaml", {})
+                for doc in self.documents()
+            ]
             policy = _COMPILED[key] = compile_documents(documents)
         return policy
 
@@ -123,14 +137,23 @@ _COMPILED: dict[bytes, PolicySet] = {}  # policy sets are immutable; shrinking r
 def test_generated_documents_are_what_a_policy_file_would_say():
     """The generator's documents load from YAML to the same policy (so skipping YAML is sound)."""
     model = Model(
-        {"p0": Scope(frozenset({"t0"}), frozenset({"p1"})), "p1": Scope(frozenset({"t1"}), frozenset()),
-         "p2": Scope(frozenset(), frozenset()), "p3": Scope(frozenset(), frozenset({"p0", "p3"}))},
+        {
+            "p0": Scope(frozenset({"t0"}), frozenset({"p1"})),
+            "p1": Scope(frozenset({"t1"}), frozenset()),
+            "p2": Scope(frozenset(), frozenset()),
+            "p3": Scope(frozenset(), frozenset({"p0", "p3"})),
+        },
         {("p0", "p1"): Scope(frozenset({"t1"}), frozenset({"p2"}))},
     )
     loaded, errors = load_text(yaml.safe_dump_all(model.documents(), sort_keys=False), "generated.yaml")
     assert not errors
-    assert [doc.document for doc in loaded] == [SourcedDocument(DOCUMENT_KINDS[d["kind"]].model_validate(d), "", {}).document for d in model.documents()]
-    assert compile_documents(loaded).profiles["p0"].delegates["p1"].mcp["tools"][0].tools and "t1" in compile_documents(loaded).profiles["p0"].delegates["p1"].mcp["tools"][0].tools
+    assert [doc.document for doc in loaded] == [
+        SourcedDocument(DOCUMENT_KINDS[d["kind"]].model_validate(d), "", {}).document for d in model.documents()
+    ]
+    assert (
+        compile_documents(loaded).profiles["p0"].delegates["p1"].mcp["tools"][0].tools
+        and "t1" in compile_documents(loaded).profiles["p0"].delegates["p1"].mcp["tools"][0].tools
+    )
 
 
 def _scope_yaml(scope: Scope, with_agents: bool = False) -> dict:
@@ -204,10 +227,24 @@ class World:
         kind, name = action
         if kind == "tool":
             body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": {}}}
-            request = AuthzInput(method="POST", path="/mcp", host=TOOLS_HOST, headers=headers, body=orjson.dumps(body), source_principal=principal(caller))
+            request = AuthzInput(
+                method="POST",
+                path="/mcp",
+                host=TOOLS_HOST,
+                headers=headers,
+                body=orjson.dumps(body),
+                source_principal=principal(caller),
+            )
         else:
             body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}}
-            request = AuthzInput(method="POST", path="/", host=host(name), headers=headers, body=orjson.dumps(body), source_principal=principal(caller))
+            request = AuthzInput(
+                method="POST",
+                path="/",
+                host=host(name),
+                headers=headers,
+                body=orjson.dumps(body),
+                source_principal=principal(caller),
+            )
         return self.authorizer.decide(request)
 
     def allowed(self, chain: tuple[str, ...], action: tuple[str, str]) -> bool:

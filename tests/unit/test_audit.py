@@ -50,8 +50,11 @@ def test_a_line_that_fails_does_not_stop_the_others() -> None:
     stream = Stream()
     recorder = Recorder([AuditLog(stream).write])
     broken = Decision("", Verdict(True, "allowed"), details={1: "a key JSON cannot have"})  # type: ignore[dict-item]
-    for decision, decision_id in ((Decision("", Verdict(True, "allowed")), "before"), (broken, "broken"),
-                                  (Decision("", Verdict(True, "allowed")), "after")):
+    for decision, decision_id in (
+        (Decision("", Verdict(True, "allowed")), "before"),
+        (broken, "broken"),
+        (Decision("", Verdict(True, "allowed")), "after"),
+    ):
         recorder.record(answered_now(decision, decision_id))
     recorder.close()
     assert [line["decision_id"] for line in stream.lines()] == ["before", "after"]
@@ -89,9 +92,21 @@ def test_sigterm_after_a_burst_loses_no_audit_line(tmp_path) -> None:
     out = tmp_path / "audit.jsonl"
     with out.open("wb") as stdout:
         process = subprocess.Popen(
-            [sys.executable, "-m", "authz", "serve", "--policies", str(EXAMPLES), "--listen", f"127.0.0.1:{port}",
-             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
-            cwd=REPO, stdout=stdout, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "authz",
+                "serve",
+                "--policies",
+                str(EXAMPLES),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--metrics-listen",
+                f"127.0.0.1:{metrics_port}",
+            ],
+            cwd=REPO,
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
         )
     try:
         request = to_check_request(read_request_file(str(REPO / "examples" / "list-issues.yaml")).input)
@@ -105,8 +120,12 @@ def test_sigterm_after_a_burst_loses_no_audit_line(tmp_path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
-    decision_ids = {header.header.value for response in answered for header in response.ok_response.headers
-                    if header.header.key == "x-mandate-decision-id"}
+    decision_ids = {
+        header.header.value
+        for response in answered
+        for header in response.ok_response.headers
+        if header.header.key == "x-mandate-decision-id"
+    }
     logged = {line["decision_id"] for line in map(orjson.loads, out.read_bytes().splitlines()) if "decision_id" in line}
     assert len(decision_ids) == 500 and decision_ids <= logged
 
@@ -122,18 +141,31 @@ def test_a_repeated_decision_says_what_a_fresh_one_would_under_its_own_id_time_a
     """The decision cache answers again from one Decision; each line keeps its own id, time
     and latency while the body, rendered once, says the same as a fresh rendering."""
     audit = AuditLog(Stream())
-    first = Decision("", Verdict(False, "tool_not_allowed", "no", rule="p.mcp[0]"), caller="spiffe://x/a", hops=("a",),
-                     details={"gen_ai.tool.name": "refund"})
+    first = Decision(
+        "",
+        Verdict(False, "tool_not_allowed", "no", rule="p.mcp[0]"),
+        caller="spiffe://x/a",
+        hops=("a",),
+        details={"gen_ai.tool.name": "refund"},
+    )
     other = Decision("", Verdict(True, "allowed"), caller="spiffe://x/b")
     epoch = time.time_ns()
-    lines = [orjson.loads(audit.line(decision, f"id-{number}", 10.0 + number, epoch))
-             for number, decision in enumerate((first, first, other, first))]
+    lines = [
+        orjson.loads(audit.line(decision, f"id-{number}", 10.0 + number, epoch))
+        for number, decision in enumerate((first, first, other, first))
+    ]
     assert [line["decision_id"] for line in lines] == ["id-0", "id-1", "id-2", "id-3"]
     assert [line["latency_us"] for line in lines] == [10.0, 11.0, 12.0, 13.0]
     assert [line["caller"] for line in lines] == ["spiffe://x/a", "spiffe://x/a", "spiffe://x/b", "spiffe://x/a"]
-    same_but_fresh = Decision("id-0", first.verdict, caller="spiffe://x/a", hops=("a",), details={"gen_ai.tool.name": "refund"})
+    same_but_fresh = Decision(
+        "id-0", first.verdict, caller="spiffe://x/a", hops=("a",), details={"gen_ai.tool.name": "refund"}
+    )
     assert lines[0] == orjson.loads(AuditLog(Stream()).line(same_but_fresh, "id-0", 10.0, epoch))
-    assert lines[0]["gen_ai.tool.name"] == "refund" and lines[0]["reason"] == "tool_not_allowed" and lines[0]["level"] == "info"
+    assert (
+        lines[0]["gen_ai.tool.name"] == "refund"
+        and lines[0]["reason"] == "tool_not_allowed"
+        and lines[0]["level"] == "info"
+    )
 
 
 def test_the_time_is_when_the_answer_was_given_in_utc() -> None:

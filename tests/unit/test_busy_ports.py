@@ -46,8 +46,16 @@ def test_a_supervisor_on_a_served_port_is_refused(running: MandateProcess, tmp_p
     key = tmp_path / "chain.key"
     key.write_text("00" * 32)
     code, stderr = serve_again(
-        "--listen", f"127.0.0.1:{running.grpc_port}", "--metrics-listen", f"127.0.0.1:{free_port()}",
-        "--workers", "2", "--redis", "redis://127.0.0.1:1/0", "--chain-key", str(key),
+        "--listen",
+        f"127.0.0.1:{running.grpc_port}",
+        "--metrics-listen",
+        f"127.0.0.1:{free_port()}",
+        "--workers",
+        "2",
+        "--redis",
+        "redis://127.0.0.1:1/0",
+        "--chain-key",
+        str(key),
     )
     assert_refused(code, stderr, running.grpc_port)
     assert_still_serving(running.grpc_port)

@@ -105,16 +105,23 @@ spec:
   agents: [{agent: carol, methods: [GetTask]}]
 """
 VARIANTS = (
-    {"alice_mode": "enforce", "alice_agents": "[{agent: bob}, {agent: carol, grant: {mcp: [{server: tools, tools: [read, delete]}]}}]",
-     "dave_requires": "false"},
+    {
+        "alice_mode": "enforce",
+        "alice_agents": "[{agent: bob}, {agent: carol, grant: {mcp: [{server: tools, tools: [read, delete]}]}}]",
+        "dave_requires": "false",
+    },
     {"alice_mode": "dry-run", "alice_agents": "[{agent: carol}]", "dave_requires": "true"},
 )
 
 
 def principal(name: str) -> str:
-    special = {"team-x": "spiffe://cluster.local/ns/team/sa/x", "evil": "spiffe://cluster.local/ns/evil/sa/evil", "": "",
-               "bad-newline": "spiffe://cluster.local/ns/alice/sa/alice\n",
-               "other-domain": "spiffe://other.td/ns/alice/sa/alice"}
+    special = {
+        "team-x": "spiffe://cluster.local/ns/team/sa/x",
+        "evil": "spiffe://cluster.local/ns/evil/sa/evil",
+        "": "",
+        "bad-newline": "spiffe://cluster.local/ns/alice/sa/alice\n",
+        "other-domain": "spiffe://other.td/ns/alice/sa/alice",
+    }
     return special.get(name, f"spiffe://cluster.local/ns/{name}/sa/{name}")
 
 
@@ -136,22 +143,51 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Variants:
 # --- what a stream is made of --------------------------------------------------------------
 
 # JSON-RPC ids as their JSON text: every JSON type, numbers past 64 bits and past a double, escapes, a lone surrogate.
-IDS = st.sampled_from([b"1", b"2", b"7", b"-3", b"9007199254740993", b"1180591620717411303424", b"1.5", b"0.0", b"1e400",
-                       b'"a"', b'"call-7"', b'"\\u00e9"', b'"\\ud800"', b"null", b"true", b"[]", b"{}", b""])
+IDS = st.sampled_from(
+    [
+        b"1",
+        b"2",
+        b"7",
+        b"-3",
+        b"9007199254740993",
+        b"1180591620717411303424",
+        b"1.5",
+        b"0.0",
+        b"1e400",
+        b'"a"',
+        b'"call-7"',
+        b'"\\u00e9"',
+        b'"\\ud800"',
+        b"null",
+        b"true",
+        b"[]",
+        b"{}",
+        b"",
+    ]
+)
 ARGUMENTS = st.sampled_from([{}, {"repo": "acme/x"}, {"repo": "evil/x"}, {"repo": 5}, {"id": 7}])
 
 
 @st.composite
 def mcp_body(draw: Any) -> bytes:
-    kind = draw(st.sampled_from(["call", "call", "read", "init", "note", "list", "batch", "empty-batch", "garbage", "dup"]))
+    kind = draw(
+        st.sampled_from(["call", "call", "read", "init", "note", "list", "batch", "empty-batch", "garbage", "dup"])
+    )
     request_id = draw(IDS)
     message: dict[str, Any] = {"jsonrpc": "2.0", "method": "tools/call"}
     if kind == "call":
-        message["params"] = {"name": draw(st.sampled_from(["read", "write", "delete", "admin"])), "arguments": draw(ARGUMENTS)}
+        message["params"] = {
+            "name": draw(st.sampled_from(["read", "write", "delete", "admin"])),
+            "arguments": draw(ARGUMENTS),
+        }
     elif kind == "read":
-        message.update(method="resources/read", params={"uri": draw(st.sampled_from(["repo://acme/a", "repo://other/b"]))})
+        message.update(
+            method="resources/read", params={"uri": draw(st.sampled_from(["repo://acme/a", "repo://other/b"]))}
+        )
     elif kind in ("init", "list", "note"):
-        message.update(method={"init": "initialize", "list": "tools/list", "note": "notifications/initialized"}[kind], params={})
+        message.update(
+            method={"init": "initialize", "list": "tools/list", "note": "notifications/initialized"}[kind], params={}
+        )
     elif kind == "garbage":
         return draw(st.sampled_from([b"{", b"[1,", b'"x"', b"", b"\xff\xfe"]))
     if kind != "note" and request_id:
@@ -170,12 +206,19 @@ def request(draw: Any, tokens: list[str]) -> AuthzInput:
     where = draw(st.sampled_from(["mcp", "mcp", "mcp", "agent", "egress"]))
     headers: dict[str, str] = {}
     if where == "mcp":
-        body, method, path, host = draw(mcp_body()), "POST", draw(st.sampled_from(["/mcp", "/mcp/", "/other", "/mcp/%2e%2e/x"])), TOOLS
+        body, method, path, host = (
+            draw(mcp_body()),
+            "POST",
+            draw(st.sampled_from(["/mcp", "/mcp/", "/other", "/mcp/%2e%2e/x"])),
+            TOOLS,
+        )
         headers["mcp-method"] = draw(st.sampled_from(["", "tools/call", "tools/list", "=?base64?é?="]))
         headers["x-tenant"] = draw(st.sampled_from(["", "a", "b"]))
     elif where == "agent":
         method_name = draw(st.sampled_from(["SendMessage", "GetTask", "CancelTask", "message/send", "Nope"]))
-        body = orjson.dumps({"jsonrpc": "2.0", "id": draw(st.sampled_from([1, "x"])), "method": method_name, "params": {}})
+        body = orjson.dumps(
+            {"jsonrpc": "2.0", "id": draw(st.sampled_from([1, "x"])), "method": method_name, "params": {}}
+        )
         method, path = "POST", draw(st.sampled_from(["/", "/", "/tasks/t:1:cancel"]))
         host = f"{draw(st.sampled_from(['alice', 'bob', 'carol', 'dave']))}.agents.local"
     else:
@@ -231,8 +274,15 @@ def seen(response: bytes) -> tuple[object, ...]:
     part = answer.ok_response if answer.HasField("ok_response") else answer.denied_response
     headers = sorted((h.header.key, h.header.value.replace(decision_id, "<id>"), h.append_action) for h in part.headers)
     body = answer.denied_response.body.replace(decision_id, "<id>")
-    return (answer.status.code, answer.status.message, answer.denied_response.status.code, tuple(headers),
-            tuple(answer.ok_response.headers_to_remove), body, tuple(sorted(metadata.items())))
+    return (
+        answer.status.code,
+        answer.status.message,
+        answer.denied_response.status.code,
+        tuple(headers),
+        tuple(answer.ok_response.headers_to_remove),
+        body,
+        tuple(sorted(metadata.items())),
+    )
 
 
 class Stream:
@@ -270,10 +320,16 @@ class Stream:
             answers = [seen(authorizer.check_bytes(payload)) for authorizer in (self.cached, self.tiny, self.fresh)]
             assert answers[0] == answers[2] and answers[1] == answers[2], (described, mutation, answers)
         minted = CheckResponse.FromString(self.fresh.check_bytes(payload)).ok_response.headers
-        self.tokens.extend(h.header.value for h in minted if h.header.key == CHAIN and h.header.value not in self.tokens)
+        self.tokens.extend(
+            h.header.value for h in minted if h.header.key == CHAIN and h.header.value not in self.tokens
+        )
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(actions=stream(), data=st.data())
 def test_every_answer_from_the_cache_is_the_answer_deciding_afresh_gives(policies, actions, data):
     run = Stream(policies)

@@ -14,14 +14,14 @@ EXPRESSIONS = [
     'mcp.tool.name == "list_issues"',
     'mcp.tool.arguments.repo.startsWith("acme/")',
     'mcp.tool.arguments.repo.endsWith("/web") || mcp.tool.arguments.count > 3',
-    'size(chain.hops) <= 2 && chain.depth < 3',
+    "size(chain.hops) <= 2 && chain.depth < 3",
     'chain.hops.all(h, h != "intern")',
     'chain.hops.exists(h, h == "orchestrator")',
     'source.identity.namespace in ["support", "billing"]',
     'request.method == "POST" && request.path.startsWith("/mcp")',
     'has(mcp.tool.arguments.repo) && mcp.tool.arguments.repo.matches("^acme/[a-z]+$")',
     '!(a2a.method in ["CancelTask"]) && a2a.agent != ""',
-    'mcp.tool.arguments.count * 2 >= 10',
+    "mcp.tool.arguments.count * 2 >= 10",
     # only the fields an expression names are passed to the engine: index syntax, whole
     # roots and field-presence tests must still see everything they ask for
     'mcp["tool"]["name"] == "list_issues"',
@@ -51,12 +51,27 @@ def activations(draw) -> dict:
         arguments["count"] = draw(st.integers(-5, 20))
     hops = draw(st.lists(NAMES, min_size=1, max_size=4))
     return {
-        "source": {"principal": "spiffe://cluster.local/ns/x/sa/y", "identity": {"trustDomain": "cluster.local", "namespace": draw(NAMES), "serviceAccount": "y"}},
-        "request": {"method": draw(st.sampled_from(["GET", "POST"])), "path": draw(st.sampled_from(["/mcp", "/x"])), "host": "h",
-                    "headers": draw(st.dictionaries(st.sampled_from(["a", "x-tenant", "b", "ab"]), NAMES, max_size=3))},
-        "mcp": {"method": "tools/call", "server": "github", "tool": {"name": draw(NAMES | st.just("list_issues")), "arguments": arguments},
-                "resource": {"uri": ""}, "prompt": {"name": ""}},
-        "a2a": {"method": draw(st.sampled_from(["", "SendMessage", "CancelTask"])), "agent": draw(st.sampled_from(["", "billing-agent"]))},
+        "source": {
+            "principal": "spiffe://cluster.local/ns/x/sa/y",
+            "identity": {"trustDomain": "cluster.local", "namespace": draw(NAMES), "serviceAccount": "y"},
+        },
+        "request": {
+            "method": draw(st.sampled_from(["GET", "POST"])),
+            "path": draw(st.sampled_from(["/mcp", "/x"])),
+            "host": "h",
+            "headers": draw(st.dictionaries(st.sampled_from(["a", "x-tenant", "b", "ab"]), NAMES, max_size=3)),
+        },
+        "mcp": {
+            "method": "tools/call",
+            "server": "github",
+            "tool": {"name": draw(NAMES | st.just("list_issues")), "arguments": arguments},
+            "resource": {"uri": ""},
+            "prompt": {"name": ""},
+        },
+        "a2a": {
+            "method": draw(st.sampled_from(["", "SendMessage", "CancelTask"])),
+            "agent": draw(st.sampled_from(["", "billing-agent"])),
+        },
         "chain": {"depth": len(hops), "root": hops[0], "hops": hops},
     }
 
@@ -92,10 +107,18 @@ def test_engines_agree_where_both_answer(source, activation):
 def test_both_engines_answer_the_common_cases():
     """Guard against the property passing vacuously because one engine always errors."""
     sample = {
-        "source": {"principal": "p", "identity": {"trustDomain": "cluster.local", "namespace": "support", "serviceAccount": "s"}},
+        "source": {
+            "principal": "p",
+            "identity": {"trustDomain": "cluster.local", "namespace": "support", "serviceAccount": "s"},
+        },
         "request": {"method": "POST", "path": "/mcp", "host": "h", "headers": {}},
-        "mcp": {"method": "tools/call", "server": "github", "tool": {"name": "list_issues", "arguments": {"repo": "acme/web", "count": 7}},
-                "resource": {"uri": ""}, "prompt": {"name": ""}},
+        "mcp": {
+            "method": "tools/call",
+            "server": "github",
+            "tool": {"name": "list_issues", "arguments": {"repo": "acme/web", "count": 7}},
+            "resource": {"uri": ""},
+            "prompt": {"name": ""},
+        },
         "a2a": {"method": "SendMessage", "agent": "billing-agent"},
         "chain": {"depth": 2, "root": "orchestrator", "hops": ["orchestrator", "support"]},
     }
@@ -118,7 +141,10 @@ _whole = {source: cel.compile(source) for source in EXPRESSIONS}
 @given(st.sampled_from(EXPRESSIONS), activations())
 def test_passing_only_what_an_expression_reads_changes_nothing(source, activation):
     """Same engine, whole activation against the cut-down one: same value, or both an error."""
-    assert _outcome(_fast[source].holds, activation) == _outcome(_whole[source].execute, activation), (source, activation)
+    assert _outcome(_fast[source].holds, activation) == _outcome(_whole[source].execute, activation), (
+        source,
+        activation,
+    )
 
 
 # --- remembered answers (conditions.Results) -----------------------------------------------
@@ -136,14 +162,14 @@ def tricky_activations(draw) -> dict:
 
 TRICKY_EXPRESSIONS = [
     *EXPRESSIONS,
-    'mcp.tool.arguments.x == 1',
-    'mcp.tool.arguments.x == 1.0',
-    'mcp.tool.arguments.x == true',
+    "mcp.tool.arguments.x == 1",
+    "mcp.tool.arguments.x == 1.0",
+    "mcp.tool.arguments.x == true",
     'string(mcp.tool.arguments.x) == "-0"',
-    '1.0 / mcp.tool.arguments.x < 0.0',
-    'type(mcp.tool.arguments.x) == type(1)',
-    'has(mcp.tool.arguments.x) && mcp.tool.arguments.x == null',
-    'size(mcp.tool.arguments) == 2',
+    "1.0 / mcp.tool.arguments.x < 0.0",
+    "type(mcp.tool.arguments.x) == type(1)",
+    "has(mcp.tool.arguments.x) && mcp.tool.arguments.x == null",
+    "size(mcp.tool.arguments) == 2",
 ]
 _shared_results = Results(entries=64)  # small, so it also starts afresh under the test
 _remembering = {source: Condition(source, _shared_results) for source in TRICKY_EXPRESSIONS}
@@ -156,15 +182,18 @@ def test_a_remembered_answer_is_the_answer(calls):
     """Any sequence of evaluations answers exactly as evaluating each afresh: no two
     activations that CEL tells apart (1, 1.0 and true; 0.0 and -0.0; null and absent) share an answer."""
     for source, activation in calls:
-        assert _outcome(_remembering[source].holds, activation) == _outcome(_forgetting[source].holds, activation), (source, activation)
+        assert _outcome(_remembering[source].holds, activation) == _outcome(_forgetting[source].holds, activation), (
+            source,
+            activation,
+        )
 
 
 def test_values_cel_tells_apart_are_never_conflated():
     results = Results()
     cases = [
         ('string(mcp.tool.arguments.x) == "0"', [0.0, -0.0, 0, False]),
-        ('mcp.tool.arguments.x == 1', [1, 1.0, True, "1"]),
-        ('has(mcp.tool.arguments.x)', [None, ...]),
+        ("mcp.tool.arguments.x == 1", [1, 1.0, True, "1"]),
+        ("has(mcp.tool.arguments.x)", [None, ...]),
     ]
     for source, values in cases:
         remembering, fresh = Condition(source, results), Condition(source)

@@ -34,7 +34,11 @@ from tests.harness.requests import call_agent, use_tool
 
 @pytest.fixture
 def compile_set(write_policies):
-    def build(profiles: dict[str, dict[str, Any]] | None = None, settings: dict[str, Any] | None = None, tools_principal: str = "") -> PolicySet:
+    def build(
+        profiles: dict[str, dict[str, Any]] | None = None,
+        settings: dict[str, Any] | None = None,
+        tools_principal: str = "",
+    ) -> PolicySet:
         directory = write_policies(**documents(cast() if profiles is None else profiles, settings, tools_principal))
         for stale in directory.iterdir():  # a rewrite without settings must drop the old file
             if stale.stem == "settings" and not settings:
@@ -122,7 +126,10 @@ class TestMinting:
         authorizer.policy = compile_set(profiles, tools_principal=server)
         decision = authorizer.decide(use_tool("alice", "read", destination=server))
         assert decision.result == "allow" and decision.chain_events == ["minted"]
-        assert record_of(authorizer, decision.minted_token).hops == (Hop("alice", principal("alice")), Hop("toolsvc", server))
+        assert record_of(authorizer, decision.minted_token).hops == (
+            Hop("alice", principal("alice")),
+            Hop("toolsvc", server),
+        )
         assert authorizer.policy.targets["tools"].kind == "mcp"  # still an MCP target to its callers
         denied = authorizer.decide(use_tool("alice", "delete", destination=server))
         assert denied.result == "deny" and denied.minted_token == ""
@@ -185,7 +192,10 @@ class TestMinting:
         clock.now += 299
         assert authorizer.decide(use_tool("carol", "read", authorizer.chains.keys.sign(child.id))).result == "allow"
         clock.now += 2  # past the root's expiry: the child is gone with it
-        assert verdict_of(authorizer, use_tool("carol", "read", authorizer.chains.keys.sign(child.id)))[1] == "chain_unknown"
+        assert (
+            verdict_of(authorizer, use_tool("carol", "read", authorizer.chains.keys.sign(child.id)))[1]
+            == "chain_unknown"
+        )
         assert verdict_of(authorizer, use_tool("bob", "read", bobs))[1] == "chain_unknown"
 
     def test_chain_ttl_setting(self, build):
@@ -265,7 +275,11 @@ class TestAttenuation:
         authorizer = build(profiles)
         token = delegate(authorizer, "alice", "bob")
         decision = authorizer.decide(call_agent("bob", "carol", token))
-        assert (decision.result, decision.verdict.reason, decision.verdict.hop) == ("deny", "agent_not_allowed", "alice")
+        assert (decision.result, decision.verdict.reason, decision.verdict.hop) == (
+            "deny",
+            "agent_not_allowed",
+            "alice",
+        )
         assert decision.minted_token == ""
         assert authorizer.decide(call_agent("bob", "carol")).result == "allow"  # on its own behalf: fine
 
@@ -275,7 +289,11 @@ class TestAttenuation:
         authorizer = build(profiles)
         token = delegate(authorizer, "alice", "bob")
         assert verdict_of(authorizer, call_agent("bob", "carol", token, method="GetTask"))[0] == "allow"
-        assert verdict_of(authorizer, call_agent("bob", "carol", token, method="SendMessage")) == ("deny", "a2a_method_not_allowed", "alice")
+        assert verdict_of(authorizer, call_agent("bob", "carol", token, method="SendMessage")) == (
+            "deny",
+            "a2a_method_not_allowed",
+            "alice",
+        )
 
     def test_a_grant_on_the_second_hop(self, build):
         profiles = cast()
@@ -294,7 +312,10 @@ class TestAttenuation:
         assert verdict_of(authorizer, use_tool("carol", "read"))[0] == "allow"  # depth 1, root carol
         assert verdict_of(authorizer, use_tool("carol", "read", delegate(authorizer, "bob", "carol")))[0] == "allow"
         assert verdict_of(authorizer, use_tool("carol", "read", delegate(authorizer, "alice", "carol")))[2] == "carol"
-        assert verdict_of(authorizer, use_tool("carol", "read", delegate(authorizer, "alice", "bob", "carol")))[2] == "carol"
+        assert (
+            verdict_of(authorizer, use_tool("carol", "read", delegate(authorizer, "alice", "bob", "carol")))[2]
+            == "carol"
+        )
 
 
 # --- the shape of a chain: depth, re-entry -----------------------------------------------------
@@ -306,7 +327,9 @@ class TestShape:
         token = delegate(authorizer, "alice", "bob")  # two hops: at the limit
         decision = authorizer.decide(call_agent("bob", "carol", token))
         assert (decision.result, decision.verdict.reason) == ("deny", "chain_too_deep")
-        assert "global maxDepth is 2" in decision.verdict.message and "alice -> bob -> carol" in decision.verdict.message
+        assert (
+            "global maxDepth is 2" in decision.verdict.message and "alice -> bob -> carol" in decision.verdict.message
+        )
         assert decision.minted_token == ""
 
     @pytest.mark.parametrize("limited", ["alice", "bob", "carol"])
@@ -326,7 +349,10 @@ class TestShape:
         delegate(authorizer, "alice", "bob", "carol")  # 3 hops: allowed
         profiles["bob"]["delegation"] = {"maxDepth": 10}  # a larger profile limit does not lift the global one
         authorizer = build(profiles, settings={"maxDepth": 2})
-        assert verdict_of(authorizer, call_agent("bob", "carol", delegate(authorizer, "alice", "bob")))[1] == "chain_too_deep"
+        assert (
+            verdict_of(authorizer, call_agent("bob", "carol", delegate(authorizer, "alice", "bob")))[1]
+            == "chain_too_deep"
+        )
 
     def test_max_depth_one_forbids_delegating_at_all(self, build):
         profiles = cast()
@@ -385,7 +411,11 @@ class TestAcceptance:
         profiles["carol"]["delegation"] = {"acceptFrom": ["bob"]}
         authorizer = build(profiles)
         decision = authorizer.decide(call_agent("alice", "carol"))
-        assert (decision.result, decision.verdict.reason, decision.verdict.hop) == ("deny", "caller_not_accepted", "carol")
+        assert (decision.result, decision.verdict.reason, decision.verdict.hop) == (
+            "deny",
+            "caller_not_accepted",
+            "carol",
+        )
         assert "'alice'" in decision.verdict.message and "acceptFrom" in decision.verdict.message
         assert decision.minted_token == ""
         assert authorizer.decide(call_agent("bob", "carol")).result == "allow"
@@ -546,7 +576,11 @@ class TestDryRun:
         authorizer = build(profiles)
         token = delegate(authorizer, "alice", "bob")
         decision = authorizer.decide(use_tool("bob", "delete", token))
-        assert (decision.result, decision.verdict.reason, decision.verdict.hop) == ("would_deny", "tool_not_allowed", "alice")
+        assert (decision.result, decision.verdict.reason, decision.verdict.hop) == (
+            "would_deny",
+            "tool_not_allowed",
+            "alice",
+        )
 
     def test_a_dry_run_delegators_scope_is_not_enforced(self, build):
         profiles = cast()
@@ -570,7 +604,11 @@ class TestReload:
         authorizer.policy = compile_set(profiles)
         for caller, chained in (("bob", token), ("carol", carols)):
             decision = authorizer.decide(use_tool(caller, "read", chained))
-            assert (decision.result, decision.verdict.reason, decision.verdict.hop) == ("deny", "delegation_withdrawn", "alice")
+            assert (decision.result, decision.verdict.reason, decision.verdict.hop) == (
+                "deny",
+                "delegation_withdrawn",
+                "alice",
+            )
             assert "'alice'" in decision.verdict.message and "'bob'" in decision.verdict.message
         assert authorizer.decide(use_tool("bob", "read")).result == "allow"
 
@@ -692,7 +730,9 @@ class TestLoadErrors:
 
     def test_a_grant_naming_an_unknown_target_is_reported_inside_the_grant(self, write_policies):
         text = TWO_RULES_ONE_GRANT.replace("    - agent: bob\n      methods: [GetTask]\n", "")
-        text = text.replace("        mcp: [{server: tools, tools: [read]}]", "        mcp: [{server: nowhere, tools: [read]}]")
+        text = text.replace(
+            "        mcp: [{server: tools, tools: [read]}]", "        mcp: [{server: nowhere, tools: [read]}]"
+        )
         directory = write_policies(t=TOOLS, p=text)
         (error,) = self.errors(directory)
         assert error.startswith(f"{directory / 'p.yaml'}:{line_of(text, 'server: nowhere')}: "), error

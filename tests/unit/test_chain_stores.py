@@ -31,7 +31,13 @@ from tests.harness.redis import RedisServer
 NEW_ID = ChainKeys.ephemeral().new_id
 
 
-def record(*, parent: ChainRecord | None = None, ttl: float = 60.0, now: float | None = None, hops: tuple[Hop, ...] | None = None) -> ChainRecord:
+def record(
+    *,
+    parent: ChainRecord | None = None,
+    ttl: float = 60.0,
+    now: float | None = None,
+    hops: tuple[Hop, ...] | None = None,
+) -> ChainRecord:
     now = time.time() if now is None else now
     if hops is None:
         hops = (Hop("frontdesk", "spiffe://cluster.local/ns/a/sa/frontdesk"), Hop("admin-agent", ""))
@@ -72,7 +78,9 @@ def redis_stores(redis_server: RedisServer, admin: redis.Redis) -> Iterator[list
         store.close()
 
 
-def open_redis(server: RedisServer, opened: list[RedisChainStore], *, started: bool = False, clock=time.time) -> RedisChainStore:
+def open_redis(
+    server: RedisServer, opened: list[RedisChainStore], *, started: bool = False, clock=time.time
+) -> RedisChainStore:
     store = RedisChainStore(server.url, clock=clock)
     opened.append(store)
     if started:
@@ -320,18 +328,32 @@ def test_cache_serves_reads_while_redis_is_stopped(redis_server, admin, redis_st
         pytest.param(b"not json", id="not json"),
         pytest.param(b"", id="empty"),
         pytest.param(b"[1, 2, 3]", id="json array"),
-        pytest.param(b'{"v": 2, "id": "ID", "hops": [["a", ""]], "lineage": [], "created": 1, "expires": 9e12}', id="future version"),
+        pytest.param(
+            b'{"v": 2, "id": "ID", "hops": [["a", ""]], "lineage": [], "created": 1, "expires": 9e12}',
+            id="future version",
+        ),
         pytest.param(b'{"v": 1, "id": "ID", "hops": [], "lineage": [], "created": 1, "expires": 9e12}', id="no hops"),
-        pytest.param(b'{"v": 1, "id": "ID", "hops": [["a"]], "lineage": [], "created": 1, "expires": 9e12}', id="short hop"),
+        pytest.param(
+            b'{"v": 1, "id": "ID", "hops": [["a"]], "lineage": [], "created": 1, "expires": 9e12}', id="short hop"
+        ),
         pytest.param(b'{"v": 1, "id": "ID", "hops": [["a", ""]], "lineage": [], "created": 1}', id="no expiry"),
-        pytest.param(b'{"v": 1, "id": "ID", "hops": [["a", ""]], "lineage": [], "created": 1, "expires": "soon"}', id="bad expiry"),
-        pytest.param(b'{"v": 1, "id": "OTHER", "hops": [["a", ""]], "lineage": [], "created": 1, "expires": 9e12}', id="names another id"),
+        pytest.param(
+            b'{"v": 1, "id": "ID", "hops": [["a", ""]], "lineage": [], "created": 1, "expires": "soon"}',
+            id="bad expiry",
+        ),
+        pytest.param(
+            b'{"v": 1, "id": "OTHER", "hops": [["a", ""]], "lineage": [], "created": 1, "expires": 9e12}',
+            id="names another id",
+        ),
         pytest.param(b"\xff\xfe\x00", id="binary"),
     ],
 )
 def test_a_corrupt_record_is_store_unavailable(redis_server, admin, redis_stores, stored):
     chain_id = NEW_ID()
-    admin.set(RECORD_PREFIX + chain_id, stored.replace(b'"ID"', orjson.dumps(chain_id)).replace(b'"OTHER"', orjson.dumps(NEW_ID())))
+    admin.set(
+        RECORD_PREFIX + chain_id,
+        stored.replace(b'"ID"', orjson.dumps(chain_id)).replace(b'"OTHER"', orjson.dumps(NEW_ID())),
+    )
     store = open_redis(redis_server, redis_stores)
     for _ in range(2):  # and it is not cached as if it were good
         with pytest.raises(StoreUnavailable):
@@ -437,7 +459,14 @@ def a2a_to_billing() -> AuthzInput:
 def billing_tool(name: str, token: str | None) -> AuthzInput:
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
     headers = {"x-delegation-chain": token} if token else {}
-    return AuthzInput(method="POST", path="/mcp", host="billing-db-mcp.billing.svc.cluster.local", headers=headers, body=body, source_principal=BILLING)
+    return AuthzInput(
+        method="POST",
+        path="/mcp",
+        host="billing-db-mcp.billing.svc.cluster.local",
+        headers=headers,
+        body=body,
+        source_principal=BILLING,
+    )
 
 
 def test_a_record_rewritten_in_redis_is_refused_as_forged(example_policy, redis_server, admin, redis_stores):
@@ -496,7 +525,11 @@ def test_chains_fail_closed_while_redis_is_down_and_recover(example_policy, redi
 # --- decoding what Redis hands back --------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=8,
 )
@@ -512,10 +545,19 @@ def test_decoding_arbitrary_bytes_is_a_record_or_store_unavailable(raw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.fixed_dictionaries({}, optional={
-    "v": st.just(1) | json_values, "id": st.text(max_size=5) | json_values, "hops": json_values | st.just([["a", ""]]),
-    "lineage": json_values | st.just([]), "created": json_values, "expires": json_values,
-}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "v": st.just(1) | json_values,
+            "id": st.text(max_size=5) | json_values,
+            "hops": json_values | st.just([["a", ""]]),
+            "lineage": json_values | st.just([]),
+            "created": json_values,
+            "expires": json_values,
+        },
+    )
+)
 def test_decoding_arbitrary_json_is_a_record_or_store_unavailable(data):
     try:
         decoded = ChainRecord.decode(orjson.dumps(data))
@@ -537,8 +579,17 @@ def test_a_busy_replica_still_hears_its_store(example_policy, redis_server, admi
     (healthy) store unavailable, and chained calls were wrongly denied."""
     store = open_redis(redis_server, redis_stores, started=True)
     authorizer = Authorizer(example_policy)
-    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "list_issues", "arguments": {"repo": "acme/web"}}})
-    request = AuthzInput(method="POST", path="/mcp", host="github-mcp.tools.svc.cluster.local", body=body, source_principal=SUPPORT)
+    body = orjson.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "list_issues", "arguments": {"repo": "acme/web"}},
+        }
+    )
+    request = AuthzInput(
+        method="POST", path="/mcp", host="github-mcp.tools.svc.cluster.local", body=body, source_principal=SUPPORT
+    )
     assert authorizer.decide(request).verdict.allowed  # a decision with a CEL `when`, as busy as they come
     checks = unavailable = 0
     deadline = time.monotonic() + 4
@@ -575,8 +626,10 @@ def test_the_in_process_store_holds_a_bounded_number_of_live_records():
     denied, never allowed."""
     clock = [1000.0]
     store = MemoryChainStore(clock=lambda: clock[0], max_records=100)
-    records = [ChainRecord(f"id-{index}", (Hop("a", ""),), (), clock[0], clock[0] + (10 if index < 50 else 1000))
-               for index in range(150)]
+    records = [
+        ChainRecord(f"id-{index}", (Hop("a", ""),), (), clock[0], clock[0] + (10 if index < 50 else 1000))
+        for index in range(150)
+    ]
     for record in records[:100]:
         store.put(record)
     clock[0] += 60  # the first fifty expire

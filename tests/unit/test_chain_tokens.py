@@ -217,7 +217,6 @@ def test_well_formed_but_unsigned_tokens_are_forged(chain_id, mac):
         _FIXED_KEYS.verify(f"{chain_id}.{mac}")
 
 
-
 # --- key file errors ---------------------------------------------------------------------------
 
 

@@ -20,7 +20,8 @@ SUFFIX = EXTENSION_SUFFIXES[0]  # e.g. .cpython-311-x86_64-linux-gnu.so
 def test_every_step_of_the_request_path_runs_as_installed() -> None:
     """Compiled, unless installed with MANDATE_COMPILE=0; never half of each."""
     interpreted = [
-        path for path in COMPILED
+        path
+        for path in COMPILED
         if importlib.import_module(path.removesuffix(".py").replace("/", ".")).__file__.endswith(".py")  # type: ignore[union-attr]
     ]
     assert interpreted == (COMPILED if os.environ.get("MANDATE_COMPILE") == "0" else [])
@@ -54,4 +55,6 @@ def test_a_source_edited_after_the_build_is_refused(tmp_path: Path) -> None:
 
 def test_a_compiled_module_the_manifest_does_not_vouch_for_is_refused(tmp_path: Path) -> None:
     assert stale_compiled_modules(package(tmp_path, None)) == ["pkg/sub/step.py"]
-    assert stale_compiled_modules(package(tmp_path / "other", {"pkg/plain.py": digest("ANSWER = 2\n")})) == ["pkg/sub/step.py"]
+    assert stale_compiled_modules(package(tmp_path / "other", {"pkg/plain.py": digest("ANSWER = 2\n")})) == [
+        "pkg/sub/step.py"
+    ]

@@ -20,7 +20,9 @@ class TestMcp:
         assert outcome(authorizer, tool("list_issues", repo="acme/web"))[0] == "allow"
         assert outcome(authorizer, mcp("resources/read", uri="repo://acme/readme"))[0] == "allow"
         assert outcome(authorizer, mcp("prompts/get", name="triage"))[0] == "allow"
-        assert outcome(authorizer, mcp("completion/complete", ref={"type": "ref/prompt", "name": "triage"}))[0] == "allow"
+        assert (
+            outcome(authorizer, mcp("completion/complete", ref={"type": "ref/prompt", "name": "triage"}))[0] == "allow"
+        )
 
     def test_rule_that_allowed_is_named(self, authorizer):
         assert authorizer.decide(tool("get_me")).verdict.rule == "support-agent.mcp[0]"
@@ -31,9 +33,16 @@ class TestMcp:
         assert "'create_issue'" in decision.verdict.message and "'github'" in decision.verdict.message
 
     def test_denied_resource_and_prompt(self, authorizer):
-        assert outcome(authorizer, mcp("resources/read", uri="repo://evil/secrets")) == ("deny", 403, "resource_not_allowed")
+        assert outcome(authorizer, mcp("resources/read", uri="repo://evil/secrets")) == (
+            "deny",
+            403,
+            "resource_not_allowed",
+        )
         assert outcome(authorizer, mcp("prompts/get", name="jailbreak")) == ("deny", 403, "prompt_not_allowed")
-        assert outcome(authorizer, mcp("completion/complete", ref={"type": "ref/resource", "uri": "repo://evil/x"}))[2] == "resource_not_allowed"
+        assert (
+            outcome(authorizer, mcp("completion/complete", ref={"type": "ref/resource", "uri": "repo://evil/x"}))[2]
+            == "resource_not_allowed"
+        )
 
     def test_extension_methods_need_a_methods_entry(self, authorizer):
         assert outcome(authorizer, mcp("logging/setLevel", level="debug")) == ("deny", 403, "method_not_allowed")
@@ -86,7 +95,13 @@ class TestBypassAttempts:
     """For each deny, try to get the same effect past it."""
 
     def test_tool_name_case_and_whitespace(self, authorizer):
-        for name in ("Create_Issue", "create_issue ", " create_issue", "create_issue\u0000", "list_issues\ncreate_issue"):
+        for name in (
+            "Create_Issue",
+            "create_issue ",
+            " create_issue",
+            "create_issue\u0000",
+            "list_issues\ncreate_issue",
+        ):
             assert outcome(authorizer, tool(name))[0] == "deny", name
 
     def test_duplicate_key_smuggling(self, authorizer):
@@ -132,7 +147,12 @@ class TestBypassAttempts:
 
     def test_egress_path_tricks(self, authorizer):
         assert outcome(authorizer, http("GET", "api.github.com", "/repos/acme/web"))[0] == "allow"
-        for path in ("/repos/acme/../evil/x", "/repos/acme/..%2Fevil", "/repos/acme%2F../evil", "/repos/evil/x?/repos/acme/x"):
+        for path in (
+            "/repos/acme/../evil/x",
+            "/repos/acme/..%2Fevil",
+            "/repos/acme%2F../evil",
+            "/repos/evil/x?/repos/acme/x",
+        ):
             assert outcome(authorizer, http("GET", "api.github.com", path))[0] == "deny", path
 
     def test_egress_method_and_host(self, authorizer):
@@ -147,7 +167,11 @@ class TestBypassAttempts:
         assert outcome(authorizer, request) == ("deny", 401, "no_identity")
 
     def test_unknown_caller_and_foreign_trust_domain(self, authorizer):
-        assert outcome(authorizer, tool("get_me", principal="spiffe://cluster.local/ns/x/sa/y")) == ("deny", 403, "unknown_caller")
+        assert outcome(authorizer, tool("get_me", principal="spiffe://cluster.local/ns/x/sa/y")) == (
+            "deny",
+            403,
+            "unknown_caller",
+        )
         assert outcome(authorizer, tool("get_me", principal="spiffe://evil.org/ns/support/sa/support-agent"))[1] == 401
 
     def test_destination_principal_picks_the_target_before_host(self, authorizer):
@@ -173,8 +197,12 @@ class TestA2a:
         assert outcome(authorizer, a2a("tasks/purge")) == ("deny", 403, "unknown_a2a_method")
 
     def test_agent_without_rule(self, authorizer):
-        assert outcome(authorizer, a2a("SendMessage", principal=BILLING, host="support-agent.support.svc.cluster.local")) == (
-            "deny", 403, "agent_not_allowed",
+        assert outcome(
+            authorizer, a2a("SendMessage", principal=BILLING, host="support-agent.support.svc.cluster.local")
+        ) == (
+            "deny",
+            403,
+            "agent_not_allowed",
         )
 
     def test_card_needs_only_the_right_to_call(self, authorizer):
@@ -189,8 +217,12 @@ class TestA2a:
 
     def test_grpc_binding_is_unsupported(self, authorizer):
         request = AuthzInput(
-            method="POST", path="/a2a.v1.A2AService/SendMessage", host=BILLING_HOST,
-            headers={"content-type": "application/grpc"}, body=b"\x00\x00\x00\x00\x00", source_principal=SUPPORT,
+            method="POST",
+            path="/a2a.v1.A2AService/SendMessage",
+            host=BILLING_HOST,
+            headers={"content-type": "application/grpc"},
+            body=b"\x00\x00\x00\x00\x00",
+            source_principal=SUPPORT,
         )
         assert outcome(authorizer, request) == ("deny", 403, "unsupported_binding")
 
@@ -198,8 +230,16 @@ class TestA2a:
 class TestHttpAndDryRun:
     def test_http_target(self, authorizer):
         assert outcome(authorizer, http("GET", "status-page.ops.svc.cluster.local", "/api/v1/health"))[0] == "allow"
-        assert outcome(authorizer, http("POST", "status-page.ops.svc.cluster.local", "/api/v1/health")) == ("deny", 403, "http_not_allowed")
-        assert outcome(authorizer, http("GET", "status-page.ops.svc.cluster.local", "/admin")) == ("deny", 403, "http_not_allowed")
+        assert outcome(authorizer, http("POST", "status-page.ops.svc.cluster.local", "/api/v1/health")) == (
+            "deny",
+            403,
+            "http_not_allowed",
+        )
+        assert outcome(authorizer, http("GET", "status-page.ops.svc.cluster.local", "/admin")) == (
+            "deny",
+            403,
+            "http_not_allowed",
+        )
 
     def test_dry_run_allows_and_marks_would_deny(self, authorizer):
         decision = authorizer.decide(tool("delete_repo", principal=TRIAGE))
@@ -208,8 +248,14 @@ class TestHttpAndDryRun:
         assert authorizer.decide(tool("add_label", principal=TRIAGE)).result == "allow"
 
     def test_namespace_wildcard_principal(self, authorizer):
-        assert authorizer.decide(tool("add_label", principal="spiffe://cluster.local/ns/triage/sa/other")).profile == "triage-bot"
-        assert authorizer.decide(tool("add_label", principal="spiffe://cluster.local/ns/triage2/sa/x")).verdict.reason == "unknown_caller"
+        assert (
+            authorizer.decide(tool("add_label", principal="spiffe://cluster.local/ns/triage/sa/other")).profile
+            == "triage-bot"
+        )
+        assert (
+            authorizer.decide(tool("add_label", principal="spiffe://cluster.local/ns/triage2/sa/x")).verdict.reason
+            == "unknown_caller"
+        )
 
     def test_dry_run_does_not_cover_unauthenticated(self, authorizer):
         assert authorizer.decide(tool("delete_repo", principal="")).result == "deny"

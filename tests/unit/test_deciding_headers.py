@@ -32,10 +32,25 @@ from tests.harness.example_policies import BILLING, BILLING_HOST, EXAMPLES, GITH
 AUTHZ = Path(__file__).resolve().parents[2] / "authz"
 # Every header-shaped name in Mandate's source: a step that reads one is found by the tests below.
 NAMED_IN_SOURCE = sorted(
-    {name for path in AUTHZ.rglob("*.py") for name in re.findall(r"[\"']([a-z][a-z0-9]*(?:-[a-z0-9]+)+)[\"']", path.read_text())}
+    {
+        name
+        for path in AUTHZ.rglob("*.py")
+        for name in re.findall(r"[\"']([a-z][a-z0-9]*(?:-[a-z0-9]+)+)[\"']", path.read_text())
+    }
 )
 HEADER_NAMES = (*NAMED_IN_SOURCE, "authorization", "cookie", "x-tenant", "x-user", "user-agent")
-VALUES = ("", "true", "0", "5", "a", "tools/call", "get_me", "application/json", "2025-06-18", "URI=spiffe://cluster.local/ns/x/sa/y")
+VALUES = (
+    "",
+    "true",
+    "0",
+    "5",
+    "a",
+    "tools/call",
+    "get_me",
+    "application/json",
+    "2025-06-18",
+    "URI=spiffe://cluster.local/ns/x/sa/y",
+)
 WHEN_READS_A_HEADER = """
 apiVersion: mandate.dev/v1alpha1
 kind: Target
@@ -71,7 +86,13 @@ def requests(draw: st.DrawFn) -> AuthzInput:
 
 
 def verdict(decision: Decision) -> tuple[object, ...]:
-    return decision.result, decision.verdict.reason, decision.verdict.status, decision.verdict.hop, decision.verdict.rule
+    return (
+        decision.result,
+        decision.verdict.reason,
+        decision.verdict.status,
+        decision.verdict.hop,
+        decision.verdict.rule,
+    )
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -91,7 +112,9 @@ def test_the_steps_get_only_the_headers_the_key_holds_and_decide_as_with_all(pol
 
 def test_the_source_scan_finds_the_headers_the_steps_read():
     """The scan is what makes the test above find a new header read: it must see the known ones."""
-    assert {"mcp-method", "mcp-name", "content-length", "x-envoy-auth-partial-body", "x-delegation-chain"} <= set(NAMED_IN_SOURCE)
+    assert {"mcp-method", "mcp-name", "content-length", "x-envoy-auth-partial-body", "x-delegation-chain"} <= set(
+        NAMED_IN_SOURCE
+    )
 
 
 def test_a_when_that_reads_a_header_puts_it_in_the_key_and_the_input(policy_sets):

@@ -69,11 +69,15 @@ def policy_dir(write_policies):
 
 @pytest.fixture
 def build(policy_dir, store, clock):
-    def make(profiles: dict[str, dict[str, Any]] | None = None, entries: int = 100, metrics: Metrics | None = None) -> Counted:
+    def make(
+        profiles: dict[str, dict[str, Any]] | None = None, entries: int = 100, metrics: Metrics | None = None
+    ) -> Counted:
         chains = ChainStep(store, ChainKeys.ephemeral(), clock=clock)
         answered: list[Answered] = []
         recorder = Recorder([answered.extend] + ([metrics.count] if metrics is not None else []))
-        return Counted(Authorizer(compile_directory(policy_dir(profiles)), recorder, chains, entries), recorder, answered)
+        return Counted(
+            Authorizer(compile_directory(policy_dir(profiles)), recorder, chains, entries), recorder, answered
+        )
 
     return make
 
@@ -138,7 +142,9 @@ def test_a_full_cache_evicts_its_oldest_and_stays_correct(build):
 # --- JSON-RPC ids: clients number their calls ----------------------------------------------
 
 
-def numbered(request: AuthzInput, request_id: object, *, body: dict[str, Any] | None = None, extra: int = 0) -> AuthzInput:
+def numbered(
+    request: AuthzInput, request_id: object, *, body: dict[str, Any] | None = None, extra: int = 0
+) -> AuthzInput:
     """`request` under another JSON-RPC id, with the Content-Length Envoy passes on (`extra`
     bytes more than the body: a body the proxy cut)."""
     document = orjson.loads(request.body) if body is None else body
@@ -263,7 +269,10 @@ def test_a_dry_run_deny_is_answered_for_any_id_as_the_allow_it_is(build):
     profiles["alice"]["mode"] = "dry-run"
     authorizer = build(profiles)
     for request_id in (1, 2):
-        assert outcome(send(authorizer, numbered(use_tool("alice", "admin"), request_id))) == ("would_deny", "tool_not_allowed")
+        assert outcome(send(authorizer, numbered(use_tool("alice", "admin"), request_id))) == (
+            "would_deny",
+            "tool_not_allowed",
+        )
     assert authorizer.decided == 1
 
 
@@ -274,8 +283,14 @@ def test_another_tool_or_caller_is_decided_on_its_own(build):
     authorizer = build()
     assert outcome(send(authorizer, use_tool("alice", "read"))) == ("allow", "allowed")
     assert outcome(send(authorizer, use_tool("alice", "admin"))) == ("deny", "tool_not_allowed")
-    assert outcome(send(authorizer, use_tool("bob", "read", source=principal("alice")))) == ("allow", "allowed")  # alice's identity
-    assert outcome(send(authorizer, use_tool("alice", "read", source=principal("mallory")))) == ("deny", "unknown_caller")
+    assert outcome(send(authorizer, use_tool("bob", "read", source=principal("alice")))) == (
+        "allow",
+        "allowed",
+    )  # alice's identity
+    assert outcome(send(authorizer, use_tool("alice", "read", source=principal("mallory")))) == (
+        "deny",
+        "unknown_caller",
+    )
     assert authorizer.decided == 3
 
 
@@ -302,7 +317,10 @@ def test_the_chain_header_is_part_of_the_key(build):
     token = send(authorizer, call_agent("alice", "bob")).ok_response.headers
     bobs = next(option.header.value for option in token if option.header.key == CHAIN_HEADER)
     assert outcome(send(authorizer, use_tool("bob", "delete")))[0] == "allow"  # on its own behalf
-    assert outcome(send(authorizer, use_tool("bob", "delete", bobs))) == ("deny", "tool_not_allowed")  # alice may not delete
+    assert outcome(send(authorizer, use_tool("bob", "delete", bobs))) == (
+        "deny",
+        "tool_not_allowed",
+    )  # alice may not delete
     assert outcome(send(authorizer, use_tool("bob", "delete", bobs + "0"))) == ("deny", "chain_forged")
 
 
@@ -368,7 +386,10 @@ def test_headers_sent_as_a_header_map_are_decided_every_time(build):
         for key, value in http.headers.items():
             http.header_map.headers.add(key=key, raw_value=value.encode())
         http.ClearField("headers")
-        assert outcome(CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString()))) == ("allow", "allowed")
+        assert outcome(CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString()))) == (
+            "allow",
+            "allowed",
+        )
     assert authorizer.decided == 2
 
 
@@ -438,8 +459,10 @@ def test_a_refusal_about_a_verified_chain_is_kept_only_while_the_chain_holds(bui
     was withdrawn by a reload) was kept without its chain record, so it outlived a revocation.
     Both profiles in dry-run: the kept answer was `would_deny` (allowed) where a fresh decision
     is 403 `chain_revoked`, and integrity is never dry-run."""
-    dry = {"alice": {"tools": ["read"], "agents": [{"agent": "bob"}], "mode": "dry-run"},
-           "bob": {"tools": ["read"], "mode": "dry-run"}}
+    dry = {
+        "alice": {"tools": ["read"], "agents": [{"agent": "bob"}], "mode": "dry-run"},
+        "bob": {"tools": ["read"], "mode": "dry-run"},
+    }
     authorizer = build(dry)
     bobs = minted(send(authorizer, call_agent("alice", "bob")))
     withdrawn = {**dry, "alice": {"tools": ["read"], "mode": "dry-run"}}
@@ -506,7 +529,7 @@ def test_the_cache_is_bounded_in_bytes_and_keeps_no_key_over_its_limit(build, po
         ('request.headers["x-tenant"] == "a"', {"x-tenant"}),
         ("request.headers['x-tenant'] == 'a'", {"x-tenant"}),
         ('request.headers.tenant == "a"', {"tenant"}),
-        ('has(request.headers.tenant)', {"tenant"}),
+        ("has(request.headers.tenant)", {"tenant"}),
         ('"x-tenant" in request.headers', {"x-tenant"}),
         ('request.headers["a"] == "1" && request . headers["b"] == "2"', {"a", "b"}),
         ('request.method == "GET"', set()),

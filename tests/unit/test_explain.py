@@ -22,16 +22,25 @@ def report_for_path(path: Path) -> dict:
 
 def test_chained_request_names_the_refusing_hop_and_every_hops_verdict() -> None:
     report = report_for("refund-for-support.yaml")
-    assert (report["decision"], report["reason"], report["refused_by_hop"]) == ("deny", "tool_not_allowed", "support-agent")
+    assert (report["decision"], report["reason"], report["refused_by_hop"]) == (
+        "deny",
+        "tool_not_allowed",
+        "support-agent",
+    )
     assert report["chain"] == ["support-agent", "billing-agent"]
-    assert [(hop["hop"], hop["allows"]) for hop in report["hops"]] == [("billing-agent", True), ("support-agent", False)]
+    assert [(hop["hop"], hop["allows"]) for hop in report["hops"]] == [
+        ("billing-agent", True),
+        ("support-agent", False),
+    ]
     assert report["hops"][1]["scope"] == "its grant to 'billing-agent'"
     text = render_text(report)
     assert "support-agent: its grant to 'billing-agent': REFUSES (tool_not_allowed)" in text
 
 
 def test_a_grant_lets_the_delegate_act_within_it(tmp_path: Path) -> None:
-    request = (REPO / "examples" / "refund-for-support.yaml").read_text().replace("name: refund", "name: lookup_invoice")
+    request = (
+        (REPO / "examples" / "refund-for-support.yaml").read_text().replace("name: refund", "name: lookup_invoice")
+    )
     path = tmp_path / "lookup.yaml"
     path.write_text(request)
     report = report_for_path(path)
@@ -48,8 +57,11 @@ def test_a2a_call_to_an_agent_shows_the_chain_it_mints() -> None:
 
 def test_a_chain_whose_last_hop_is_not_the_caller_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "stolen.yaml"
-    path.write_text((REPO / "examples" / "refund-for-support.yaml").read_text().replace(
-        "chain: [support-agent, billing-agent]", "chain: [billing-agent, support-agent]"))
+    path.write_text(
+        (REPO / "examples" / "refund-for-support.yaml")
+        .read_text()
+        .replace("chain: [support-agent, billing-agent]", "chain: [billing-agent, support-agent]")
+    )
     assert report_for_path(path)["reason"] == "chain_not_held"
 
 
@@ -62,5 +74,7 @@ def test_chain_field_must_be_a_list_of_names(tmp_path: Path) -> None:
 
 def test_check_refuses_a_described_chain(capsys: pytest.CaptureFixture[str]) -> None:
     """Against a server the token is the chain; `chain:` would silently be ignored."""
-    assert main(["check", "--server", "127.0.0.1:1", "--request", str(REPO / "examples" / "refund-for-support.yaml")]) == 2
+    assert (
+        main(["check", "--server", "127.0.0.1:1", "--request", str(REPO / "examples" / "refund-for-support.yaml")]) == 2
+    )
     assert "`chain` is for explain" in capsys.readouterr().err

@@ -52,7 +52,9 @@ def parse(text: str) -> list[dict[str, Any]]:
     return documents
 
 
-def index(documents: list[dict[str, Any]], action: str, attached: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+def index(
+    documents: list[dict[str, Any]], action: str, attached: str | None = None
+) -> dict[tuple[str, str], dict[str, Any]]:
     """(namespace, target) -> the one policy with `action` (attached by `selector` or `targetRefs`)."""
     found = {}
     for document in documents:
@@ -64,7 +66,12 @@ def index(documents: list[dict[str, Any]], action: str, attached: str | None = N
 
 
 def allowed_principals(policy: dict[str, Any]) -> set[str]:
-    return {p for rule in policy["spec"].get("rules", []) for source in rule.get("from", []) for p in source["source"]["principals"]}
+    return {
+        p
+        for rule in policy["spec"].get("rules", [])
+        for source in rule.get("from", [])
+        for p in source["source"]["principals"]
+    }
 
 
 def test_sidecar_export_matches_the_profiles() -> None:
@@ -86,13 +93,24 @@ def test_every_edge_is_a_rule_of_the_callers_profile() -> None:
     """Read back: each admitted principal is a profile that names the target (or is dry-run);
     each profile rule naming an exported target shows up as an admitted principal."""
     policy = compile_directory(EXAMPLES)
-    raw = {d["metadata"]["name"]: d for path in EXAMPLES.glob("*.yaml") for d in yaml.safe_load_all(path.read_text()) if d}
-    egress_target = {h: name for name, d in raw.items() if d["kind"] == "Target" and d["spec"]["kind"] == "egress" for h in d["spec"]["hosts"]}
+    raw = {
+        d["metadata"]["name"]: d for path in EXAMPLES.glob("*.yaml") for d in yaml.safe_load_all(path.read_text()) if d
+    }
+    egress_target = {
+        h: name
+        for name, d in raw.items()
+        if d["kind"] == "Target" and d["spec"]["kind"] == "egress"
+        for h in d["spec"]["hosts"]
+    }
 
     def names(profile: dict[str, Any]) -> set[str]:
         spec = profile["spec"]
-        return ({r["server"] for r in spec.get("mcp", [])} | {r["agent"] for r in spec.get("agents", [])}
-                | {r["target"] for r in spec.get("http", [])} | {egress_target[r["host"]] for r in spec.get("egress", [])})
+        return (
+            {r["server"] for r in spec.get("mcp", [])}
+            | {r["agent"] for r in spec.get("agents", [])}
+            | {r["target"] for r in spec.get("http", [])}
+            | {egress_target[r["host"]] for r in spec.get("egress", [])}
+        )
 
     allow = index(parse(export_istio(EXAMPLES)), "ALLOW")
     exported = {target for _, target in allow}
@@ -119,8 +137,10 @@ def test_ambient_export_attaches_to_services_and_admits_only_the_waypoint_at_ztu
     assert len(documents) == len(custom) + len(at_waypoint) + len(at_ztunnel)
     assert set(custom) == set(at_waypoint) == set(EXPECTED_CALLERS)
     services = {
-        ("tools", "github"): "github-mcp", ("billing", "billing-db"): "billing-db-mcp",
-        ("billing", "billing-agent"): "billing-agent", ("support", "support-agent"): "support-agent",
+        ("tools", "github"): "github-mcp",
+        ("billing", "billing-db"): "billing-db-mcp",
+        ("billing", "billing-agent"): "billing-agent",
+        ("support", "support-agent"): "support-agent",
         ("ops", "status-page"): "status-page",
     }
     for key, callers in EXPECTED_CALLERS.items():
@@ -135,13 +155,18 @@ def test_ambient_export_attaches_to_services_and_admits_only_the_waypoint_at_ztu
     for (namespace, target), document in at_ztunnel.items():
         assert allowed_principals(document) == {f"cluster.local/ns/{namespace}/sa/waypoint"}
         assert document["spec"]["selector"]["matchLabels"] == EXPECTED_SELECTORS[(namespace, target)]
-    egress_entries = [d for d in yaml.safe_load_all((REPO / "helm/examples/egress-gateway.yaml").read_text())
-                      if d and d["kind"] == "ServiceEntry" and d["metadata"]["namespace"] == "istio-egress"]
+    egress_entries = [
+        d
+        for d in yaml.safe_load_all((REPO / "helm/examples/egress-gateway.yaml").read_text())
+        if d and d["kind"] == "ServiceEntry" and d["metadata"]["namespace"] == "istio-egress"
+    ]
     assert [e["metadata"]["name"] for e in egress_entries] == ["github-api"]
     # The default --egress-namespace is istio-system; the ambient example puts it in istio-egress.
     assert not [d for d in documents if d["metadata"]["namespace"] == "istio-egress"]
     moved = parse(export_istio(EXAMPLES, ExportOptions(dataplane="ambient", egress_namespace="istio-egress")))
-    assert {d["metadata"]["namespace"] for d in moved if d["metadata"]["annotations"]["mandate.dev/governs"] == "github-api"} == {"istio-egress"}
+    assert {
+        d["metadata"]["namespace"] for d in moved if d["metadata"]["annotations"]["mandate.dev/governs"] == "github-api"
+    } == {"istio-egress"}
 
 
 def test_same_input_same_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,14 +192,31 @@ def test_same_input_same_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_namespace_and_provider_options(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["export", "istio", "--policies", str(EXAMPLES), "--namespace", "tools", "--namespace", "ops", "--provider", "mandate-prod"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "istio",
+                "--policies",
+                str(EXAMPLES),
+                "--namespace",
+                "tools",
+                "--namespace",
+                "ops",
+                "--provider",
+                "mandate-prod",
+            ]
+        )
+        == 0
+    )
     documents = parse(capsys.readouterr().out)
     assert {d["metadata"]["namespace"] for d in documents} == {"tools", "ops"}
     assert {d["spec"]["provider"]["name"] for d in documents if d["spec"]["action"] == "CUSTOM"} == {"mandate-prod"}
 
 
 def test_an_invalid_set_exports_nothing(write_policies, capsys: pytest.CaptureFixture[str]) -> None:
-    directory = write_policies(bad="""
+    directory = write_policies(
+        bad="""
         apiVersion: mandate.dev/v1alpha1
         kind: MissionProfile
         metadata: {name: a}
@@ -182,20 +224,25 @@ def test_an_invalid_set_exports_nothing(write_policies, capsys: pytest.CaptureFi
           principals: [spiffe://cluster.local/ns/a/sa/a]
           mission: m
           mcp: [{server: nowhere, tools: [x]}]
-        """)
+        """
+    )
     assert main(["export", "istio", "--policies", str(directory)]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "bad.yaml:" in captured.err and "'nowhere' is not a Target" in captured.err
 
 
 def test_selectors_wildcards_accept_from_and_unreachable_targets(write_policies) -> None:
-    directory = write_policies(set="""
+    directory = write_policies(
+        set="""
         apiVersion: mandate.dev/v1alpha1
         kind: Target
         metadata:
           name: Search_MCP
           annotations: {mandate.dev/istio-selector: "app.kubernetes.io/name=search, tier=tools"}
-        spec: {kind: mcp, principals: [spiffe://cluster.local/ns/tools/sa/search], hosts: [search.tools.svc.cluster.local]}
+        spec:
+          kind: mcp
+          principals: [spiffe://cluster.local/ns/tools/sa/search]
+          hosts: [search.tools.svc.cluster.local]
         ---
         apiVersion: mandate.dev/v1alpha1
         kind: Target
@@ -227,7 +274,8 @@ def test_selectors_wildcards_accept_from_and_unreachable_targets(write_policies)
           principals: [spiffe://cluster.local/ns/hq/sa/intern]
           mission: m
           agents: [{agent: crawlers}]
-        """)
+        """
+    )
     text = export_istio(directory)
     documents = parse(text)
     allow, custom = index(documents, "ALLOW"), index(documents, "CUSTOM")
@@ -252,7 +300,8 @@ def test_selectors_wildcards_accept_from_and_unreachable_targets(write_policies)
 def test_an_explicit_target_wins_over_a_profile_on_the_same_workload(write_policies) -> None:
     """An MCP server with a profile of its own: one CUSTOM and one ALLOW for its pods, named
     after the Target, admitting the callers of both."""
-    directory = write_policies(set="""
+    directory = write_policies(
+        set="""
         apiVersion: mandate.dev/v1alpha1
         kind: Target
         metadata: {name: db}
@@ -273,7 +322,8 @@ def test_an_explicit_target_wins_over_a_profile_on_the_same_workload(write_polic
           mission: m
           mcp: [{server: db, tools: [q]}]
           agents: [{agent: db-agent}]
-        """)
+        """
+    )
     documents = parse(export_istio(directory))
     on_db = [d for d in documents if d["metadata"]["namespace"] == "data"]
     assert sorted(d["metadata"]["name"] for d in on_db) == ["mandate-callers-db", "mandate-db"]
@@ -283,5 +333,8 @@ def test_an_explicit_target_wins_over_a_profile_on_the_same_workload(write_polic
 def test_the_readme_example_command_works(tmp_path: Path) -> None:
     copy = tmp_path / "policies"
     shutil.copytree(EXAMPLES, copy)
-    assert main(["export", "istio", "--policies", str(copy), "--dataplane", "ambient", "-o", str(tmp_path / "x.yaml")]) == 0
+    assert (
+        main(["export", "istio", "--policies", str(copy), "--dataplane", "ambient", "-o", str(tmp_path / "x.yaml")])
+        == 0
+    )
     assert parse((tmp_path / "x.yaml").read_text())

@@ -32,7 +32,10 @@ def answer_with(code: int):
 
 def statuses(channel: grpc.Channel) -> set[int]:
     stub = health_pb2_grpc.HealthStub(channel)
-    return {stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status for service in ("", AUTHORIZATION_SERVICE)}
+    return {
+        stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        for service in ("", AUTHORIZATION_SERVICE)
+    }
 
 
 @pytest.mark.parametrize("flavour", GRPC_SERVERS)

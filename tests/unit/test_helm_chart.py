@@ -55,15 +55,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "workers": example_values("values-workers.yaml"),
     "redis-url": {"redis": {"url": "rediss://mandate:secret@redis.example:6380/0"}},
     "redis-cluster-url": {"redis": {"url": "rediss+cluster://redis-cluster.redis.svc:6379"}, "replicaCount": 3},
-    "existing-secrets": {**TRIAL, "chainKey": {"existingSecret": "keys", "secretKey": "hmac"}, "policies": {"existingConfigMap": "profiles"}},
+    "existing-secrets": {
+        **TRIAL,
+        "chainKey": {"existingSecret": "keys", "secretKey": "hmac"},
+        "policies": {"existingConfigMap": "profiles"},
+    },
     "hpa-and-monitoring": {**TRIAL, "autoscaling": {"enabled": True}, "serviceMonitor": {"enabled": True}},
     "custom-ports-and-paths": {
         **TRIAL,
-        "mandate": {"grpcPort": 19191, "metricsPort": 19090, "policiesPath": "/srv/profiles", "chainKeyDir": "/run/keys"},
+        "mandate": {
+            "grpcPort": 19191,
+            "metricsPort": 19090,
+            "policiesPath": "/srv/profiles",
+            "chainKeyDir": "/run/keys",
+        },
     },
     "ambient": {**TRIAL, "networkPolicy": {"ambient": {"enabled": True}}},
     "no-network-policy": {"replicaCount": 1, "networkPolicy": {"enabled": False}},
-    "image-by-digest": {"replicaCount": 1, "image": {"repository": "ghcr.io/example/mandate", "digest": "sha256:" + "ab" * 32}},
+    "image-by-digest": {
+        "replicaCount": 1,
+        "image": {"repository": "ghcr.io/example/mandate", "digest": "sha256:" + "ab" * 32},
+    },
 }
 
 
@@ -97,7 +109,11 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
 
 
 def mandate_deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(d for d in by_kind(objects, "Deployment") if d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "authorizer")
+    return next(
+        d
+        for d in by_kind(objects, "Deployment")
+        if d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "authorizer"
+    )
 
 
 def serve_args(container: dict[str, Any]):
@@ -113,7 +129,9 @@ def serve_args(container: dict[str, Any]):
 def test_lint_is_clean(variant: str) -> None:
     report = helm.lint(CHART, VARIANTS[variant], strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
     assert report["errors"] == []
-    assert [m for m in report["messages"] if m["severity"] >= 2] == []  # 2 warning, 3 error; 1 (info): "icon is recommended"
+    assert [
+        m for m in report["messages"] if m["severity"] >= 2
+    ] == []  # 2 warning, 3 error; 1 (info): "icon is recommended"
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -144,10 +162,21 @@ def test_the_trial_file_only_turns_on_the_trial_redis() -> None:
 def test_the_trial_install(chart) -> None:
     objects, notes = render(chart, TRIAL)
     kinds = sorted(item["kind"] for item in objects)
-    assert kinds == sorted([
-        "ConfigMap", "Deployment", "Deployment", "NetworkPolicy", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Secret",
-        "Service", "Service", "ServiceAccount",
-    ])
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Deployment",
+            "NetworkPolicy",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Secret",
+            "Secret",
+            "Service",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
     deployment = mandate_deployment(objects)
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
@@ -158,8 +187,17 @@ def test_the_trial_install(chart) -> None:
     assert "not-for-production" in " ".join(redis["metadata"]["annotations"])
     assert "FOR TRIALS ONLY" in notes
     # The notes carry the Istio wiring for this release.
-    for needle in ("service: mandate.mandate-system.svc.cluster.local", "port: 9191", "timeout: 0.5s", "failOpen: false",
-                   "maxRequestBytes", "allowPartialMessage: false", "action: CUSTOM", "targetRefs", "mandate export istio"):
+    for needle in (
+        "service: mandate.mandate-system.svc.cluster.local",
+        "port: 9191",
+        "timeout: 0.5s",
+        "failOpen: false",
+        "maxRequestBytes",
+        "allowPartialMessage: false",
+        "action: CUSTOM",
+        "targetRefs",
+        "mandate export istio",
+    ):
         assert needle in notes, needle
 
 
@@ -311,16 +349,25 @@ def test_redis_wiring(chart, variant: str) -> None:
     env = {item["name"]: item for item in container.get("env", [])}
     redis = values.get("redis", {})
     internal = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-redis")]
-    several = values.get("replicaCount", 2) > 1 or values.get("autoscaling", {}).get("enabled") or values.get("mandate", {}).get("workers", 1) > 1
+    several = (
+        values.get("replicaCount", 2) > 1
+        or values.get("autoscaling", {}).get("enabled")
+        or values.get("mandate", {}).get("workers", 1) > 1
+    )
     if redis.get("url"):
         assert env["MANDATE_REDIS"]["value"] == redis["url"] and not internal
     elif redis.get("existingSecret"):
-        assert env["MANDATE_REDIS"]["valueFrom"]["secretKeyRef"] == {"name": redis["existingSecret"], "key": redis.get("existingSecretKey", "url")}
+        assert env["MANDATE_REDIS"]["valueFrom"]["secretKeyRef"] == {
+            "name": redis["existingSecret"],
+            "key": redis.get("existingSecretKey", "url"),
+        }
         assert not internal
     elif redis.get("internal", {}).get("enabled", False):
         (store,) = internal
         service = one(objects, "Service", store["metadata"]["name"])
-        assert service["spec"]["selector"] == {k: v for k, v in store["spec"]["template"]["metadata"]["labels"].items() if k in service["spec"]["selector"]}
+        assert service["spec"]["selector"] == {
+            k: v for k, v in store["spec"]["template"]["metadata"]["labels"].items() if k in service["spec"]["selector"]
+        }
         url = env["MANDATE_REDIS"]["value"]
         assert url == f"redis://:$(MANDATE_REDIS_PASSWORD)@{service['metadata']['name']}.{NAMESPACE}.svc:6379/0"
         names = list(env)
@@ -341,23 +388,45 @@ REFUSED = {
     "policies twice": ({"policies": {"existingConfigMap": "x", "files": {"a.yaml": "{}"}}}, "allOf"),
     "a policy file Mandate would not load": ({"policies": {"files": {"agents.txt": "{}"}}}, "agents.txt"),
     "an unknown Redis scheme": ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
-    "a writable root filesystem": ({"securityContext": {"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": False}}, "readOnlyRootFilesystem"),
+    "a writable root filesystem": (
+        {"securityContext": {"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": False}},
+        "readOnlyRootFilesystem",
+    ),
     "root": ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
     "a typo": ({"replicas": 3}, "replicas"),
     "an unknown gRPC server": ({"mandate": {"grpcServer": "tornado"}}, "grpcServer"),
     # the image: fully qualified, without a tag or digest in the repository
     "a bare image name": ({"image": {"repository": "mandate"}}, "/image/repository"),
     "a Docker Hub short name": ({"image": {"repository": "platform/mandate"}}, "/image/repository"),
-    "a tag inside the repository": ({"image": {"repository": "registry.example.com/platform/mandate:0.1.0"}}, "/image/repository"),
-    "a digest inside the repository": ({"image": {"repository": "ghcr.io/x/mandate@sha256:" + "0" * 64}}, "/image/repository"),
+    "a tag inside the repository": (
+        {"image": {"repository": "registry.example.com/platform/mandate:0.1.0"}},
+        "/image/repository",
+    ),
+    "a digest inside the repository": (
+        {"image": {"repository": "ghcr.io/x/mandate@sha256:" + "0" * 64}},
+        "/image/repository",
+    ),
     "a tag with a slash": ({"image": {"tag": "v1/evil"}}, "/image/tag"),
     "a short digest": ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
-    "a short Redis image name": ({"redis": {"internal": {"enabled": True, "image": {"repository": "redis", "tag": "7"}}}}, "/redis/internal/image/repository"),
+    "a short Redis image name": (
+        {"redis": {"internal": {"enabled": True, "image": {"repository": "redis", "tag": "7"}}}},
+        "/redis/internal/image/repository",
+    ),
     # the NetworkPolicy: an empty peer would admit everyone
     "an empty peer": ({"networkPolicy": {"grpcFrom": {"anyone": {}}}}, "/networkPolicy/grpcFrom/anyone"),
     "a misspelt peer": ({"networkPolicy": {"grpcFrom": {"sidecars": {"podSelecter": {}}}}}, "podSelecter"),
-    "an unknown selector operator": ({"networkPolicy": {"metricsFrom": {"p": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}}}}, "operator"),
-    "a probe address that is not a CIDR": ({"networkPolicy": {"ambient": {"kubeletProbeCIDRs": ["kubelet"]}}}, "kubeletProbeCIDRs"),
+    "an unknown selector operator": (
+        {
+            "networkPolicy": {
+                "metricsFrom": {"p": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}}
+            }
+        },
+        "operator",
+    ),
+    "a probe address that is not a CIDR": (
+        {"networkPolicy": {"ambient": {"kubeletProbeCIDRs": ["kubelet"]}}},
+        "kubeletProbeCIDRs",
+    ),
     "a typo in networkPolicy": ({"networkPolicy": {"enable": True}}, "enable"),
 }
 
@@ -374,8 +443,15 @@ TEMPLATE_REFUSALS = [
     ({"replicaCount": 1, "autoscaling": {"enabled": True}}, "needs a chain store"),
     ({"replicaCount": 1, "mandate": {"workers": 3}}, "workers > 1 needs a shared chain store"),
     ({**TRIAL, "mandate": {"grpcPort": 9000, "metricsPort": 9000}}, "must differ"),
-    ({**TRIAL, "networkPolicy": {"grpcFrom": {"sidecars": None, "waypoints": None, "gatewayApiGateways": None, "gateways": None}}},
-     "grpcFrom admits no one"),
+    (
+        {
+            **TRIAL,
+            "networkPolicy": {
+                "grpcFrom": {"sidecars": None, "waypoints": None, "gatewayApiGateways": None, "gateways": None}
+            },
+        },
+        "grpcFrom admits no one",
+    ),
 ]
 
 
@@ -431,7 +507,8 @@ def test_the_authorization_policy_examples() -> None:
             else:
                 attachments.extend(("targetRefs", ref["kind"]) for ref in spec["targetRefs"])
     assert sorted(set(attachments), key=str) == sorted(
-        {("selector", None), ("targetRefs", "Gateway"), ("targetRefs", "Service"), ("targetRefs", "ServiceEntry")}, key=str
+        {("selector", None), ("targetRefs", "Gateway"), ("targetRefs", "Service"), ("targetRefs", "ServiceEntry")},
+        key=str,
     )
 
 
@@ -470,16 +547,31 @@ def test_the_service_monitor_scrapes_the_metrics_port(chart) -> None:
 
 
 def container_images(objects: list[dict[str, Any]]) -> dict[str, str]:
-    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in by_kind(objects, "Deployment")}
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+        for d in by_kind(objects, "Deployment")
+    }
 
 
-@pytest.mark.parametrize(("image", "reference"), [
-    ({}, "registry.example.com/platform/mandate:0.1.0"),  # the placeholder, at the chart's appVersion
-    ({"repository": "ghcr.io/acme/mandate"}, "ghcr.io/acme/mandate:0.1.0"),
-    ({"repository": "registry.internal:5000/sec/mandate", "tag": "0.1.0-rc.1"}, "registry.internal:5000/sec/mandate:0.1.0-rc.1"),
-    ({"repository": "ghcr.io/acme/mandate", "tag": "ignored", "digest": "sha256:" + "ab" * 32}, "ghcr.io/acme/mandate@sha256:" + "ab" * 32),
-    ({"repository": "docker.io/library/mandate", "tag": "dev"}, "docker.io/library/mandate:dev"),  # kind load docker-image
-])
+@pytest.mark.parametrize(
+    ("image", "reference"),
+    [
+        ({}, "registry.example.com/platform/mandate:0.1.0"),  # the placeholder, at the chart's appVersion
+        ({"repository": "ghcr.io/acme/mandate"}, "ghcr.io/acme/mandate:0.1.0"),
+        (
+            {"repository": "registry.internal:5000/sec/mandate", "tag": "0.1.0-rc.1"},
+            "registry.internal:5000/sec/mandate:0.1.0-rc.1",
+        ),
+        (
+            {"repository": "ghcr.io/acme/mandate", "tag": "ignored", "digest": "sha256:" + "ab" * 32},
+            "ghcr.io/acme/mandate@sha256:" + "ab" * 32,
+        ),
+        (
+            {"repository": "docker.io/library/mandate", "tag": "dev"},
+            "docker.io/library/mandate:dev",
+        ),  # kind load docker-image
+    ],
+)
 def test_the_image_reference_is_repository_and_tag(chart, image: dict[str, str], reference: str) -> None:
     objects, _ = render(chart, {**TRIAL, "image": image})
     assert container_images(objects) == {"mandate": reference, "mandate-redis": "docker.io/library/redis:7.4-alpine"}
@@ -543,12 +635,16 @@ def ip_in(ip: str, cidr: str) -> bool:
     return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
 
 
-def admitted(objects: list[dict[str, Any]], target: str, port: int, namespace: str, labels: dict[str, str], ip: str = "10.1.2.3") -> bool:
+def admitted(
+    objects: list[dict[str, Any]], target: str, port: int, namespace: str, labels: dict[str, str], ip: str = "10.1.2.3"
+) -> bool:
     """Whether a connection from a pod (or an address) reaches Deployment `target`'s pods on `port`,
     by the rendered NetworkPolicies that select those pods (none selecting them: everything does)."""
     pod = one(objects, "Deployment", target)["spec"]["template"]
     named = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
-    policies = [p for p in by_kind(objects, "NetworkPolicy") if selects(p["spec"]["podSelector"], pod["metadata"]["labels"])]
+    policies = [
+        p for p in by_kind(objects, "NetworkPolicy") if selects(p["spec"]["podSelector"], pod["metadata"]["labels"])
+    ]
     if not policies:
         return True
     for policy in policies:
@@ -562,12 +658,22 @@ def admitted(objects: list[dict[str, Any]], target: str, port: int, namespace: s
 
 
 SIDECAR = {"app": "github-mcp", "security.istio.io/tlsMode": "istio", "service.istio.io/canonical-name": "github-mcp"}
-WAYPOINT = {"gateway.networking.k8s.io/gateway-name": "waypoint", "gateway.networking.k8s.io/gateway-class-name": "istio-waypoint",
-            "gateway.istio.io/managed": "istio.io-mesh-controller"}
+WAYPOINT = {
+    "gateway.networking.k8s.io/gateway-name": "waypoint",
+    "gateway.networking.k8s.io/gateway-class-name": "istio-waypoint",
+    "gateway.istio.io/managed": "istio.io-mesh-controller",
+}
 INGRESS_GATEWAY = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
 EGRESS_GATEWAY = {"app": "istio-egressgateway", "istio": "egressgateway"}
-GATEWAY_API = {"gateway.networking.k8s.io/gateway-name": "public", "gateway.networking.k8s.io/gateway-class-name": "istio"}
-AUTHORIZER = {"app.kubernetes.io/name": "mandate", "app.kubernetes.io/instance": "mandate", "app.kubernetes.io/component": "authorizer"}
+GATEWAY_API = {
+    "gateway.networking.k8s.io/gateway-name": "public",
+    "gateway.networking.k8s.io/gateway-class-name": "istio",
+}
+AUTHORIZER = {
+    "app.kubernetes.io/name": "mandate",
+    "app.kubernetes.io/instance": "mandate",
+    "app.kubernetes.io/component": "authorizer",
+}
 
 # (who, namespace, labels) -> may it reach Mandate's gRPC port, its metrics port, the trial Redis?
 CALLERS = [
@@ -581,18 +687,34 @@ CALLERS = [
     ("a pod without a sidecar", "tools", {"app": "github-mcp"}, (False, False, False)),
     ("a gateway look-alike outside istio-system", "tools", INGRESS_GATEWAY, (False, False, False)),
     ("another pod beside Mandate", NAMESPACE, {"app": "debug"}, (False, False, False)),
-    ("the trial Redis itself", NAMESPACE, {"app.kubernetes.io/name": "mandate", "app.kubernetes.io/instance": "mandate",
-                                           "app.kubernetes.io/component": "chain-store"}, (False, False, False)),
+    (
+        "the trial Redis itself",
+        NAMESPACE,
+        {
+            "app.kubernetes.io/name": "mandate",
+            "app.kubernetes.io/instance": "mandate",
+            "app.kubernetes.io/component": "chain-store",
+        },
+        (False, False, False),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("who", "namespace", "labels", "expected"), CALLERS, ids=[c[0] for c in CALLERS])
-def test_who_reaches_mandate_and_redis(chart, who: str, namespace: str, labels: dict[str, str], expected: tuple[bool, bool, bool]) -> None:
+def test_who_reaches_mandate_and_redis(
+    chart, who: str, namespace: str, labels: dict[str, str], expected: tuple[bool, bool, bool]
+) -> None:
     objects, _ = render(chart, TRIAL)
     grpc, metrics, redis = expected
     # ...and no other port: no HBONE (15008) outside ambient mode, no sidecar ports (15020, 15090)
-    for target, port, reaches in [("mandate", 9191, grpc), ("mandate", 9090, metrics), ("mandate-redis", 6379, redis),
-                                  ("mandate", 15008, False), ("mandate", 15020, False), ("mandate", 15090, False)]:
+    for target, port, reaches in [
+        ("mandate", 9191, grpc),
+        ("mandate", 9090, metrics),
+        ("mandate-redis", 6379, redis),
+        ("mandate", 15008, False),
+        ("mandate", 15020, False),
+        ("mandate", 15090, False),
+    ]:
         assert admitted(objects, target, port, namespace, labels) is reaches, (who, target, port)
 
 
@@ -610,15 +732,32 @@ def test_ambient_admits_hbone_and_kubelet_probes(chart) -> None:
 
 
 def test_the_peers_are_configurable(chart) -> None:
-    values = {**TRIAL, "networkPolicy": {
-        "grpcFrom": {"gateways": None, "sidecars": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tools"}},
-                                                    "podSelector": {"matchLabels": {"security.istio.io/tlsMode": "istio"}}}},
-        "metricsFrom": {"monitoring": None, "otel": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "otel"}}}},
-        "extraIngress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-                          "ports": [{"port": 15020, "protocol": "TCP"}]}],
-    }}
+    values = {
+        **TRIAL,
+        "networkPolicy": {
+            "grpcFrom": {
+                "gateways": None,
+                "sidecars": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tools"}},
+                    "podSelector": {"matchLabels": {"security.istio.io/tlsMode": "istio"}},
+                },
+            },
+            "metricsFrom": {
+                "monitoring": None,
+                "otel": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "otel"}}},
+            },
+            "extraIngress": [
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                    "ports": [{"port": 15020, "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
     objects, _ = render(chart, values)
-    assert admitted(objects, "mandate", 9191, "tools", SIDECAR) and not admitted(objects, "mandate", 9191, "billing", SIDECAR)
+    assert admitted(objects, "mandate", 9191, "tools", SIDECAR) and not admitted(
+        objects, "mandate", 9191, "billing", SIDECAR
+    )
     assert not admitted(objects, "mandate", 9191, "istio-system", INGRESS_GATEWAY)  # dropped with null
     assert admitted(objects, "mandate", 9191, "tools", WAYPOINT)  # the defaults not overridden stay
     assert admitted(objects, "mandate", 9090, "otel", {}) and not admitted(objects, "mandate", 9090, "monitoring", {})
@@ -653,12 +792,20 @@ def run_renderer(*argv: str) -> tuple[int, str, str]:
 
 
 def test_the_renderer_prints_what_helm_would_install(chart) -> None:
-    code, out, err = run_renderer("-f", str(CHART / "values-trial.yaml"), "--set", "image.repository=ghcr.io/acme/mandate,image.tag=1.2.3",
-                                  "--validate", "--notes")
+    code, out, err = run_renderer(
+        "-f",
+        str(CHART / "values-trial.yaml"),
+        "--set",
+        "image.repository=ghcr.io/acme/mandate,image.tag=1.2.3",
+        "--validate",
+        "--notes",
+    )
     assert code == 0, err
     printed = [item for item in yaml.safe_load_all(out) if item]
     expected, _ = render(chart, {**TRIAL, "image": {"repository": "ghcr.io/acme/mandate", "tag": "1.2.3"}})
-    assert sorted((o["kind"], o["metadata"]["name"]) for o in printed) == sorted((o["kind"], o["metadata"]["name"]) for o in expected)
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in printed) == sorted(
+        (o["kind"], o["metadata"]["name"]) for o in expected
+    )
     assert container_images(printed)["mandate"] == "ghcr.io/acme/mandate:1.2.3"
     for template in ("deployment.yaml", "networkpolicy.yaml", "redis.yaml", "service.yaml"):
         assert f"# Source: mandate/templates/{template}\n" in out, template
@@ -677,5 +824,9 @@ def test_the_renderer_merges_values_as_helm_does(tmp_path: Path) -> None:
     first.write_text("redis: {internal: {enabled: true}}\nnetworkPolicy: {grpcFrom: {gateways: null}}\n")
     second.write_text("redis: {url: redis://r:6379/0}\nreplicaCount: 3\n")
     values = renderer().user_values([first, second], ["replicaCount=4", "mandate.workers=2"])
-    assert values == {"redis": {"internal": {"enabled": True}, "url": "redis://r:6379/0"}, "networkPolicy": {"grpcFrom": {"gateways": None}},
-                      "replicaCount": 4, "mandate": {"workers": 2}}
+    assert values == {
+        "redis": {"internal": {"enabled": True}, "url": "redis://r:6379/0"},
+        "networkPolicy": {"grpcFrom": {"gateways": None}},
+        "replicaCount": 4,
+        "mandate": {"workers": 2},
+    }

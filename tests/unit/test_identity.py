@@ -26,11 +26,23 @@ def test_istio_form_is_split_into_namespace_and_service_account():
 @pytest.mark.parametrize(
     "bad",
     [
-        "", "cluster.local/ns/a/sa/b", "http://cluster.local/ns/a", "spiffe://", "spiffe://cluster.local",
-        "spiffe://cluster.local/", "spiffe://Cluster.Local/ns/a", "spiffe://cluster.local/ns//sa/b",
-        "spiffe://cluster.local/ns/./sa/b", "spiffe://cluster.local/ns/../sa/b", "spiffe://cluster.local/ns/a%2Fb",
-        "spiffe://cluster.local/ns/a/sa/b?x", "spiffe://cluster.local/ns/a/sa/b#f", "spiffe://user@cluster.local/ns/a",
-        "spiffe://cluster.local:8080/ns/a", "spiffe://cluster.local/ns/a/sa/b/", "spiffe://cluster.local/" + "a" * 2100,
+        "",
+        "cluster.local/ns/a/sa/b",
+        "http://cluster.local/ns/a",
+        "spiffe://",
+        "spiffe://cluster.local",
+        "spiffe://cluster.local/",
+        "spiffe://Cluster.Local/ns/a",
+        "spiffe://cluster.local/ns//sa/b",
+        "spiffe://cluster.local/ns/./sa/b",
+        "spiffe://cluster.local/ns/../sa/b",
+        "spiffe://cluster.local/ns/a%2Fb",
+        "spiffe://cluster.local/ns/a/sa/b?x",
+        "spiffe://cluster.local/ns/a/sa/b#f",
+        "spiffe://user@cluster.local/ns/a",
+        "spiffe://cluster.local:8080/ns/a",
+        "spiffe://cluster.local/ns/a/sa/b/",
+        "spiffe://cluster.local/" + "a" * 2100,
     ],
 )
 def test_invalid_spiffe_ids_are_rejected(bad):
@@ -58,7 +70,7 @@ def test_istio_authn_metadata_is_the_fallback():
 
 
 def test_xfcc_is_ignored_unless_trusted():
-    request = AuthzInput(headers={"x-forwarded-client-cert": f'By=spiffe://cluster.local/ns/gw/sa/gw;URI={ALICE}'})
+    request = AuthzInput(headers={"x-forwarded-client-cert": f"By=spiffe://cluster.local/ns/gw/sa/gw;URI={ALICE}"})
     with pytest.raises(IdentityError) as caught:
         resolve_caller(request, DOMAINS, trust_xfcc=False)
     assert caught.value.reason == "no_identity"
@@ -66,7 +78,9 @@ def test_xfcc_is_ignored_unless_trusted():
 
 
 def test_xfcc_never_overrides_the_peer_certificate():
-    request = AuthzInput(source_principal=ALICE, headers={"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/x/sa/admin"})
+    request = AuthzInput(
+        source_principal=ALICE, headers={"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/x/sa/admin"}
+    )
     assert resolve_caller(request, DOMAINS, trust_xfcc=True).principal == ALICE
 
 
@@ -171,8 +185,10 @@ def test_parser_agrees_with_the_standard_read_plainly(text: str) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        "spiffe://cluster.local/ns/triage/sa/bot\n", "spiffe://cluster.local\n/ns/triage/sa/bot",
-        "spiffe://cluster.local/ns/triage/sa/bot\r\n", "spiffe://" + "a" * 256 + "/ns/a/sa/b",
+        "spiffe://cluster.local/ns/triage/sa/bot\n",
+        "spiffe://cluster.local\n/ns/triage/sa/bot",
+        "spiffe://cluster.local/ns/triage/sa/bot\r\n",
+        "spiffe://" + "a" * 256 + "/ns/a/sa/b",
     ],
 )
 def test_newlines_and_oversized_trust_domains_are_not_spiffe_ids(bad):
@@ -184,10 +200,15 @@ def test_newlines_and_oversized_trust_domains_are_not_spiffe_ids(bad):
 
 
 def test_a_principal_with_a_trailing_newline_is_refused_and_never_forwarded(authorizer):
-    check = to_check_request(AuthzInput(
-        method="POST", path="/mcp", host=GITHUB_HOST, source_principal=TRIAGE + "\n",
-        body=orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
-    ))
+    check = to_check_request(
+        AuthzInput(
+            method="POST",
+            path="/mcp",
+            host=GITHUB_HOST,
+            source_principal=TRIAGE + "\n",
+            body=orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+    )
     response = CheckResponse.FromString(authorizer.check_bytes(check.SerializeToString()))
     assert response.denied_response.status.code == 401
     assert response.dynamic_metadata.fields["reason"].string_value == "invalid_identity"
@@ -197,8 +218,15 @@ def test_a_principal_with_a_trailing_newline_is_refused_and_never_forwarded(auth
 @pytest.mark.parametrize(
     "uri",
     [
-        f"{ALICE}\n", f'"{ALICE}\n"', f'"{ALICE}', f'{ALICE}"', f'""{ALICE}""', f"{ALICE[:-1]}\\{ALICE[-1]}",
-        f'"{ALICE[:-1]}\\{ALICE[-1]}"', f"{ALICE}\u00a0", f"\v{ALICE}",
+        f"{ALICE}\n",
+        f'"{ALICE}\n"',
+        f'"{ALICE}',
+        f'{ALICE}"',
+        f'""{ALICE}""',
+        f"{ALICE[:-1]}\\{ALICE[-1]}",
+        f'"{ALICE[:-1]}\\{ALICE[-1]}"',
+        f"{ALICE}\u00a0",
+        f"\v{ALICE}",
     ],
 )
 def test_xfcc_uri_is_read_as_envoy_writes_it_and_no_looser(uri):

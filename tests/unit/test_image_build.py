@@ -58,7 +58,9 @@ def backend() -> ModuleType:
 def test_the_base_image_is_pinned_by_digest() -> None:
     match = DIGEST.match(ARGS["PYTHON"])
     assert match, f"FROM must name python:3.X-slim@sha256:<64 hex>, not {ARGS['PYTHON']!r}"
-    assert len(set(match[2])) > 4, "the digest is a placeholder: put the tag's real digest (Dockerfile's comment says how)"
+    assert len(set(match[2])) > 4, (
+        "the digest is a placeholder: put the tag's real digest (Dockerfile's comment says how)"
+    )
     for stage in STAGES:
         assert stage.instructions, stage.name
     assert (REPO / "Dockerfile").read_text().count("FROM ${PYTHON}") == len(STAGES) == 2
@@ -96,7 +98,9 @@ def test_the_build_lock_is_what_the_build_asks_for() -> None:
         requirement = Requirement(text)
         assert requirement.specifier.contains(pins[canonicalize_name(requirement.name)][0]), text
     compiler = Requirement(backend().mypy_requirement(REPO / "pyproject.toml"))
-    assert compiler.specifier.contains(pins["mypy"][0]), "the image would compile with another mypy than CI type-checks with"
+    assert compiler.specifier.contains(pins["mypy"][0]), (
+        "the image would compile with another mypy than CI type-checks with"
+    )
 
 
 def test_every_pip_step_installs_only_what_is_locked() -> None:
@@ -118,20 +122,45 @@ def test_every_pip_step_installs_only_what_is_locked() -> None:
 
 def test_what_the_build_reads_reaches_the_context() -> None:
     sources = context_sources(STAGES)
-    needed = {"pyproject.toml", "setup.py", "MANIFEST.in", PYPROJECT["project"]["readme"], "authz", "policies",
-              "requirements.lock", "requirements-build.lock", *PYPROJECT["build-system"]["backend-path"]}
+    needed = {
+        "pyproject.toml",
+        "setup.py",
+        "MANIFEST.in",
+        PYPROJECT["project"]["readme"],
+        "authz",
+        "policies",
+        "requirements.lock",
+        "requirements-build.lock",
+        *PYPROJECT["build-system"]["backend-path"],
+    }
     assert needed <= set(sources), needed - set(sources)
     for source in sources:
         assert (REPO / source).exists() and not ignored(IGNORE, source), source
-    for path in ("authz/check/pipeline.py", "authz/policy/compiler.py", "build_backend/mandate_build.py", "policies/agents.yaml"):
+    for path in (
+        "authz/check/pipeline.py",
+        "authz/policy/compiler.py",
+        "build_backend/mandate_build.py",
+        "policies/agents.yaml",
+    ):
         assert not ignored(IGNORE, path), path
 
 
-@pytest.mark.parametrize("path", [
-    ".git/config", ".venv/bin/python", "tests/conftest.py", "helm/mandate/values.yaml", ".env", "docs/security.md",
-    "authz/__pycache__/cli.cpython-311.pyc", "authz/check/decide.cpython-311-x86_64-linux-gnu.so",
-    "authz_compiled__mypyc.cpython-311-x86_64-linux-gnu.so", "authz/_compiled.json", "build/lib/authz/check/wire.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/config",
+        ".venv/bin/python",
+        "tests/conftest.py",
+        "helm/mandate/values.yaml",
+        ".env",
+        "docs/security.md",
+        "authz/__pycache__/cli.cpython-311.pyc",
+        "authz/check/decide.cpython-311-x86_64-linux-gnu.so",
+        "authz_compiled__mypyc.cpython-311-x86_64-linux-gnu.so",
+        "authz/_compiled.json",
+        "build/lib/authz/check/wire.py",
+    ],
+)
 def test_the_context_leaves_out(path: str) -> None:
     """Secrets and local state never reach the build, and a local compile never stands in for the image's."""
     assert ignored(IGNORE, path)

@@ -19,19 +19,42 @@ from authz.check.protocols.jsonrpc import Malformed, parse_json
 
 keys = st.sampled_from(["id", "ID", "jsonrpc", "method", "params", "name", 'say "id":1', "i\\d", "arguments", ""])
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=8), st.sampled_from(['"id":1', '{"id":2}', "\\", '"', "id"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from(['"id":1', '{"id":2}', "\\", '"', "id"]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3), max_leaves=8)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3), max_leaves=8
+)
 ids = st.one_of(
-    st.integers(-(10**19), 10**19), st.text(max_size=10), st.none(), st.booleans(), st.floats(allow_nan=False), st.lists(st.integers(), max_size=2)
+    st.integers(-(10**19), 10**19),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=2),
 )
-cuttable_ids = st.integers(-(10**18) + 1, 10**18 - 1) | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'), max_size=10)
-layouts = st.sampled_from([{}, {"separators": (",", ":")}, {"indent": 2}, {"indent": "\t", "separators": (" ,", " : ")}, {"ensure_ascii": False}])
+cuttable_ids = st.integers(-(10**18) + 1, 10**18 - 1) | st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'), max_size=10
+)
+layouts = st.sampled_from(
+    [
+        {},
+        {"separators": (",", ":")},
+        {"indent": 2},
+        {"indent": "\t", "separators": (" ,", " : ")},
+        {"ensure_ascii": False},
+    ]
+)
 
 
 @st.composite
-def bodies(draw: st.DrawFn, id_values: st.SearchStrategy[Any] = ids, with_id: bool = False) -> tuple[bytes, dict[str, Any]]:
+def bodies(
+    draw: st.DrawFn, id_values: st.SearchStrategy[Any] = ids, with_id: bool = False
+) -> tuple[bytes, dict[str, Any]]:
     members: dict[str, Any] = draw(st.dictionaries(keys.filter(lambda key: key != "id"), values, max_size=4))
     document = dict(members)
     if with_id or draw(st.booleans()):
@@ -66,8 +89,13 @@ def test_the_span_is_the_top_level_id_when_it_can_be_cut(case: tuple[bytes, dict
 
 
 @settings(max_examples=600, deadline=None)
-@given(bodies(cuttable_ids, with_id=True), st.sampled_from([b"0", b"-17", b"999999999999999999", b'"other"', b'""', b'"a b"']))
-def test_another_id_in_the_span_changes_the_id_and_nothing_else(case: tuple[bytes, dict[str, Any]], other: bytes) -> None:
+@given(
+    bodies(cuttable_ids, with_id=True),
+    st.sampled_from([b"0", b"-17", b"999999999999999999", b'"other"', b'""', b'"a b"']),
+)
+def test_another_id_in_the_span_changes_the_id_and_nothing_else(
+    case: tuple[bytes, dict[str, Any]], other: bytes
+) -> None:
     body, document = case
     span = id_span(body)
     assert span is not None
@@ -107,6 +135,22 @@ def test_in_any_body_the_strict_reader_accepts_the_span_is_its_id(body: bytes) -
 
 
 def test_what_is_not_a_single_object_has_no_span() -> None:
-    for body in (b"", b"   ", b'[{"id":1}]', b'"id"', b'{"id":1', b'{"id":"unterminated}', b'{"id":}', b'{"id":01}', b'{"id":1.0}',
-                 b'{"id":1e3}', b'{"id":-}', b'{"id":null}', b'{"id":true}', b'{"id":"a\\"b"}', b'{"id":"\xc3\xa9"}', b'{"id" 1}'):
+    for body in (
+        b"",
+        b"   ",
+        b'[{"id":1}]',
+        b'"id"',
+        b'{"id":1',
+        b'{"id":"unterminated}',
+        b'{"id":}',
+        b'{"id":01}',
+        b'{"id":1.0}',
+        b'{"id":1e3}',
+        b'{"id":-}',
+        b'{"id":null}',
+        b'{"id":true}',
+        b'{"id":"a\\"b"}',
+        b'{"id":"\xc3\xa9"}',
+        b'{"id" 1}',
+    ):
         assert id_span(body) is None, body

@@ -60,7 +60,12 @@ def layout_problems(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import | ast.ImportFrom) and (problem := import_problem(node)):
             problems.append(f"line {node.lineno}: {problem}")
-        elif isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys":
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sys"
+        ):
             problems.append(f"line {node.lineno}: uses sys.path; pytest puts the checkout on it")
     return problems
 
@@ -69,9 +74,7 @@ def test_no_test_imports_another_test_module_or_the_harness_another_way() -> Non
     files = tree_files()
     assert Path(__file__).resolve() in files and len(files) > 50  # the scan sees the tree
     found = {
-        path.relative_to(REPO).as_posix(): problems
-        for path in files
-        if (problems := layout_problems(path.read_text()))
+        path.relative_to(REPO).as_posix(): problems for path in files if (problems := layout_problems(path.read_text()))
     }
     assert found == {}
 
@@ -81,7 +84,9 @@ def test_every_folder_of_the_tests_is_a_package() -> None:
     without an `__init__.py`, a folder's modules are top-level (`test_x`) with the folder
     itself on sys.path."""
     folders = {path.parent for path in tree_files()}
-    assert sorted(folder.relative_to(REPO).as_posix() for folder in folders if not (folder / "__init__.py").exists()) == []
+    assert (
+        sorted(folder.relative_to(REPO).as_posix() for folder in folders if not (folder / "__init__.py").exists()) == []
+    )
 
 
 @pytest.mark.parametrize(

@@ -43,20 +43,26 @@ def test_example_policies_compile(example_policy):
 
 
 def test_unknown_field_is_reported_with_its_line(write_policies):
-    directory = write_policies(p=PROFILE.replace("  mission: reads issues", "  mission: reads issues\n  colour: blue"), t=TARGET)
+    directory = write_policies(
+        p=PROFILE.replace("  mission: reads issues", "  mission: reads issues\n  colour: blue"), t=TARGET
+    )
     (error,) = errors_of(directory)
     assert error.endswith("p.yaml:7: unknown field 'spec.colour'"), error
 
 
 def test_unknown_field_inside_a_rule(write_policies):
-    directory = write_policies(p=PROFILE.replace("tools: [list_issues]", "tools: [list_issues]\n      tool: [x]"), t=TARGET)
+    directory = write_policies(
+        p=PROFILE.replace("tools: [list_issues]", "tools: [list_issues]\n      tool: [x]"), t=TARGET
+    )
     (error,) = errors_of(directory)
     assert "p.yaml:10: unknown field 'spec.mcp.0.tool'" in error
 
 
 def test_a_field_spelled_in_snake_case_is_unknown(write_policies):
     """Keys are camelCase only: a second spelling of a field would be a second way to say it."""
-    directory = write_policies(p=PROFILE.replace("  mission: reads issues", "  mission: reads issues\n  delegation: {max_depth: 2}"), t=TARGET)
+    directory = write_policies(
+        p=PROFILE.replace("  mission: reads issues", "  mission: reads issues\n  delegation: {max_depth: 2}"), t=TARGET
+    )
     (error,) = errors_of(directory)
     assert "unknown field 'spec.delegation.max_depth'" in error
 
@@ -87,7 +93,10 @@ def test_two_targets_claiming_one_host(write_policies):
     [
         (("server: github", "server: gitlab"), "p.yaml:8: 'gitlab' is not a Target"),
         (("  mcp:\n", "  agents: [{agent: ghost}]\n  mcp:\n"), "p.yaml:7: agent 'ghost' is not a MissionProfile"),
-        (("  mcp:\n", "  egress: [{host: evil.example}]\n  mcp:\n"), "egress host 'evil.example' is not a host of any Target of kind egress"),
+        (
+            ("  mcp:\n", "  egress: [{host: evil.example}]\n  mcp:\n"),
+            "egress host 'evil.example' is not a host of any Target of kind egress",
+        ),
         (("  mcp:\n", "  delegation: {acceptFrom: [nobody]}\n  mcp:\n"), "acceptFrom names unknown profile 'nobody'"),
     ],
 )
@@ -114,7 +123,9 @@ def test_cel_comprehension_variables_are_allowed(write_policies):
 
 
 def test_duplicate_yaml_key(write_policies):
-    directory = write_policies(p=PROFILE.replace("  mission: reads issues", "  mission: reads issues\n  mission: twice"), t=TARGET)
+    directory = write_policies(
+        p=PROFILE.replace("  mission: reads issues", "  mission: reads issues\n  mission: twice"), t=TARGET
+    )
     (error,) = errors_of(directory)
     assert "p.yaml:7: duplicate key 'mission'" in error
 
@@ -202,9 +213,15 @@ def test_a2a_defaults_are_the_sdks(write_policies):
     ("block", "expected"),
     [
         ("    jsonrpcPath: a2a\n", "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must start with '/'"),
-        ("    jsonrpcPath: /a2a/../rpc\n", "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must not contain a '.' or '..'"),
+        (
+            "    jsonrpcPath: /a2a/../rpc\n",
+            "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must not contain a '.' or '..'",
+        ),
         ("    jsonrpcPath: /./a2a\n", "jsonrpcPath must not contain a '.' or '..'"),
-        ("    jsonrpcPath: /a2a//rpc\n", "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must not contain '//'"),
+        (
+            "    jsonrpcPath: /a2a//rpc\n",
+            "p.yaml:8: spec.a2a.jsonrpcPath: Value error, jsonrpcPath must not contain '//'",
+        ),
         ("    jsonrpcPath: //\n", "jsonrpcPath must not contain '//'"),
         ("    jsonrpcPath: /a%32a\n", "jsonrpcPath may hold only letters, digits"),
         ("    jsonrpcPath: /{tenant}/rpc\n", "jsonrpcPath may hold only letters, digits"),
@@ -217,7 +234,10 @@ def test_a2a_defaults_are_the_sdks(write_policies):
         ("    restPrefix: api\n", "restPrefix must start with '/'"),
         ("    restPrefix: /api/..\n", "restPrefix must not contain a '.' or '..'"),
         ("    restPrefix: /a%2Fb\n", "restPrefix may hold only letters, digits"),
-        ("    cardPath: /.well-known/./agent-card.json\n", "p.yaml:8: spec.a2a.cardPath: Value error, cardPath must not"),
+        (
+            "    cardPath: /.well-known/./agent-card.json\n",
+            "p.yaml:8: spec.a2a.cardPath: Value error, cardPath must not",
+        ),
         ("    cardPath: card.json\n", "cardPath must start with '/'"),
         ("    jsonRpcPath: /a2a\n", "p.yaml:8: unknown field 'spec.a2a.jsonRpcPath'"),
         ("    tenants: [a]\n", "p.yaml:8: unknown field 'spec.a2a.tenants'"),
@@ -232,11 +252,20 @@ def test_bad_a2a_declarations(write_policies, block, expected):
     ("block", "expected"),
     [
         # Served by both the JSON-RPC endpoint and a REST route: which runs is the app's route order.
-        ("    jsonrpcPath: /message:send\n", "p.yaml:8: a2a.jsonrpcPath '/message:send' is also where the HTTP+JSON routes"),
+        (
+            "    jsonrpcPath: /message:send\n",
+            "p.yaml:8: a2a.jsonrpcPath '/message:send' is also where the HTTP+JSON routes",
+        ),
         ("    jsonrpcPath: /t1/message:send\n", "serve POST SendMessage"),  # the `/{tenant}` mount
         ("    jsonrpcPath: /v1/tasks/x:cancel\n", "serve POST CancelTask"),  # v0.3's routes
-        ("    jsonrpcPath: /api/message:stream\n    restPrefix: /api\n", "(restPrefix '/api') serve POST SendStreamingMessage"),
-        ("    cardPath: /tasks\n", "p.yaml:8: a2a.cardPath '/tasks' is also where the HTTP+JSON routes (restPrefix '') serve GET ListTasks"),
+        (
+            "    jsonrpcPath: /api/message:stream\n    restPrefix: /api\n",
+            "(restPrefix '/api') serve POST SendStreamingMessage",
+        ),
+        (
+            "    cardPath: /tasks\n",
+            "p.yaml:8: a2a.cardPath '/tasks' is also where the HTTP+JSON routes (restPrefix '') serve GET ListTasks",
+        ),
         ("    cardPath: /api/extendedAgentCard\n    restPrefix: /api\n", "serve GET GetExtendedAgentCard"),
     ],
 )

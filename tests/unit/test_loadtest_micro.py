@@ -17,17 +17,40 @@ pytestmark = pytest.mark.timeout(60)
 
 SIZES = [10, 40]
 IN_PROCESS = [
-    "floor", "build_response_allow", "mcp_call_allowed", "mcp_call_denied", "mcp_call_allowed_when_afresh",
-    "mcp_call_denied_when_afresh", "mcp_tools_list", "egress_get", "a2a_send_reuse", "a2a_send_mint", "chained_call_cached", "mix", "mix_cache_hit",
+    "floor",
+    "build_response_allow",
+    "mcp_call_allowed",
+    "mcp_call_denied",
+    "mcp_call_allowed_when_afresh",
+    "mcp_call_denied_when_afresh",
+    "mcp_tools_list",
+    "egress_get",
+    "a2a_send_reuse",
+    "a2a_send_mint",
+    "chained_call_cached",
+    "mix",
+    "mix_cache_hit",
     "mix_new_ids",
 ]
 WITH_REDIS = ["chained_call_redis_cached", "chained_call_redis_uncached", "a2a_send_mint_redis"]
 EXPECT = {
-    "floor": "allow", "build_response_allow": "allow", "mcp_call_allowed": "allow", "mcp_call_denied": "deny",
-    "mcp_call_allowed_when_afresh": "allow", "mcp_call_denied_when_afresh": "deny",
-    "mcp_tools_list": "allow", "egress_get": "allow", "a2a_send_reuse": "allow", "a2a_send_mint": "allow",
-    "chained_call_cached": "allow", "mix": "mixed", "mix_cache_hit": "mixed", "mix_new_ids": "mixed", "chained_call_redis_cached": "allow",
-    "chained_call_redis_uncached": "allow", "a2a_send_mint_redis": "allow",
+    "floor": "allow",
+    "build_response_allow": "allow",
+    "mcp_call_allowed": "allow",
+    "mcp_call_denied": "deny",
+    "mcp_call_allowed_when_afresh": "allow",
+    "mcp_call_denied_when_afresh": "deny",
+    "mcp_tools_list": "allow",
+    "egress_get": "allow",
+    "a2a_send_reuse": "allow",
+    "a2a_send_mint": "allow",
+    "chained_call_cached": "allow",
+    "mix": "mixed",
+    "mix_cache_hit": "mixed",
+    "mix_new_ids": "mixed",
+    "chained_call_redis_cached": "allow",
+    "chained_call_redis_uncached": "allow",
+    "a2a_send_mint_redis": "allow",
 }
 NUMBERS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us", "calls_per_s"]
 
@@ -57,7 +80,9 @@ def test_every_scenario_measured_with_positive_ordered_numbers(report: dict) -> 
         for name, result in scenarios.items():
             assert result["iterations"] >= 50, name
             assert all(result[key] > 0 for key in NUMBERS), (name, result)
-            assert result["p50_us"] <= result["p90_us"] <= result["p99_us"] <= result["p999_us"] <= result["max_us"], name
+            assert result["p50_us"] <= result["p90_us"] <= result["p99_us"] <= result["p999_us"] <= result["max_us"], (
+                name
+            )
             assert result["allowed"] + result["denied"] == result["iterations"] == sum(result["outcomes"].values())
             assert len(result["gc_collections"]) == 3
             assert result["expect"] == EXPECT[name]
@@ -72,8 +97,11 @@ def test_allowed_and_denied_scenarios_decide_as_named(report: dict) -> None:
             if result["expect"] == "allow":
                 # Only a lapse of the Redis store's liveness (reported in warnings) may deny these.
                 refused = [label for label in result["outcomes"] if not label.startswith("allow")]
-                assert not refused or (name in WITH_REDIS and entry["warnings"]
-                                       and all("chain_store_unavailable" in label for label in refused)), (name, result["outcomes"])
+                assert not refused or (
+                    name in WITH_REDIS
+                    and entry["warnings"]
+                    and all("chain_store_unavailable" in label for label in refused)
+                ), (name, result["outcomes"])
             elif result["expect"] == "deny":
                 assert result["allowed"] == 0, (name, result["outcomes"])
                 assert all(label.startswith("deny:") for label in result["outcomes"])
@@ -110,8 +138,12 @@ def test_generated_policy_set_compiles_with_every_profile(tmp_path) -> None:
     policy = compile_directory(tmp_path)
     assert len(policy.profiles) == 25 == len(generated.profiles)
     assert len({profile.principal for profile in generated.profiles}) == 25
-    assert any(rule.when is not None for p in policy.profiles.values() for rules in p.scope.mcp.values() for rule in rules)
-    assert any(rule.grant is not None for p in policy.profiles.values() for rules in p.scope.agents.values() for rule in rules)
+    assert any(
+        rule.when is not None for p in policy.profiles.values() for rules in p.scope.mcp.values() for rule in rules
+    )
+    assert any(
+        rule.grant is not None for p in policy.profiles.values() for rules in p.scope.agents.values() for rule in rules
+    )
 
 
 def test_pools_from_the_first_callers_hold_only_their_requests(tmp_path) -> None:
@@ -133,8 +165,9 @@ def test_rounds_pool_their_samples_and_never_hand_prepare_an_index_twice() -> No
         seen.append(index)
         return index
 
-    tally = timing.Tally(Scenario("count", "", "allow", lambda index: index, prepare=prepare,
-                                  label=lambda _: (True, "allow")))
+    tally = timing.Tally(
+        Scenario("count", "", "allow", lambda index: index, prepare=prepare, label=lambda _: (True, "allow"))
+    )
     for _ in range(3):
         timing.measure(tally, 0.001, 0.001, 30)
     assert len(seen) == len(set(seen)) == tally.calls

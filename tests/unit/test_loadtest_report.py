@@ -14,8 +14,11 @@ import pytest
 from loadtest import report
 
 ROOT = Path(__file__).resolve().parents[2]
-HOSTILE = ("## Hostile input (loadtest/hostile.py)\n\n| class | caller | p50 µs |\n|---|---|---|\n| batch_allowed | allowed | 1 |\n"
-           "\n### By hand\n\nnotes\n")
+HOSTILE = (
+    "## Hostile input (loadtest/hostile.py)\n\n| class | caller | p50 µs |\n|---|---|---|\n| batch_allowed | allowed "
+    "| 1 |\n"
+    "\n### By hand\n\nnotes\n"
+)
 HAND = "## Notes by hand\n\nkept as written\n"
 
 
@@ -27,7 +30,9 @@ def results() -> dict[str, Any]:
 
 
 def render(results: dict[str, Any], out: Path) -> str:
-    return report.markdown(results, out.parent / "benchmarks" / "latency-cdf.png", out, out.parent / "benchmarks" / "results.json")
+    return report.markdown(
+        results, out.parent / "benchmarks" / "latency-cdf.png", out, out.parent / "benchmarks" / "results.json"
+    )
 
 
 def test_every_section_markdown_writes_is_one_it_knows_as_its_own(results: dict[str, Any], tmp_path: Path) -> None:
@@ -37,7 +42,9 @@ def test_every_section_markdown_writes_is_one_it_knows_as_its_own(results: dict[
     assert set(keys) <= set(report.OWN_SECTIONS)
 
 
-def test_rendering_twice_keeps_a_section_it_does_not_write_where_it_was(results: dict[str, Any], tmp_path: Path) -> None:
+def test_rendering_twice_keeps_a_section_it_does_not_write_where_it_was(
+    results: dict[str, Any], tmp_path: Path
+) -> None:
     out = tmp_path / "BENCHMARKS.md"
     text = render(results, out)
     report.write_report(out, text)
@@ -71,7 +78,10 @@ def test_its_own_sections_are_replaced_even_when_their_figures_changed(results: 
     earlier runs appended are the runner's: a rewrite drops them, it does not keep them."""
     out = tmp_path / "BENCHMARKS.md"
     text = render(results, out)
-    old = text.replace("16 users, 10 s per run", "4 users, 2 s per run") + "\n## What is left, and why (by hand, at abc1234)\n\nold\n"
+    old = (
+        text.replace("16 users, 10 s per run", "4 users, 2 s per run")
+        + "\n## What is left, and why (by hand, at abc1234)\n\nold\n"
+    )
     out.write_text(old, encoding="utf-8")
     report.write_report(out, text)
     assert out.read_text(encoding="utf-8") == text
@@ -80,4 +90,7 @@ def test_its_own_sections_are_replaced_even_when_their_figures_changed(results: 
 def test_a_heading_inside_a_code_block_is_text() -> None:
     new = "# Benchmarks\n\n## Memory\n\nnew\n"
     old = "# Benchmarks\n\n## Memory\n\nold\n\n## Mine\n\n```\n## not a heading\n```\n"
-    assert report.keep_other_sections(new, old) == "# Benchmarks\n\n## Memory\n\nnew\n\n## Mine\n\n```\n## not a heading\n```\n"
+    assert (
+        report.keep_other_sections(new, old)
+        == "# Benchmarks\n\n## Memory\n\nnew\n\n## Mine\n\n```\n## not a heading\n```\n"
+    )

@@ -59,8 +59,14 @@ def test_smoke_writes_nothing_unless_asked() -> None:
 @pytest.mark.timeout(150)
 def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "BENCHMARKS.md"
-    done = subprocess.run([sys.executable, "-m", "loadtest.run", "--smoke", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=140, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.run", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
     assert (tmp_path / "benchmarks" / "latency-cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -87,7 +93,9 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     for each in (micro, spread):
         assert "error" not in each, each.get("error")
         assert each["report"]["sizes"] and each["table"]
-    assert micro["report"]["callers"] == 10 and spread["report"]["callers"] is None  # the same agents, then every profile
+    assert (
+        micro["report"]["callers"] == 10 and spread["report"]["callers"] is None
+    )  # the same agents, then every profile
 
     report = out.read_text()
     assert "## SPEC §8 targets" in report and "](benchmarks/latency-cdf.png)" in report

@@ -42,9 +42,17 @@ def test_subjects_of_every_revision(revision):
 @pytest.mark.parametrize(
     "method",
     [
-        "initialize", "ping", "server/discover", "subscriptions/listen", "notifications/initialized",
-        "notifications/cancelled", "notifications/progress", "tools/list", "resources/list",
-        "resources/templates/list", "prompts/list",
+        "initialize",
+        "ping",
+        "server/discover",
+        "subscriptions/listen",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "prompts/list",
     ],
 )
 def test_session_plumbing(method):
@@ -64,14 +72,18 @@ def test_stream_and_session_end_are_plumbing(http_method):
     assert actions[0].kind == "plumbing"
 
 
-@pytest.mark.parametrize("method", ["logging/setLevel", "resources/subscribe", "tasks/get", "sampling/createMessage", "Tools/Call"])
+@pytest.mark.parametrize(
+    "method", ["logging/setLevel", "resources/subscribe", "tasks/get", "sampling/createMessage", "Tools/Call"]
+)
 def test_other_methods_need_a_methods_entry(method):
     action = one(method, name="x", uri="y")
     assert (action.kind, action.name) == ("method", method)
 
 
 def test_completion_refers_to_prompt_or_resource():
-    prompt = one("completion/complete", ref={"type": "ref/prompt", "name": "triage"}, argument={"name": "a", "value": "b"})
+    prompt = one(
+        "completion/complete", ref={"type": "ref/prompt", "name": "triage"}, argument={"name": "a", "value": "b"}
+    )
     resource = one("completion/complete", ref={"type": "ref/resource", "uri": "repo://acme/{x}"})
     assert (prompt.kind, prompt.name) == ("prompt", "triage")
     assert (resource.kind, resource.name) == ("resource", "repo://acme/{x}")
@@ -107,7 +119,10 @@ def test_empty_batch_is_malformed():
         (b"", "missing_body"),
         (b"not json", "invalid_json"),
         (b'{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}', "duplicate_json_key"),
-        (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2}}}', "duplicate_json_key"),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2}}}',
+            "duplicate_json_key",
+        ),
         (b'{"jsonrpc":"1.0","id":1,"method":"ping"}', "invalid_jsonrpc"),
         (b'{"id":1,"method":"ping"}', "invalid_jsonrpc"),
         (b'{"jsonrpc":"2.0","id":true,"method":"ping"}', "invalid_jsonrpc"),
@@ -166,8 +181,14 @@ def test_other_http_methods(http_method):
 
 class TestRoutingHeaders:
     def test_agreeing_headers_pass(self):
-        assert one("tools/call", headers={"mcp-method": "tools/call", "mcp-name": "get_me"}, name="get_me").name == "get_me"
-        assert one("resources/read", headers={"mcp-method": "resources/read", "mcp-name": "repo://a"}, uri="repo://a").name == "repo://a"
+        assert (
+            one("tools/call", headers={"mcp-method": "tools/call", "mcp-name": "get_me"}, name="get_me").name
+            == "get_me"
+        )
+        assert (
+            one("resources/read", headers={"mcp-method": "resources/read", "mcp-name": "repo://a"}, uri="repo://a").name
+            == "repo://a"
+        )
 
     @pytest.mark.parametrize(
         "headers",
@@ -202,11 +223,18 @@ class TestRoutingHeaders:
         "value",
         [
             "=?base64?\u00e9?=",  # non-ASCII payload: base64 raised ValueError, reported as internal_error
-            "=?base64?!!!?=", "=?base64?Z2V0X21lZQ?=", "=?base64?Z2V0X21l=?=",  # not base64; padding missing, misplaced
+            "=?base64?!!!?=",
+            "=?base64?Z2V0X21lZQ?=",
+            "=?base64?Z2V0X21l=?=",  # not base64; padding missing, misplaced
             "=?base64?Z2V=?=",  # decodes to "ge", which is written Z2U=
             "=?base64?/w==?=",  # not UTF-8
-            "=?base64?Z2V0X21l\n?=", "=?base64?Z2V0X21l?=\n",  # a newline inside, or after the closing ?=
-            "get_me\n", "get\x00me", "get\tme", "cr\u00e9er_issue", "\u0661",  # plain, but not visible ASCII
+            "=?base64?Z2V0X21l\n?=",
+            "=?base64?Z2V0X21l?=\n",  # a newline inside, or after the closing ?=
+            "get_me\n",
+            "get\x00me",
+            "get\tme",
+            "cr\u00e9er_issue",
+            "\u0661",  # plain, but not visible ASCII
         ],
     )
     def test_malformed_values_are_invalid_headers(self, header, value):

@@ -223,8 +223,11 @@ class SdkServer:
     async def _open_session(self, headers: dict[str, str]) -> str:
         version = headers.get("mcp-protocol-version")
         client = {"name": "differential", "version": "1"}
-        init = {"protocolVersion": version if version in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1],
-                "capabilities": {}, "clientInfo": client}
+        init = {
+            "protocolVersion": version if version in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1],
+            "capabilities": {},
+            "clientInfo": client,
+        }
         opening = legacy(to_json({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}))
         status, response_headers = await self._exchange("POST", "/mcp", opening.headers, opening.body)
         assert status == 200, status
@@ -235,10 +238,18 @@ class SdkServer:
     ) -> tuple[int | None, dict[str, str]]:
         path, _, query = raw_path.partition("?")
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http", "method": verb,
-            "path": unquote(path), "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "scheme": "http",
+            "method": verb,
+            "path": unquote(path),
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
             "headers": [(name.encode(), value.encode()) for name, value in headers],
-            "server": ("github-mcp", 80), "client": ("127.0.0.1", 40000),
+            "server": ("github-mcp", 80),
+            "client": ("127.0.0.1", 40000),
         }  # what uvicorn builds: `path` percent-decoded once, nothing else resolved
         answered = asyncio.Event()
         started: dict[str, Any] = {}
@@ -381,16 +392,25 @@ CASES: dict[str, tuple[Request, str, list[str]]] = {
     "params.name twice": (legacy(rpc('{"name":"get_me",' + CREATE[1:])), DUPLICATE, RUNS_CREATE),
     "params.name twice, once escaped": (legacy(rpc(r'{"name":"get_me","n\u0061' + CREATE[4:])), DUPLICATE, RUNS_CREATE),
     "params.name twice, 2026-07-28": (
-        modern(rpc(enveloped('{"name":"get_me",' + CREATE[1:])), "tools/call", "create_issue"), DUPLICATE, RUNS_CREATE
+        modern(rpc(enveloped('{"name":"get_me",' + CREATE[1:])), "tools/call", "create_issue"),
+        DUPLICATE,
+        RUNS_CREATE,
     ),
     "an argument twice, past the when": (
-        legacy(rpc('{"name":"list_issues","arguments":{"repo":"acme/x","repo":"evil/x"}}')), DUPLICATE,
+        legacy(rpc('{"name":"list_issues","arguments":{"repo":"acme/x","repo":"evil/x"}}')),
+        DUPLICATE,
         ["tool list_issues"],
     ),
     "_meta twice": (modern(rpc(enveloped('{"name":"get_me","_meta":{}}')), "tools/call", "get_me"), DUPLICATE, RUNS_ME),
     "ref.name twice": (
-        legacy(rpc('{"ref":{"type":"ref/prompt","name":"triage","name":"evil"},"argument":{"name":"a","value":"b"}}',
-                   '"completion/complete"')), DUPLICATE, ["prompt evil"],
+        legacy(
+            rpc(
+                '{"ref":{"type":"ref/prompt","name":"triage","name":"evil"},"argument":{"name":"a","value":"b"}}',
+                '"completion/complete"',
+            )
+        ),
+        DUPLICATE,
+        ["prompt evil"],
     ),
     # names that are not the allowed one, however close
     "NUL in the name": (legacy(rpc(r'{"name":"get_me\u0000"}')), NO_TOOL, NOTHING),
@@ -398,7 +418,9 @@ CASES: dict[str, tuple[Request, str, list[str]]] = {
     "lone surrogate": (legacy(rpc(r'{"name":"get_me\ud800"}')), NOT_JSON, NOTHING),
     "lone surrogate, 2026-07-28": (modern(rpc(enveloped(r'{"name":"get_me\ud800"}')), "tools/call"), NOT_JSON, NOTHING),
     "surrogate as bytes, 2026-07-28": (
-        modern(rpc(enveloped('{"name":"get_me\udc80"}')), "tools/call"), NOT_JSON, NOTHING
+        modern(rpc(enveloped('{"name":"get_me\udc80"}')), "tools/call"),
+        NOT_JSON,
+        NOTHING,
     ),
     "fullwidth letters": (legacy(rpc('{"name":"\uff47\uff45\uff54_\uff4d\uff45"}')), NO_TOOL, NOTHING),
     "other case": (legacy(rpc('{"name":"GET_ME"}')), NO_TOOL, NOTHING),
@@ -420,7 +442,9 @@ CASES: dict[str, tuple[Request, str, list[str]]] = {
     "id past 64 bits": (legacy(rpc(ME, request_id=str(2**64))), NOT_JSONRPC, RUNS_ME),
     "empty string as id": (legacy(rpc(ME, request_id='""')), ALLOW, RUNS_ME),
     "a notification calling a tool": (
-        legacy(f'{{"jsonrpc":"2.0","method":"tools/call","params":{CREATE}}}'), NO_TOOL, NOTHING
+        legacy(f'{{"jsonrpc":"2.0","method":"tools/call","params":{CREATE}}}'),
+        NO_TOOL,
+        NOTHING,
     ),
     'jsonrpc "1.0"': (legacy(rpc().replace('"2.0"', '"1.0"')), NOT_JSONRPC, NOTHING),
     "jsonrpc as a number": (legacy(rpc().replace('"2.0"', "2.0")), NOT_JSONRPC, NOTHING),
@@ -433,7 +457,9 @@ CASES: dict[str, tuple[Request, str, list[str]]] = {
     "an error posted back": (legacy('{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"no"}}'), ALLOW, NOTHING),
     # the 2026-07-28 envelope
     "envelope of another version": (
-        modern(rpc(f'{{"name":"get_me","_meta":{json.dumps(OLD_ENVELOPE)}}}'), "tools/call", "get_me"), ALLOW, NOTHING
+        modern(rpc(f'{{"name":"get_me","_meta":{json.dumps(OLD_ENVELOPE)}}}'), "tools/call", "get_me"),
+        ALLOW,
+        NOTHING,
     ),
     "envelope in a session": (legacy(modern(rpc(enveloped(ME)), None).body), ALLOW, RUNS_ME),
     "envelope missing": (modern(rpc(ME), "tools/call", "get_me"), ALLOW, NOTHING),
@@ -451,23 +477,32 @@ CASES: dict[str, tuple[Request, str, list[str]]] = {
     "Mcp-Name disagreeing, session era": (legacy(rpc(CREATE), ("mcp-name", "get_me")), MISMATCH, RUNS_CREATE),
     "Mcp-Name disagreeing, 2026-07-28": (modern(rpc(enveloped(CREATE)), "tools/call", "get_me"), MISMATCH, NOTHING),
     "Mcp-Method disagreeing, 2026-07-28": (
-        modern(rpc(enveloped(CREATE)), "tools/list", "create_issue"), MISMATCH, NOTHING
+        modern(rpc(enveloped(CREATE)), "tools/list", "create_issue"),
+        MISMATCH,
+        NOTHING,
     ),
     "Mcp-Name in base64": (
-        modern(rpc(enveloped(ME)), "tools/call", None, ("mcp-name", "=?base64?Z2V0X21l?=")), ALLOW, RUNS_ME
+        modern(rpc(enveloped(ME)), "tools/call", None, ("mcp-name", "=?base64?Z2V0X21l?=")),
+        ALLOW,
+        RUNS_ME,
     ),
     "Mcp-Name twice": (
-        modern(rpc(enveloped(CREATE)), "tools/call", "create_issue", ("mcp-name", "get_me")), MISMATCH, NOTHING
+        modern(rpc(enveloped(CREATE)), "tools/call", "create_issue", ("mcp-name", "get_me")),
+        MISMATCH,
+        NOTHING,
     ),
     "Mcp-Name in base64, not canonical": (
-        modern(rpc(enveloped(ME)), "tools/call", None, ("mcp-name", "=?base64?Z2V0X21l=?=")), "400 invalid_header",
+        modern(rpc(enveloped(ME)), "tools/call", None, ("mcp-name", "=?base64?Z2V0X21l=?=")),
+        "400 invalid_header",
         NOTHING,
     ),
     # framing
     "BOM": (legacy(b"\xef\xbb\xbf" + GET_ME.body), NOT_JSON, NOTHING),
     "BOM, 2026-07-28": (Request(b"\xef\xbb\xbf" + MODERN_CREATE.body, MODERN_CREATE.headers), NOT_JSON, RUNS_CREATE),
     "UTF-16, 2026-07-28": (
-        Request(MODERN_CREATE.body.decode().encode("utf-16-le"), MODERN_CREATE.headers), NOT_JSON, RUNS_CREATE
+        Request(MODERN_CREATE.body.decode().encode("utf-16-le"), MODERN_CREATE.headers),
+        NOT_JSON,
+        RUNS_CREATE,
     ),
     "trailing garbage": (legacy(GET_ME.body + b"x"), NOT_JSON, NOTHING),
     "two documents": (legacy(GET_ME.body + MODERN_CREATE.body), NOT_JSON, NOTHING),
@@ -485,28 +520,37 @@ CASES: dict[str, tuple[Request, str, list[str]]] = {
     "query": (Request(GET_ME.body, GET_ME.headers, path="/mcp?name=create_issue"), ALLOW, RUNS_ME),
     "text/plain": (Request(GET_ME.body, [("content-type", "text/plain"), *GET_ME.headers[1:]]), ALLOW, NOTHING),
     "text/plain, 2026-07-28": (
-        Request(MODERN_CREATE.body, [("content-type", "text/plain"), *MODERN_CREATE.headers[1:]]), NO_TOOL, NOTHING
+        Request(MODERN_CREATE.body, [("content-type", "text/plain"), *MODERN_CREATE.headers[1:]]),
+        NO_TOOL,
+        NOTHING,
     ),
     # a completion names the prompt or resource it completes
     "completion of the allowed prompt": (completion({"type": "ref/prompt", "name": "triage"}), ALLOW, RUNS_TRIAGE),
     "completion of another prompt": (
-        completion({"type": "ref/prompt", "name": "evil"}), "403 prompt_not_allowed", ["prompt evil"]
+        completion({"type": "ref/prompt", "name": "evil"}),
+        "403 prompt_not_allowed",
+        ["prompt evil"],
     ),
     "completion of a resource": (
-        completion({"type": "ref/resource", "uri": "repo://evil/{x}"}), "403 resource_not_allowed",
+        completion({"type": "ref/resource", "uri": "repo://evil/{x}"}),
+        "403 resource_not_allowed",
         ["resource repo://evil/{x}"],
     ),
     "completion ref without a type": (completion({"name": "triage"}), BAD_PARAMS, NOTHING),
     "completion ref with a name and a uri": (
-        completion({"type": "ref/resource", "name": "triage", "uri": "repo://evil/{x}"}), "403 resource_not_allowed",
+        completion({"type": "ref/resource", "name": "triage", "uri": "repo://evil/{x}"}),
+        "403 resource_not_allowed",
         ["resource repo://evil/{x}"],
     ),
     "resource": (
         modern(rpc(enveloped(f'{{"uri":"{README}"}}'), '"resources/read"'), "resources/read", README),
-        ALLOW, [f"resource {README}"],
+        ALLOW,
+        [f"resource {README}"],
     ),
     "resource, spelled otherwise": (
-        legacy(rpc('{"uri":"repo://acme/%72eadme"}', '"resources/read"')), "403 resource_not_allowed", NOTHING
+        legacy(rpc('{"uri":"repo://acme/%72eadme"}', '"resources/read"')),
+        "403 resource_not_allowed",
+        NOTHING,
     ),
 }
 
@@ -521,9 +565,16 @@ def test_what_the_sdk_does(authorizer, sdk, request_, mandate, sdk_runs):
 # --- generated requests ---------------------------------------------------------------------
 
 CALLS = [  # (method, the params member that names what it acts on)
-    *[("tools/call", "name")] * 5, *[("prompts/get", "name")] * 2, *[("resources/read", "uri")] * 2,
-    *[("completion/complete", "ref")] * 2, ("tools/list", None), ("initialize", None), ("ping", None),
-    ("notifications/initialized", None), ("logging/setLevel", None), ("resources/subscribe", "uri"),
+    *[("tools/call", "name")] * 5,
+    *[("prompts/get", "name")] * 2,
+    *[("resources/read", "uri")] * 2,
+    *[("completion/complete", "ref")] * 2,
+    ("tools/list", None),
+    ("initialize", None),
+    ("ping", None),
+    ("notifications/initialized", None),
+    ("logging/setLevel", None),
+    ("resources/subscribe", "uri"),
 ]
 USUAL = {  # what a client usually names with each method: mostly what the policy allows
     "tools/call": ["get_me", "get_me", "list_issues", "list_issues", "create_issue"],
@@ -533,23 +584,52 @@ USUAL = {  # what a client usually names with each method: mostly what the polic
     "ref/resource": ["repo://acme/readme", "repo://evil/{x}"],
 }
 USUAL_ARGUMENTS = {
-    "list_issues": [{"repo": "acme/x"}, {"repo": "evil/x"}], "create_issue": [{"repo": "acme/x", "title": "t"}],
+    "list_issues": [{"repo": "acme/x"}, {"repo": "evil/x"}],
+    "create_issue": [{"repo": "acme/x", "title": "t"}],
 }
 NAMES = st.sampled_from(
-    ["get_me", "list_issues", "create_issue", "triage", "evil", "repo://acme/readme", "repo://evil/x", "GET_ME",
-     "get_me ", "get_me\x00", "get_me\ud800", "\uff47et_me", "get\u00adme", "", "repo://acme/%72eadme", "tools/call"]
+    [
+        "get_me",
+        "list_issues",
+        "create_issue",
+        "triage",
+        "evil",
+        "repo://acme/readme",
+        "repo://evil/x",
+        "GET_ME",
+        "get_me ",
+        "get_me\x00",
+        "get_me\ud800",
+        "\uff47et_me",
+        "get\u00adme",
+        "",
+        "repo://acme/%72eadme",
+        "tools/call",
+    ]
 ) | st.text(alphabet="get_mcria\x00\ud800\u00e9/", max_size=4)
 ARGUMENTS = st.sampled_from([{}, {"repo": "acme/x"}, {"repo": "evil/x"}, {"repo": "acme/x", "title": "t"}])
 OTHER = {  # what a member may be replaced with, or repeated with
     "jsonrpc": st.sampled_from(["1.0", 2.0, None, "2.0 "]),
     "id": st.sampled_from([-1, None, True, 1.5, 1.0, 2**63, 2**64, [1], {}, "1"]),
     "method": st.sampled_from(
-        ["tools/call", "ping", "Tools/Call", "tools/call ", "tools/call\x00", "tools\\call", "notifications/x", 5, None,
-         ["tools/call"], {"name": "tools/call"}]
+        [
+            "tools/call",
+            "ping",
+            "Tools/Call",
+            "tools/call ",
+            "tools/call\x00",
+            "tools\\call",
+            "notifications/x",
+            5,
+            None,
+            ["tools/call"],
+            {"name": "tools/call"},
+        ]
     ),
     "params": st.sampled_from([None, ["get_me"], "x", {"name": "create_issue"}, Members([("name", "get_me")])]),
     "name": NAMES | st.sampled_from([5, None, ["get_me"], {"name": "get_me"}, True]),
-    "arguments": ARGUMENTS | st.sampled_from(
+    "arguments": ARGUMENTS
+    | st.sampled_from(
         [None, ["acme/x"], "acme/x", {"repo": 5}, {"repo": ["acme/x"]}, Members([("repo", "acme/x"), ("repo", "x/y")])]
     ),
     "_meta": st.sampled_from(
@@ -563,7 +643,10 @@ OTHER_CONTENT_TYPES = ["text/plain", "application/json;charset=utf-8", "APPLICAT
 OTHER_PATHS = ["/%6Dcp", "/mcp/", "//mcp", "/mcp?x=1", "/MCP", "/x/../mcp"]
 ESCAPABLE = ["tools/call", "get_me", "create_issue", "name", "method", "params", "uri", "repo", "acme/x", "triage"]
 ROUTING = [
-    ("mcp-method", "tools/call"), ("mcp-method", "tools/list"), ("mcp-name", "get_me"), ("mcp-name", "create_issue"),
+    ("mcp-method", "tools/call"),
+    ("mcp-method", "tools/list"),
+    ("mcp-name", "get_me"),
+    ("mcp-name", "create_issue"),
 ]
 
 
@@ -618,8 +701,24 @@ def requests(draw: st.DrawFn) -> Request:
     or no session."""
     modern_era = draw(st.integers(1, 3)) == 1
     message = draw(messages(modern_era))
-    bends = _bends(draw, ["escape", "raw utf-8", "batch", "bom", "trailing", "routing headers", "routing headers",
-                          "version", "verb", "path", "content-type", "accept", "no session"])
+    bends = _bends(
+        draw,
+        [
+            "escape",
+            "raw utf-8",
+            "batch",
+            "bom",
+            "trailing",
+            "routing headers",
+            "routing headers",
+            "version",
+            "verb",
+            "path",
+            "content-type",
+            "accept",
+            "no session",
+        ],
+    )
     sent = [message, *draw(st.lists(messages(modern_era), max_size=2))] if "batch" in bends else message
     escaped = frozenset(draw(st.lists(st.sampled_from(ESCAPABLE), min_size=1, max_size=3))) if "escape" in bends else ()
     body = ("\ufeff" if "bom" in bends else "") + to_json(sent, frozenset(escaped), "raw utf-8" not in bends)

@@ -29,8 +29,23 @@ def test_normalisation(raw, normalized):
 @pytest.mark.parametrize(
     "raw",
     [
-        "/repos%2Facme", "/repos%2facme", "/a%5Cb", "/a\\b", "/a/../../etc", "/..", "/%2e%2e/admin", "/a%252Fb",
-        "/a%25", "/a%zz", "/a%", "/a%00b", "/a\x00", "/%ff", "relative", "/a#frag", "",
+        "/repos%2Facme",
+        "/repos%2facme",
+        "/a%5Cb",
+        "/a\\b",
+        "/a/../../etc",
+        "/..",
+        "/%2e%2e/admin",
+        "/a%252Fb",
+        "/a%25",
+        "/a%zz",
+        "/a%",
+        "/a%00b",
+        "/a\x00",
+        "/%ff",
+        "relative",
+        "/a#frag",
+        "",
     ],
 )
 def test_ambiguous_paths_are_refused(raw):

@@ -92,7 +92,9 @@ def tool_call(tool: str, principal: str = SUPPORT, host: str = GITHUB_HOST) -> e
     request.attributes.source.principal = principal
     http = request.attributes.request.http
     http.method, http.path, http.host = "POST", "/mcp", host
-    http.raw_body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
+    http.raw_body = orjson.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
+    )
     return request
 
 
@@ -143,7 +145,11 @@ def test_a_configmap_swap_applies_within_two_seconds(serve) -> None:
     for tools, expected in ((READ_WRITE, "allow"), (READ_ONLY, "deny"), (READ_WRITE, "allow")):
         volume.publish(with_tools(tools))
         swapped = time.monotonic()
-        wait_until(lambda expected=expected: decide_over_grpc(channel, "create_issue")[0] == expected, 2.0, f"create_issue -> {expected} after the swap")
+        wait_until(
+            lambda expected=expected: decide_over_grpc(channel, "create_issue")[0] == expected,
+            2.0,
+            f"create_issue -> {expected} after the swap",
+        )
         assert time.monotonic() - swapped < 2.0
     metrics = process.metrics_text()
     assert counter(metrics, "mandate_policy_reloads_total", result="applied") == 3
@@ -159,7 +165,11 @@ def test_a_broken_set_keeps_the_last_good_one_and_raises_the_metric(serve) -> No
     assert dangling >= 2
     broken["agents.yaml"] = broken["agents.yaml"].replace("server: github", "server: gitlab")  # every one now dangles
     volume.publish(broken)
-    wait_until(lambda: counter(process.metrics_text(), "mandate_policy_reloads_total", result="rejected") == 1, 2.0, "the rejection")
+    wait_until(
+        lambda: counter(process.metrics_text(), "mandate_policy_reloads_total", result="rejected") == 1,
+        2.0,
+        "the rejection",
+    )
     metrics = process.metrics_text()
     assert counter(metrics, "mandate_policy_errors") == dangling
     assert counter(metrics, "mandate_policy_reloads_total", result="applied") == 1
@@ -168,7 +178,9 @@ def test_a_broken_set_keeps_the_last_good_one_and_raises_the_metric(serve) -> No
     assert decide_over_grpc(channel, "delete_repo")[:3] == ("deny", "403", "tool_not_allowed")
     # Every error in the log, with the file (as mounted) and the line.
     log = process.stderr_path.read_text()
-    lines = [number for number, line in enumerate(broken["agents.yaml"].splitlines(), start=1) if "server: gitlab" in line]
+    lines = [
+        number for number, line in enumerate(broken["agents.yaml"].splitlines(), start=1) if "server: gitlab" in line
+    ]
     assert len(lines) == dangling
     for number in lines:
         assert f"{volume.root / 'agents.yaml'}:{number}: 'gitlab' is not a Target" in log, number
@@ -184,7 +196,11 @@ def test_sighup_forces_a_reload(serve) -> None:
     assert process.proc is not None
     before = counter(process.metrics_text(), "mandate_policy_reloads_total", result="applied")
     process.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: counter(process.metrics_text(), "mandate_policy_reloads_total", result="applied") == before + 1, 2.0, "the SIGHUP reload")
+    wait_until(
+        lambda: counter(process.metrics_text(), "mandate_policy_reloads_total", result="applied") == before + 1,
+        2.0,
+        "the SIGHUP reload",
+    )
 
 
 # --- never a mix of two sets --------------------------------------------------------------------
@@ -254,7 +270,10 @@ def test_the_answers_tell_a_mix_apart(tmp_path: Path, pure_answers) -> None:
             (directory / name).write_text(text)
         sets.append(compile_directory(directory))
     mixed: PolicySet = dataclasses.replace(
-        sets[1], targets=sets[0].targets, targets_by_principal=sets[0].targets_by_principal, targets_by_host=sets[0].targets_by_host
+        sets[1],
+        targets=sets[0].targets,
+        targets_by_principal=sets[0].targets_by_principal,
+        targets_by_host=sets[0].targets_by_host,
     )
     for tool in range(SETS):
         mixed_answer = answer_bytes(Authorizer(mixed).check_bytes(request_for(tool).SerializeToString()))
@@ -272,15 +291,23 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mand
     server.stop(0)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(
     sequence=st.lists(st.integers(0, SETS - 1), min_size=1, max_size=6),
     tools=st.lists(st.integers(0, SETS - 1), min_size=1, max_size=4),
     clients=st.integers(1, 4),
 )
-def test_concurrent_checks_never_see_a_mix_of_two_sets(live_server, pure_answers, sequence: list[int], tools: list[int], clients: int) -> None:
+def test_concurrent_checks_never_see_a_mix_of_two_sets(
+    live_server, pure_answers, sequence: list[int], tools: list[int], clients: int
+) -> None:
     server, volume = live_server
-    current = next(i for i in range(SETS) if pure_answers[(i, 0)] == answer_bytes(server.authorizer.check_bytes(request_for(0).SerializeToString())))
+    current = next(
+        i
+        for i in range(SETS)
+        if pure_answers[(i, 0)] == answer_bytes(server.authorizer.check_bytes(request_for(0).SerializeToString()))
+    )
     live = {current}
     stop = threading.Event()
     seen: list[tuple[int, tuple[str, ...]]] = []
@@ -323,7 +350,10 @@ def test_concurrent_checks_never_see_a_mix_of_two_sets(live_server, pure_answers
     # And fresh: once the last reload returned, only the last set answers.
     final = sequence[-1]
     for tool in set(tools):
-        assert answer_bytes(server.authorizer.check_bytes(request_for(tool).SerializeToString())) == pure_answers[(final, tool)]
+        assert (
+            answer_bytes(server.authorizer.check_bytes(request_for(tool).SerializeToString()))
+            == pure_answers[(final, tool)]
+        )
 
 
 # --- a reload racing the kubelet's swap ----------------------------------------------------------
@@ -360,7 +390,9 @@ def race_answers(authorizer: Authorizer) -> frozenset[tuple[int, int, tuple[str,
     return frozenset(answers)
 
 
-def test_a_reload_that_races_a_swap_never_goes_live_half_and_half(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reload_that_races_a_swap_never_goes_live_half_and_half(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The kubelet swaps `..data` while a reload is between reading profiles.yaml and
     targets.yaml. Whatever that reload read, what goes live is one whole set."""
     pure = {}

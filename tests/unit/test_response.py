@@ -60,8 +60,12 @@ def test_jsonrpc_deny_is_an_error_object_with_the_request_id(authorizer):
 
 
 def test_batch_deny_answers_every_id(authorizer):
-    batch = orjson.dumps([{"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "create_issue"}} for i in (7, "b")])
-    _, response = respond(authorizer, AuthzInput(method="POST", path="/mcp", host=GITHUB_HOST, body=batch, source_principal=SUPPORT))
+    batch = orjson.dumps(
+        [{"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "create_issue"}} for i in (7, "b")]
+    )
+    _, response = respond(
+        authorizer, AuthzInput(method="POST", path="/mcp", host=GITHUB_HOST, body=batch, source_principal=SUPPORT)
+    )
     assert [item["id"] for item in orjson.loads(response.denied_response.body)] == [7, "b"]
 
 
@@ -70,7 +74,11 @@ def test_malformed_jsonrpc_gets_a_parse_error(authorizer):
     _, response = respond(authorizer, request)
     body = orjson.loads(response.denied_response.body)
     assert response.denied_response.status.code == 400 and response.status.code == code_pb2.INVALID_ARGUMENT
-    assert body["id"] is None and body["error"]["code"] == -32700 and body["error"]["data"]["reason"] == "duplicate_json_key"
+    assert (
+        body["id"] is None
+        and body["error"]["code"] == -32700
+        and body["error"]["data"]["reason"] == "duplicate_json_key"
+    )
 
 
 def test_unauthenticated_jsonrpc(authorizer):
@@ -102,7 +110,14 @@ def test_dry_run_deny_is_allowed_but_recorded_as_would_deny(authorizer):
 
 def test_messages_never_reveal_another_profiles_rules(authorizer):
     """The deny names the caller's own profile and the action, not what others may do."""
-    _, response = respond(authorizer, a2a("SendMessage", principal="spiffe://cluster.local/ns/agents/sa/orchestrator", host="billing-agent.billing.svc.cluster.local"))
+    _, response = respond(
+        authorizer,
+        a2a(
+            "SendMessage",
+            principal="spiffe://cluster.local/ns/agents/sa/orchestrator",
+            host="billing-agent.billing.svc.cluster.local",
+        ),
+    )
     assert response.HasField("ok_response")
     _, denied = respond(authorizer, tool("refund"))
     text = denied.denied_response.body

@@ -33,15 +33,28 @@ def decisions(draw: st.DrawFn) -> Decision:
     """Any decision build_response may be handed: allowed or not, dry-run, chained, minting, JSON-RPC."""
     allowed = draw(st.booleans())
     verdict = Verdict(
-        allowed, draw(st.sampled_from(["allowed", "tool_not_allowed", "invalid_json", "chain_forged"])), draw(text),
-        draw(st.sampled_from([200, BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN])), draw(text), draw(text),
+        allowed,
+        draw(st.sampled_from(["allowed", "tool_not_allowed", "invalid_json", "chain_forged"])),
+        draw(text),
+        draw(st.sampled_from([200, BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN])),
+        draw(text),
+        draw(text),
     )
     minted = draw(st.booleans())
     return Decision(
-        decision_id(), verdict, caller=draw(text), profile=draw(text), target=draw(text), protocol="mcp",
-        dry_run=draw(st.booleans()), chain_id=draw(text), hops=tuple(draw(st.lists(text, max_size=3))),
-        minted_token=token() if minted else "", minted_chain_id=os.urandom(18).hex() if minted else "",
-        strip_chain_header=draw(st.booleans()), jsonrpc_ids=draw(st.none() | st.tuples(json_ids) | st.lists(json_ids, max_size=3).map(tuple)),
+        decision_id(),
+        verdict,
+        caller=draw(text),
+        profile=draw(text),
+        target=draw(text),
+        protocol="mcp",
+        dry_run=draw(st.booleans()),
+        chain_id=draw(text),
+        hops=tuple(draw(st.lists(text, max_size=3))),
+        minted_token=token() if minted else "",
+        minted_chain_id=os.urandom(18).hex() if minted else "",
+        strip_chain_header=draw(st.booleans()),
+        jsonrpc_ids=draw(st.none() | st.tuples(json_ids) | st.lists(json_ids, max_size=3).map(tuple)),
     )
 
 
@@ -57,7 +70,9 @@ def again(decision: Decision, **changes: str) -> Decision:
 
 @settings(max_examples=300, deadline=None)
 @given(decisions())
-def test_rendered_bytes_are_the_built_response_for_the_first_decision_of_a_shape_and_every_later_one(decision: Decision) -> None:
+def test_rendered_bytes_are_the_built_response_for_the_first_decision_of_a_shape_and_every_later_one(
+    decision: Decision,
+) -> None:
     templates = ResponseTemplates(CHAIN_HEADER)
     for each in (decision, again(decision), again(decision)):
         assert CheckResponse.FromString(templates.render(each)) == build_response(each, CHAIN_HEADER)
@@ -69,10 +84,14 @@ def test_a_decision_differing_in_any_one_field_gets_its_own_response(decision: D
     """Whatever the response shows must be part of the shape a template is kept under."""
     templates = ResponseTemplates(CHAIN_HEADER)
     templates.render(decision)
-    variants = [again(decision, **{name: getattr(other, name)})
-                for name in ("caller", "profile", "dry_run", "chain_id", "hops", "strip_chain_header", "jsonrpc_ids")]
-    variants += [again(decision, verdict=dataclasses.replace(decision.verdict, **{name: getattr(other.verdict, name)}))
-                 for name in ("allowed", "reason", "message", "status", "rule", "hop")]
+    variants = [
+        again(decision, **{name: getattr(other, name)})
+        for name in ("caller", "profile", "dry_run", "chain_id", "hops", "strip_chain_header", "jsonrpc_ids")
+    ]
+    variants += [
+        again(decision, verdict=dataclasses.replace(decision.verdict, **{name: getattr(other.verdict, name)}))
+        for name in ("allowed", "reason", "message", "status", "rule", "hop")
+    ]
     for variant in variants:
         assert CheckResponse.FromString(templates.render(variant)) == build_response(variant, CHAIN_HEADER)
 
@@ -83,7 +102,10 @@ def test_text_in_the_response_that_looks_like_a_decision_id_is_not_replaced() ->
     first = Decision(decision_id(), Verdict(False, "tool_not_allowed", "", FORBIDDEN), caller="spiffe://td/a")
     quoting = Verdict(False, "tool_not_allowed", f"the tool echoed {first.id}", FORBIDDEN)
     templates.render(first)
-    for decision in (Decision(first.id, quoting, caller="spiffe://td/a"), again(Decision(first.id, quoting, caller="spiffe://td/a"))):
+    for decision in (
+        Decision(first.id, quoting, caller="spiffe://td/a"),
+        again(Decision(first.id, quoting, caller="spiffe://td/a")),
+    ):
         response = CheckResponse.FromString(templates.render(decision))
         assert response == build_response(decision, CHAIN_HEADER)
         assert f"the tool echoed {first.id}" in response.denied_response.body
@@ -110,7 +132,9 @@ def test_denies_are_built_afresh_and_keep_nothing_however_long_their_body() -> N
     Templates keyed on its length compiled a regular expression as long as the body (seconds of
     CPU for a 1 MB id) and kept a copy per length; a deny now keeps nothing and costs O(size)."""
     templates = ResponseTemplates(CHAIN_HEADER)
-    verdict = Verdict(False, "tool_not_allowed", "tool delete_repo is not in mission reader", FORBIDDEN, "reader.mcp[0]")
+    verdict = Verdict(
+        False, "tool_not_allowed", "tool delete_repo is not in mission reader", FORBIDDEN, "reader.mcp[0]"
+    )
     for request_id in (*range(100, 1000, 7), "req-abc", "x" * 1_000_000, "y" * 1_000_001):
         decision = Decision(decision_id(), verdict, caller="spiffe://td/a", profile="reader", jsonrpc_ids=(request_id,))
         response = CheckResponse.FromString(templates.render(decision))

@@ -56,7 +56,10 @@ def test_health_is_serving_once_started(served):
     _, channel, _, _ = served
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", AUTHORIZATION_SERVICE):
-        assert stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 def test_check_over_grpc_and_metrics(served):
@@ -85,7 +88,11 @@ def test_reload_applies_a_good_set_and_keeps_the_last_good_one(served):
     _, channel, metrics_port, policies = served
     agents = policies / "agents.yaml"
     original = agents.read_text()
-    agents.write_text(original.replace("tools: [get_me, list_issues, get_issue]", "tools: [get_me, list_issues, get_issue, create_issue]"))
+    agents.write_text(
+        original.replace(
+            "tools: [get_me, list_issues, get_issue]", "tools: [get_me, list_issues, get_issue, create_issue]"
+        )
+    )
     assert wait_for(lambda: check(channel, "create_issue").HasField("ok_response"), 2.5)
     agents.write_text(original.replace("server: github", "server: gitlab"))  # invalid: dangling target
     assert wait_for(lambda: 'mandate_policy_reloads_total{result="rejected"} 1.0' in metrics_text(metrics_port), 2.5)

@@ -13,8 +13,18 @@ from authz.check.pipeline import Authorizer
 from tests.harness.example_policies import GITHUB_HOST, SUPPORT
 
 HEADER_NAMES = st.sampled_from(
-    ["content-type", "mcp-method", "mcp-name", "mcp-protocol-version", "x-envoy-auth-partial-body", "content-length",
-     "x-forwarded-client-cert", "x-delegation-chain", ":authority", "x-caller-identity"]
+    [
+        "content-type",
+        "mcp-method",
+        "mcp-name",
+        "mcp-protocol-version",
+        "x-envoy-auth-partial-body",
+        "content-length",
+        "x-forwarded-client-cert",
+        "x-delegation-chain",
+        ":authority",
+        "x-caller-identity",
+    ]
 ) | st.text(min_size=1, max_size=20)
 
 JSON_VALUES = st.recursive(
@@ -28,9 +38,14 @@ JSON_VALUES = st.recursive(
 def bodies(draw) -> bytes:
     kind = draw(st.sampled_from(["jsonrpc", "json", "bytes", "deep", "big", "empty"]))
     if kind == "jsonrpc":
-        message = {"jsonrpc": "2.0", "id": draw(st.integers() | st.text(max_size=5)),
-                   "method": draw(st.sampled_from(["tools/call", "resources/read", "prompts/get", "initialize", "SendMessage", "x"])),
-                   "params": draw(JSON_VALUES)}
+        message = {
+            "jsonrpc": "2.0",
+            "id": draw(st.integers() | st.text(max_size=5)),
+            "method": draw(
+                st.sampled_from(["tools/call", "resources/read", "prompts/get", "initialize", "SendMessage", "x"])
+            ),
+            "params": draw(JSON_VALUES),
+        }
         return json.dumps(draw(st.sampled_from([message, [message], [message, message]]))).encode()
     if kind == "json":
         return json.dumps(draw(JSON_VALUES)).encode()
@@ -49,14 +64,23 @@ def check_requests(draw) -> CheckRequest:
     check = CheckRequest()
     attributes = check.attributes
     if draw(st.booleans()):
-        attributes.source.principal = draw(st.sampled_from([SUPPORT, "", "spiffe://evil/x", "not a uri"]) | st.text(max_size=50))
+        attributes.source.principal = draw(
+            st.sampled_from([SUPPORT, "", "spiffe://evil/x", "not a uri"]) | st.text(max_size=50)
+        )
     if draw(st.booleans()):
         attributes.destination.principal = draw(st.text(max_size=50))
     http = attributes.request.http
     http.method = draw(st.sampled_from(["POST", "GET", "DELETE", "PUT", ""]) | st.text(max_size=8))
-    http.path = draw(st.sampled_from(["/mcp", "/", "/.well-known/agent-card.json", "/mcp/../x", "/a%2Fb"]) | st.text(max_size=40))
-    http.host = draw(st.sampled_from([GITHUB_HOST, "billing-agent.billing.svc.cluster.local", "api.github.com", ""]) | st.text(max_size=30))
-    for name, value in draw(st.dictionaries(HEADER_NAMES, st.text(max_size=100) | st.just("x" * 70_000), max_size=6)).items():
+    http.path = draw(
+        st.sampled_from(["/mcp", "/", "/.well-known/agent-card.json", "/mcp/../x", "/a%2Fb"]) | st.text(max_size=40)
+    )
+    http.host = draw(
+        st.sampled_from([GITHUB_HOST, "billing-agent.billing.svc.cluster.local", "api.github.com", ""])
+        | st.text(max_size=30)
+    )
+    for name, value in draw(
+        st.dictionaries(HEADER_NAMES, st.text(max_size=100) | st.just("x" * 70_000), max_size=6)
+    ).items():
         http.headers[name] = value
     http.raw_body = draw(bodies())
     return check

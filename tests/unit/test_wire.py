@@ -28,7 +28,8 @@ text = st.text(max_size=12)
 # Bodies whose JSON-RPC id the key leaves out (or not: a null id, an id nested in the params)
 jsonrpc_bodies = st.builds(
     lambda request_id, inner: b'{"jsonrpc":"2.0","id":%s,"params":{"id":%s}}' % (request_id, inner),
-    st.sampled_from([b"1", b"22", b'"a"', b"null"]), st.sampled_from([b"1", b"2"]),
+    st.sampled_from([b"1", b"22", b'"a"', b"null"]),
+    st.sampled_from([b"1", b"2"]),
 )
 
 
@@ -59,9 +60,18 @@ def reference(check: CheckRequest, headers: tuple[bytes, ...] | None) -> tuple[o
     if isinstance(declared, bytes) and declared.isdigit() and len(declared.lstrip(b"0")) <= 18:
         chosen[at] = int(declared) - len(read)  # type: ignore[index]
     return (
-        attributes.source.principal.encode(), attributes.destination.principal.encode(),
-        http.method.encode(), http.path.encode(), http.host.encode(), raw_body, body, span is not None,
-        fields.get(b":method"), fields.get(b":path"), fields.get(b":authority"), *chosen,
+        attributes.source.principal.encode(),
+        attributes.destination.principal.encode(),
+        http.method.encode(),
+        http.path.encode(),
+        http.host.encode(),
+        raw_body,
+        body,
+        span is not None,
+        fields.get(b":method"),
+        fields.get(b":path"),
+        fields.get(b":authority"),
+        *chosen,
     )
 
 
@@ -152,7 +162,9 @@ def test_a_second_message_appended_is_not_keyed():
     """Protobuf merges a message appended to another: the second body wins. Keyed as the first,
     it would be answered with the first's decision."""
     allowed = to_check_request(use_tool("alice", "read")).SerializeToString()
-    merged = allowed + serialized(raw_body=to_check_request(use_tool("alice", "delete_everything")).attributes.request.http.raw_body)
+    merged = allowed + serialized(
+        raw_body=to_check_request(use_tool("alice", "delete_everything")).attributes.request.http.raw_body
+    )
     assert decision_key(allowed, KEY_HEADERS, 4096) is not None
     assert decision_key(merged, KEY_HEADERS, 4096) is None
     assert b"delete_everything" in CheckRequest.FromString(merged).attributes.request.http.raw_body
@@ -237,7 +249,9 @@ def test_fields_no_decision_reads_leave_the_key_alone():
         http.headers["x-request-id"] = f"request-{number}"
         check.attributes.request.time.seconds = number
         check.attributes.source.address.socket_address.port_value = 40000 + number
-    assert decision_key(first.SerializeToString(), KEY_HEADERS, 4096) == decision_key(second.SerializeToString(), KEY_HEADERS, 4096)
+    assert decision_key(first.SerializeToString(), KEY_HEADERS, 4096) == decision_key(
+        second.SerializeToString(), KEY_HEADERS, 4096
+    )
     assert decision_key(first.SerializeToString(), None, 4096) != decision_key(second.SerializeToString(), None, 4096)
 
 

@@ -34,8 +34,18 @@ def supervisor_args(redis_server: RedisServer, tmp_path: Path, port: int, metric
     key = tmp_path / "chain.key"
     if not key.exists():
         key.write_text(os.urandom(32).hex())
-    return ["--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}", "--workers", "2",
-            "--redis", redis_server.url, "--chain-key", str(key)]
+    return [
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
+        "--workers",
+        "2",
+        "--redis",
+        redis_server.url,
+        "--chain-key",
+        str(key),
+    ]
 
 
 @pytest.fixture
@@ -79,7 +89,9 @@ def test_workers_share_the_port_and_one_metrics_endpoint(supervisor) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=5).HasField("ok_response")
     # each worker's recorder hands its answers to the metrics files within 20 ms
-    wait_until(lambda: counters(metrics_port, "mandate_decisions_total", "result") == {"allow": 40.0}, 5, "40 allows counted")
+    wait_until(
+        lambda: counters(metrics_port, "mandate_decisions_total", "result") == {"allow": 40.0}, 5, "40 allows counted"
+    )
     # each worker mints the support-agent -> billing-agent edge once, then reuses it
     assert counters(metrics_port, "mandate_chain_outcomes_total", "outcome") == {"minted": 2.0, "reused": 38.0}
 
@@ -89,7 +101,11 @@ def test_a_dead_worker_stops_the_supervisor(supervisor) -> None:
     first, second = workers_of(process.pid)
     os.kill(first, signal.SIGKILL)
     assert process.wait(15) == 1
-    wait_until(lambda: not Path(f"/proc/{second}").exists() or "Z" in Path(f"/proc/{second}/stat").read_text().split()[2], 15, "the other worker to stop")
+    wait_until(
+        lambda: not Path(f"/proc/{second}").exists() or "Z" in Path(f"/proc/{second}/stat").read_text().split()[2],
+        15,
+        "the other worker to stop",
+    )
 
 
 def test_sigterm_stops_every_worker(supervisor) -> None:
@@ -103,11 +119,20 @@ def test_sigterm_stops_every_worker(supervisor) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [([], "needs --redis"), (["--redis", "redis://127.0.0.1:1/0", "--chain-key", "k", "--metrics-listen", ""], "needs --metrics-listen")],
+    [
+        ([], "needs --redis"),
+        (["--redis", "redis://127.0.0.1:1/0", "--chain-key", "k", "--metrics-listen", ""], "needs --metrics-listen"),
+    ],
 )
 def test_workers_refuse_what_would_break_them(extra: list[str], message: str) -> None:
-    result = subprocess.run([*MANDATE, "--policies", str(EXAMPLES), "--workers", "2", *extra],
-                            check=False, cwd=REPO, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*MANDATE, "--policies", str(EXAMPLES), "--workers", "2", *extra],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and message in result.stderr
 
 
@@ -132,10 +157,14 @@ def test_two_supervisors_started_together_one_is_refused(redis_server: RedisServ
     """Neither has workers listening while both start: the port each holds from its first bind
     until its last worker ends is what keeps the other out (probing and letting go would not)."""
     port, metrics_ports = free_port(), [free_port(), free_port()]
-    commands = [[*MANDATE, "--policies", str(EXAMPLES), *supervisor_args(redis_server, tmp_path, port, metrics_port)]
-                for metrics_port in metrics_ports]
-    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for command in commands]
+    commands = [
+        [*MANDATE, "--policies", str(EXAMPLES), *supervisor_args(redis_server, tmp_path, port, metrics_port)]
+        for metrics_port in metrics_ports
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
     try:
         refused = wait_until(lambda: [process for process in processes if process.poll() is not None], 15, "a refusal")
         assert len(refused) == 1

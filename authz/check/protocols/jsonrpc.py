@@ -159,9 +159,7 @@ def _message(value: Any) -> Message:
     method = value.get("method")
     if method is None:
         if "id" not in value or ("result" in value) == ("error" in value):
-            raise Malformed(
-                INVALID_JSONRPC, "JSON-RPC message has no method and is not a response", request_id
-            )
+            raise Malformed(INVALID_JSONRPC, "JSON-RPC message has no method and is not a response", request_id)
         return Message("", request_id, {}, is_response=True)
     if not isinstance(method, str) or not method:
         raise Malformed(INVALID_JSONRPC, "JSON-RPC method must be a non-empty string", request_id)

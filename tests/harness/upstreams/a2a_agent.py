@@ -78,7 +78,9 @@ class EchoExecutor(AgentExecutor):
     """Answers every message with one Message `echo: <text>` (no Task)."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        await event_queue.enqueue_event(new_text_message(f"echo: {context.get_user_input()}", context_id=context.context_id))
+        await event_queue.enqueue_event(
+            new_text_message(f"echo: {context.get_user_input()}", context_id=context.context_id)
+        )
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         raise NotImplementedError("echo messages cannot be cancelled")
@@ -108,7 +110,11 @@ class EchoAgent:
             description=f"{self.name}: echoes what it is told",
             version="0.1.0",
             supported_interfaces=[
-                AgentInterface(url=self.public_url, protocol_binding=TransportProtocol.JSONRPC.value, protocol_version=PROTOCOL_VERSION_1_0)
+                AgentInterface(
+                    url=self.public_url,
+                    protocol_binding=TransportProtocol.JSONRPC.value,
+                    protocol_version=PROTOCOL_VERSION_1_0,
+                )
             ],
             capabilities=AgentCapabilities(streaming=False),
             default_input_modes=["text/plain"],

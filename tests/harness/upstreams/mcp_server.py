@@ -43,7 +43,9 @@ class _MethodRecorder:
 def build_server(record: Recorder | None = None) -> MCPServer:
     ran = record or _ignore
     server = MCPServer(
-        name="acme-github", version="0.1.0", log_level="WARNING",
+        name="acme-github",
+        version="0.1.0",
+        log_level="WARNING",
         instructions="GitHub-like MCP server for Mandate's e2e tests",
         middleware=[_MethodRecorder(record)] if record else None,
     )
