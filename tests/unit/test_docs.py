@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-import authz.policy.model as model
+from authz.policy import model
 from tests.harness.example_policies import REPO
 
 PAGES = sorted([REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "ANALYSIS.md", *(REPO / "docs").glob("*.md")])
