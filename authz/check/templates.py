@@ -97,7 +97,9 @@ class _Template:
             data, [(stand.encode(), slot) for slot, stand in enumerate(stand_ins) if stand != values[slot]]
         )
         # A value kept in the bytes as itself matches no later value: length -1 sends those to build_response.
-        lengths = tuple(len(value.encode()) if stand != value else -1 for stand, value in zip(stand_ins, values))
+        lengths = tuple(
+            len(value.encode()) if stand != value or not value else -1 for stand, value in zip(stand_ins, values)
+        )
         return _Template(pieces, slots, lengths)
 
 

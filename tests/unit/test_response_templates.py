@@ -160,3 +160,13 @@ def test_a_value_too_short_for_a_stand_in_is_never_spliced_into_a_later_response
     for short_id in ("ab12", "cd34"):
         decision = Decision(short_id, verdict, caller="spiffe://td/a", profile="a")
         assert CheckResponse.FromString(templates.render(decision)) == build_response(decision, CHAIN_HEADER)
+
+
+def test_an_allow_that_hands_on_no_token_is_spliced_not_rebuilt() -> None:
+    """Most allows mint nothing: their empty token and chain id must not send every allow to
+    build_response (that regression tripled an allowed decision's cost, and no bytes showed it)."""
+    templates = ResponseTemplates(CHAIN_HEADER)
+    decision = Decision(decision_id(), Verdict(True, "allowed", rule="a.mcp[0]"), caller="spiffe://td/a", profile="a")
+    assert CheckResponse.FromString(templates.render(decision)) == build_response(decision, CHAIN_HEADER)
+    (template,) = templates._templates._values.values()
+    assert template.lengths == (16, 0, 0)
