@@ -32,7 +32,7 @@ _PARSE_ERROR_REASONS = frozenset({INVALID_JSON, DUPLICATE_JSON_KEY})
 def build_response(decision: Decision, chain_header: str) -> CheckResponse:
     if decision.enforced_allow:
         return allow_response(decision, chain_header)
-    return _deny(decision, deny_body(decision))
+    return deny_response(decision, deny_body(decision))
 
 
 def _set_header(headers: Any, key: str, value: str) -> None:
@@ -71,7 +71,7 @@ def _fill_metadata(metadata: Struct, decision: Decision) -> None:
     fields["minted_chain_id"].string_value = decision.minted_chain_id
 
 
-def _deny(decision: Decision, body: bytes) -> CheckResponse:
+def deny_response(decision: Decision, body: bytes) -> CheckResponse:
     verdict = decision.verdict
     response = CheckResponse()
     response.status.code = _GRPC_CODE.get(verdict.status, code_pb2.PERMISSION_DENIED)

@@ -1,24 +1,29 @@
-"""An allow's serialized CheckResponse, built once per shape and joined around each answer's
-own values (the decision id, a minted token and chain id): a shortcut around `response.py`,
-which `tests/unit/test_response_templates.py` holds to build_response's bytes."""
+"""A serialized CheckResponse, built once per shape and joined around each answer's own values
+(the decision id, a minted token and chain id, a deny's body): a shortcut around `response.py`,
+which `tests/unit/test_response_templates.py` holds to build_response's message."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Final
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse, DeniedHttpResponse
 
 from authz.bounded import Bounded
 from authz.check.decision import Decision
-from authz.check.response import allow_response, build_response
+from authz.check.response import allow_response, build_response, deny_body, deny_response
 
 TEMPLATES = 10_000  # allow shapes kept per policy set
 TEMPLATE_BYTES = 16 << 20  # and the bytes they hold
 _TEMPLATE_OVERHEAD = 256  # bytes a template costs besides its pieces
 _SHORTEST_STAND_IN = 16  # bytes: 64 random bits, the decision id's own length
+_DENIED: Final = CheckResponse.DESCRIPTOR.fields_by_name["denied_response"].number
+_BODY: Final = DeniedHttpResponse.DESCRIPTOR.fields_by_name["body"].number
 
 
 class ResponseTemplates:
-    """The serialized CheckResponse for an allow, built once per decision shape.
+    """The serialized CheckResponse for a decision, built once per decision shape.
 
     Building a CheckResponse through upb is a large share of an allowed call's decision
     (ANALYSIS.md, "Answers"). Allows that differ only in their decision id, minted token
@@ -28,9 +33,11 @@ class ResponseTemplates:
     protobuf's length prefixes still hold, and no text from a request is cut, since none can
     have guessed a stand-in. A value of another length than its stand-in is built afresh.
 
-    A deny is always built afresh: its body echoes the request's JSON-RPC id and is as long
-    as the client makes it, so a template would cost memory and time in proportion to what an
-    attacker sends, for a shortcut saving little (ANALYSIS.md, "Answers").
+    A deny's body echoes the request's JSON-RPC id and is as long as the client makes it, so it
+    is never part of a template: the template is the deny without a body, and the body follows
+    it as a second `denied_response` holding only `body`, which protobuf merges into the first
+    (a parser must merge repeated occurrences of an embedded message). Its cost is O(size of
+    the body), and the template depends on the decision's shape alone.
     """
 
     def __init__(self, chain_header: str, entries: int = TEMPLATES, max_bytes: int = TEMPLATE_BYTES) -> None:
@@ -38,8 +45,6 @@ class ResponseTemplates:
         self._templates: Bounded[tuple[object, ...], _Template] = Bounded(entries, max_bytes)
 
     def render(self, decision: Decision) -> bytes:
-        if not decision.enforced_allow:
-            return build_response(decision, self.chain_header).SerializeToString()
         shape = _shape(decision)
         template = self._templates.get(shape)
         if template is None:
@@ -52,11 +57,13 @@ class ResponseTemplates:
         for slot, piece in zip(template.slots, template.pieces[1:]):
             parts.append(values[slot])
             parts.append(piece)
+        if not decision.enforced_allow:
+            parts.append(_length_delimited(_DENIED, _length_delimited(_BODY, deny_body(decision))))
         return b"".join(parts)
 
 
 def _shape(decision: Decision) -> tuple[object, ...]:
-    """Everything an allow shows but the per-answer values."""
+    """Everything an answer shows but the per-answer values (a deny's body is one)."""
     verdict = decision.verdict
     return (
         verdict.allowed,
@@ -92,7 +99,8 @@ class _Template:
         stand_in = dataclasses.replace(
             decision, id=stand_ins[0], minted_token=stand_ins[1], minted_chain_id=stand_ins[2]
         )
-        data = allow_response(stand_in, chain_header).SerializeToString()
+        built = allow_response(stand_in, chain_header) if decision.enforced_allow else deny_response(stand_in, b"")
+        data = built.SerializeToString()
         pieces, slots = _cut(
             data, [(stand.encode(), slot) for slot, stand in enumerate(stand_ins) if stand != values[slot]]
         )
@@ -127,3 +135,17 @@ def _stand_in(value: str) -> str:
     value too short for that (no token minted) is left as itself."""
     length = len(value.encode())
     return value if length < _SHORTEST_STAND_IN else os.urandom(length // 2 + 1).hex()[:length]
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    """One protobuf field of wire type 2: tag, length, payload."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

@@ -127,10 +127,11 @@ def test_the_templates_kept_stay_bounded() -> None:
         assert len(templates._templates) <= 4
 
 
-def test_denies_are_built_afresh_and_keep_nothing_however_long_their_body() -> None:
+def test_denies_share_one_template_whatever_their_body_and_keep_no_body():
     """Red-team finding 4: a deny body echoes the request's id, as long as the client makes it.
     Templates keyed on its length compiled a regular expression as long as the body (seconds of
-    CPU for a 1 MB id) and kept a copy per length; a deny now keeps nothing and costs O(size)."""
+    CPU for a 1 MB id) and kept a copy per length. The body now follows the template as a second
+    `denied_response`, which protobuf merges: one template per shape, nothing kept per body."""
     templates = ResponseTemplates(CHAIN_HEADER)
     verdict = Verdict(
         False, "tool_not_allowed", "tool delete_repo is not in mission reader", FORBIDDEN, "reader.mcp[0]"
@@ -140,7 +141,7 @@ def test_denies_are_built_afresh_and_keep_nothing_however_long_their_body() -> N
         response = CheckResponse.FromString(templates.render(decision))
         assert response == build_response(decision, CHAIN_HEADER)
         assert f'"id":{json.dumps(request_id)}' in response.denied_response.body
-    assert len(templates._templates) == 0
+    assert len(templates._templates) == 1 and templates._templates.cost < 2_000
 
 
 def test_the_templates_kept_stay_bounded_in_bytes() -> None:
