@@ -13,6 +13,7 @@ generated requests.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -61,15 +62,11 @@ def test_smuggled_paths_are_read_as_the_agent_routes_them_and_refused(
     body: bytes,
     reason: str,
 ) -> None:
-    upstream, agent = billing_agent
-    mark, ran = upstream.recorder.mark(), len(agent.dispatched)
-    with raw_client(envoy, pki, support_cert, BILLING_HOST, **HEADERS) as client:
-        response = client.request(verb, path, content=body)
+    response, forwarded, dispatched = through_envoy(envoy, pki, support_cert, billing_agent, verb, path, body)
     assert response.status_code == 403, response.text
     answer = response.json()
     assert (answer.get("reason") or answer["error"]["data"]["reason"]) == reason
-    assert upstream.recorder.since(mark) == []
-    assert agent.dispatched[ran:] == []
+    assert forwarded == [] and dispatched == []
 
 
 @pytest.mark.parametrize(
@@ -91,10 +88,24 @@ def test_allowed_requests_run_the_method_mandate_allowed(
     body: bytes,
     method: str,
 ) -> None:
+    response, forwarded, dispatched = through_envoy(envoy, pki, support_cert, billing_agent, verb, path, body)
+    assert response.status_code != 403, response.text  # the agent answers (GetTask: task not found)
+    assert [(seen.method, seen.path) for seen in forwarded] == [(verb, path)]
+    assert dispatched == [method]
+
+
+def through_envoy(
+    envoy: EnvoyProcess,
+    pki: MeshPKI,
+    cert: CertPair,
+    billing_agent: tuple[Upstream, EchoAgent],
+    verb: str,
+    path: str,
+    body: bytes,
+) -> tuple[Any, list[Any], list[str]]:
+    """The request through Envoy as `cert`; what Envoy forwarded and what the agent dispatched."""
     upstream, agent = billing_agent
     mark, ran = upstream.recorder.mark(), len(agent.dispatched)
-    with raw_client(envoy, pki, support_cert, BILLING_HOST, **HEADERS) as client:
+    with raw_client(envoy, pki, cert, BILLING_HOST, **HEADERS) as client:
         response = client.request(verb, path, content=body)
-    assert response.status_code != 403, response.text  # the agent answers (GetTask: task not found)
-    assert [(seen.method, seen.path) for seen in upstream.recorder.since(mark)] == [(verb, path)]
-    assert agent.dispatched[ran:] == [method]
+    return response, upstream.recorder.since(mark), agent.dispatched[ran:]
