@@ -40,10 +40,6 @@ class Message:
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "is_response", is_response)
 
-    @property
-    def is_notification(self) -> bool:
-        return not self.is_response and self.id is None
-
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
