@@ -65,6 +65,7 @@ class Decision:
     minted_chain_id: str = ""
     chain_events: list[str] = field(default_factory=list)  # verified, minted, reused, forged, ...
     strip_chain_header: bool = False  # the request leaves the mesh (egress)
+    filter_lists: bool = False  # it asks for an MCP list: Envoy sends the answer through Mandate's ext_proc
     jsonrpc_ids: tuple[object, ...] | None = None
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
     records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
@@ -84,6 +85,7 @@ class Decision:
         minted_chain_id: str = "",
         chain_events: list[str] | None = None,
         strip_chain_header: bool = False,
+        filter_lists: bool = False,
         jsonrpc_ids: tuple[object, ...] | None = None,
         details: dict[str, str] | None = None,
         records: tuple[ChainRecord, ...] = (),
@@ -98,7 +100,7 @@ class Decision:
         )
         self.dry_run, self.chain_id, self.hops, self.minted_token = dry_run, chain_id, hops, minted_token
         self.minted_chain_id, self.chain_events = minted_chain_id, [] if chain_events is None else chain_events
-        self.strip_chain_header, self.jsonrpc_ids = strip_chain_header, jsonrpc_ids
+        self.strip_chain_header, self.filter_lists, self.jsonrpc_ids = strip_chain_header, filter_lists, jsonrpc_ids
         self.details, self.records = {} if details is None else details, records
 
     def repeated(self, decision_id: str) -> Decision:
@@ -118,6 +120,7 @@ class Decision:
             self.minted_chain_id,
             ["reused" if event == "minted" else event for event in self.chain_events],
             self.strip_chain_header,
+            self.filter_lists,
             self.jsonrpc_ids,
             self.details,
             self.records,

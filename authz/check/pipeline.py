@@ -25,7 +25,7 @@ from authz.check.delegation import Chain, ChainRefusal, ChainStep, callee_hop, c
 from authz.check.identity import IdentityError, SpiffeId, resolve_caller
 from authz.check.protocols.a2a import A2aAction
 from authz.check.protocols.jsonrpc import peek_ids
-from authz.check.protocols.mcp import McpAction
+from authz.check.protocols.mcp import LIST_METHODS, McpAction
 from authz.check.record import Answered, Recorder
 from authz.check.request import AuthzInput, from_check_request, from_wire
 from authz.check.response import build_response
@@ -246,6 +246,7 @@ def _describe(decision: Decision, classified: Classified) -> None:
             details["gen_ai.prompt.name"] = first.name
         if len(classified.actions) > 1:
             details["mcp.batch.size"] = str(len(classified.actions))
+        decision.filter_lists = any(action.method in LIST_METHODS for action in classified.actions)
     elif isinstance(first, A2aAction):
         details["a2a.method"] = first.method or first.wire_method
         details["a2a.agent"] = classified.target.name

@@ -20,6 +20,9 @@ from authz.reasons import BAD_REQUEST, DUPLICATE_JSON_KEY, INVALID_JSON, UNAUTHE
 
 CALLER_HEADER = "x-caller-identity"
 DECISION_HEADER = "x-mandate-decision-id"
+# Set on an allowed request that asks for an MCP list, removed from every other: the exported Envoy
+# config sends a response through Mandate's ext_proc only when this header says so (SPEC §9).
+FILTER_HEADER, FILTER_LISTS = "x-mandate-filter", "mcp-list"
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _GRPC_CODE = {BAD_REQUEST: code_pb2.INVALID_ARGUMENT, UNAUTHENTICATED: code_pb2.UNAUTHENTICATED}
 # JSON-RPC error codes: the reserved ones for malformed input, implementation-defined
@@ -53,6 +56,10 @@ def allow_response(decision: Decision, chain_header: str) -> CheckResponse:
         _set_header(ok.headers, chain_header, decision.minted_token)
     elif decision.strip_chain_header:
         ok.headers_to_remove.append(chain_header)
+    if decision.filter_lists:
+        _set_header(ok.headers, FILTER_HEADER, FILTER_LISTS)
+    else:
+        ok.headers_to_remove.append(FILTER_HEADER)  # a client's own never opens an ext_proc stream
     _fill_metadata(response.dynamic_metadata, decision)
     return response
 

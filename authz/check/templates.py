@@ -76,6 +76,7 @@ def _shape(decision: Decision) -> tuple[object, ...]:
         decision.chain_id,
         decision.hops,
         decision.strip_chain_header,
+        decision.filter_lists,
         decision.minted_token != "",
         decision.minted_chain_id != "",
     )

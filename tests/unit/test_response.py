@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from google.rpc import code_pb2
 
 from authz.check.request import AuthzInput
 from authz.check.response import build_response
-from tests.harness.example_policies import GITHUB_HOST, SUPPORT, TRIAGE
-from tests.harness.requests import a2a, http, tool
+from tests.harness.example_policies import GITHUB_HOST, ORCHESTRATOR, SUPPORT, TRIAGE
+from tests.harness.requests import a2a, http, mcp, tool
 
 CHAIN_HEADER = "x-delegation-chain"
 
@@ -41,9 +42,51 @@ def test_allow_overwrites_caller_identity_and_fills_metadata(authorizer):
 
 def test_egress_allow_removes_the_chain_header(authorizer):
     _, response = respond(authorizer, http("GET", "api.github.com", "/zen"))
-    assert list(response.ok_response.headers_to_remove) == [CHAIN_HEADER]
+    assert CHAIN_HEADER in response.ok_response.headers_to_remove
     _, internal = respond(authorizer, tool("get_me"))
-    assert list(internal.ok_response.headers_to_remove) == []
+    assert CHAIN_HEADER not in internal.ok_response.headers_to_remove
+
+
+@pytest.mark.parametrize("method", ["tools/list", "prompts/list", "resources/list", "resources/templates/list"])
+def test_an_allowed_list_request_is_marked_for_the_response_filter(authorizer, method):
+    """Envoy's exported config sends a response through ext_proc only when this header says so (SPEC §9)."""
+    request = mcp(method)
+    request.headers["x-mandate-filter"] = "something else"
+    _, response = respond(authorizer, request)
+    assert headers(response.ok_response.headers)["x-mandate-filter"] == "mcp-list"
+    assert "x-mandate-filter" not in response.ok_response.headers_to_remove
+
+
+def test_a_batch_with_one_list_request_is_marked_for_the_response_filter(authorizer):
+    body = orjson.dumps(
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_me"}},
+            {"jsonrpc": "2.0", "id": 2, "method": "prompts/list"},
+        ]
+    )
+    request = AuthzInput(method="POST", path="/mcp", host=GITHUB_HOST, body=body, source_principal=SUPPORT)
+    _, response = respond(authorizer, request)
+    assert headers(response.ok_response.headers)["x-mandate-filter"] == "mcp-list"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        tool("get_me"),
+        mcp("initialize"),
+        mcp("ping"),
+        a2a("SendMessage", principal=ORCHESTRATOR),
+        http("GET", "api.github.com", "/zen"),
+    ],
+    ids=["tools/call", "initialize", "ping", "a2a", "egress"],
+)
+def test_every_other_allow_removes_the_filter_header_a_client_may_have_sent(authorizer, request_):
+    """So a client cannot make Envoy open an ext_proc stream for a request that lists nothing."""
+    request_.headers["x-mandate-filter"] = "mcp-list"
+    _, response = respond(authorizer, request_)
+    assert response.HasField("ok_response"), response
+    assert "x-mandate-filter" in response.ok_response.headers_to_remove
+    assert "x-mandate-filter" not in headers(response.ok_response.headers)
 
 
 def test_jsonrpc_deny_is_an_error_object_with_the_request_id(authorizer):

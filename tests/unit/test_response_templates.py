@@ -54,6 +54,7 @@ def decisions(draw: st.DrawFn) -> Decision:
         minted_token=token() if minted else "",
         minted_chain_id=os.urandom(18).hex() if minted else "",
         strip_chain_header=draw(st.booleans()),
+        filter_lists=draw(st.booleans()),
         jsonrpc_ids=draw(st.none() | st.tuples(json_ids) | st.lists(json_ids, max_size=3).map(tuple)),
     )
 
@@ -86,7 +87,16 @@ def test_a_decision_differing_in_any_one_field_gets_its_own_response(decision: D
     templates.render(decision)
     variants = [
         again(decision, **{name: getattr(other, name)})
-        for name in ("caller", "profile", "dry_run", "chain_id", "hops", "strip_chain_header", "jsonrpc_ids")
+        for name in (
+            "caller",
+            "profile",
+            "dry_run",
+            "chain_id",
+            "hops",
+            "strip_chain_header",
+            "filter_lists",
+            "jsonrpc_ids",
+        )
     ]
     variants += [
         again(decision, verdict=dataclasses.replace(decision.verdict, **{name: getattr(other.verdict, name)}))

@@ -26,6 +26,8 @@ _PLUMBING = frozenset({"initialize", "ping", "server/discover", "subscriptions/l
 # 2026-07-28 wraps header values that would not survive HTTP as `=?base64?<payload>?=`.
 _SENTINEL_START, _SENTINEL_END = "=?base64?", "?="
 _SENTINEL_LENGTH = len(_SENTINEL_START) + len(_SENTINEL_END)  # "=?base64?=" is not one
+# The lists whose answers Mandate's ext_proc filters (SPEC §9): Envoy sends only their answers to it.
+LIST_METHODS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
 # Methods whose subject is named by params.uri rather than params.name.
 _URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
