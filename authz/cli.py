@@ -61,10 +61,21 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     )
     serve.add_argument(
         "--workers",
-        type=int,
-        default=int(_env("WORKERS", "1") or 1),
-        help="processes sharing the port [MANDATE_WORKERS]",
+        type=_workers,
+        default=_env("WORKERS", "auto") or "auto",
+        metavar="N|auto",
+        help="processes sharing the port; auto (the default): one per CPU the pod's limit allows when --redis "
+        "is given, else 1 [MANDATE_WORKERS]",
     )
+
+
+def _workers(text: str) -> str | int:
+    """`auto` or a whole number of at least 1; anything else is a usage error."""
+    if text == "auto":
+        return text
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,9 +249,6 @@ def _chain(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from authz.serve.service import ServeOptions
 
-    if args.workers < 1:
-        print("--workers must be at least 1", file=sys.stderr)
-        return 2
     if args.decision_cache < 0:
         print("--decision-cache must be 0 (off) or more", file=sys.stderr)
         return 2
@@ -251,7 +259,7 @@ def _serve(args: argparse.Namespace) -> int:
         redis=args.redis,
         chain_key=args.chain_key,
         chain_store_timeout=args.chain_store_timeout,
-        workers=args.workers,
+        workers=_worker_count(args),
         grpc_server=args.grpc_server,
         decision_cache=args.decision_cache,
     )
@@ -260,6 +268,27 @@ def _serve(args: argparse.Namespace) -> int:
     except ListenError as exc:
         print(exc, file=sys.stderr)  # a busy port is the operator's to fix: one line, not a traceback
         return 1
+
+
+def _worker_count(args: argparse.Namespace) -> int:
+    """`--workers auto`: every CPU the pod may use, once chains live in Redis. The in-process
+    chain store lives in one process (a token another worker minted would not verify there),
+    and the supervisor needs the metrics port to serve its workers' sum: so 1 without them."""
+    if args.workers != "auto":
+        return int(args.workers)
+    from authz.serve.cpus import available_cpus
+
+    cpus = available_cpus()
+    if args.redis and args.metrics_listen:
+        logging.getLogger("mandate").info("--workers auto: %d (the CPUs this pod may use)", cpus)
+        return cpus
+    if cpus > 1:
+        logging.getLogger("mandate").info(
+            "--workers auto: 1 of %d CPUs, since the chain store is in-process (give --redis, --chain-key and "
+            "--metrics-listen to use them all)",
+            cpus,
+        )
+    return 1
 
 
 def _serve_workers(options: ServeOptions) -> int:

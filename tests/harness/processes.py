@@ -107,7 +107,9 @@ class MandateProcess:
             f"127.0.0.1:{self.metrics_port}",
         ]
         if self.redis_url:
-            command += ["--redis", self.redis_url]
+            # One process, as `--workers auto` would not start with Redis on a multi-core machine:
+            # the tests read exact metric deltas, which a supervisor sums up to 20 ms late.
+            command += ["--redis", self.redis_url, "--workers", "1"]
         if self.chain_key:
             command += ["--chain-key", str(self.chain_key)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -181,7 +181,7 @@ def test_the_trial_install(chart) -> None:
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     args = serve_args(deployment["spec"]["template"]["spec"]["containers"][0])
-    assert args.workers == 1 and args.grpc_server == "threads" and args.chain_store_timeout == 0.25
+    assert args.workers == "auto" and args.grpc_server == "threads" and args.chain_store_timeout == 0.25
     # The trial Redis is labelled as such, in the objects and in the notes.
     redis = one(objects, "Deployment", "mandate-redis")
     assert "not-for-production" in " ".join(redis["metadata"]["annotations"])
@@ -352,7 +352,7 @@ def test_redis_wiring(chart, variant: str) -> None:
     several = (
         values.get("replicaCount", 2) > 1
         or values.get("autoscaling", {}).get("enabled")
-        or values.get("mandate", {}).get("workers", 1) > 1
+        or values.get("mandate", {}).get("workers", "auto") not in ("auto", 1)
     )
     if redis.get("url"):
         assert env["MANDATE_REDIS"]["value"] == redis["url"] and not internal
