@@ -164,6 +164,12 @@ def _first_match(rules, action, context: _Context, covers) -> str | None:  # typ
     return None
 
 
+def scope_may_allow(scope: CompiledScope, target: str, action: McpAction) -> bool:
+    """Whether a rule of `scope` for MCP server `target` names the action, whatever its `when` says:
+    an entry of a list answer stays when every scope along the chain may allow calling it (SPEC §9)."""
+    return any(_mcp_rule_covers(rule, action) for rule in scope.mcp.get(target, ()))
+
+
 def action_is_plumbing(action: Action) -> bool:
     return isinstance(action, McpAction) and action.kind == "plumbing"
 
