@@ -3,12 +3,20 @@
 Everything the request path needs is precomputed here: principal and host indexes,
 GlobSets for every name list, CEL programs, A2A method names normalised to v1.0, and
 egress hosts resolved to their targets. The request path then does only dict lookups.
+
+Documents arrive one at a time and each profile is compiled as it is read, so a set of
+100,000 profiles never holds all their validated documents at once (ANALYSIS.md, "100,000
+profiles"). What needs the whole set (a reference to a profile or Target read later, an egress
+host of a later Target, the principal and host indexes) is settled once every document is in.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from authz.check.identity import parse_spiffe_id
@@ -27,7 +35,14 @@ from authz.policy.compiled import (
 )
 from authz.policy.conditions import Condition, ConditionError, Results
 from authz.policy.globs import GlobSet
-from authz.policy.loader import PolicyError, PolicyLoadError, SourcedDocument, load_directory, policy_files
+from authz.policy.loader import (
+    Origin,
+    PolicyError,
+    PolicyLoadError,
+    SourcedDocument,
+    iter_directory,
+    policy_files,
+)
 from authz.policy.model import (
     AgentRule,
     EgressRule,
@@ -41,6 +56,9 @@ from authz.policy.model import (
     parse_duration,
 )
 
+Loc = tuple[str | int, ...]
+_OF_PROFILES = ("profile", "accepted")  # references to a profile, not to a Target
+
 # --- compiling ---------------------------------------------------------------------------
 
 
@@ -52,41 +70,88 @@ def compile_directory(directory: str | Path) -> PolicySet:
         try:
             digest.update(path.read_bytes())
         except OSError:
-            pass  # load_directory reports the unreadable file
-    return compile_documents(load_directory(directory), version=digest.hexdigest()[:12])
+            pass  # iter_directory reports the unreadable file
+    load_errors: list[PolicyError] = []
+    return _Compiler(iter_directory(directory, load_errors), load_errors).compile(digest.hexdigest()[:12])
 
 
-def compile_documents(documents: list[SourcedDocument], version: str = "inline") -> PolicySet:
-    return _Compiler(documents).compile(version)
+def compile_documents(documents: Iterable[SourcedDocument], version: str = "inline") -> PolicySet:
+    return _Compiler(documents, []).compile(version)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a set is built: building one makes no cycles
+    (tests/unit/test_large_sets.py), and every collection would walk the millions of objects a
+    large set is made of, again and again (at 10,000 profiles, three quarters of the load time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass(slots=True)
+class _Profile:
+    """What the compiler keeps of a profile once its document is read and dropped."""
+
+    origin: Origin
+    hosts: tuple[str, ...]
+    agent: CompiledTarget  # the profile as a target of kind agent
+
+
+@dataclass(slots=True)
+class _Egress:
+    """A scope's egress rules, keyed by the target of their host once every Target is read."""
+
+    origin: Origin
+    rules: list[tuple[str, CompiledPathRule, Loc]]  # (host key, rule, where)
+    into: dict[str, tuple[CompiledPathRule, ...]]  # the scope's own `egress`, filled in place
 
 
 class _Compiler:
-    def __init__(self, documents: list[SourcedDocument]) -> None:
+    def __init__(self, documents: Iterable[SourcedDocument], load_errors: list[PolicyError]) -> None:
         self.documents = documents
+        self.load_errors = load_errors
         self.errors: list[PolicyError] = []
+        self.settings_documents: list[tuple[Settings, SourcedDocument]] = []
         self.targets: dict[str, tuple[Target, SourcedDocument]] = {}
-        self.profiles: dict[str, tuple[MissionProfile, SourcedDocument]] = {}
+        self.profiles: dict[str, _Profile] = {}
+        self.compiled: dict[str, CompiledProfile] = {}
+        self.first_seen: dict[str, Origin] = {}
         self.egress_hosts: dict[str, str] = {}  # host -> target name
-        # Thousands of profiles repeat the same name lists and conditions: compile each once.
+        # Checks that wait for the whole set: (origin, name, what it must be, where)
+        self._references: list[tuple[Origin, str, str, Loc]] = []
+        self._egress: list[_Egress] = []
+        # Thousands of profiles repeat the same name lists, conditions and hosts: compile each once.
         self._globsets: dict[tuple[str, ...], GlobSet] = {}
         self._conditions: dict[str, Condition] = {}
         self._routers: dict[tuple[str, str, str], A2aRouter] = {}
+        self._strings: dict[str, str] = {}
         self._results = Results()  # shared by this set's conditions, dropped with it
 
     def compile(self, version: str) -> PolicySet:
+        with _collector_paused():
+            for source in self.documents:
+                self._read(source)
+            if self.load_errors:
+                raise PolicyLoadError(self.load_errors)
+            return self._finish(version)
+
+    def _finish(self, version: str) -> PolicySet:
         settings = self._settings()
-        self._index_names()
-        compiled_profiles = {
-            name: self._profile(profile, source, settings) for name, (profile, source) in self.profiles.items()
-        }
-        callers = self._caller_index(compiled_profiles, settings)
-        targets, by_principal, by_host = self._target_indexes(compiled_profiles, callers, settings)
+        self._check_references()
+        self._resolve_egress()
+        callers = self._caller_index(settings)
+        targets, by_principal, by_host = self._target_indexes(callers, settings)
         if self.errors:
             raise PolicyLoadError(sorted(self.errors, key=lambda e: (e.file, e.line)))
         return PolicySet(
             version=version,
             settings=settings,
-            profiles=compiled_profiles,
+            profiles=self.compiled,
             targets=targets,
             callers=callers,
             targets_by_principal=by_principal,
@@ -96,12 +161,35 @@ class _Compiler:
             condition_results=self._results,
         )
 
-    # settings and names
+    # documents, one at a time
+
+    def _read(self, source: SourcedDocument) -> None:
+        """Keep a Settings or a Target; compile a profile at once (its document is then dropped)."""
+        document = source.document
+        if isinstance(document, Settings):
+            self.settings_documents.append((document, source))
+            return
+        name = document.metadata.name
+        other = self.first_seen.get(name)
+        if other is not None:
+            message = f"duplicate name {name!r} (also at {other.file}:{other.line('metadata', 'name')})"
+            self.errors.append(source.error(message, "metadata", "name"))
+            return
+        self.first_seen[name] = source.origin
+        if isinstance(document, Target):
+            self.targets[name] = (document, source)
+            if document.spec.kind == "egress":
+                for host in document.spec.hosts:
+                    self.egress_hosts.setdefault(self._intern(host_key(host)), name)
+            return
+        compiled = self._profile(document, source)
+        self.compiled[name] = compiled
+        agent = CompiledTarget(name, "agent", None, compiled, self._a2a_router(document, source))
+        self.profiles[name] = _Profile(source.origin, tuple(document.spec.hosts), agent)
 
     def _settings(self) -> CompiledSettings:
-        found = [(d.document, d) for d in self.documents if isinstance(d.document, Settings)]
         spec = SettingsSpec()
-        for index, (settings, source) in enumerate(found):
+        for index, (settings, source) in enumerate(self.settings_documents):
             if settings.metadata.name != "default":
                 self.errors.append(source.error("the Settings document must be named 'default'", "metadata", "name"))
             if index > 0:
@@ -116,45 +204,53 @@ class _Compiler:
             chain_ttl_seconds=parse_duration(spec.chain_ttl),
         )
 
-    def _index_names(self) -> None:
-        first_seen: dict[str, SourcedDocument] = {}
-        for source in self.documents:
-            document = source.document
-            if isinstance(document, Settings):
-                continue
-            name = document.metadata.name
-            if name in first_seen:
-                other = first_seen[name]
-                self.errors.append(
-                    source.error(
-                        f"duplicate name {name!r} (also at {other.file}:{other.line('metadata', 'name')})",
-                        "metadata",
-                        "name",
-                    )
+    def _intern(self, text: str) -> str:
+        return self._strings.setdefault(text, text)
+
+    # references to what may be read later
+
+    def _refer(self, origin: Origin, name: str, what: str, loc: Loc) -> None:
+        """Check now what is already read; the rest once every document is in."""
+        if what in _OF_PROFILES:
+            if name not in self.profiles:
+                self._references.append((origin, name, what, loc))
+        elif name in self.targets:
+            self._check_reference(origin, name, what, loc)
+        else:
+            self._references.append((origin, name, what, loc))
+
+    def _check_references(self) -> None:
+        for origin, name, what, loc in self._references:
+            self._check_reference(origin, name, what, loc)
+        self._references.clear()
+
+    def _check_reference(self, origin: Origin, name: str, what: str, loc: Loc) -> None:
+        """`what`: "profile" (an agents rule's agent), "accepted" (an acceptFrom entry), or the
+        kind of Target a rule names (mcp, http)."""
+        if what in _OF_PROFILES:
+            if name not in self.profiles:
+                message = (
+                    f"agent {name!r} is not a MissionProfile"
+                    if what == "profile"
+                    else f"acceptFrom names unknown profile {name!r}"
                 )
-                continue
-            first_seen[name] = source
-            if isinstance(document, Target):
-                self.targets[name] = (document, source)
-                if document.spec.kind == "egress":
-                    for host in document.spec.hosts:
-                        self.egress_hosts.setdefault(host_key(host), name)
-            else:
-                self.profiles[name] = (document, source)
+                self.errors.append(origin.error(message, *loc))
+            return
+        found = self.targets.get(name)
+        if found is None:
+            self.errors.append(origin.error(f"{name!r} is not a Target", *loc))
+        elif found[0].spec.kind != what:
+            self.errors.append(origin.error(f"Target {name!r} is of kind {found[0].spec.kind}, not {what}", *loc))
 
     # profiles and their scopes
 
-    def _profile(self, profile: MissionProfile, source: SourcedDocument, settings: CompiledSettings) -> CompiledProfile:
+    def _profile(self, profile: MissionProfile, source: SourcedDocument) -> CompiledProfile:
         spec = profile.spec
         name = profile.metadata.name
         delegation = spec.delegation
         for index, accepted in enumerate(delegation.accept_from):
-            if "*" not in accepted and accepted not in self.profiles:
-                self.errors.append(
-                    source.error(
-                        f"acceptFrom names unknown profile {accepted!r}", "spec", "delegation", "acceptFrom", index
-                    )
-                )
+            if "*" not in accepted:
+                self._refer(source.origin, accepted, "accepted", ("spec", "delegation", "acceptFrom", index))
         scope = self._scope(spec, source, name, ("spec",))
         return CompiledProfile(
             name=name,
@@ -206,58 +302,69 @@ class _Compiler:
                 )
         return {agent: rules[0].grant if rules[0].grant is not None else scope for agent, rules in scope.agents.items()}
 
-    def _scope(self, scope: Scope, source: SourcedDocument, label: str, loc: tuple[str | int, ...]) -> CompiledScope:
+    def _scope(self, scope: Scope, source: SourcedDocument, label: str, loc: Loc) -> CompiledScope:
         mcp: dict[str, list[CompiledMcpRule]] = {}
         agents: dict[str, list[CompiledAgentRule]] = {}
-        egress: dict[str, list[CompiledPathRule]] = {}
         http: dict[str, list[CompiledPathRule]] = {}
+        origin = source.origin
         for index, rule in enumerate(scope.mcp):
             where = (*loc, "mcp", index)
-            self._expect_target(rule.server, "mcp", source, (*where, "server"))
-            mcp.setdefault(rule.server, []).append(self._mcp_rule(rule, f"{label}.mcp[{index}]", source, where))
+            self._refer(origin, rule.server, "mcp", (*where, "server"))
+            compiled = self._mcp_rule(rule, f"{label}.mcp[{index}]", source, where)
+            mcp.setdefault(self._intern(rule.server), []).append(compiled)
         for index, agent_rule in enumerate(scope.agents):
             where = (*loc, "agents", index)
-            if agent_rule.agent not in self.profiles:
-                self.errors.append(source.error(f"agent {agent_rule.agent!r} is not a MissionProfile", *where, "agent"))
-            agents.setdefault(agent_rule.agent, []).append(
-                self._agent_rule(agent_rule, f"{label}.agents[{index}]", source, where)
-            )
-        for index, egress_rule in enumerate(scope.egress):
-            where = (*loc, "egress", index)
-            target = self.egress_hosts.get(host_key(egress_rule.host))
-            if target is None:
-                self.errors.append(
-                    source.error(
-                        f"egress host {egress_rule.host!r} is not a host of any Target of kind egress", *where, "host"
-                    )
-                )
-                continue
-            egress.setdefault(target, []).append(
-                self._path_rule(egress_rule, f"{label}.egress[{index}]", source, where)
-            )
+            self._refer(origin, agent_rule.agent, "profile", (*where, "agent"))
+            compiled_agent = self._agent_rule(agent_rule, f"{label}.agents[{index}]", source, where)
+            agents.setdefault(self._intern(agent_rule.agent), []).append(compiled_agent)
         for index, http_rule in enumerate(scope.http):
             where = (*loc, "http", index)
-            self._expect_target(http_rule.target, "http", source, (*where, "target"))
-            http.setdefault(http_rule.target, []).append(
-                self._path_rule(http_rule, f"{label}.http[{index}]", source, where)
-            )
+            self._refer(origin, http_rule.target, "http", (*where, "target"))
+            compiled_path = self._path_rule(http_rule, f"{label}.http[{index}]", source, where)
+            http.setdefault(self._intern(http_rule.target), []).append(compiled_path)
         return CompiledScope(
             mcp={key: tuple(rules) for key, rules in mcp.items()},
             agents={key: tuple(rules) for key, rules in agents.items()},
-            egress={key: tuple(rules) for key, rules in egress.items()},
+            egress=self._egress_rules(scope.egress, source, label, loc),
             http={key: tuple(rules) for key, rules in http.items()},
         )
 
-    def _expect_target(self, name: str, kind: str, source: SourcedDocument, loc: tuple[str | int, ...]) -> None:
-        found = self.targets.get(name)
-        if found is None:
-            self.errors.append(source.error(f"{name!r} is not a Target", *loc))
-        elif found[0].spec.kind != kind:
-            self.errors.append(source.error(f"Target {name!r} is of kind {found[0].spec.kind}, not {kind}", *loc))
+    def _egress_rules(
+        self, rules: list[EgressRule], source: SourcedDocument, label: str, loc: Loc
+    ) -> dict[str, tuple[CompiledPathRule, ...]]:
+        """Egress rules keyed by the Target of their host: at once when every host's Target is
+        already read (as when targets.yaml sorts before the profiles), else once all are."""
+        egress: dict[str, tuple[CompiledPathRule, ...]] = {}
+        if not rules:
+            return egress
+        pending = _Egress(source.origin, [], egress)
+        for index, rule in enumerate(rules):
+            where = (*loc, "egress", index)
+            compiled = self._path_rule(rule, f"{label}.egress[{index}]", source, where)
+            pending.rules.append((rule.host, compiled, where))
+        if all(compiled.host in self.egress_hosts for _, compiled, _ in pending.rules):
+            self._fill_egress(pending)
+        else:
+            self._egress.append(pending)
+        return egress
 
-    def _mcp_rule(
-        self, rule: McpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]
-    ) -> CompiledMcpRule:
+    def _resolve_egress(self) -> None:
+        for pending in self._egress:
+            self._fill_egress(pending)
+        self._egress.clear()
+
+    def _fill_egress(self, pending: _Egress) -> None:
+        by_target: dict[str, list[CompiledPathRule]] = {}
+        for host, rule, where in pending.rules:
+            target = self.egress_hosts.get(rule.host or "")
+            if target is None:
+                message = f"egress host {host!r} is not a host of any Target of kind egress"
+                self.errors.append(pending.origin.error(message, *where, "host"))
+                continue
+            by_target.setdefault(target, []).append(rule)
+        pending.into.update((target, tuple(rules)) for target, rules in by_target.items())
+
+    def _mcp_rule(self, rule: McpRule, label: str, source: SourcedDocument, loc: Loc) -> CompiledMcpRule:
         return CompiledMcpRule(
             label=label,
             tools=self._globset(rule.tools),
@@ -267,9 +374,7 @@ class _Compiler:
             when=self._condition(rule.when, source, loc),
         )
 
-    def _agent_rule(
-        self, rule: AgentRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]
-    ) -> CompiledAgentRule:
+    def _agent_rule(self, rule: AgentRule, label: str, source: SourcedDocument, loc: Loc) -> CompiledAgentRule:
         methods = None
         if rule.methods is not None:
             normalized = []
@@ -289,12 +394,12 @@ class _Compiler:
         return CompiledAgentRule(label, methods, grant, self._condition(rule.when, source, loc))
 
     def _path_rule(
-        self, rule: EgressRule | HttpRule, label: str, source: SourcedDocument, loc: tuple[str | int, ...]
+        self, rule: EgressRule | HttpRule, label: str, source: SourcedDocument, loc: Loc
     ) -> CompiledPathRule:
         for index, path in enumerate(rule.paths):
             if path != "*" and not path.startswith("/"):
                 self.errors.append(source.error(f"path {path!r} must start with '/' (or be '*')", *loc, "paths", index))
-        host = host_key(rule.host) if isinstance(rule, EgressRule) else None
+        host = self._intern(host_key(rule.host)) if isinstance(rule, EgressRule) else None
         return CompiledPathRule(
             label=label,
             host=host,
@@ -318,7 +423,7 @@ class _Compiler:
             names |= condition.headers
         return frozenset(names)
 
-    def _condition(self, text: str | None, source: SourcedDocument, loc: tuple[str | int, ...]) -> Condition | None:
+    def _condition(self, text: str | None, source: SourcedDocument, loc: Loc) -> Condition | None:
         if text is None:
             return None
         found = self._conditions.get(text)
@@ -332,17 +437,15 @@ class _Compiler:
 
     # indexes
 
-    def _caller_index(
-        self, profiles: dict[str, CompiledProfile], settings: CompiledSettings
-    ) -> PrincipalIndex[CompiledProfile]:
+    def _caller_index(self, settings: CompiledSettings) -> PrincipalIndex[CompiledProfile]:
         index: PrincipalIndex[CompiledProfile] = PrincipalIndex()
-        for name, (profile, source) in self.profiles.items():
-            self._add_principals(index, profile.spec.principals, profiles[name], source, settings, "profile")
+        for name, profile in self.profiles.items():
+            compiled = self.compiled[name]
+            self._add_principals(index, compiled.principals, compiled, profile.origin, settings, "profile")
         return index
 
     def _target_indexes(
         self,
-        profiles: dict[str, CompiledProfile],
         callers: PrincipalIndex[CompiledProfile],
         settings: CompiledSettings,
     ) -> tuple[dict[str, CompiledTarget], PrincipalIndex[CompiledTarget], dict[str, CompiledTarget]]:
@@ -350,29 +453,28 @@ class _Compiler:
         targets: dict[str, CompiledTarget] = {}
         by_principal: PrincipalIndex[CompiledTarget] = PrincipalIndex()
         by_host: dict[str, CompiledTarget] = {}
-        self._agent_targets(profiles, targets, by_principal, by_host)
+        self._agent_targets(targets, by_principal, by_host)
         self._explicit_targets(callers, settings, targets, by_principal, by_host)
         return targets, by_principal, by_host
 
     def _agent_targets(
         self,
-        profiles: dict[str, CompiledProfile],
         targets: dict[str, CompiledTarget],
         by_principal: PrincipalIndex[CompiledTarget],
         by_host: dict[str, CompiledTarget],
     ) -> None:
         """Every profile is also a target of kind agent, reached by its principals and hosts."""
         agent_hosts: dict[str, str] = {}
-        for name, (profile, source) in self.profiles.items():
-            agent = CompiledTarget(name, "agent", None, profiles[name], self._a2a_router(profile, source))
+        for name, profile in self.profiles.items():
+            agent = profile.agent
             targets[name] = agent
-            for principal in profile.spec.principals:
+            for principal in self.compiled[name].principals:
                 _put_principal(by_principal, principal, agent)
-            for index, host in enumerate(profile.spec.hosts):
+            for index, host in enumerate(profile.hosts):
                 key = host_key(host)
                 if key in agent_hosts:
                     message = f"host {host!r} is also claimed by profile {agent_hosts[key]!r}"
-                    self.errors.append(source.error(message, "spec", "hosts", index))
+                    self.errors.append(profile.origin.error(message, "spec", "hosts", index))
                 agent_hosts[key] = name
                 by_host[key] = agent
 
@@ -392,7 +494,7 @@ class _Compiler:
             workload = next((callers.get(p) for p in spec.principals if callers.get(p) is not None), None)
             compiled = CompiledTarget(name, spec.kind, spec.path_prefix, workload)
             targets[name] = compiled
-            self._add_principals(explicit_principals, spec.principals, compiled, source, settings, "target")
+            self._add_principals(explicit_principals, spec.principals, compiled, source.origin, settings, "target")
             for principal in spec.principals:
                 _put_principal(by_principal, principal, compiled)
             for index, host in enumerate(spec.hosts):
@@ -442,7 +544,7 @@ class _Compiler:
         index: PrincipalIndex,  # type: ignore[type-arg]
         principals: Iterable[str],
         value: object,
-        source: SourcedDocument,
+        source: Origin,
         settings: CompiledSettings,
         what: str,
     ) -> None:

@@ -21,6 +21,13 @@ Name = Annotated[str, Field(min_length=1, max_length=253)]
 NameList = list[Name]
 
 
+def _everything() -> list[str]:
+    """A default name list matching every name. Defaults that are lists or dicts come from
+    factories: pydantic deep-copies a literal one for every document, a third of validating a
+    large set."""
+    return ["*"]
+
+
 class _Strict(BaseModel):
     """Unknown fields are load errors; YAML keys are camelCase, and only camelCase."""
 
@@ -31,8 +38,8 @@ class _Strict(BaseModel):
 
 class Metadata(_Strict):
     name: Name
-    labels: dict[str, str] = {}
-    annotations: dict[str, str] = {}
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 # --- rules -----------------------------------------------------------------------------
@@ -40,34 +47,34 @@ class Metadata(_Strict):
 
 class McpRule(_Strict):
     server: Name
-    tools: NameList = []
-    resources: NameList = []
-    prompts: NameList = []
-    methods: NameList = []
+    tools: NameList = Field(default_factory=list)
+    resources: NameList = Field(default_factory=list)
+    prompts: NameList = Field(default_factory=list)
+    methods: NameList = Field(default_factory=list)
     when: str | None = None
 
 
 class EgressRule(_Strict):
     host: Name
-    paths: NameList = ["*"]
-    methods: NameList = ["*"]
+    paths: NameList = Field(default_factory=_everything)
+    methods: NameList = Field(default_factory=_everything)
     when: str | None = None
 
 
 class HttpRule(_Strict):
     target: Name
-    paths: NameList = ["*"]
-    methods: NameList = ["*"]
+    paths: NameList = Field(default_factory=_everything)
+    methods: NameList = Field(default_factory=_everything)
     when: str | None = None
 
 
 class Scope(_Strict):
     """What a principal may do; a profile's own rules, or a `grant` to a delegate."""
 
-    mcp: list[McpRule] = []
-    agents: list[AgentRule] = []
-    egress: list[EgressRule] = []
-    http: list[HttpRule] = []
+    mcp: list[McpRule] = Field(default_factory=list)
+    agents: list[AgentRule] = Field(default_factory=list)
+    egress: list[EgressRule] = Field(default_factory=list)
+    http: list[HttpRule] = Field(default_factory=list)
 
 
 class AgentRule(_Strict):
@@ -82,7 +89,7 @@ Scope.model_rebuild()
 
 class Delegation(_Strict):
     max_depth: Annotated[int, Field(ge=1, le=64)] | None = None
-    accept_from: NameList = []
+    accept_from: NameList = Field(default_factory=list)
     require_chain: bool = False
     allow_reentry: bool = False
 
@@ -92,8 +99,8 @@ class Delegation(_Strict):
 
 class TargetSpec(_Strict):
     kind: Literal["mcp", "egress", "http"]
-    principals: NameList = []
-    hosts: NameList = []
+    principals: NameList = Field(default_factory=list)
+    hosts: NameList = Field(default_factory=list)
     path_prefix: str | None = None
 
     @field_validator("path_prefix")
@@ -157,7 +164,7 @@ class A2aServing(_Strict):
 
 class MissionProfileSpec(Scope):
     principals: NameList = Field(min_length=1)
-    hosts: NameList = []
+    hosts: NameList = Field(default_factory=list)
     mission: str = Field(min_length=1)
     mode: Literal["enforce", "dry-run"] = "enforce"
     delegation: Delegation = Delegation()

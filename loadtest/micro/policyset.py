@@ -1,10 +1,12 @@
 """The generated policy sets: YAML for N MissionProfiles plus the Targets and Settings they use.
 
 Generated, not hand-written, so that any size can be measured: each profile has its own SPIFFE
-ID and host, two to four MCP rules (60 % of those on servers that have one with a CEL `when`),
-zero to two `agents` rules (half of them with grants, a third with `when`s), one or two egress
-hosts, some http rules, acceptFrom, maxDepth, dry-run. Targets: six MCP servers, three egress
-hosts, one http service.
+ID (one in ten a namespace wildcard, `.../ns/<own namespace>/sa/*`, the rest exact IDs) and host,
+two to four MCP rules (60 % of those on servers that have one with a CEL `when`), zero to two
+`agents` rules (half of them with grants, a third with `when`s), one or two egress hosts, some
+http rules, acceptFrom, maxDepth, dry-run. Targets: six MCP servers, three egress hosts, one http
+service, and one team MCP server per TEAM_SIZE profiles (1,000 of them at 100,000 profiles), on
+which every profile of the team has a rule that no request uses.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ API = "mandate.dev/v1alpha1"
 TRUST_DOMAIN = "cluster.local"
 CHAIN_HEADER = "x-delegation-chain"
 PROFILES_PER_FILE = 1_000
+TEAM_SIZE = 100  # profiles per team MCP server
+TEAM_TOOLS = ("search_docs", "get_doc", "update_doc")
+WILDCARD_EVERY = 10  # profile i claims its whole namespace when i % WILDCARD_EVERY == WILDCARD_AT
+WILDCARD_AT = 7
 EGRESS_GATEWAY = "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-service-account"
 
 
@@ -148,8 +154,18 @@ class GeneratedProfile:
     extras: dict[str, Any] = field(default_factory=dict)  # resources, prompts, http, maxDepth: no request uses them
 
     @property
+    def wildcard(self) -> bool:
+        return int(self.name.rsplit("-", 1)[1]) % WILDCARD_EVERY == WILDCARD_AT
+
+    @property
     def principal(self) -> str:
-        return f"spiffe://{TRUST_DOMAIN}/ns/{self.namespace}/sa/{self.name}"
+        """The SPIFFE ID its requests carry: under a wildcard, one workload of its namespace."""
+        return f"spiffe://{TRUST_DOMAIN}/ns/{self.namespace}/sa/{'worker-1' if self.wildcard else self.name}"
+
+    @property
+    def claim(self) -> str:
+        """What its profile's `principals` says."""
+        return f"spiffe://{TRUST_DOMAIN}/ns/{self.namespace}/sa/{'*' if self.wildcard else self.name}"
 
     @property
     def host(self) -> str:
@@ -201,7 +217,9 @@ def _own_rules(index: int, seed: int, namespaces: int) -> GeneratedProfile:
             tools = tuple(own.sample(catalogue.tools, own.randint(1, len(catalogue.tools) - 1)))
         mcp[server_name] = tools
         when[server_name] = catalogue.when is not None and (index + position) % 5 in WHEN_SHARE
-    profile = GeneratedProfile(f"agent-{index:05d}", f"team-{index % namespaces:03d}", index % 20 == 19, mcp, when)
+    # a wildcard claims a namespace of its own: two profiles never claim one namespace
+    namespace = f"agent-{index:05d}" if index % WILDCARD_EVERY == WILDCARD_AT else f"team-{index % namespaces:03d}"
+    profile = GeneratedProfile(f"agent-{index:05d}", namespace, index % 20 == 19, mcp, when)
     for host in own.sample(EGRESS_HOSTS, 1 + index % 2):
         profile.egress.append((host, own.choice(host.get_paths)))
     github = SERVERS_BY_NAME["github"]
@@ -252,7 +270,7 @@ def _policy_files(profiles: list[GeneratedProfile]) -> Files:
                 )
             ],
         ),
-        ("targets.yaml", _target_documents()),
+        ("targets.yaml", _target_documents(len(profiles))),
     ]
     documents: list[dict[str, Any]] = []
     for index, profile in enumerate(profiles):
@@ -273,7 +291,12 @@ def _doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | No
     return {"apiVersion": API, "kind": kind, "metadata": metadata, "spec": spec}
 
 
-def _target_documents() -> list[dict[str, Any]]:
+def team_server(index: int) -> str:
+    """The team MCP server of profile `index` (the same at every size)."""
+    return f"team-{index // TEAM_SIZE:04d}-docs"
+
+
+def _target_documents(profiles: int) -> list[dict[str, Any]]:
     documents = [
         _doc(
             "Target",
@@ -285,12 +308,25 @@ def _target_documents() -> list[dict[str, Any]]:
     documents += [_doc("Target", host.target, {"kind": "egress", "hosts": [host.host]}) for host in EGRESS_HOSTS]
     name, principal, host = HTTP_TARGET
     documents.append(_doc("Target", name, {"kind": "http", "principals": [principal], "hosts": [host]}))
+    for team in range(0, profiles, TEAM_SIZE):
+        server = team_server(team)
+        documents.append(
+            _doc(
+                "Target",
+                server,
+                {
+                    "kind": "mcp",
+                    "principals": [f"spiffe://{TRUST_DOMAIN}/ns/docs/sa/{server}"],
+                    "hosts": [f"{server}.docs.svc.cluster.local"],
+                },
+            )
+        )
     return documents
 
 
 def _profile_document(profile: GeneratedProfile, accept_from: list[str]) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "principals": [profile.principal],
+        "principals": [profile.claim],
         "hosts": [profile.host],
         "mission": f"Works the {profile.namespace} queue: reads and triages tickets, looks things up, "
         "asks specialist agents; never deletes.",
@@ -329,6 +365,8 @@ def _mcp_rules(profile: GeneratedProfile) -> list[dict[str, Any]]:
         if profile.when[server_name]:
             rule["when"] = SERVERS_BY_NAME[server_name].when
         rules.append(rule)
+    index = int(profile.name.rsplit("-", 1)[1])
+    rules.append({"server": team_server(index), "tools": list(TEAM_TOOLS[: 1 + index % len(TEAM_TOOLS)])})
     return rules
 
 
