@@ -9,22 +9,26 @@ it replaces that it does not write itself (loadtest/hostile.py's, or one written
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# The h2load modes of the main comparison, as results["main"] names them.
+# The modes of the comparisons, as results["distinct"] and results["repeated"] name them.
 ONE_IN_FLIGHT = "1 in flight"
 SIXTEEN_IN_FLIGHT = "16 in flight"
 
 # The sections markdown() writes, by their heading up to a " (" or ":" (section_key); any other
 # `## ` section of a file being replaced is kept. "What is left, and why" is the copy of the
-# analysis that earlier runs appended: a run now links ANALYSIS.md instead, and drops the copy.
+# analysis that earlier runs appended: a run now links ANALYSIS.md instead, and drops the copy;
+# "Through gRPC" is the h2load comparison that the distinct-traffic one replaced.
 OWN_SECTIONS = (
     "Machine and versions",
     "SPEC §8 targets",
-    "Through gRPC",
+    "Distinct traffic",
     "gRPC flavours",
+    "Repeated request",
+    "Through gRPC",
     "locust",
     "Workers",
     "Memory",
@@ -72,66 +76,71 @@ def points(fraction: float) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, str]]:
-    """SPEC §8, one row per target: what is required, what was measured, MET or not and by how much."""
-    rows = []
-    one, sixteen = results["main"][ONE_IN_FLIGHT], results["main"][SIXTEEN_IN_FLIGHT]
-    p50_ratio = one["ratio"]["p50_us"]["median"]
-    rows.append(
-        {
-            "target": "p50, 1 in flight",
-            "required": "≤ 1.15× the floor's p50",
-            "measured": f"{times(p50_ratio)} (Mandate {us(one['mandate']['aggregate']['p50_us']['median'])} µs, "
-            f"floor {us(one['floor']['aggregate']['p50_us']['median'])} µs; rounds "
-            f"{times(one['ratio']['p50_us']['min'])}–{times(one['ratio']['p50_us']['max'])})",
-            **verdict(
-                p50_ratio <= 1.15,
-                f"{(1.15 - p50_ratio) / 1.15 * 100:.0f} % under the limit"
-                if p50_ratio <= 1.15
-                else f"{(p50_ratio / 1.15 - 1) * 100:.0f} % over the limit",
-            ),
-        }
-    )
+    """SPEC §8, one row per target: what is required, what was measured, MET or not and by how much.
+    The through-gRPC targets are held on the distinct stream against the fastest floor; the
+    repeated request's figures are said beside them and meet nothing by themselves."""
+    one, sixteen = results["distinct"][ONE_IN_FLIGHT], results["distinct"][SIXTEEN_IN_FLIGHT]
+    rows = [_p50_row(one), _p99_row(one), _throughput_row(sixteen)]
+    repeated = results.get("repeated")
+    if repeated:
+        again_one, again_sixteen = repeated[ONE_IN_FLIGHT], repeated[SIXTEEN_IN_FLIGHT]
+        rows[0]["measured"] += (
+            f"; one request resent (h2load, decision cache): {times(again_one['ratio']['p50_us']['median'])}"
+        )
+        rows[1]["measured"] += f"; resent: {us(again_one['mandate']['aggregate']['p99_us']['median'])} µs"
+        rows[2]["measured"] += f"; resent: {percent(again_sixteen['ratio']['rps']['median'])}"
+    return rows + micro_targets(results.get("micro", {}), results.get("micro_spread", {}))
+
+
+def _p50_row(one: dict[str, Any]) -> dict[str, str]:
+    ratio = one["ratio"]["p50_us"]["median"]
+    return {
+        "target": "p50, 1 in flight, distinct stream",
+        "required": "≤ 1.15× the fastest floor's p50",
+        "measured": f"{times(ratio)} (Mandate {us(one['mandate']['aggregate']['p50_us']['median'])} µs, fastest "
+        f"floor `{one['fastest_floor']}` {us(one['floor']['aggregate']['p50_us']['median'])} µs; rounds "
+        f"{times(one['ratio']['p50_us']['min'])}–{times(one['ratio']['p50_us']['max'])})",
+        **verdict(
+            ratio <= 1.15,
+            f"{(1.15 - ratio) / 1.15 * 100:.0f} % under the limit"
+            if ratio <= 1.15
+            else f"{(ratio / 1.15 - 1) * 100:.0f} % over the limit",
+        ),
+    }
+
+
+def _p99_row(one: dict[str, Any]) -> dict[str, str]:
+    """≤ 1 ms, or 1.3× the floor's p99 where the machine pushed the floor's own past 1 ms."""
     m99, f99 = one["mandate"]["aggregate"]["p99_us"]["median"], one["floor"]["aggregate"]["p99_us"]["median"]
     limit, basis = (
         (1.3 * f99, f"1.3× the floor's {us(f99)} µs (the floor's own p99 > 1 ms)")
         if f99 > 1000
         else (1000.0, "1 ms (the floor's p99 ≤ 1 ms)")
     )
-    rows.append(
-        {
-            "target": "p99, 1 in flight",
-            "required": "≤ 1 ms, or ≤ 1.3× the floor's p99 when the floor's own p99 > 1 ms",
-            "measured": f"{us(m99)} µs (floor {us(f99)} µs, ratio {times(m99 / f99 if f99 else 0)}); "
-            f"limit applied: {basis}",
-            **verdict(
-                m99 <= limit,
-                f"{us(limit - m99)} µs under the limit"
-                if m99 <= limit
-                else f"{us(m99 - limit)} µs ({(m99 / limit - 1) * 100:.0f} %) over the limit",
-            ),
-        }
-    )
-    rps_ratio = sixteen["ratio"]["rps"]["median"]
-    rows.append(
-        {
-            "target": "throughput, 16 in flight",
-            "required": "≥ 85 % of the floor's",
-            "measured": f"{percent(rps_ratio)} (Mandate {us(sixteen['mandate']['aggregate']['rps']['median'])} req/s, "
-            f"floor {us(sixteen['floor']['aggregate']['rps']['median'])} req/s; rounds "
-            f"{percent(sixteen['ratio']['rps']['min'])}–{percent(sixteen['ratio']['rps']['max'])})",
-            **verdict(
-                rps_ratio >= 0.85,
-                f"{points(rps_ratio - 0.85)} above" if rps_ratio >= 0.85 else f"{points(0.85 - rps_ratio)} short",
-            ),
-        }
-    )
-    fresh = results.get("uncached")
-    if fresh:  # the same targets with every request decided afresh, said beside the cached figures
-        rows[0]["measured"] += f"; cache off: {times(fresh[ONE_IN_FLIGHT]['ratio']['p50_us']['median'])}"
-        rows[1]["measured"] += f"; cache off: {us(fresh[ONE_IN_FLIGHT]['mandate']['aggregate']['p99_us']['median'])} µs"
-        rows[2]["measured"] += f"; cache off: {percent(fresh[SIXTEEN_IN_FLIGHT]['ratio']['rps']['median'])}"
-    rows += micro_targets(results.get("micro", {}), results.get("micro_spread", {}))
-    return rows
+    return {
+        "target": "p99, 1 in flight, distinct stream",
+        "required": "≤ 1 ms, or ≤ 1.3× the floor's p99 when the floor's own p99 > 1 ms",
+        "measured": f"{us(m99)} µs (floor `{one['fastest_floor']}` {us(f99)} µs, ratio {times(m99 / f99 if f99 else 0)}"
+        f"); limit applied: {basis}",
+        **verdict(
+            m99 <= limit,
+            f"{us(limit - m99)} µs under the limit"
+            if m99 <= limit
+            else f"{us(m99 - limit)} µs ({(m99 / limit - 1) * 100:.0f} %) over the limit",
+        ),
+    }
+
+
+def _throughput_row(sixteen: dict[str, Any]) -> dict[str, str]:
+    ratio = sixteen["ratio"]["rps"]["median"]
+    return {
+        "target": "throughput, 16 in flight, distinct stream",
+        "required": "≥ 85 % of the fastest floor's",
+        "measured": f"{percent(ratio)} (Mandate {us(sixteen['mandate']['aggregate']['rps']['median'])} req/s, "
+        f"fastest floor `{sixteen['fastest_floor']}` {us(sixteen['floor']['aggregate']['rps']['median'])} req/s; "
+        f"rounds {percent(sixteen['ratio']['rps']['min'])}–{percent(sixteen['ratio']['rps']['max'])})",
+        **verdict(ratio >= 0.85, f"{points(ratio - 0.85)} above" if ratio >= 0.85 else f"{points(0.85 - ratio)} short"),
+    }
 
 
 def verdict(met: bool, margin: str) -> dict[str, str]:
@@ -270,8 +279,9 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
         _title(results),
         _machine_section(results),
         _targets_section(results),
-        _grpc_section(results, plot, out),
+        _distinct_section(results, plot, out),
         _flavours_section(results),
+        _repeated_section(results),
         _locust_section(results),
         _workers_section(results),
         _memory_section(results),
@@ -293,36 +303,42 @@ def _title(results: dict[str, Any]) -> list[str]:
 
 def _machine_section(results: dict[str, Any]) -> list[str]:
     m, v, plan, settings = results["machine"], results["versions"], results["plan"], results["settings"]
+    stream = results["stream"]
+    shares = ", ".join(f"{kind} {share * 100:.0f} %" for kind, share in stream["shares"].items())
     return [
         "## Machine and versions",
         "",
         f"- **CPU**: {m['cpu']}, {m['cores']} cores; **memory** {m['memory_gb']} GB; Linux {m['kernel']} ({m['os']})",
         "- **versions**: " + ", ".join(f"{name} {value}" for name, value in v.items()),
-        f"- **servers**: the floor (`python -m loadtest.floor`, a no-op Check on the same `CheckServer` code) and "
-        f"`mandate serve --policies policies` (the example policies), both `--grpc-server "
-        f"{settings['main_flavour']}` with "
-        f"{settings['threads']} threads unless said otherwise, on loopback; Mandate's chain store: "
-        f"{settings['chain_store']}"
-        + (" (a throwaway `redis-server`, `--redis` + `--chain-key`)" if settings["chain_store"] == "redis" else "")
+        f"- **servers**: the floor (`python -m loadtest.floor`: plain grpcio answering OK without reading the "
+        f"request; {settings['floor_threads']} threads in the threads flavour) in every gRPC flavour, and Mandate at "
+        "its default settings, "
+        f"`{settings['mandate_command']}` ({_processes(settings['mandate_processes'])}), on loopback; Mandate's "
+        f"chain store: {settings['chain_store']}"
+        + (" (a throwaway `redis-server`)" if settings["chain_store"] == "redis" else "")
         + f"; audit: {settings['audit']}",
+        f"- **distinct stream** (loadtest/stream.py, seed {stream['seed']}): {stream['requests']:,} CheckRequests "
+        f"({stream['distinct']:,} distinct), {stream['bytes']:,} bytes of gRPC frames, {stream['scenarios']} "
+        f"scenarios: {shares}; chained calls "
+        + ("carry tokens the default Mandate minted" if stream["chained"] else "left out (in-process chain store)"),
         (
-            f"- **request** (h2load): `{settings['representative']}` — examples/list-issues.yaml, an allowed MCP "
-            f"`tools/call` "
-            f"whose rule has a CEL `when`; {settings['representative_bytes']} bytes of CheckRequest. h2load sends "
-            f"this one request "
-            "over and over, so from the second on Mandate answers from its **decision cache** "
-            "(authz/check/decision_cache.py); the "
-            "rows marked `--decision-cache 0` are a third server deciding every request afresh, alternated with the "
-            "other two"
+            f"- **method**: h2grpc (loadtest/h2grpc/h2grpc.c, C on libnghttp2) cycles through the stream, "
+            f"{plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up per run, every server "
+            "in turn, the order reversed every other round; it counts every answer whose gRPC status is not OK as an "
+            "error. Each figure is the **median of the rounds (min–max)**; ratios are Mandate ÷ floor within a "
+            "round, then the median of those. Mandate is held against the **fastest floor** of each mode: the "
+            "lowest median p50 at 1 in flight, the highest median req/s at 16."
         ),
         (
-            f"- **method**: h2load ({plan['rounds']} rounds × {plan['seconds']} s after {plan['warmup']} s warm-up "
-            f"per run), "
-            "the floor and Mandate alternately, the order reversed every other round. Each figure is the **median of "
-            "the rounds "
-            "(min–max)**; ratios are Mandate ÷ floor within a round, then the median of those."
+            f"- **repeated request** (h2load): `{settings['representative']}` (examples/list-issues.yaml, "
+            f"{settings['representative_bytes']} bytes) sent over and over, which Mandate's decision cache answers "
+            "from the second time on: reported beside the targets, meets none by itself"
         ),
     ]
+
+
+def _processes(count: int) -> str:
+    return "one process" if count == 1 else f"{count} processes: a supervisor and its workers"
 
 
 def _targets_section(results: dict[str, Any]) -> list[str]:
@@ -338,93 +354,160 @@ def _targets_section(results: dict[str, Any]) -> list[str]:
         )
     verification = results["verification"]
     problems = sum(len(p) for p in verification["verdict_problems"].values())
+    sampled = sum(len(p) for p in verification["stream_problems"].values())
+    after = sum(len(p) for p in verification.get("stream_after_timing", {}).values())
     return lines + [
         "",
         (
-            f"Before any timing, every server answered the representative request with gRPC status OK "
-            f"({', '.join(label for label, ok in verification['grpc_status_ok'].items() if ok)}; h2load itself only "
-            f"sees HTTP 200), "
-            f"and every Mandate decided the representative request and the whole locust mix as expected "
-            f"({problems} unexpected verdicts), chained calls carrying a token that Mandate handed out."
+            "Before any timing, every server answered the representative request with gRPC status OK "
+            f"({', '.join(label for label, ok in verification['grpc_status_ok'].items() if ok)}), and every Mandate "
+            f"decided the locust mix ({problems} unexpected verdicts) and {verification['stream_sample']} requests "
+            f"spread over the distinct stream ({sampled} unexpected) as expected; after the timing, the same sample "
+            f"again: {after} unexpected. During the timing h2grpc checked the gRPC status of every answer (errors "
+            "below)."
         ),
     ]
 
 
-def _grpc_section(results: dict[str, Any], plot: Path | None, out: Path) -> list[str]:
-    flavour = results["settings"]["main_flavour"]
+FIGURE_HEADER = "| p50 µs | p90 µs | p99 µs | p99.9 µs | req/s |"
+
+
+def _figures(agg: dict[str, Any]) -> str:
+    return (
+        f"{ranged(agg['p50_us'])} | {ranged(agg['p90_us'])} | {ranged(agg['p99_us'])} | "
+        f"{ranged(agg['p999_us'])} | {ranged(agg['rps'])} |"
+    )
+
+
+def _ratios(ratio: dict[str, Any]) -> str:
+    return " ".join(f"{ranged(ratio[key], times)} |" for key in ("p50_us", "p90_us", "p99_us", "p999_us", "rps"))
+
+
+def _own_time(agg: dict[str, Any]) -> str:
+    """Mandate's own time per Check from its histogram: mean, then p50 / p99 read from the buckets."""
+    if "in_server_mean_us" not in agg:
+        return "–"
+    return (
+        f"{us(agg['in_server_mean_us']['median'])} / ~{us(agg['in_server_p50_us']['median'])} / "
+        f"~{us(agg['in_server_p99_us']['median'])}"
+    )
+
+
+def _distinct_section(results: dict[str, Any], plot: Path | None, out: Path) -> list[str]:
     lines = [
-        f"## Through gRPC: floor vs Mandate (h2load, `{flavour}`)",
+        "## Distinct traffic: Mandate against the fastest floor (h2grpc)",
         "",
-        "| in flight | server | p50 µs | p90 µs | p99 µs | p99.9 µs | req/s |",
-        "|---|---|---|---|---|---|---|",
+        (
+            "Server CPU is the server's user + system time over the run (warm-up included) per answer; Mandate's own "
+            "time is `mandate_check_duration_seconds` over the same requests (bytes in to response out: mean / p50 / "
+            "p99 µs, the percentiles interpolated within its buckets); errors are h2grpc's over every round."
+        ),
+        "",
+        f"| in flight | server {FIGURE_HEADER} server CPU µs/answer | Mandate's own time µs | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, data in results["main"].items():
-        lines += _mode_rows(mode, data, results.get("uncached", {}).get(mode))
+    for mode, data in results["distinct"].items():
+        for label, floor in data["floors"].items():
+            mark = f" (**fastest**: {data['chosen_by']})" if label == data["fastest_floor"] else ""
+            lines.append(_distinct_row(mode, f"`{label}`{mark}", floor))
+        lines.append(_distinct_row(mode, "**Mandate** (defaults)", data["mandate"]))
+        lines.append(
+            f"| {mode} | **Mandate ÷ fastest floor** | {_ratios(data['ratio'])} "
+            f"{ranged(data['ratio'].get('server_cpu_us_per_request', {}), times)} | | |"
+        )
+    lines += ["", _driver_cost(results["distinct"])]
     if plot is not None:
+        floor = results["distinct"][ONE_IN_FLIGHT]["fastest_floor"]
         lines += [
             "",
             f"![Latency CDF, 1 in flight]({os.path.relpath(plot, out.parent)})",
             "",
             (
-                f"Every request of every round at 1 in flight ({len(results['cdf'].get('floor/' + flavour, [])):,} "
-                f"floor, "
-                f"{len(results['cdf'].get('mandate/' + flavour, [])):,} Mandate), pooled: the CDF and its tail."
+                f"Every answer of every round at 1 in flight ({len(results['cdf'].get(floor, [])):,} from `{floor}`, "
+                f"{len(results['cdf'].get('mandate', [])):,} from Mandate), pooled: the CDF and its tail."
             ),
         ]
     return lines
 
 
-def _mode_rows(mode: str, data: dict[str, Any], uncached: dict[str, Any] | None) -> list[str]:
-    """One mode's rows: each server, Mandate ÷ floor, and the same with the decision cache off."""
+def _distinct_row(mode: str, who: str, series: dict[str, Any]) -> str:
+    agg = series["aggregate"]
+    errors = sum(entry.get("errors", 0) for entry in series["rounds"])
+    return (
+        f"| {mode} | {who} | {_figures(agg)} {ranged(agg.get('server_cpu_us_per_request', {}))} | "
+        f"{_own_time(agg)} | {errors:,} |"
+    )
 
-    def figures(agg: dict[str, Any]) -> str:
-        return (
-            f"{ranged(agg['p50_us'])} | {ranged(agg['p90_us'])} | {ranged(agg['p99_us'])} | "
-            f"{ranged(agg['p999_us'])} | {ranged(agg['rps'])} |"
+
+def _driver_cost(distinct: dict[str, Any]) -> str:
+    """What h2grpc itself spent per request, against the cheapest floor's CPU: it must never be the bottleneck."""
+    parts = []
+    for mode, data in distinct.items():
+        driver = statistics.median(
+            entry["driver_cpu_us_per_request"] for series in data["floors"].values() for entry in series["rounds"]
         )
-
-    def ratios(ratio: dict[str, Any]) -> str:
-        return (
-            f"{ranged(ratio['p50_us'], times)} | {ranged(ratio['p90_us'], times)} | "
-            f"{ranged(ratio['p99_us'], times)} | {ranged(ratio['p999_us'], times)} | {ranged(ratio['rps'], times)} |"
+        cheapest = min(series["aggregate"]["server_cpu_us_per_request"]["median"] for series in data["floors"].values())
+        parts.append(
+            f"{mode} {driver:.0f} µs, {cheapest / driver:.1f}× less than the cheapest floor's {cheapest:.0f} µs"
         )
-
-    lines = [f"| {mode} | {who} | {figures(data[who]['aggregate'])}" for who in ("floor", "mandate")]
-    lines.append(f"| {mode} | **Mandate ÷ floor** | {ratios(data['ratio'])}")
-    if uncached is not None:
-        lines.append(f"| {mode} | Mandate, `--decision-cache 0` | {figures(uncached['mandate']['aggregate'])}")
-        lines.append(f"| {mode} | *cache off ÷ floor* | {ratios(uncached['ratio'])}")
-    return lines
+    return "h2grpc's own CPU per request (user + system, median over the floors' runs): " + "; ".join(parts) + "."
 
 
 def _flavours_section(results: dict[str, Any]) -> list[str]:
-    if not results["flavours"]:
+    flavours = results.get("distinct_flavours") or {}
+    if not flavours:
         return []
-    plan = results["plan"]
     lines = [
-        "## gRPC flavours",
+        "## gRPC flavours: Mandate in each, on distinct traffic",
         "",
         (
-            f"Every flavour's floor and Mandate, alternated within each round ({plan['flavour_rounds']} rounds × "
-            f"{plan['flavour_seconds']} s per run)."
+            "`mandate serve --grpc-server F`, alternated in the same rounds as the table above, each against the "
+            "fastest floor of the mode. The default flavour is chosen from this table."
         ),
         "",
         (
-            "| flavour | floor p50 µs, 1 in flight | Mandate p50 µs | Mandate p99 µs | floor req/s, 16 in flight | "
-            "Mandate req/s | Mandate ÷ floor (p50, req/s) | Mandate RSS |"
+            "| flavour | p50 µs, 1 in flight | p99 µs | req/s, 16 in flight | ÷ fastest floor (p50, req/s) | "
+            "server CPU µs/answer, 16 in flight | own time µs (mean / p50 / p99), 16 in flight | RSS |"
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, data in results["flavours"].items():
+    for name, data in flavours.items():
         one, sixteen = data[ONE_IN_FLIGHT], data[SIXTEEN_IN_FLIGHT]
+        agg1, agg16 = one["mandate"]["aggregate"], sixteen["mandate"]["aggregate"]
         lines.append(
-            f"| {name} | {ranged(one['floor']['aggregate']['p50_us'])} | "
-            f"{ranged(one['mandate']['aggregate']['p50_us'])} | "
-            f"{ranged(one['mandate']['aggregate']['p99_us'])} | {ranged(sixteen['floor']['aggregate']['rps'])} | "
-            f"{ranged(sixteen['mandate']['aggregate']['rps'])} | {times(one['ratio']['p50_us']['median'])}, "
-            f"{percent(sixteen['ratio']['rps']['median'])} | {mb(data['memory']['VmRSS'])} |"
+            f"| {name} | {ranged(agg1['p50_us'])} | {ranged(agg1['p99_us'])} | {ranged(agg16['rps'])} | "
+            f"{times(one['ratio']['p50_us']['median'])}, {percent(sixteen['ratio']['rps']['median'])} | "
+            f"{ranged(agg16.get('server_cpu_us_per_request', {}))} | {_own_time(agg16)} | "
+            f"{mb(data['memory']['VmRSS'])} |"
         )
-    return lines + ["", flavour_verdict(results["flavours"])]
+    return lines + ["", flavour_verdict(flavours)]
+
+
+def _repeated_section(results: dict[str, Any]) -> list[str]:
+    repeated = results.get("repeated")
+    if not repeated:
+        return []
+    plan = results["plan"]
+    lines = [
+        "## Repeated request: one request resent (h2load)",
+        "",
+        (
+            f"The representative request over and over ({plan['repeated_rounds']} rounds × "
+            f"{plan['repeated_seconds']} s), every floor and Mandate (defaults) alternated: from the second time on "
+            "Mandate answers from its decision cache. h2load sees only HTTP 200; the gRPC status of this request was "
+            "checked with grpcio before. Reported, meets no target by itself."
+        ),
+        "",
+        f"| in flight | server {FIGURE_HEADER}",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, data in repeated.items():
+        for label, floor in data["floors"].items():
+            mark = " (**fastest**)" if label == data["fastest_floor"] else ""
+            lines.append(f"| {mode} | `{label}`{mark} | {_figures(floor['aggregate'])}")
+        lines.append(f"| {mode} | **Mandate** (defaults) | {_figures(data['mandate']['aggregate'])}")
+        lines.append(f"| {mode} | **Mandate ÷ fastest floor** | {_ratios(data['ratio'])}")
+    return lines
 
 
 def _locust_section(results: dict[str, Any]) -> list[str]:
@@ -440,10 +523,9 @@ def _locust_section(results: dict[str, Any]) -> list[str]:
             "denied, MCP plumbing, A2A calls minting chains, chained billing-db calls with a real token, egress "
             "GETs, an "
             "unknown caller. Latency is timed per call with `perf_counter_ns` into a µs histogram. locust is one "
-            "Python "
-            "process sharing the two cores with the server, and spends more per call than the floor does: these "
-            "figures "
-            "compare the two servers under the same client; h2load's above are the capacity figures."
+            "Python process sharing the two cores with the server, and spends more per call than the floor does: "
+            f"these figures compare the two servers (the floor: `{locust.get('floor_label', 'floor')}`, the fastest "
+            "at 16 in flight above) under the same client; h2grpc's above are the capacity figures."
         ),
         "",
         "| server | p50 µs | p90 µs | p99 µs | p99.9 µs | req/s | requests | failures | wrong verdicts |",
@@ -477,21 +559,20 @@ def _workers_section(results: dict[str, Any]) -> list[str]:
         "## Workers",
         "",
         (
-            f"Mandate (`{results['settings']['main_flavour']}`) with `--workers 1` and `--workers 2`, h2load "
-            f"{workers['mode']} "
-            "(`-c 8 -m 2`, so the kernel spreads connections over the workers' SO_REUSEPORT sockets), alternated, "
-            f"{plan['worker_rounds']} rounds × {plan['worker_seconds']} s."
+            "Mandate with `--workers 1` and `--workers 2` (otherwise at its defaults), h2grpc through the distinct "
+            f"stream, {workers['mode']} (`-c 8 -m 2`, so the kernel spreads connections over the workers' "
+            f"SO_REUSEPORT sockets), alternated, {plan['worker_rounds']} rounds × {plan['worker_seconds']} s."
         ),
         "",
-        "| workers | req/s | p50 µs | p99 µs | RSS (all processes) |",
-        "|---|---|---|---|---|",
+        "| workers | req/s | p50 µs | p99 µs | server CPU µs/answer | RSS (all processes) |",
+        "|---|---|---|---|---|---|",
         (
             f"| 1 | {ranged(one['rps'])} | {ranged(one['p50_us'])} | {ranged(one['p99_us'])} | "
-            f"{mb(workers['memory']['1']['VmRSS'])} |"
+            f"{ranged(one.get('server_cpu_us_per_request', {}))} | {mb(workers['memory']['1']['VmRSS'])} |"
         ),
         (
             f"| 2 | {ranged(two['rps'])} | {ranged(two['p50_us'])} | {ranged(two['p99_us'])} | "
-            f"{mb(workers['memory']['2']['VmRSS'])} |"
+            f"{ranged(two.get('server_cpu_us_per_request', {}))} | {mb(workers['memory']['2']['VmRSS'])} |"
         ),
         "",
         (
@@ -513,8 +594,8 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
         "## Memory",
         "",
         (
-            f"- Mandate (`{results['settings']['main_flavour']}`, example policies) VmRSS after the h2load runs: "
-            f"{mb(memory['after_main']['mandate']['VmRSS'])}, after locust and the rest: "
+            "- Mandate (defaults, example policies; every process summed) VmRSS after the distinct stream: "
+            f"{mb(memory['after_distinct']['mandate']['VmRSS'])}, after the repeated request, locust and the rest: "
             f"{mb(memory['end']['mandate']['VmRSS'])} "
             f"(peak VmHWM {mb(memory['end']['mandate']['VmHWM'])}); the floor: {mb(memory['end']['floor']['VmRSS'])}."
         ),
@@ -590,13 +671,14 @@ def _not_covered_section(raw: Path | None, out: Path) -> list[str]:
         "## Not covered",
         "",
         (
-            "- Envoy is not in the loop: h2load and locust talk to the Check servers directly, so these are "
-            "Mandate's and gRPC's costs, not Envoy's ext_authz filter's."
+            "- Envoy is not in the loop: h2grpc, h2load and locust talk to the Check servers directly, so these are "
+            "Mandate's and gRPC's costs, not Envoy's ext_authz filter's. Envoy opens a connection per worker thread; "
+            "the 16-in-flight rows multiplex one connection, which a Mandate with several workers serves with one."
         ),
         (
             "- Client and servers share the same two cores (and, on a VM, its neighbours): absolute figures move "
-            "between "
-            "runs; the alternating rounds and the per-round ratios are what to read."
+            "between runs; the alternating rounds and the per-round ratios are what to read. h2grpc's own CPU per "
+            "request is measured (above) to show it is not the bottleneck."
         ),
     ]
     if raw is not None:
@@ -607,6 +689,8 @@ def _not_covered_section(raw: Path | None, out: Path) -> list[str]:
 
 
 def flavour_verdict(flavours: dict[str, Any]) -> str:
+    """Which flavour gives Mandate the most throughput and which the lowest p50, on distinct traffic."""
+
     def score(name: str) -> tuple[float, float]:
         data = flavours[name]
         return data[SIXTEEN_IN_FLIGHT]["mandate"]["aggregate"]["rps"]["median"], -data[ONE_IN_FLIGHT]["mandate"][

@@ -80,54 +80,85 @@ def serialize(request: AuthzInput) -> bytes:
     return to_check_request(request).SerializeToString()
 
 
-def _post(source: str, host: str, body: dict[str, Any], path: str = "/mcp", **headers: str) -> AuthzInput:
+def _post(
+    source: str, host: str, body: dict[str, Any], path: str = "/mcp", request_id: str = "0" * 32, **headers: str
+) -> AuthzInput:
     raw = orjson.dumps(body)
     all_headers = {
         "content-type": "application/json",
         "accept": "application/json, text/event-stream",
         "content-length": str(len(raw)),
         "user-agent": "loadtest",
-        "x-request-id": "0" * 32,
+        "x-request-id": request_id,
     }
     all_headers.update({key.replace("_", "-"): value for key, value in headers.items()})
     return AuthzInput(method="POST", path=path, host=host, headers=all_headers, body=raw, source_principal=source)
 
 
-def _mcp(
-    source: str, host: str, method: str, params: dict[str, Any] | None, chain: str | None = None, id_: int | None = 1
+def mcp_post(
+    source: str,
+    host: str,
+    method: str,
+    params: dict[str, Any] | None,
+    chain: str | None = None,
+    id_: int | str | None = 1,
+    session: str | None = "5f1c0e0b6a3d4a52",
+    version: str = MCP_VERSION,
+    request_id: str = "0" * 32,
 ) -> AuthzInput:
+    """An MCP Streamable HTTP POST. Under the 2026-07-28 revision it carries the routing headers
+    (`Mcp-Method`, `Mcp-Name`) that must agree with the body; under earlier ones it does not."""
     body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if id_ is not None:
         body["id"] = id_
     if params is not None:
         body["params"] = params
-    headers = {"mcp-protocol-version": MCP_VERSION, "mcp-method": method, "mcp-session-id": "5f1c0e0b6a3d4a52"}
-    if method == "tools/call" and params:
-        headers["mcp-name"] = params["name"]
+    headers = {"mcp-protocol-version": version}
+    if version == MCP_VERSION:
+        headers["mcp-method"] = method
+        if method == "tools/call" and params:
+            headers["mcp-name"] = params["name"]
+    if session is not None:
+        headers["mcp-session-id"] = session
     if chain:
         headers[CHAIN_HEADER] = chain
-    return _post(source, host, body, **headers)
+    return _post(source, host, body, request_id=request_id, **headers)
 
 
 def _tool(source: str, host: str, tool: str, arguments: dict[str, Any], chain: str | None = None) -> AuthzInput:
-    return _mcp(source, host, "tools/call", {"name": tool, "arguments": arguments}, chain)
+    return mcp_post(source, host, "tools/call", {"name": tool, "arguments": arguments}, chain)
 
 
-def _a2a(source: str, host: str, method: str, params: dict[str, Any]) -> AuthzInput:
-    return _post(
-        source, host, {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}, path="/", a2a_version="1.0"
-    )
+def a2a_post(
+    source: str,
+    host: str,
+    method: str,
+    params: dict[str, Any],
+    id_: int | str = 3,
+    request_id: str = "0" * 32,
+    chain: str | None = None,
+) -> AuthzInput:
+    """An A2A JSON-RPC call (v1.0 or v0.3 method names) to the agent's endpoint, `/`."""
+    headers = {"a2a_version": "1.0" if method[:1].isupper() else "0.3"}
+    if chain:
+        headers[CHAIN_HEADER] = chain
+    body = {"jsonrpc": "2.0", "id": id_, "method": method, "params": params}
+    return _post(source, host, body, path="/", request_id=request_id, **headers)
 
 
-def _get(source: str, host: str, path: str, method: str = "GET") -> AuthzInput:
-    headers = {"accept": "application/vnd.github+json", "user-agent": "loadtest", "x-request-id": "0" * 32}
-    return AuthzInput(method=method, path=path, host=host, headers=headers, source_principal=source)
+def http_request(
+    source: str, host: str, path: str, method: str = "GET", request_id: str = "0" * 32, **headers: str
+) -> AuthzInput:
+    """A plain HTTP request without a body (egress, http targets, an agent card)."""
+    all_headers = {"accept": "application/vnd.github+json", "user-agent": "loadtest", "x-request-id": request_id}
+    all_headers.update({key.replace("_", "-"): value for key, value in headers.items()})
+    return AuthzInput(method=method, path=path, host=host, headers=all_headers, source_principal=source)
 
 
 def send_message_to_billing() -> AuthzInput:
     """support-agent asks billing-agent over A2A: allowed, and mints [support-agent, billing-agent]."""
     message = {"role": "ROLE_USER", "messageId": "m-1", "parts": [{"text": "Refund invoice 7?"}]}
-    return _a2a(SUPPORT, BILLING_AGENT, "SendMessage", {"message": message})
+    return a2a_post(SUPPORT, BILLING_AGENT, "SendMessage", {"message": message})
 
 
 def representative() -> Sample:
@@ -174,7 +205,7 @@ _MIX: list[tuple[str, str, int, Callable[[str], AuthzInput], bool, str]] = [
         "mcp initialize",
         "mcp-plumbing",
         4,
-        lambda t: _mcp(
+        lambda t: mcp_post(
             SUPPORT,
             GITHUB_MCP,
             "initialize",
@@ -187,12 +218,12 @@ _MIX: list[tuple[str, str, int, Callable[[str], AuthzInput], bool, str]] = [
         True,
         "allowed",
     ),
-    ("mcp tools/list", "mcp-plumbing", 6, lambda t: _mcp(SUPPORT, GITHUB_MCP, "tools/list", {}), True, "allowed"),
+    ("mcp tools/list", "mcp-plumbing", 6, lambda t: mcp_post(SUPPORT, GITHUB_MCP, "tools/list", {}), True, "allowed"),
     (
         "mcp notifications/initialized",
         "mcp-plumbing",
         3,
-        lambda t: _mcp(SUPPORT, GITHUB_MCP, "notifications/initialized", None, id_=None),
+        lambda t: mcp_post(SUPPORT, GITHUB_MCP, "notifications/initialized", None, id_=None),
         True,
         "allowed",
     ),
@@ -201,7 +232,7 @@ _MIX: list[tuple[str, str, int, Callable[[str], AuthzInput], bool, str]] = [
         "a2a GetTask support->billing",
         "a2a",
         4,
-        lambda t: _a2a(SUPPORT, BILLING_AGENT, "GetTask", {"id": "task-7"}),
+        lambda t: a2a_post(SUPPORT, BILLING_AGENT, "GetTask", {"id": "task-7"}),
         True,
         "allowed",
     ),
@@ -209,7 +240,7 @@ _MIX: list[tuple[str, str, int, Callable[[str], AuthzInput], bool, str]] = [
         "a2a SendMessage orchestrator->support (mints)",
         "a2a",
         3,
-        lambda t: _a2a(
+        lambda t: a2a_post(
             ORCHESTRATOR,
             SUPPORT_AGENT,
             "SendMessage",
@@ -242,12 +273,12 @@ _MIX: list[tuple[str, str, int, Callable[[str], AuthzInput], bool, str]] = [
         True,
         "allowed",
     ),
-    ("egress GET /zen", "egress", 5, lambda t: _get(SUPPORT, "api.github.com", "/zen"), True, "allowed"),
+    ("egress GET /zen", "egress", 5, lambda t: http_request(SUPPORT, "api.github.com", "/zen"), True, "allowed"),
     (
         "egress GET /repos/acme/web/issues",
         "egress",
         3,
-        lambda t: _get(SUPPORT, "api.github.com", "/repos/acme/web/issues?state=open"),
+        lambda t: http_request(SUPPORT, "api.github.com", "/repos/acme/web/issues?state=open"),
         True,
         "allowed",
     ),
@@ -255,7 +286,7 @@ _MIX: list[tuple[str, str, int, Callable[[str], AuthzInput], bool, str]] = [
         "egress DELETE /repos/acme/web (deny)",
         "egress",
         2,
-        lambda t: _get(SUPPORT, "api.github.com", "/repos/acme/web", "DELETE"),
+        lambda t: http_request(SUPPORT, "api.github.com", "/repos/acme/web", "DELETE"),
         False,
         "egress_not_allowed",
     ),

@@ -1,30 +1,37 @@
-"""The benchmark: Mandate against the no-op floor, side by side, and BENCHMARKS.md.
+"""The benchmark: Mandate against the fastest no-op floor, side by side, and BENCHMARKS.md.
 
-    python -m loadtest.run              # the full run (about 5 minutes on 2 cores), writes BENCHMARKS.md
+    python -m loadtest.run              # the full run (about 9 minutes on 2 cores), writes BENCHMARKS.md
     python -m loadtest.run --quick      # shorter runs, same report
     python -m loadtest.run --smoke      # seconds: proves every tool still runs (CI); writes nothing unless --out
 
 What it does, in one process tree it cleans up after itself:
 
 1. starts a throwaway `redis-server` (the chain store, as in production; `--chain-store
-   memory` for none), then, for each gRPC flavour measured, the floor (`python -m
-   loadtest.floor`) and `mandate serve` on the example policies, on free loopback ports,
-   with the same flavour and thread count; the audit lines go to /dev/null;
-2. checks that the representative request comes back with gRPC status OK from every
-   server (h2load only sees HTTP 200) and that Mandate decides it and the whole request
-   mix (chained calls carrying a token this Mandate handed out) as expected;
-3. runs h2load (loadtest/h2load.py) alternately against the floor and Mandate, round after
-   round, one request in flight (`-c 1 -m 1`) and sixteen (`-c 1 -m 16`), so noise from
-   the shared machine hits both alike; the order within a round alternates too;
-4. the same, shorter, for every gRPC flavour (threads, asyncio, uvloop);
-5. locust (loadtest/locustfile.py, the weighted request mix, µs histogram) against each;
-6. 1 vs 2 `--workers` (16 in flight over 8 connections), when `mandate serve` supports it;
-7. Mandate's resident memory (VmRSS), and the in-process micro-benchmark
+   memory` for none), the floor (`python -m loadtest.floor`) in every gRPC flavour, `mandate
+   serve` on the example policies at its **default settings** (no `--grpc-server`, no
+   `--workers`), and, for the flavour table, `mandate serve --grpc-server F` for each flavour;
+   all on free loopback ports, audit lines to /dev/null;
+2. writes the distinct stream (loadtest/stream.py: 40,000 different CheckRequests in a
+   realistic mix), its chained calls carrying tokens the default Mandate minted (every Mandate
+   shares the Redis and the key, so they hold for all);
+3. checks correctness before speed: every server answers the representative request with gRPC
+   status OK; every Mandate decides the request mix and a sample of the stream as expected;
+4. **distinct traffic** (SPEC §8's targets): loadtest/h2grpc, the C driver, cycles through the
+   stream against every server in turn, round after round (the order reversed every other
+   round), one request in flight (`-c 1 -m 1`) and sixteen (`-c 1 -m 16`); every answer's
+   gRPC status is checked; the servers' CPU time and Mandate's own check duration
+   (`mandate_check_duration_seconds`) are read around every run. Mandate is held against the
+   **fastest floor**: lowest median p50 at 1 in flight, highest median req/s at 16;
+5. the **repeated request** (one request resent, h2load): the floors and Mandate, reported;
+6. locust (loadtest/locustfile.py, the weighted request mix, µs histogram) against the fastest
+   floor and Mandate;
+7. `--workers 1` against `--workers 2` on the distinct stream, 16 in flight over 8 connections;
+8. Mandate's resident memory (VmRSS), and the in-process micro-benchmark
    (`python -m loadtest.micro`: decision path at 10 / 1,000 / 10,000 profiles, one Redis
    round trip on a cache miss, RSS with 10,000 profiles), twice: with the same agents sending
    at every size (what the profile count costs), then with every profile sending (`--callers
    all`: what more agents cost);
-8. writes BENCHMARKS.md (loadtest/report.py: every figure the median of the rounds, min–max
+9. writes BENCHMARKS.md (loadtest/report.py: every figure the median of the rounds, min–max
    beside it, ratios to the floor, SPEC §8's targets MET / NOT MET; any section of the file
    it does not write itself is kept), a latency CDF plot and the raw results as JSON under
    benchmarks/.
@@ -41,8 +48,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,24 +59,36 @@ from pathlib import Path
 from typing import Any
 
 import authz.check.pipeline
-from loadtest import h2load
+from loadtest import h2grpc, h2load
 from loadtest.micro.redis_server import local_redis
 from loadtest.report import ONE_IN_FLIGHT, SIXTEEN_IN_FLIGHT, markdown, plot_cdf, targets, write_report
 from loadtest.requests import ROOT, grpc_frame, grpc_sender, representative, verify
+from loadtest.servers import (
+    SERVER_THREADS,
+    Server,
+    ServerExited,
+    check_histogram,
+    cpu_seconds,
+    floor_server,
+    histogram_figures,
+    mandate_server,
+)
+from loadtest.stream import DEFAULT_SEED, Stream, generate, mint_tokens, write
 
 FLAVOURS = ("threads", "asyncio", "uvloop")
-SERVER_THREADS = 16  # mandate serve's default; the floor is given the same
 
 
 @dataclass(frozen=True)
 class Plan:
     """How long each part runs."""
 
-    rounds: int  # main comparison: rounds of (floor, mandate) × (1, 16 in flight)
+    rounds: int  # distinct traffic: rounds of every server × (1, 16 in flight)
     seconds: float
     warmup: float
-    flavour_rounds: int  # 0: only the main flavour is started, no flavour comparison
-    flavour_seconds: float
+    stream: int  # requests in the distinct stream
+    flavours: bool  # Mandate in every flavour too (the flavour table)
+    repeated_rounds: int  # h2load, the one request resent
+    repeated_seconds: float
     locust_rounds: int
     locust_seconds: int
     locust_users: int
@@ -81,16 +98,46 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan(7, 2.0, 0.5, 3, 1.2, 1, 10, 16, 3, 2.0, ("--sizes", "10,1000,10000", "--seconds-per-case", "0.6")),
-    "quick": Plan(
-        3, 1.5, 0.3, 1, 1.0, 1, 5, 16, 1, 1.5, ("--sizes", "10,10000", "--seconds-per-case", "0.3", "--no-fresh-rss")
+    "full": Plan(
+        7, 2.0, 0.5, 40_000, True, 3, 1.5, 1, 10, 16, 3, 2.0, ("--sizes", "10,1000,10000", "--seconds-per-case", "0.6")
     ),
-    "smoke": Plan(1, 0.4, 0.1, 0, 0.4, 1, 2, 4, 1, 0.4, ("--smoke",)),
+    "quick": Plan(
+        3,
+        1.5,
+        0.3,
+        40_000,
+        True,
+        1,
+        1.0,
+        1,
+        5,
+        16,
+        1,
+        1.5,
+        ("--sizes", "10,10000", "--seconds-per-case", "0.3", "--no-fresh-rss"),
+    ),
+    "smoke": Plan(1, 0.4, 0.1, 2_000, False, 1, 0.4, 1, 2, 4, 1, 0.4, ("--smoke",)),
 }
-# (name, h2load clients, streams per client)
+# (name, connections, streams per connection)
 ONE = (ONE_IN_FLIGHT, 1, 1)
 SIXTEEN = (SIXTEEN_IN_FLIGHT, 1, 16)
 SIXTEEN_SPREAD = ("16 in flight, 8 connections", 8, 2)
+# Every figure a run may give; a series' aggregate has those every one of its rounds gave.
+FIGURES = (
+    "rps",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "p999_us",
+    "mean_us",
+    "errors",
+    "server_cpu_us_per_request",
+    "driver_cpu_us_per_request",
+    "in_server_mean_us",
+    "in_server_p50_us",
+    "in_server_p99_us",
+)
+RATIOS = ("p50_us", "p90_us", "p99_us", "p999_us", "rps", "server_cpu_us_per_request")
 
 _T0 = time.monotonic()
 
@@ -99,189 +146,58 @@ def say(message: str) -> None:
     print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-# --- processes ------------------------------------------------------------------------------
+# --- one run ---------------------------------------------------------------------------------
+
+# (server, connections, streams, seconds, warm-up) -> (the run's figures, its latencies in µs)
+RunOne = Callable[[Server, int, int, float, float], tuple[dict[str, Any], list[float]]]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def distinct_runner(stream: Path, workdir: Path) -> RunOne:
+    """h2grpc through the distinct stream; beside its figures, the server's CPU per answer (every
+    answer of the run, warm-up included, against the CPU the server spent meanwhile) and, from
+    Mandate's /metrics, its own time per Check over the same requests."""
 
-
-def process_tree(pid: int) -> list[int]:
-    pids, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                queue += [int(child) for child in (task / "children").read_text().split()]
-    return pids
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (kB) of `pid` and its descendants, summed (one entry per process)."""
-    totals = {"VmRSS": 0, "VmHWM": 0, "processes": 0}
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    totals[key] += int(value.split()[0])
-            totals["processes"] += 1
-    return totals
-
-
-class Server:
-    """A Check server subprocess in its own session (so workers it forks are stopped with it)."""
-
-    def __init__(
-        self, label: str, kind: str, flavour: str, command: list[str], address: str, log: Path, workers: int = 1
-    ) -> None:
-        self.label, self.kind, self.flavour, self.command, self.address, self.log = (
-            label,
-            kind,
-            flavour,
-            command,
-            address,
-            log,
+    def run_one(server: Server, connections: int, streams: int, seconds: float, warmup: float) -> Any:
+        cpu = cpu_seconds(server.pid)
+        before = check_histogram(server.metrics) if server.metrics else None
+        result = h2grpc.run(
+            server.address,
+            stream,
+            seconds=seconds,
+            warmup=warmup,
+            connections=connections,
+            streams=streams,
+            workdir=workdir,
         )
-        self.workers = workers
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
-        self.ready_seconds = 0.0
+        figures = result.figures()
+        completed = result.summary["completed"]
+        figures["server_cpu_us_per_request"] = (cpu_seconds(server.pid) - cpu) / completed * 1e6 if completed else 0
+        if before is not None and server.metrics:
+            figures.update(histogram_figures(before, check_histogram(server.metrics)))
+        return figures, result.latencies_us()
 
-    def start(self) -> Server:
-        self.started = time.monotonic()
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_serving(self, timeout: float = 60.0) -> Server:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise ServerExited(self, self.proc.returncode)
-                with contextlib.suppress(grpc.RpcError):
-                    if (
-                        stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
-                        == health_pb2.HealthCheckResponse.SERVING
-                        and self._ready()
-                    ):
-                        self.ready_seconds = time.monotonic() - self.started
-                        return self
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.label} not serving on {self.address} after {timeout:.0f} s:\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
-
-    def _ready(self) -> bool:
-        """Mandate's /readyz (with --workers: every worker ready, not just the one that answered health)."""
-        if "--metrics-listen" not in self.command:
-            return True
-        import urllib.error
-        import urllib.request
-
-        metrics = self.command[self.command.index("--metrics-listen") + 1]
-        try:
-            with urllib.request.urlopen(f"http://{metrics}/readyz", timeout=1) as response:
-                return response.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
-
-    def log_tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def memory(self) -> dict[str, int]:
-        assert self.proc is not None
-        return memory_kb(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+    return run_one
 
 
-class ServerExited(RuntimeError):
-    def __init__(self, server: Server, code: int) -> None:
-        super().__init__(f"{server.label} exited with {code}:\n{server.log_tail()}")
-        self.server, self.code = server, code
+def repeated_runner(workdir: Path) -> RunOne:
+    """h2load resending the representative request (HTTP status only: gRPC OK is checked before)."""
+    frame = grpc_frame(representative().payload)
 
+    def run_one(server: Server, connections: int, streams: int, seconds: float, warmup: float) -> Any:
+        result = h2load.run(
+            server.address, frame, seconds=seconds, clients=connections, streams=streams, warmup=warmup, workdir=workdir
+        )
+        return {**result.summary(), "errors": result.failed + result.non_2xx}, result.latencies_us
 
-def floor_command(flavour: str, address: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "loadtest.floor",
-        "--listen",
-        address,
-        "--grpc-server",
-        flavour,
-        "--threads",
-        str(SERVER_THREADS),
-    ]
-
-
-def mandate_command(
-    flavour: str,
-    address: str,
-    chain_store: list[str],
-    workers: int = 1,
-    policies: Path = ROOT / "policies",
-    decision_cache: int | None = None,
-) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "authz",
-        "serve",
-        "--policies",
-        str(policies),
-        "--listen",
-        address,
-        "--metrics-listen",
-        f"127.0.0.1:{free_port()}",
-        "--grpc-server",
-        flavour,
-        *chain_store,
-    ]
-    if decision_cache is not None:
-        command += ["--decision-cache", str(decision_cache)]
-    return command + (["--workers", str(workers)] if workers != 1 else [])
-
-
-# --- measuring -------------------------------------------------------------------------------
+    return run_one
 
 
 @dataclass
 class Series:
-    """Per-round summaries for one server in one mode, and (optionally) every latency."""
+    """Per-round figures for one server in one mode, and (optionally) every latency."""
 
     rounds: list[dict[str, Any]] = field(default_factory=list)
-    latencies_us: list[int] = field(default_factory=list)
+    latencies_us: list[float] = field(default_factory=list)
 
 
 def alternate(
@@ -290,33 +206,24 @@ def alternate(
     rounds: int,
     seconds: float,
     warmup: float,
-    workdir: Path,
+    run_one: RunOne,
     keep_latencies: Callable[[Server, str], bool] = lambda s, m: False,
     label: str = "",
 ) -> dict[str, dict[str, Series]]:
-    """h2load round after round: in each round, each mode, each server in turn (the order of
-    the servers reversed every other round). Returns {mode: {server label: Series}}."""
-    frame = grpc_frame(representative().payload)
+    """Round after round: in each round, each mode, each server in turn (the order of the servers
+    reversed every other round), so a noisy minute hits them alike. {mode: {server label: Series}}."""
     results: dict[str, dict[str, Series]] = {mode[0]: {server.label: Series() for server in servers} for mode in modes}
     for round_index in range(rounds):
         order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
-        for mode, clients, streams in modes:
+        for mode, connections, streams in modes:
             for server in order:
-                result = h2load.run(
-                    server.address,
-                    frame,
-                    seconds=seconds,
-                    clients=clients,
-                    streams=streams,
-                    warmup=warmup,
-                    workdir=workdir,
-                )
+                figures, latencies = run_one(server, connections, streams, seconds, warmup)
                 series = results[mode][server.label]
-                series.rounds.append(result.summary())
+                series.rounds.append(figures)
                 if keep_latencies(server, mode):
-                    series.latencies_us += result.latencies_us
-                if result.failed or result.non_2xx:
-                    say(f"  {server.label}: {result.failed} failed, {result.non_2xx} non-2xx responses")
+                    series.latencies_us += latencies
+                if figures.get("errors"):
+                    say(f"  {server.label}: {figures['errors']} errors {figures.get('first_error', '')}")
             line = "  ".join(
                 f"{s.label} p50 {results[mode][s.label].rounds[-1]['p50_us']:.0f} µs "
                 f"{results[mode][s.label].rounds[-1]['rps']:.0f}/s"
@@ -324,6 +231,342 @@ def alternate(
             )
             say(f"{label}round {round_index + 1}/{rounds} {mode}: {line}")
     return results
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
+
+
+def aggregate(series: Series) -> dict[str, dict[str, float]]:
+    return {
+        key: spread([entry[key] for entry in series.rounds])
+        for key in FIGURES
+        if series.rounds and all(key in entry for entry in series.rounds)
+    }
+
+
+def paired_ratios(mandate: Series, floor: Series) -> dict[str, dict[str, float]]:
+    """Mandate / floor, round by round (each round's runs are next to each other in time)."""
+    ratios = {}
+    for key in RATIOS:
+        values = [m[key] / f[key] for m, f in zip(mandate.rounds, floor.rounds, strict=True) if f.get(key) and key in m]
+        if values:
+            ratios[key] = spread(values)
+    return ratios
+
+
+def fastest_floor(mode: str, by_server: dict[str, Series], floors: Sequence[str]) -> tuple[str, str]:
+    """The floor Mandate is held against in `mode`, and why: at one in flight the lowest median
+    p50 (the latency targets), under load the highest median req/s (the throughput target)."""
+    if mode == ONE_IN_FLIGHT:
+        return min(floors, key=lambda f: aggregate(by_server[f])["p50_us"]["median"]), "lowest median p50"
+    return max(floors, key=lambda f: aggregate(by_server[f])["rps"]["median"]), "highest median req/s"
+
+
+def versus_fastest_floor(
+    runs: dict[str, dict[str, Series]], floors: Sequence[str], mandate: str, every_floor: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Per mode: the fastest floor and Mandate's figures against it round by round; with
+    `every_floor`, every floor's figures too (once per comparison is enough)."""
+    found = {}
+    for mode, by_server in runs.items():
+        best, chosen_by = fastest_floor(mode, by_server, floors)
+        found[mode] = {
+            "fastest_floor": best,
+            "chosen_by": chosen_by,
+            "floor": {"rounds": by_server[best].rounds, "aggregate": aggregate(by_server[best])},
+            "mandate": {"rounds": by_server[mandate].rounds, "aggregate": aggregate(by_server[mandate])},
+            "ratio": paired_ratios(by_server[mandate], by_server[best]),
+        }
+        if every_floor:
+            found[mode]["floors"] = {
+                f: {"rounds": by_server[f].rounds, "aggregate": aggregate(by_server[f])} for f in floors
+            }
+    return found
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """Every part of the run, in the order of the module docstring; whatever happens, the stack
+    stops every server and the Redis it started."""
+    plan = PLANS[args.mode]
+    results: dict[str, Any] = {
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "loadtest.run", *argv]),
+        "mode": args.mode,
+        "plan": plan.__dict__,
+        "machine": machine(),
+        "versions": versions(),
+    }
+    say(f"{args.mode} run; {results['machine']['cpu']}, {results['machine']['cores']} cores")
+    with tempfile.TemporaryDirectory(prefix="mandate-bench-") as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        redis_url, chain_store = start_chain_store(args.chain_store, workdir, stack)
+        floors, mandate, flavoured = start_servers(plan, args.flavours, chain_store, workdir, stack)
+        stream, stream_path, results["stream"] = prepare_stream(plan, mandate, args.chain_store, workdir)
+        results["settings"] = settings(args, mandate)
+        results["verification"] = check_servers([*floors, mandate, *flavoured], stream, args.ignore_verdicts)
+        results.update(measure_distinct(plan, floors, mandate, flavoured, stream_path, workdir))
+        results["verification"]["stream_after_timing"] = {
+            server.label: stream_problems(server, stream) for server in (mandate, *flavoured)
+        }
+        for server in flavoured:
+            server.stop()
+        results["repeated"] = measure_repeated(plan, floors, mandate, workdir)
+        fastest = next(f for f in floors if f.label == results["distinct"][SIXTEEN[0]]["fastest_floor"])
+        results["locust"] = measure_locust(plan, fastest, mandate, workdir)
+        results["workers"] = measure_workers(plan, chain_store, stream_path, workdir, stack)
+        results["memory"]["end"] = {"mandate": mandate.memory(), "floor": fastest.memory()}
+        for server in (*floors, mandate):
+            server.stop()
+        results.update(measure_micro(plan, redis_url, workdir))
+    return results
+
+
+def settings(args: argparse.Namespace, mandate: Server) -> dict[str, Any]:
+    """How the servers ran: what the report's machine section says."""
+    return {
+        "mandate_command": shown_command(mandate.command),
+        "mandate_processes": mandate.memory()["processes"],
+        "floor_threads": SERVER_THREADS,
+        "chain_store": args.chain_store,
+        "audit": "one JSON line per decision to stdout, redirected to /dev/null",
+        "representative": representative().name,
+        "representative_bytes": len(representative().payload),
+    }
+
+
+def shown_command(command: Sequence[str]) -> str:
+    """`mandate serve ...` as the report shows it: the ports, the Redis URL and the key file the run
+    made up replaced by what they stand for."""
+    placeholders = {
+        "--listen": "127.0.0.1:PORT",
+        "--metrics-listen": "127.0.0.1:PORT",
+        "--redis": "redis://127.0.0.1:PORT/0",
+        "--chain-key": "KEY_FILE",
+    }
+    shown = list(command[command.index("serve") :])
+    for index, part in enumerate(shown[1:], start=1):
+        shown[index] = placeholders.get(shown[index - 1], part.replace(str(ROOT) + "/", ""))
+    return "mandate " + shlex.join(shown)
+
+
+def start_servers(
+    plan: Plan, flavours: Sequence[str], chain_store: list[str], workdir: Path, stack: contextlib.ExitStack
+) -> tuple[list[Server], Server, list[Server]]:
+    """The floor in every flavour, Mandate at its defaults and (with the flavour table) Mandate in
+    every flavour, all started before any is waited for (they load in parallel)."""
+    floors = [floor_server(flavour, workdir) for flavour in flavours]
+    mandate = mandate_server("mandate", chain_store, workdir)
+    flavoured = [mandate_server(f"mandate/{f}", chain_store, workdir, flavour=f) for f in flavours if plan.flavours]
+    for server in (*floors, mandate, *flavoured):
+        stack.callback(server.stop)
+        server.start()
+    for server in (*floors, mandate, *flavoured):
+        server.wait_serving()
+    say("servers up: " + ", ".join(f"{s.label} {s.address} ({s.ready_seconds:.1f} s)" for s in (*floors, mandate)))
+    return floors, mandate, flavoured
+
+
+def prepare_stream(plan: Plan, mandate: Server, chain_store: str, workdir: Path) -> tuple[Stream, Path, dict[str, Any]]:
+    """The distinct stream on disk. Its chained calls carry tokens the default Mandate minted, which
+    every Mandate verifies (one Redis, one key); with the in-process chain store each Mandate
+    knows only its own chains, so the stream has no chained calls."""
+    started = time.monotonic()
+    tokens = None
+    if chain_store == "redis":
+        send, close = grpc_sender(mandate.address)
+        try:
+            tokens = mint_tokens(send)
+        finally:
+            close()
+    stream = generate(plan.stream, DEFAULT_SEED, tokens)
+    path = write(stream, workdir / "stream")
+    meta = {
+        "requests": len(stream.payloads),
+        "bytes": path.stat().st_size,
+        "seed": DEFAULT_SEED,
+        "scenarios": len(stream.scenarios),
+        "chained": tokens is not None,
+        "shares": stream.shares(),
+        "distinct": len(set(stream.payloads)),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    say(f"stream: {meta['requests']:,} requests ({meta['distinct']:,} distinct), {meta['bytes']:,} bytes")
+    return stream, path, meta
+
+
+def stream_problems(server: Server, stream: Stream, sample: int = 500) -> list[str]:
+    """About `sample` requests of the stream, evenly spaced, sent with grpcio: the unexpected verdicts."""
+    from loadtest.stream import check
+
+    send, close = grpc_sender(server.address)
+    try:
+        return check(send, stream, every=max(1, len(stream.payloads) // sample))
+    finally:
+        close()
+
+
+def check_servers(servers: Sequence[Server], stream: Stream, ignore_verdicts: bool) -> dict[str, Any]:
+    """Correctness before speed: every server answers the representative request with gRPC status
+    OK, and every Mandate decides the request mix and a sample of the stream as expected."""
+    grpc_ok: dict[str, bool] = {}
+    verdicts: dict[str, list[str]] = {}
+    sampled: dict[str, list[str]] = {}
+    for server in servers:
+        send, close = grpc_sender(server.address)
+        try:
+            send(representative().payload)  # raises unless the gRPC status is OK
+            grpc_ok[server.label] = True
+        finally:
+            close()
+        if server.kind == "mandate":
+            verdicts[server.label] = verify(server.address)
+            sampled[server.label] = stream_problems(server, stream)
+    problems = [f"{label}: {line}" for found in (verdicts, sampled) for label, lines in found.items() for line in lines]
+    say(f"verified: gRPC OK from {len(grpc_ok)} servers; Mandate's verdicts: {len(problems)} unexpected")
+    if problems and not ignore_verdicts:
+        raise RuntimeError("Mandate did not decide the sample requests as expected:\n" + "\n".join(problems[:40]))
+    return {
+        "grpc_status_ok": grpc_ok,
+        "verdict_problems": verdicts,
+        "stream_sample": min(500, len(stream.payloads)),
+        "stream_problems": sampled,
+    }
+
+
+def measure_distinct(
+    plan: Plan, floors: list[Server], mandate: Server, flavoured: list[Server], stream: Path, workdir: Path
+) -> dict[str, Any]:
+    """SPEC §8's comparison: every floor, Mandate at its defaults and Mandate in each flavour,
+    alternated through the distinct stream; the latencies of 1 in flight kept for the CDF plot."""
+    servers = [*floors, mandate, *flavoured]
+    runs = alternate(
+        servers,
+        [ONE, SIXTEEN],
+        plan.rounds,
+        plan.seconds,
+        plan.warmup,
+        distinct_runner(stream, workdir),
+        keep_latencies=lambda server, mode: mode == ONE[0] and server not in flavoured,
+        label="distinct ",
+    )
+    labels = [floor.label for floor in floors]
+    return {
+        "distinct": versus_fastest_floor(runs, labels, mandate.label),
+        "distinct_flavours": {
+            server.flavour: {**versus_fastest_floor(runs, labels, server.label, False), "memory": server.memory()}
+            for server in flavoured
+        },
+        "cdf": {label: series.latencies_us for label, series in runs[ONE[0]].items() if series.latencies_us},
+        "memory": {"after_distinct": {"mandate": mandate.memory(), **{f.label: f.memory() for f in floors}}},
+    }
+
+
+def measure_repeated(plan: Plan, floors: list[Server], mandate: Server, workdir: Path) -> dict[str, Any]:
+    """One request resent (h2load), every floor and Mandate alternated: what the decision cache
+    answers. Reported; it meets no target by itself."""
+    runs = alternate(
+        [*floors, mandate],
+        [ONE, SIXTEEN],
+        plan.repeated_rounds,
+        plan.repeated_seconds,
+        plan.warmup,
+        repeated_runner(workdir),
+        label="repeated ",
+    )
+    return versus_fastest_floor(runs, [floor.label for floor in floors], mandate.label)
+
+
+def measure_locust(plan: Plan, floor: Server, mandate: Server, workdir: Path) -> dict[str, Any]:
+    """locust's request mix against the floor and Mandate, the order swapped every other round."""
+    found: dict[str, Any] = {
+        "users": plan.locust_users,
+        "seconds": plan.locust_seconds,
+        "floor_label": floor.label,
+        "floor": [],
+        "mandate": [],
+    }
+    for round_index in range(plan.locust_rounds):
+        order = [floor, mandate] if round_index % 2 == 0 else [mandate, floor]
+        for server in order:
+            outcome = run_locust(
+                server.address, plan.locust_seconds, plan.locust_users, workdir, server.kind == "mandate"
+            )
+            found[server.kind].append(outcome)
+            say(
+                f"locust {server.label}: p50 {outcome['p50_us']:.0f} µs p99 {outcome['p99_us']:.0f} µs, "
+                f"{outcome['rps']:.0f} req/s, "
+                f"{outcome['failures']} failures, {outcome['unexpected_verdicts']} unexpected verdicts"
+            )
+    return found
+
+
+def measure_workers(
+    plan: Plan, chain_store: list[str], stream: Path, workdir: Path, stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """`--workers 1` against `--workers 2` (both otherwise at the defaults), the distinct stream 16
+    in flight over 8 connections, so the kernel spreads connections over the workers' SO_REUSEPORT
+    sockets."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "authz", "serve", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout
+    if not workers_supported(help_text):
+        return {"supported": False, "note": "`mandate serve --help` has no --workers option"}
+    single, double = (
+        mandate_server(f"mandate/{n} worker{'s' * (n > 1)}", chain_store, workdir, workers=n) for n in (1, 2)
+    )
+    for server in (single, double):
+        stack.callback(server.stop)
+        server.start()
+    try:
+        single.wait_serving()
+        double.wait_serving()
+    except ServerExited as exc:
+        note = exc.server.log_tail(3).strip().splitlines()
+        say(f"workers: `{exc.server.label}` refused (exit {exc.code}): {note[-1] if note else ''}")
+        single.stop()
+        return {"supported": False, "note": f"`{exc.server.label}` exits {exc.code}: {note[-1] if note else ''}"}
+    problems = verify(double.address) if chain_store else []
+    say(f"workers: 2 workers serving ({double.memory()['processes']} processes); verdicts: {len(problems)} unexpected")
+    runs = alternate(
+        [single, double],
+        [SIXTEEN_SPREAD],
+        plan.worker_rounds,
+        plan.worker_seconds,
+        plan.warmup,
+        distinct_runner(stream, workdir),
+        label="workers ",
+    )
+    one, two = runs[SIXTEEN_SPREAD[0]][single.label], runs[SIXTEEN_SPREAD[0]][double.label]
+    result = {
+        "supported": True,
+        "mode": SIXTEEN_SPREAD[0],
+        "verdict_problems": problems,
+        "1": {"rounds": one.rounds, "aggregate": aggregate(one)},
+        "2": {"rounds": two.rounds, "aggregate": aggregate(two)},
+        "ratio": paired_ratios(two, one),
+        "memory": {"1": single.memory(), "2": double.memory()},
+    }
+    single.stop()
+    double.stop()
+    return result
+
+
+def start_chain_store(kind: str, workdir: Path, stack: contextlib.ExitStack) -> tuple[str | None, list[str]]:
+    """A throwaway `redis-server` and a chain key, as in production: its URL and Mandate's flags
+    for it. With `--chain-store memory`, neither."""
+    if kind != "redis":
+        return None, []
+    redis_url = stack.enter_context(local_redis())
+    key = workdir / "chain.key"
+    key.write_text(os.urandom(32).hex() + "\n")
+    return redis_url, ["--redis", redis_url, "--chain-key", str(key)]
 
 
 def run_locust(address: str, seconds: int, users: int, workdir: Path, expect_verdicts: bool) -> dict[str, Any]:
@@ -411,39 +654,18 @@ def last_error(text: str) -> str:
     return "; ".join(lines[-3:])[:600]
 
 
-# --- figures -----------------------------------------------------------------------------------
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
-
-
-def aggregate(series: Series) -> dict[str, dict[str, float]]:
-    keys = ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "mean_us")
-    return {key: spread([entry[key] for entry in series.rounds]) for key in keys}
-
-
-def paired_ratios(mandate: Series, floor: Series) -> dict[str, dict[str, float]]:
-    """Mandate / floor, round by round (each round's two runs are next to each other in time)."""
-    ratios = {}
-    for key in ("p50_us", "p90_us", "p99_us", "p999_us", "rps"):
-        values = [m[key] / f[key] for m, f in zip(mandate.rounds, floor.rounds) if f[key]]
-        ratios[key] = spread(values)
-    return ratios
-
-
-def comparison(results: dict[str, dict[str, Series]], floor_label: str, mandate_label: str) -> dict[str, Any]:
-    return {
-        mode: {
-            "floor": {"rounds": by_server[floor_label].rounds, "aggregate": aggregate(by_server[floor_label])},
-            "mandate": {"rounds": by_server[mandate_label].rounds, "aggregate": aggregate(by_server[mandate_label])},
-            "ratio": paired_ratios(by_server[mandate_label], by_server[floor_label]),
-        }
-        for mode, by_server in results.items()
-    }
-
-
-# --- the machine -------------------------------------------------------------------------------
+def measure_micro(plan: Plan, redis_url: str | None, workdir: Path) -> dict[str, Any]:
+    """The in-process micro-benchmark twice, once the servers are stopped: the same agents at
+    every size (with the Redis cases), then requests from every profile."""
+    say("micro-benchmark: python -m loadtest.micro " + " ".join(plan.micro))
+    found = {"micro": run_micro(plan.micro, redis_url, workdir)}
+    every_profile = (*plan.micro, "--callers", "all", "--no-fresh-rss")
+    say("micro-benchmark: python -m loadtest.micro " + " ".join(every_profile))
+    found["micro_spread"] = run_micro(every_profile, None, workdir)
+    for name in ("micro", "micro_spread"):
+        if "error" in found[name]:
+            say(f"micro-benchmark: {found[name]['error']}")
+    return found
 
 
 def machine() -> dict[str, Any]:
@@ -483,6 +705,8 @@ def versions() -> dict[str, str]:
     )
     with contextlib.suppress(RuntimeError, OSError):
         found["h2load"] = h2load.h2load_version()
+    with contextlib.suppress(RuntimeError, OSError):
+        found["h2grpc"] = h2grpc.version()
     if shutil.which("redis-server"):
         out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout.split()
         found["redis-server"] = next((part.split("=", 1)[1] for part in out if part.startswith("v=")), "unknown")
@@ -501,252 +725,13 @@ def versions() -> dict[str, str]:
     return found
 
 
-# --- the run -----------------------------------------------------------------------------------
-
-
-def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    """Every part of the run, in the order of the module docstring; whatever happens, the stack
-    stops every server and the Redis it started."""
-    plan = PLANS[args.mode]
-    main_flavour = args.grpc_server
-    flavours = [main_flavour] + ([f for f in args.flavours if f != main_flavour] if plan.flavour_rounds else [])
-    results: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "-m", "loadtest.run", *argv]),
-        "mode": args.mode,
-        "plan": plan.__dict__,
-        "machine": machine(),
-        "versions": versions(),
-    }
-    say(
-        f"{args.mode} run; {results['machine']['cpu']}, {results['machine']['cores']} cores; flavours "
-        f"{', '.join(flavours)}"
-    )
-    with tempfile.TemporaryDirectory(prefix="mandate-bench-") as tmp, contextlib.ExitStack() as stack:
-        workdir = Path(tmp)
-        redis_url, chain_store = start_chain_store(args.chain_store, workdir, stack)
-        results["settings"] = {
-            "main_flavour": main_flavour,
-            "threads": SERVER_THREADS,
-            "chain_store": args.chain_store,
-            "audit": "one JSON line per decision to stdout, redirected to /dev/null",
-            "representative": representative().name,
-            "representative_bytes": len(representative().payload),
-        }
-        servers, uncached = start_servers(flavours, main_flavour, chain_store, workdir, stack)
-        results["verification"] = check_servers(servers, args.ignore_verdicts)
-        floor, mandate = servers[("floor", main_flavour)], servers[("mandate", main_flavour)]
-        results.update(measure_main(plan, floor, mandate, uncached, workdir))
-        results["flavours"] = measure_flavours(plan, servers, flavours, workdir)
-        results["locust"] = measure_locust(plan, floor, mandate, workdir)
-        results["workers"] = measure_workers(plan, mandate, chain_store, workdir, stack)
-        results["memory"]["end"] = {
-            label: server.memory() for label, server in (("mandate", mandate), ("floor", floor))
-        }
-        for server in servers.values():
-            server.stop()
-        results.update(measure_micro(plan, redis_url, workdir))
-    return results
-
-
-def start_chain_store(kind: str, workdir: Path, stack: contextlib.ExitStack) -> tuple[str | None, list[str]]:
-    """A throwaway `redis-server` and a chain key, as in production: its URL and Mandate's flags
-    for it. With `--chain-store memory`, neither."""
-    if kind != "redis":
-        return None, []
-    redis_url = stack.enter_context(local_redis())
-    key = workdir / "chain.key"
-    key.write_text(os.urandom(32).hex() + "\n")
-    return redis_url, ["--redis", redis_url, "--chain-key", str(key)]
-
-
-def start_servers(
-    flavours: Sequence[str], main_flavour: str, chain_store: list[str], workdir: Path, stack: contextlib.ExitStack
-) -> tuple[dict[tuple[str, str], Server], Server]:
-    """The floor and Mandate for every flavour, and an uncached Mandate of the main flavour, all
-    started before any is waited for (they load in parallel); returned once every one serves."""
-    servers: dict[tuple[str, str], Server] = {}
-    for flavour in flavours:
-        for kind in ("floor", "mandate"):
-            address = f"127.0.0.1:{free_port()}"
-            command = (
-                floor_command(flavour, address) if kind == "floor" else mandate_command(flavour, address, chain_store)
-            )
-            server = Server(f"{kind}/{flavour}", kind, flavour, command, address, workdir / f"{kind}-{flavour}.log")
-            servers[(kind, flavour)] = server
-            stack.callback(server.stop)
-            server.start()
-    # The same Mandate deciding every request afresh: h2load repeats one request, which
-    # the decision cache answers from the second on; this server shows a first decision.
-    address = f"127.0.0.1:{free_port()}"
-    uncached = Server(
-        f"mandate-uncached/{main_flavour}",
-        "mandate",
-        main_flavour,
-        mandate_command(main_flavour, address, chain_store, decision_cache=0),
-        address,
-        workdir / "mandate-uncached.log",
-    )
-    stack.callback(uncached.stop)
-    uncached.start()
-    for server in (*servers.values(), uncached):
-        server.wait_serving()
-    say("servers up: " + ", ".join(f"{s.label} {s.address} ({s.ready_seconds:.1f} s)" for s in servers.values()))
-    return servers, uncached
-
-
-def check_servers(servers: dict[tuple[str, str], Server], ignore_verdicts: bool) -> dict[str, Any]:
-    """Correctness before speed: h2load only sees HTTP 200, so every server must answer the
-    representative request with gRPC status OK, and every Mandate decide the mix as expected."""
-    frame_payload = representative().payload
-    grpc_ok: dict[str, bool] = {}
-    verdicts: dict[str, list[str]] = {}
-    for (kind, _), server in servers.items():
-        send, close = grpc_sender(server.address)
-        try:
-            send(frame_payload)  # raises unless the gRPC status (grpc-status trailer) is OK
-            grpc_ok[server.label] = True
-        finally:
-            close()
-        if kind == "mandate":
-            verdicts[server.label] = verify(server.address)
-    problems = [f"{label}: {line}" for label, lines in verdicts.items() for line in lines]
-    say(f"verified: gRPC OK from {len(grpc_ok)} servers; Mandate's verdicts: {len(problems)} unexpected")
-    if problems and not ignore_verdicts:
-        raise RuntimeError("Mandate did not decide the sample requests as expected:\n" + "\n".join(problems))
-    return {"grpc_status_ok": grpc_ok, "verdict_problems": verdicts}
-
-
-def measure_main(plan: Plan, floor: Server, mandate: Server, uncached: Server, workdir: Path) -> dict[str, Any]:
-    """The main comparison, the three servers alternating: its figures, the latencies behind the
-    CDF plot, and the servers' memory after it."""
-    main_runs = alternate(
-        [floor, mandate, uncached],
-        [ONE, SIXTEEN],
-        plan.rounds,
-        plan.seconds,
-        plan.warmup,
-        workdir,
-        keep_latencies=lambda server, mode: mode == ONE[0] and server is not uncached,
-        label="main ",
-    )
-    uncached.stop()
-    return {
-        "main": comparison(main_runs, floor.label, mandate.label),
-        "uncached": comparison(main_runs, floor.label, uncached.label),
-        "cdf": {label: series.latencies_us for label, series in main_runs[ONE[0]].items()},
-        "memory": {"after_main": {"mandate": mandate.memory(), "floor": floor.memory()}},
-    }
-
-
-def measure_flavours(
-    plan: Plan, servers: dict[tuple[str, str], Server], flavours: Sequence[str], workdir: Path
-) -> dict[str, Any]:
-    """Every flavour's floor and Mandate, all alternated in the same rounds (none when the plan has
-    no flavour rounds)."""
-    found: dict[str, Any] = {}
-    if plan.flavour_rounds:
-        ordered = [servers[(kind, flavour)] for flavour in flavours for kind in ("floor", "mandate")]
-        runs = alternate(
-            ordered, [ONE, SIXTEEN], plan.flavour_rounds, plan.flavour_seconds, plan.warmup, workdir, label="flavours "
-        )
-        for flavour in flavours:
-            found[flavour] = comparison(runs, f"floor/{flavour}", f"mandate/{flavour}")
-            found[flavour]["memory"] = servers[("mandate", flavour)].memory()
-    return found
-
-
-def measure_locust(plan: Plan, floor: Server, mandate: Server, workdir: Path) -> dict[str, Any]:
-    """locust's request mix against the floor and Mandate, the order swapped every other round."""
-    found: dict[str, Any] = {"users": plan.locust_users, "seconds": plan.locust_seconds, "floor": [], "mandate": []}
-    for round_index in range(plan.locust_rounds):
-        order = [floor, mandate] if round_index % 2 == 0 else [mandate, floor]
-        for server in order:
-            outcome = run_locust(
-                server.address, plan.locust_seconds, plan.locust_users, workdir, server.kind == "mandate"
-            )
-            found[server.kind].append(outcome)
-            say(
-                f"locust {server.label}: p50 {outcome['p50_us']:.0f} µs p99 {outcome['p99_us']:.0f} µs, "
-                f"{outcome['rps']:.0f} req/s, "
-                f"{outcome['failures']} failures, {outcome['unexpected_verdicts']} unexpected verdicts"
-            )
-    return found
-
-
-def measure_micro(plan: Plan, redis_url: str | None, workdir: Path) -> dict[str, Any]:
-    """The in-process micro-benchmark twice, once the servers are stopped: the same agents at
-    every size (with the Redis cases), then requests from every profile."""
-    say("micro-benchmark: python -m loadtest.micro " + " ".join(plan.micro))
-    found = {"micro": run_micro(plan.micro, redis_url, workdir)}
-    every_profile = (*plan.micro, "--callers", "all", "--no-fresh-rss")
-    say("micro-benchmark: python -m loadtest.micro " + " ".join(every_profile))
-    found["micro_spread"] = run_micro(every_profile, None, workdir)
-    for name in ("micro", "micro_spread"):
-        if "error" in found[name]:
-            say(f"micro-benchmark: {found[name]['error']}")
-    return found
-
-
-def measure_workers(
-    plan: Plan, single: Server, chain_store: list[str], workdir: Path, stack: contextlib.ExitStack
-) -> dict[str, Any]:
-    """Mandate with 1 worker (the running one) against 2, 16 in flight over 8 connections."""
-    help_text = subprocess.run(
-        [sys.executable, "-m", "authz", "serve", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout
-    if not workers_supported(help_text):
-        return {"supported": False, "note": "`mandate serve --help` has no --workers option"}
-    address = f"127.0.0.1:{free_port()}"
-    double = Server(
-        f"mandate/{single.flavour}/2 workers",
-        "mandate",
-        single.flavour,
-        mandate_command(single.flavour, address, chain_store, workers=2),
-        address,
-        workdir / "mandate-2-workers.log",
-        workers=2,
-    )
-    stack.callback(double.stop)
-    try:
-        double.start().wait_serving()
-    except ServerExited as exc:
-        note = exc.server.log_tail(3).strip().splitlines()
-        say(f"workers: `mandate serve --workers 2` refused (exit {exc.code}): {note[-1] if note else ''}")
-        return {"supported": False, "note": f"`mandate serve --workers 2` exits {exc.code}: {note[-1] if note else ''}"}
-    problems = verify(address) if chain_store else []
-    say(f"workers: 2 workers serving ({double.memory()['processes']} processes); verdicts: {len(problems)} unexpected")
-    runs = alternate(
-        [single, double],
-        [SIXTEEN_SPREAD],
-        plan.worker_rounds,
-        plan.worker_seconds,
-        plan.warmup,
-        workdir,
-        label="workers ",
-    )
-    series = runs[SIXTEEN_SPREAD[0]]
-    one, two = series[single.label], series[double.label]
-    result = {
-        "supported": True,
-        "mode": SIXTEEN_SPREAD[0],
-        "verdict_problems": problems,
-        "1": {"rounds": one.rounds, "aggregate": aggregate(one)},
-        "2": {"rounds": two.rounds, "aggregate": aggregate(two)},
-        "ratio": paired_ratios(two, one),
-        "memory": {"1": single.memory(), "2": double.memory()},
-    }
-    double.stop()
-    return result
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", dest="mode", action="store_const", const="quick", help="shorter runs (about 2 minutes)"
+        "--quick", dest="mode", action="store_const", const="quick", help="shorter runs (about 4 minutes)"
     )
     mode.add_argument(
         "--smoke",
@@ -761,12 +746,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--plot", type=Path, help="the CDF plot (default: benchmarks/latency-cdf.png next to --out)")
     parser.add_argument("--json", type=Path, help="raw results (default: benchmarks/results.json next to --out)")
-    parser.add_argument("--grpc-server", choices=FLAVOURS, default="threads", help="the flavour of the main comparison")
     parser.add_argument(
         "--flavours",
         type=lambda text: [f for f in text.split(",") if f],
         default=list(FLAVOURS),
-        help="flavours compared (comma-separated; default all three)",
+        help="gRPC flavours of the floor (and of the flavour table); comma-separated, default all three",
     )
     parser.add_argument(
         "--chain-store",
@@ -781,6 +765,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for flavour in args.flavours:
         if flavour not in FLAVOURS:
             parser.error(f"--flavours: unknown flavour {flavour!r}")
+    if not args.flavours:
+        parser.error("--flavours: at least one")
     if args.out is None and args.mode != "smoke":
         args.out = ROOT / "BENCHMARKS.md"
     if args.out is not None:
@@ -793,27 +779,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     results = benchmark(args, argv)
-    one = results["main"][ONE[0]]
-    sixteen = results["main"][SIXTEEN[0]]
+    one, sixteen = results["distinct"][ONE[0]], results["distinct"][SIXTEEN[0]]
     print(
-        f"1 in flight: floor p50 {one['floor']['aggregate']['p50_us']['median']:.0f} µs, Mandate p50 "
+        f"distinct, 1 in flight: fastest floor ({one['fastest_floor']}) p50 "
+        f"{one['floor']['aggregate']['p50_us']['median']:.0f} µs, Mandate p50 "
         f"{one['mandate']['aggregate']['p50_us']['median']:.0f} µs ({one['ratio']['p50_us']['median']:.2f}×), "
-        f"Mandate p99 "
-        f"{one['mandate']['aggregate']['p99_us']['median']:.0f} µs; 16 in flight: Mandate "
-        f"{sixteen['ratio']['rps']['median'] * 100:.0f} % "
-        f"of the floor's req/s"
+        f"p99 {one['mandate']['aggregate']['p99_us']['median']:.0f} µs; 16 in flight: Mandate "
+        f"{sixteen['ratio']['rps']['median'] * 100:.0f} % of {sixteen['fastest_floor']}'s req/s"
     )
     for row in targets(results):
         print(f"  {row['result']:<12} {row['target']}: {row['measured']}")
     if args.out is not None:
-        flavour = results["settings"]["main_flavour"]
         plot_cdf(
             {
-                "floor": results["cdf"].get(f"floor/{flavour}", []),
-                "Mandate": results["cdf"].get(f"mandate/{flavour}", []),
+                f"fastest floor ({one['fastest_floor']})": results["cdf"].get(one["fastest_floor"], []),
+                "Mandate": results["cdf"].get("mandate", []),
             },
             args.plot,
-            f"Check latency, 1 in flight, h2load, gRPC {flavour} ({results['machine']['cores']} cores)",
+            f"Check latency, 1 in flight, distinct stream (h2grpc), {results['machine']['cores']} cores",
         )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         raw = {key: value for key, value in results.items() if key != "cdf"}

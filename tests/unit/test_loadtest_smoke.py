@@ -1,6 +1,8 @@
 """The load-test tooling still runs end to end: `python -m loadtest.run --smoke` starts a Redis,
-the floor and Mandate, drives them with h2load and locust, tries 2 workers, runs the
-micro-benchmark in smoke mode and writes BENCHMARKS.md, the CDF plot and the raw JSON.
+the floor in every flavour and Mandate at its defaults, writes a small distinct stream, drives
+them with h2grpc (the distinct stream), h2load (the repeated request) and locust, tries 2
+workers, runs the micro-benchmark in smoke mode and writes BENCHMARKS.md, the CDF plot and the
+raw JSON.
 
 Structure only — numbers present and positive, files written, sample requests decided as
 expected — never a timing: SPEC §8 is measured by benchmarks, not by timed unit tests.
@@ -12,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,9 +59,10 @@ def test_smoke_writes_nothing_unless_asked() -> None:
     assert parse_args([]).out == ROOT / "BENCHMARKS.md"
 
 
-@pytest.mark.timeout(150)
-def test_smoke_run_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "BENCHMARKS.md"
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
+    """One `--smoke` run for the tests below: its raw results, its BENCHMARKS.md and where it wrote."""
+    out = tmp_path_factory.mktemp("smoke") / "BENCHMARKS.md"
     done = subprocess.run(
         [sys.executable, "-m", "loadtest.run", "--smoke", "--out", str(out)],
         cwd=ROOT,
@@ -68,17 +72,49 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    results = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
-    assert (tmp_path / "benchmarks" / "latency-cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((out.parent / "benchmarks" / "results.json").read_text())
+    return results, out.read_text(), out.parent
 
-    assert all(results["verification"]["grpc_status_ok"].values())
-    assert results["verification"]["verdict_problems"] == {"mandate/threads": []}
-    for mode in ("1 in flight", "16 in flight"):
-        for who in ("floor", "mandate"):
-            for key, spread in results["main"][mode][who]["aggregate"].items():
-                assert spread["median"] > 0 and spread["min"] <= spread["median"] <= spread["max"], (mode, who, key)
-            assert results["main"][mode][who]["rounds"][0]["requests"] > 0
-        assert results["main"][mode]["ratio"]["p50_us"]["median"] > 0
+
+@pytest.mark.timeout(150)
+def test_every_server_answers_and_every_mandate_decides_as_expected(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results = smoke[0]
+    verification = results["verification"]
+    assert all(verification["grpc_status_ok"].values()) and len(verification["grpc_status_ok"]) == 4
+    assert verification["verdict_problems"] == {"mandate": []}
+    assert verification["stream_problems"] == verification["stream_after_timing"] == {"mandate": []}
+    assert results["stream"]["requests"] == results["stream"]["distinct"] == 2000 and results["stream"]["chained"]
+    assert results["settings"]["mandate_command"].startswith("mandate serve --policies policies --listen")
+    assert "--grpc-server" not in results["settings"]["mandate_command"]  # Mandate at its defaults
+
+
+@pytest.mark.timeout(150)
+def test_every_floor_and_mandate_are_measured_without_errors(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results = smoke[0]
+    floors = ["floor/threads", "floor/asyncio", "floor/uvloop"]
+    for section in ("distinct", "repeated"):
+        for mode in ("1 in flight", "16 in flight"):
+            data = results[section][mode]
+            assert list(data["floors"]) == floors and data["fastest_floor"] in floors
+            for who in ("floor", "mandate"):
+                for key, spread in data[who]["aggregate"].items():
+                    assert spread["min"] <= spread["median"] <= spread["max"], (section, mode, who, key)
+                assert data[who]["aggregate"]["p50_us"]["median"] > 0 and data[who]["rounds"][0]["requests"] > 0
+                assert data[who]["aggregate"]["errors"]["max"] == 0, data[who]["rounds"]
+            assert data["ratio"]["p50_us"]["median"] > 0
+    for mode in ("1 in flight", "16 in flight"):  # h2grpc's figures beside the latencies
+        aggregate = results["distinct"][mode]["mandate"]["aggregate"]
+        assert (
+            aggregate["server_cpu_us_per_request"]["median"] > 0
+            and aggregate["driver_cpu_us_per_request"]["median"] > 0
+        )
+        assert aggregate["in_server_p99_us"]["median"] >= aggregate["in_server_p50_us"]["median"] > 0
+    assert results["distinct_flavours"] == {}  # the flavour table is not in a smoke run
+
+
+@pytest.mark.timeout(150)
+def test_locust_workers_memory_and_the_micro_benchmark_run(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results = smoke[0]
     for who in ("floor", "mandate"):
         (run,) = results["locust"][who]
         assert run["requests"] > 0 and run["rps"] > 0 and run["p99_us"] >= run["p50_us"] > 0
@@ -93,12 +129,15 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     for each in (micro, spread):
         assert "error" not in each, each.get("error")
         assert each["report"]["sizes"] and each["table"]
-    assert (
-        micro["report"]["callers"] == 10 and spread["report"]["callers"] is None
-    )  # the same agents, then every profile
+    assert micro["report"]["callers"] == 10 and spread["report"]["callers"] is None  # the same agents, then all
 
-    report = out.read_text()
+
+@pytest.mark.timeout(150)
+def test_the_report_holds_every_target_and_links_its_files(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    _, report, where = smoke
+    assert (where / "benchmarks" / "latency-cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## SPEC §8 targets" in report and "](benchmarks/latency-cdf.png)" in report
+    assert "## Distinct traffic" in report and "## Repeated request" in report
     table = report.split("## SPEC §8 targets", 1)[1].split("\n\n")[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 6
