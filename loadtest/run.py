@@ -731,7 +731,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", dest="mode", action="store_const", const="quick", help="shorter runs (about 4 minutes)"
+        "--quick", dest="mode", action="store_const", const="quick", help="shorter runs (about 3 minutes)"
     )
     mode.add_argument(
         "--smoke",
