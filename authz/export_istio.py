@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from authz.check.protocols.paths import host_key
+from authz.export_envoy import add_envoy_parser, run_export_envoy
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError, load_directory
@@ -431,9 +432,12 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
         "--egress-namespace", default="istio-system", help="namespace of the egress gateway / egress ServiceEntries"
     )
     istio.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    add_envoy_parser(kinds)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.export_kind == "envoy":
+        return run_export_envoy(args)
     options = ExportOptions(
         provider=args.provider,
         namespaces=frozenset(args.namespaces),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-OK, BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN = 200, 400, 401, 403
+OK, BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN, BAD_GATEWAY = 200, 400, 401, 403, 502
 
 
 class Reason:
@@ -122,6 +122,20 @@ CHAIN_PROFILE_UNKNOWN: Final = _reason("chain_profile_unknown", FORBIDDEN, "The 
 DELEGATION_WITHDRAWN: Final = _reason(
     "delegation_withdrawn", FORBIDDEN, "A hop may no longer delegate to the next (the policy changed)."
 )
+
+# --- the response path (SPEC §9): a list answer Mandate cannot vouch for is refused, never passed on ---
+LIST_CONTEXT_MISSING: Final = _reason(
+    "list_context_missing",
+    BAD_GATEWAY,
+    "A list answer came without Mandate's ext_authz metadata: the filters are not as `mandate export envoy` prints.",
+)
+LIST_CALLER_CHANGED: Final = _reason(
+    "list_caller_changed", FORBIDDEN, "A list answer's caller is not the one Mandate's ext_authz answer was for."
+)
+LIST_UNREADABLE: Final = _reason(
+    "list_unreadable", BAD_GATEWAY, "A list answer of a content type, encoding or shape Mandate cannot read."
+)
+LIST_TOO_LARGE: Final = _reason("list_too_large", BAD_GATEWAY, "A list answer larger than Mandate filters.")
 
 INTERNAL_ERROR: Final = _reason("internal_error", FORBIDDEN, "Mandate failed to decide or answer; see its log.")
 

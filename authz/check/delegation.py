@@ -160,6 +160,11 @@ class ChainStep:
             chain_id = self.keys.verify(token)
         except ForgedToken as exc:
             raise ChainRefusal(CHAIN_FORGED, f"{header} is not valid: {exc}") from None
+        return self.live_record(chain_id)
+
+    def live_record(self, chain_id: str) -> ChainRecord:
+        """The live, unrevoked, sealed record of a chain id Mandate handed out (the response path
+        reads the id from its own ext_authz answer); ChainRefusal otherwise."""
         record = self._read(chain_id)
         if record is None:
             raise ChainRefusal(

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from authz.check.decision import Decision
 
@@ -26,17 +27,21 @@ BATCH = 1000  # answers per hand-over to the sinks
 # when it was answered: the sinks work out Mandate's time and the wall-clock time from them.
 Answered = tuple[Decision, str, int, int]
 Sink = Callable[[Sequence[Answered]], None]
+T = TypeVar("T")
 log = logging.getLogger("mandate")
 
 
-class Recorder:
-    def __init__(self, sinks: Sequence[Sink], flush_every: float = FLUSH_EVERY) -> None:
+class Recorder(Generic[T]):
+    """Records of one type (`Answered` for Checks; the response path records its filtered lists
+    through a Recorder of its own) handed to its sinks in batches."""
+
+    def __init__(self, sinks: Sequence[Callable[[Sequence[T]], None]], flush_every: float = FLUSH_EVERY) -> None:
         self._sinks = tuple(sinks)
         self._flush_every = flush_every
-        self._pending: deque[Answered] = deque()
+        self._pending: deque[T] = deque()
         # Queue one answer; the sinks see it within FLUSH_EVERY seconds. The deque's own append,
         # so recording costs a request no Python call of its own.
-        self.record: Callable[[Answered], None] = self._pending.append
+        self.record: Callable[[T], None] = self._pending.append
         self._wake = threading.Event()
         self._closing = False
         self._rounds = threading.Condition()

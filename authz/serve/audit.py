@@ -1,4 +1,5 @@
-"""The audit trail: one JSON line per decision (SPEC §7), through structlog with orjson.
+"""The audit trail: one JSON line per decision (SPEC §7), and one per list answer the response
+path filtered or refused (SPEC §9), through structlog with orjson.
 
 Attribute names follow OpenTelemetry's semantic conventions where one exists
 (`mcp.method.name`, `gen_ai.tool.name`, `http.request.method`, `url.path`). Tool arguments
@@ -21,6 +22,7 @@ import structlog
 from authz.bounded import Bounded
 from authz.check.decision import Decision
 from authz.check.record import Answered
+from authz.listing.stream import ListAnswered
 
 # structlog's processors, composed as plain functions: its bound-logger machinery costs more
 # than the rendering, on a thread that shares the GIL (ANALYSIS.md, "The audit writer").
@@ -61,6 +63,27 @@ def render_body(decision: Decision) -> bytes:
     return event  # type: ignore[no-any-return]  # JSONRenderer's bytes
 
 
+def render_list(answered: ListAnswered) -> dict[str, Any]:
+    """What an audit line says about one list answer of the response path: who it went to, and
+    how many entries it kept and removed (never which)."""
+    counts = answered.counts
+    return {
+        "event": "list",
+        "result": answered.result,
+        "reason": answered.reason,
+        "message": answered.message or None,
+        "caller": answered.caller or None,
+        "profile": answered.profile or None,
+        "server": answered.server or None,
+        "mcp.method.name": answered.method or None,
+        "kept": counts.kept,
+        "removed": counts.removed,
+        "would_remove": counts.would_remove,
+        "chain_id": answered.chain_id or None,
+        "hops": list(answered.hops) or None,
+    }
+
+
 class AuditLog:
     """A recorder sink: renders a batch of answers and writes it to `stream` (stdout by default).
 
@@ -83,6 +106,10 @@ class AuditLog:
                 lines.append(self.line(decision, decision_id, (answered - started) / 1000, answered + wall_offset))
             except Exception:
                 logging.getLogger("mandate").exception("audit line failed for %s", decision_id)
+        self._write(lines)
+
+    def _write(self, lines: list[bytes]) -> None:
+        """One write for a batch of lines."""
         if not lines:
             return
         lines.append(b"")
@@ -91,6 +118,22 @@ class AuditLog:
             self._stream.flush()
         except (OSError, ValueError):  # stdout gone: say so on stderr, keep the recorder alive
             logging.getLogger("mandate").exception("cannot write %d audit lines", len(lines) - 1)
+
+    def write_lists(self, batch: Sequence[ListAnswered]) -> None:
+        """A recorder sink for the response path: one line per list answer filtered or refused,
+        with the decision id of the ext_authz answer that let its request through."""
+        lines = []
+        for answered in batch:
+            event: Any = render_list(answered)
+            for processor in PROCESSORS:
+                event = processor(None, "info", event)
+            head = b'{"time":"%s","decision_id":%s,"latency_us":%.1f,' % (
+                self._timestamp(answered.at_ns),
+                orjson.dumps(answered.decision_id),
+                answered.latency_ns / 1000,
+            )
+            lines.append(head + event[1:])
+        self._write(lines)
 
     def line(self, decision: Decision, decision_id: str, latency_us: float, answered_epoch_ns: int) -> bytes:
         """One audit line (without its newline) for an answer given at `answered_epoch_ns`."""

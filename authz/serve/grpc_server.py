@@ -7,6 +7,9 @@ flavours, so the choice can be made by measurement (BENCHMARKS.md) rather than b
 
 The handler is a plain function, serialized CheckRequest bytes in, serialized
 CheckResponse bytes out, so Mandate and the benchmark's no-op floor share everything else.
+Given a ListService, the same port also serves Envoy's ExternalProcessor (the response path,
+authz/listing/): one bidirectional stream per list answer, a thread each in the `threads`
+flavour (the pool grows by the service's bound on streams, so Checks keep their threads).
 
 A server shares its port (SO_REUSEPORT) only when told to: `--workers` children, whose
 supervisor proved the port free and holds it (workers.py). Any other server on a busy port is a
@@ -21,17 +24,23 @@ import errno
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+if TYPE_CHECKING:
+    from authz.listing.service import ListService
+
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 GRPC_SERVERS = ("threads", "asyncio", "uvloop")
-HEALTH_SERVICES = ("", AUTHORIZATION_SERVICE)
+HEALTH_SERVICES = ("", AUTHORIZATION_SERVICE, EXT_PROC_SERVICE)
 Check = Callable[[bytes], bytes]
+BUSY = "Mandate is filtering as many list answers as it may at once; this one is refused (fail closed)"
 
 
 class ListenError(RuntimeError):
@@ -74,16 +83,23 @@ def claim_port(address: str, what: str, reuse_address: bool = True) -> socket.so
 
 
 class CheckServer:
-    """One port serving Check and health; `start()` returns once it listens, or raises
-    ListenError. `share_port`: set SO_REUSEPORT (grpcio's default, so it is always said)."""
+    """One port serving Check, health and, given `lists`, ext_proc; `start()` returns once it
+    listens, or raises ListenError. `share_port`: set SO_REUSEPORT (grpcio's default, so it is
+    always said)."""
 
     def __init__(
-        self, check: Check, listen: str, flavour: str = "threads", threads: int = 16, share_port: bool = False
+        self,
+        check: Check,
+        listen: str,
+        flavour: str = "threads",
+        threads: int = 16,
+        share_port: bool = False,
+        lists: ListService | None = None,
     ) -> None:
         if flavour not in GRPC_SERVERS:
             raise ValueError(f"--grpc-server {flavour!r}: expected one of {', '.join(GRPC_SERVERS)}")
         self.check, self.listen, self.flavour, self.threads = check, listen, flavour, threads
-        self.share_port = share_port
+        self.share_port, self.lists = share_port, lists
         self._options = [("grpc.so_reuseport", int(share_port))]
         self.port = 0
         self._error: BaseException | None = None
@@ -99,10 +115,14 @@ class CheckServer:
             claim_port(self.listen, "gRPC").close()  # a busy port in our words, before grpcio logs its own
         if self.flavour == "threads":
             self._health = health.HealthServicer()
+            streams = self.lists.streams if self.lists is not None else 0
             self._server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="check"), options=self._options
+                futures.ThreadPoolExecutor(max_workers=self.threads + streams, thread_name_prefix="check"),
+                options=self._options,
             )
-            self._server.add_generic_rpc_handlers([self._handlers(lambda payload, context: self.check(payload))])
+            self._server.add_generic_rpc_handlers(
+                self._handlers(lambda payload, context: self.check(payload), self._process_in_thread)
+            )
             self._finish_setup()
             self._server.start()
             return
@@ -131,9 +151,47 @@ class CheckServer:
 
     # --- building ------------------------------------------------------------------------
 
-    def _handlers(self, behaviour: Callable[..., Any]) -> grpc.GenericRpcHandler:
+    def _handlers(self, behaviour: Callable[..., Any], process: Callable[..., Any]) -> list[grpc.GenericRpcHandler]:
         method = grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=None, response_serializer=None)
-        return grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, {"Check": method})
+        handlers = [grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, {"Check": method})]
+        if self.lists is not None:
+            stream = grpc.stream_stream_rpc_method_handler(
+                process,
+                request_deserializer=ProcessingRequest.FromString,
+                response_serializer=ProcessingResponse.SerializeToString,
+            )
+            handlers.append(grpc.method_handlers_generic_handler(EXT_PROC_SERVICE, {"Process": stream}))
+        return handlers
+
+    def _process_in_thread(self, requests: Iterator[ProcessingRequest], context: Any) -> Iterator[ProcessingResponse]:
+        """One ext_proc stream on a pool thread; a stream past the bound is refused at once."""
+        lists = self.lists
+        assert lists is not None
+        stream = lists.open()
+        if stream is None:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
+            return
+        try:
+            for request in requests:
+                yield stream.answer(request)
+        finally:
+            lists.close(stream)
+
+    async def _process_on_loop(
+        self, requests: AsyncIterator[ProcessingRequest], context: Any
+    ) -> AsyncIterator[ProcessingResponse]:
+        """One ext_proc stream on the event loop (each answer is short, CPU-bound work, as a Check is)."""
+        lists = self.lists
+        assert lists is not None
+        stream = lists.open()
+        if stream is None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
+            return
+        try:
+            async for request in requests:
+                yield stream.answer(request)
+        finally:
+            lists.close(stream)
 
     def _finish_setup(self) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -166,7 +224,7 @@ class CheckServer:
         async def serve() -> None:
             self._health = health.aio.HealthServicer()
             self._server = grpc.aio.server(options=self._options)
-            self._server.add_generic_rpc_handlers([self._handlers(behaviour)])
+            self._server.add_generic_rpc_handlers(self._handlers(behaviour, self._process_on_loop))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
             self._bind()
             for service in HEALTH_SERVICES:

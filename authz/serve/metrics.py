@@ -1,4 +1,5 @@
-"""Prometheus metrics: decisions, check duration, chains, reloads, policy version (`http.py` serves them).
+"""Prometheus metrics: decisions, check duration, chains, reloads, policy version, and the response
+path's streams, lists and removed entries (`http.py` serves them).
 
 With `--workers N` each worker records into prometheus_client's multiprocess files and the
 supervising process serves their sum (`multiprocess_registry`); gauges say how to combine.
@@ -19,6 +20,7 @@ from prometheus_client import (
 )
 
 from authz.check.record import Answered
+from authz.listing.stream import ListAnswered
 
 CHECK_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3)
 
@@ -55,6 +57,23 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.ext_proc_streams = Counter(
+            "mandate_ext_proc_streams",
+            "ext_proc streams Envoy opened: the exported filters open one per list request, none for any other.",
+            registry=self.registry,
+        )
+        self.list_answers = Counter(
+            "mandate_list_answers",
+            "MCP list answers by list method and result (filtered, refused) and reason.",
+            ["method", "result", "reason"],
+            registry=self.registry,
+        )
+        self.list_entries_removed = Counter(
+            "mandate_list_entries_removed",
+            "Entries removed from MCP list answers, by list method.",
+            ["method"],
+            registry=self.registry,
+        )
         self.policy_info = Gauge(
             "mandate_policy_info",
             "The policy version being served (value 1).",
@@ -84,6 +103,13 @@ class Metrics:
             self._child(self.chain_outcomes, outcome).inc(count)
         if outcomes["store_unavailable"]:
             self.chain_store_errors.inc(outcomes["store_unavailable"])
+
+    def count_lists(self, batch: Sequence[ListAnswered]) -> None:
+        """A recorder sink for the response path: lists filtered or refused, entries removed."""
+        for answered in batch:
+            self._child(self.list_answers, answered.method, answered.result, answered.reason).inc()
+            if answered.counts.removed:
+                self._child(self.list_entries_removed, answered.method).inc(answered.counts.removed)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`labels()` takes a lock and builds a key: each series is looked up once."""

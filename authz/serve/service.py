@@ -1,4 +1,5 @@
-"""`mandate serve`: Envoy's Authorization service and gRPC health on one port, metrics on another.
+"""`mandate serve`: Envoy's Authorization and ExternalProcessor services and gRPC health on one
+port, metrics on another.
 
 The Check handler takes the request as raw bytes and parses it inside the Authorizer, so a
 CheckRequest that does not parse still gets a deny with a reason rather than a gRPC error.
@@ -22,7 +23,9 @@ from authz.check import pipeline
 from authz.check.decision_cache import DEFAULT_ENTRIES
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer
-from authz.check.record import Recorder
+from authz.check.record import Answered, Recorder
+from authz.listing.service import ListService
+from authz.listing.stream import ListAnswered
 from authz.policy.compiler import compile_directory
 from authz.serve.audit import AuditLog
 from authz.serve.grpc_server import AUTHORIZATION_SERVICE, CheckServer, ListenError
@@ -62,12 +65,19 @@ class MandateServer:
         policy = compile_directory(options.policies)  # a bad set at start is fatal, with every error
         self.chain_store = open_store(options.redis, options.chain_store_timeout)
         chains = ChainStep(self.chain_store, chain_keys(options))
-        self.recorder = Recorder([AuditLog().write, self.metrics.count])
+        self.recorder: Recorder[Answered] = Recorder([AuditLog().write, self.metrics.count])
         self.authorizer = Authorizer(policy, self.recorder, chains, options.decision_cache)
+        self.list_recorder: Recorder[ListAnswered] = Recorder([AuditLog().write_lists, self.metrics.count_lists])
+        self.lists = ListService(self.authorizer, self.list_recorder.record, self.metrics.ext_proc_streams.inc)
         self.metrics.serving(policy.version)
         self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)
         self.grpc = CheckServer(
-            self.authorizer.check_bytes, options.listen, options.grpc_server, options.threads, share_port=supervised()
+            self.authorizer.check_bytes,
+            options.listen,
+            options.grpc_server,
+            options.threads,
+            share_port=supervised(),
+            lists=self.lists,
         )
         self.http: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
@@ -78,9 +88,7 @@ class MandateServer:
         self.grpc.start()
         if self.options.metrics_listen:  # empty: a worker, whose supervisor serves the metrics
             try:
-                self.http = serve_http(
-                    self.options.metrics_listen, self.metrics.registry, lambda: True, self.recorder.flush
-                )
+                self.http = serve_http(self.options.metrics_listen, self.metrics.registry, lambda: True, self._flush)
             except ListenError:
                 self.grpc.stop(0)
                 raise
@@ -114,11 +122,17 @@ class MandateServer:
         self.watcher.stop()
         self.grpc.stop(grace)
         self.recorder.close()  # every decision made is on stdout before the process ends
+        self.list_recorder.close()
         if self.http is not None:
             self.http.shutdown()
         self.chain_store.close()
         log.info("mandate stopped: gRPC %s closed, audit flushed", self.options.listen)
         self._stopped.set()
+
+    def _flush(self) -> None:
+        """Before a scrape: every answer and list already given is counted."""
+        self.recorder.flush()
+        self.list_recorder.flush()
 
     def run_forever(self) -> None:
         # SIGHUP first: once health says SERVING, a SIGHUP must reload, never kill the process.

@@ -77,6 +77,9 @@ class EnvoyConfig:
     max_request_bytes: int = 1024 * 1024
     log_level: str = "warning"
     extra_authz: dict[str, Any] = field(default_factory=dict)
+    # The HTTP filters before the router, as `mandate export envoy --cluster mandate_ext_authz` prints
+    # them; None: the suite's own ext_authz filter (above) alone.
+    http_filters: list[dict[str, Any]] | None = None
 
 
 def mesh_envoy_config(pki: MeshPKI, authz_port: int, upstreams: dict[str, int]) -> EnvoyConfig:
@@ -133,7 +136,7 @@ def build_bootstrap(cfg: EnvoyConfig, access_log_path: Path) -> dict[str, Any]:
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},
         "http_filters": [
-            {"name": "envoy.filters.http.ext_authz", "typed_config": ext_authz},
+            *(cfg.http_filters or [{"name": "envoy.filters.http.ext_authz", "typed_config": ext_authz}]),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

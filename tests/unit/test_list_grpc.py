@@ -1,0 +1,87 @@
+"""Every gRPC flavour serves Envoy's ExternalProcessor beside Check, on the same port: one
+bidirectional stream per list answer, and no more at once than the ListService allows."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import grpc
+import orjson
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz.check.pipeline import Authorizer
+from authz.listing.service import ListService
+from authz.serve.grpc_server import EXT_PROC_SERVICE, GRPC_SERVERS, CheckServer
+from tests.harness.ext_proc import jsonrpc, request_body, request_headers, response_body, response_headers
+from tests.harness.processes import free_port
+
+ANSWER = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "get_me"}, {"name": "delete_repo"}]}}
+
+
+def start(policy, flavour: str, streams: int = 4) -> CheckServer:
+    server = CheckServer(
+        lambda payload: b"",
+        f"127.0.0.1:{free_port()}",
+        flavour,
+        threads=2,
+        lists=ListService(Authorizer(policy), streams=streams),
+    )
+    server.start()
+    server.set_serving(True)
+    return server
+
+
+@pytest.mark.parametrize("flavour", GRPC_SERVERS)
+def test_flavour_filters_a_list_answer_over_one_stream(example_policy, flavour: str) -> None:
+    server = start(example_policy, flavour)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=EXT_PROC_SERVICE))
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            messages = [
+                request_headers(),
+                request_body(orjson.dumps(jsonrpc("tools/list"))),
+                response_headers(200, {"content-type": "application/json"}),
+                response_body(orjson.dumps(ANSWER), True),
+            ]
+            replies = list(
+                external_processor_pb2_grpc.ExternalProcessorStub(channel).Process(iter(messages), timeout=10)
+            )
+        assert [reply.WhichOneof("response") for reply in replies] == [
+            "request_headers",
+            "request_body",
+            "response_headers",
+            "response_body",
+        ]
+        body = orjson.loads(replies[3].response_body.response.body_mutation.body)
+        assert body["result"]["tools"] == [{"name": "get_me"}]
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.parametrize("flavour", GRPC_SERVERS)
+def test_a_stream_past_the_bound_is_refused_at_once(example_policy, flavour: str) -> None:
+    """So Envoy answers that agent with an error, while Checks keep their threads."""
+    server = start(example_policy, flavour, streams=1)
+    held: queue.Queue = queue.Queue()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
+            release = threading.Event()
+
+            def holding():
+                yield request_headers()
+                release.wait(10)
+
+            first = stub.Process(holding(), timeout=10)
+            held.put(next(first))  # the first stream is open and answered
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.Process(iter([request_headers()]), timeout=10))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            release.set()
+            list(first)
+    finally:
+        server.stop(0)
