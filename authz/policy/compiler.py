@@ -80,7 +80,7 @@ def compile_documents(documents: Iterable[SourcedDocument], version: str = "inli
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while a set is built: building one makes no cycles
     (tests/unit/test_large_sets.py), and every collection would walk the millions of objects a
     large set is made of, again and again (at 10,000 profiles, three quarters of the load time)."""
@@ -133,7 +133,7 @@ class _Compiler:
         self._results = Results()  # shared by this set's conditions, dropped with it
 
     def compile(self, version: str) -> PolicySet:
-        with _collector_paused():
+        with collector_paused():
             for source in self.documents:
                 self._read(source)
             if self.load_errors:
