@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from authz.admin.commands import add_client_options, chain_from_server, run_reload, run_status
+from authz.admin.commands import add_parsers as add_admin_parsers
 from authz.export_istio import add_export_parser, run_export
 from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError
 from authz.serve.grpc_server import GRPC_SERVERS, ListenError
 
 if TYPE_CHECKING:
+    from authz.chains.store import ChainRecord
     from authz.serve.service import ServeOptions
 
 
@@ -67,6 +70,28 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
         help="processes sharing the port; auto (the default): one per CPU the pod's limit allows when --redis "
         "is given, else 1 [MANDATE_WORKERS]",
     )
+    _add_admin_options(serve)
+
+
+def _add_admin_options(serve: argparse.ArgumentParser) -> None:
+    """The admin API's listener (docs/operations.md, "Admin API"): loopback unless authenticated."""
+    serve.add_argument(
+        "--admin-listen",
+        default=_env("ADMIN_LISTEN", "127.0.0.1:9192"),
+        help="admin gRPC API (default %(default)s); empty: none; another host needs --admin-key or mTLS "
+        "[MANDATE_ADMIN_LISTEN]",
+    )
+    serve.add_argument("--admin-key", default=_env("ADMIN_KEY"), metavar="FILE", help="bearer keys [MANDATE_ADMIN_KEY]")
+    serve.add_argument(
+        "--admin-tls-cert", default=_env("ADMIN_TLS_CERT"), metavar="FILE", help="[MANDATE_ADMIN_TLS_CERT]"
+    )
+    serve.add_argument("--admin-tls-key", default=_env("ADMIN_TLS_KEY"), metavar="FILE", help="[MANDATE_ADMIN_TLS_KEY]")
+    serve.add_argument(
+        "--admin-client-ca",
+        default=_env("ADMIN_CLIENT_CA"),
+        metavar="FILE",
+        help="mTLS: admin clients need a certificate this CA signed [MANDATE_ADMIN_CLIENT_CA]",
+    )
 
 
 def _workers(text: str) -> str | int:
@@ -95,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--request", required=True, help="YAML/JSON file: source, destination, method, host, path, headers, body"
     )
     explain.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_client_options(explain)  # --server: decide against a running server's live set instead
 
     chain = commands.add_parser("chain", help="inspect or revoke a delegation chain in the shared store")
     chain_commands = chain.add_subparsers(dest="chain_command", required=True)
@@ -104,9 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = chain_commands.add_parser(name, help=text)
         sub.add_argument("chain", help="a chain id, or a whole token <id>.<mac>")
-        sub.add_argument(
-            "--redis", default=_env("REDIS"), required=_env("REDIS") is None, help="the chain store URL [MANDATE_REDIS]"
-        )
+        sub.add_argument("--redis", default=_env("REDIS"), help="the chain store URL [MANDATE_REDIS]")
+        add_client_options(sub)  # --server: through a server's admin API (its in-process store too)
         sub.add_argument("--json", action="store_true", help="print the record as JSON")
 
     check = commands.add_parser("check", help="send one described request to a running server, as Envoy would")
@@ -114,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--request", required=True, help="the same request file format as explain")
 
     add_export_parser(commands)  # `mandate export istio` (authz/export_istio.py)
+    add_admin_parsers(commands)  # `mandate status`, `mandate reload` (authz/admin/commands.py)
     return parser
 
 
@@ -130,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return _chain(args)
     if args.command == "export":
         return run_export(args)
+    if args.command == "status":
+        return run_status(args)
+    if args.command == "reload":
+        return run_reload(args)
     return _serve(args)
 
 
@@ -151,6 +181,14 @@ def _validate(directory: str) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from authz.explain import RequestFileError, explain, read_request_file, render_text
 
+    if args.server:
+        from authz.admin.commands import run_explain
+
+        found = run_explain(args)
+        if isinstance(found, int):
+            return found
+        print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() if args.json else render_text(found))
+        return 0 if found["decision"] != "deny" else 1
     try:
         policy = compile_directory(args.policies)
         described = read_request_file(args.request)
@@ -198,20 +236,16 @@ def _check(args: argparse.Namespace) -> int:
 def _chain(args: argparse.Namespace) -> int:
     import time
 
-    from authz.chains.redis_store import RedisChainStore
-    from authz.chains.store import StoreUnavailable
     from authz.chains.tokens import chain_id_of
 
     chain_id = chain_id_of(args.chain)
-    store = RedisChainStore(args.redis, timeout=5.0)
-    try:
-        record = store.revoke(chain_id) if args.chain_command == "revoke" else store.get(chain_id)
-        revoked = args.chain_command == "revoke" or (record is not None and store.revoked_now(record))
-    except StoreUnavailable as exc:
-        print(f"chain store unavailable: {exc}", file=sys.stderr)
+    if bool(args.server) == bool(args.redis):
+        print("mandate chain: give --server ADDR (a server's admin API) or --redis URL, not both", file=sys.stderr)
         return 2
-    finally:
-        store.close()
+    found = chain_from_server(args, chain_id) if args.server else _chain_from_redis(args, chain_id)
+    if isinstance(found, int):
+        return found
+    record, revoked = found
     if record is None:
         if args.chain_command == "revoke":
             print(
@@ -246,11 +280,36 @@ def _chain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chain_from_redis(args: argparse.Namespace, chain_id: str) -> tuple[ChainRecord | None, bool] | int:
+    """`mandate chain show|revoke --redis`: (record or None, revoked), or an exit code."""
+    from authz.chains.redis_store import RedisChainStore
+    from authz.chains.store import StoreUnavailable
+
+    store = RedisChainStore(args.redis, timeout=5.0)
+    try:
+        record = store.revoke(chain_id) if args.chain_command == "revoke" else store.get(chain_id)
+        return record, args.chain_command == "revoke" or (record is not None and store.revoked_now(record))
+    except StoreUnavailable as exc:
+        print(f"chain store unavailable: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from authz.admin.auth import AdminConfigError, AdminSettings, check_settings
     from authz.serve.service import ServeOptions
 
     if args.decision_cache < 0:
         print("--decision-cache must be 0 (off) or more", file=sys.stderr)
+        return 2
+    admin = AdminSettings(
+        args.admin_listen, args.admin_key, args.admin_tls_cert, args.admin_tls_key, args.admin_client_ca
+    )
+    try:
+        check_settings(admin)
+    except AdminConfigError as exc:
+        print(exc, file=sys.stderr)
         return 2
     options = ServeOptions(
         policies=args.policies,
@@ -262,6 +321,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=_worker_count(args),
         grpc_server=args.grpc_server,
         decision_cache=args.decision_cache,
+        admin=admin,
     )
     try:
         return _serve_workers(options) if options.workers > 1 else _serve_one(options)

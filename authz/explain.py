@@ -41,9 +41,23 @@ class DescribedRequest:
 def read_request_file(path: str) -> DescribedRequest:
     """A described request (YAML or JSON): source, destination, method, host, path, headers, body, chain."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise RequestFileError(f"{path}: cannot read request: {exc}") from None
+    return parse_request(text, path)
+
+
+def parse_request(text: str, path: str) -> DescribedRequest:
+    """A described request from its text (the admin API's Explain gets the file's content)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RequestFileError(f"{path}: cannot read request: {exc}") from None
+    return describe(data, path)
+
+
+def describe(data: object, path: str) -> DescribedRequest:
+    """A described request from its parsed fields (`mandate test` cases hold them under `request`)."""
     if not isinstance(data, dict):
         raise RequestFileError(f"{path}: a request file must be a mapping")
     unknown = sorted(set(data) - REQUEST_FIELDS)

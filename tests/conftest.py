@@ -3,6 +3,7 @@ Redis server. Shared helpers that are not fixtures are in tests/harness/, import
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,11 @@ from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
 from tests.harness.example_policies import EXAMPLES
 from tests.harness.redis import RedisServer
+
+# Every `mandate serve` the tests start inherits this: none binds the admin API's fixed default
+# port (127.0.0.1:9192), which two runs on one machine would fight over. Tests of the admin API
+# give --admin-listen a free port (MandateProcess's admin_args).
+os.environ["MANDATE_ADMIN_LISTEN"] = ""
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,14 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from authz import __version__
+from authz.admin.auth import AdminSettings
+from authz.admin.reloads import RecordingWatcher
 from authz.chains.store import open_store
 from authz.chains.tokens import ChainKeys, KeyFileError
 from authz.check import pipeline
@@ -32,7 +35,9 @@ from authz.serve.grpc_server import AUTHORIZATION_SERVICE, CheckServer, ListenEr
 from authz.serve.heap import freeze_heap
 from authz.serve.http import serve_http
 from authz.serve.metrics import Metrics
-from authz.serve.reload import PolicyWatcher
+
+if TYPE_CHECKING:
+    from authz.admin.server import AdminServer
 
 __all__ = ["AUTHORIZATION_SERVICE", "READY_DIR_ENV", "SUPERVISOR_ENV", "MandateServer", "ServeOptions"]
 log = logging.getLogger("mandate")
@@ -53,6 +58,7 @@ class ServeOptions:
     grpc_server: str = "threads"
     threads: int = 16
     decision_cache: int = DEFAULT_ENTRIES
+    admin: AdminSettings = field(default_factory=AdminSettings)  # the admin listener; none by default
 
 
 class MandateServer:
@@ -70,7 +76,7 @@ class MandateServer:
         self.list_recorder: Recorder[ListAnswered] = Recorder([AuditLog().write_lists, self.metrics.count_lists])
         self.lists = ListService(self.authorizer, self.list_recorder.record, self.metrics.ext_proc_streams.inc)
         self.metrics.serving(policy.version)
-        self.watcher = PolicyWatcher(options.policies, self.authorizer, self.metrics)
+        self.watcher = RecordingWatcher(options.policies, self.authorizer, self.metrics)
         self.grpc = CheckServer(
             self.authorizer.check_bytes,
             options.listen,
@@ -80,6 +86,7 @@ class MandateServer:
             lists=self.lists,
         )
         self.http: ThreadingHTTPServer | None = None
+        self.admin = admin_server(options.admin, self, options.policies) if options.admin.listen else None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -91,6 +98,14 @@ class MandateServer:
                 self.http = serve_http(self.options.metrics_listen, self.metrics.registry, lambda: True, self._flush)
             except ListenError:
                 self.grpc.stop(0)
+                raise
+        if self.admin is not None:
+            try:
+                self.admin.start()
+            except ListenError:
+                self.grpc.stop(0)
+                if self.http is not None:
+                    self.http.shutdown()
                 raise
         self.chain_store.start()
         if not self.chain_store.wait_available(2.0):
@@ -125,6 +140,8 @@ class MandateServer:
         self.list_recorder.close()
         if self.http is not None:
             self.http.shutdown()
+        if self.admin is not None:
+            self.admin.stop()
         self.chain_store.close()
         log.info("mandate stopped: gRPC %s closed, audit flushed", self.options.listen)
         self._stopped.set()
@@ -144,6 +161,14 @@ class MandateServer:
         # another thread (gRPC's, the watcher's) waits until the main thread wakes: wake it often.
         while not self._stopped.wait(SIGNAL_LATENCY):
             pass
+
+
+def admin_server(settings: AdminSettings, server: MandateServer, policies: str) -> AdminServer:
+    """The admin API over this process's live state: its policy set, reload watcher and chain store."""
+    from authz.admin.server import AdminBackend, AdminServer
+
+    backend = AdminBackend(policies, server.authorizer, server.watcher, server.chain_store, 1, request_path())
+    return AdminServer(settings, backend)
 
 
 def request_path() -> str:

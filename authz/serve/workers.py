@@ -8,6 +8,11 @@ multiprocess mode), forwards SIGHUP, and on SIGTERM stops them gracefully. If a 
 unexpectedly it stops the rest and exits non-zero, so the orchestrator restarts the pod
 rather than leaving it quietly short of capacity.
 
+The admin API (`--admin-listen`) is served here too, not by the workers: the supervisor keeps its
+own copy of the policy set, watched and reloaded like theirs (so Status and Explain see what
+they decide with), reaches the chains in the Redis they share (a revocation reaches every worker
+within a second), and forwards a Reload to every worker as SIGHUP.
+
 Only this supervisor's own workers may share the port. It proves the port free with a bind
 that has no SO_REUSEPORT (which fails beside any listener, sharing ones included) and holds
 that socket, turned sharing, until its last worker has ended (`hold_port`): so a second
@@ -26,13 +31,22 @@ import sys
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import multiprocess
 
+from authz.admin.reloads import RecordingWatcher
+from authz.chains.store import open_store
+from authz.check.delegation import ChainStep
+from authz.check.pipeline import Authorizer
+from authz.policy.compiler import compile_directory
 from authz.serve.grpc_server import ListenError, claim_port
 from authz.serve.http import serve_http
-from authz.serve.metrics import multiprocess_registry
-from authz.serve.service import READY_DIR_ENV, SUPERVISOR_ENV, ServeOptions
+from authz.serve.metrics import Metrics, multiprocess_registry
+from authz.serve.service import READY_DIR_ENV, SUPERVISOR_ENV, ServeOptions, chain_keys, request_path
+
+if TYPE_CHECKING:
+    from authz.admin.server import AdminServer
 
 log = logging.getLogger("mandate")
 
@@ -58,6 +72,8 @@ def worker_command(options: ServeOptions) -> list[str]:
         str(options.chain_store_timeout),
         "--decision-cache",
         str(options.decision_cache),
+        "--admin-listen",
+        "",
     ]
     if options.redis:
         command += ["--redis", options.redis]
@@ -93,6 +109,7 @@ class Supervisor:
         os.mkdir(self.metrics_dir)
         os.mkdir(self.ready_dir)
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.watcher: RecordingWatcher | None = None  # the admin API's copy of the set, when it is served
         self._stopping = threading.Event()
 
     def run(self) -> int:
@@ -107,8 +124,13 @@ class Supervisor:
         # Before any worker exists: a SIGTERM must never leave orphans behind.
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._signal_all(signal.SIGHUP))
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_all())
         http = serve_http(self.options.metrics_listen, multiprocess_registry(self.metrics_dir), self._all_ready)
+        try:
+            admin = self._admin()
+        except ListenError:
+            http.shutdown()
+            raise
         env = {
             **os.environ,
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
@@ -132,8 +154,41 @@ class Supervisor:
                 break
         self._stop_all()
         http.shutdown()
+        if admin is not None:
+            admin.stop()
         log.info("mandate stopped: %d workers on %s ended", len(self.workers), self.options.listen)
         return code
+
+    def _admin(self) -> AdminServer | None:
+        """The admin API over the supervisor's own copy of the set and the workers' shared Redis."""
+        if not self.options.admin.listen:
+            return None
+        from authz.admin.server import AdminBackend, AdminServer
+
+        store = open_store(self.options.redis, self.options.chain_store_timeout)
+        authorizer = Authorizer(
+            compile_directory(self.options.policies), chains=ChainStep(store, chain_keys(self.options))
+        )
+        self.watcher = RecordingWatcher(self.options.policies, authorizer, Metrics())
+        backend = AdminBackend(
+            self.options.policies,
+            authorizer,
+            self.watcher,
+            store,
+            self.options.workers,
+            request_path(),
+            lambda: self._signal_all(signal.SIGHUP),
+        )
+        admin = AdminServer(self.options.admin, backend)
+        admin.start()
+        self.watcher.start()
+        return admin
+
+    def _reload_all(self) -> None:
+        """SIGHUP: every worker reloads, and so does the admin API's copy."""
+        self._signal_all(signal.SIGHUP)
+        if self.watcher is not None:
+            self.watcher.reload_now()
 
     def _all_ready(self) -> bool:
         """Every worker alive and serving (each says so by a file named after its pid)."""

@@ -64,9 +64,19 @@ class MandateProcess:
     """`mandate serve` on free ports; stdout (the audit log) and stderr go to files in `workdir`."""
 
     def __init__(
-        self, policies: Path, workdir: Path, *, redis_url: str | None = None, chain_key: Path | None = None
+        self,
+        policies: Path,
+        workdir: Path,
+        *,
+        redis_url: str | None = None,
+        chain_key: Path | None = None,
+        admin_args: list[str] | None = None,
     ) -> None:
+        """`admin_args`: serve the admin API on a free port (`admin_port`), with these extra flags
+        (`--admin-key FILE`…); None: no admin listener."""
         self.policies = policies
+        self.admin_args = admin_args
+        self.admin_port = 0
         self.redis_url = redis_url
         self.chain_key = chain_key
         self.workdir = workdir
@@ -105,7 +115,12 @@ class MandateProcess:
             f"127.0.0.1:{self.grpc_port}",
             "--metrics-listen",
             f"127.0.0.1:{self.metrics_port}",
+            "--admin-listen",
+            "",
         ]
+        if self.admin_args is not None:
+            self.admin_port = free_port()
+            command += ["--admin-listen", f"127.0.0.1:{self.admin_port}", *self.admin_args]
         if self.redis_url:
             # One process, as `--workers auto` would not start with Redis on a multi-core machine:
             # the tests read exact metric deltas, which a supervisor sums up to 20 ms late.
