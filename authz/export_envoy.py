@@ -36,17 +36,19 @@ MAX_REQUEST_BYTES = 1 << 20  # the body Mandate reads; a longer one arrives cut 
 
 def envoy_filters(cluster: str = "mandate") -> list[dict[str, Any]]:
     """The HttpFilter entries, in order, without the router."""
-    return [
-        {"name": "envoy.filters.http.ext_authz", "typed_config": _ext_authz(cluster)},
-        {
-            "name": "mandate.response_path",
-            "typed_config": {
-                "@type": MATCHER,
-                "extension_config": {"name": "composite", "typed_config": {"@type": COMPOSITE}},
-                "xds_matcher": {"matcher_tree": _only_lists(_ext_proc(cluster))},
-            },
+    return [{"name": "envoy.filters.http.ext_authz", "typed_config": _ext_authz(cluster)}, response_path(cluster)]
+
+
+def response_path(cluster: str) -> dict[str, Any]:
+    """The second hook alone, to follow an ext_authz filter that asks Mandate (Istio's, for one)."""
+    return {
+        "name": "mandate.response_path",
+        "typed_config": {
+            "@type": MATCHER,
+            "extension_config": {"name": "composite", "typed_config": {"@type": COMPOSITE}},
+            "xds_matcher": {"matcher_tree": _only_lists(_ext_proc(cluster))},
         },
-    ]
+    }
 
 
 def _ext_authz(cluster: str) -> dict[str, Any]:

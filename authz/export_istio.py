@@ -13,6 +13,12 @@ Two layers, both derived from the mission profiles:
   Dry-run profiles may reach every exported target (Mandate lets their calls through, so
   the graph must not refuse them either).
 
+The response path (Mandate filtering MCP list answers, SPEC §9) has no Istio API: an
+`EnvoyFilter` per MCP workload (context SIDECAR_INBOUND) and at the egress gateway (context
+GATEWAY) inserts, before the router, the filter `mandate export envoy` prints after ext_authz,
+pointed at Mandate's service cluster. Waypoints take no EnvoyFilter (Istio refuses them), so in
+ambient mode lists are not filtered; a note says so.
+
 In ambient mode the destination's ztunnel sees the waypoint's identity, not the caller's.
 So the graph is enforced at the waypoint (ALLOW with targetRefs, next to the CUSTOM one)
 and the workload's ztunnel admits only its waypoint: a caller that dials the pod directly,
@@ -36,7 +42,7 @@ from typing import Any
 import yaml
 
 from authz.check.protocols.paths import host_key
-from authz.export_envoy import add_envoy_parser, run_export_envoy
+from authz.export_envoy import add_envoy_parser, response_path, run_export_envoy
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError, load_directory
@@ -49,6 +55,7 @@ _SERVICE_HOST = re.compile(
 )
 _ISTIO_PRINCIPAL = re.compile(r"^spiffe://(?P<td>[^/]+)/ns/(?P<ns>[^/]+)/sa/(?P<sa>[^/]+)$")
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+_HCM = "envoy.filters.network.http_connection_manager"
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class ExportOptions:
     waypoint: str = "waypoint"  # ambient: the waypoint's service account, in the workload's namespace
     egress_namespace: str = "istio-system"  # where the egress gateway (or egress ServiceEntries) live
     egress_selector: tuple[tuple[str, str], ...] = (("istio", "egressgateway"),)
+    service: str = "mandate.mandate-system.svc.cluster.local"  # the extension provider's service and port,
+    port: int = 9191  # whose Istio cluster the response path's ext_proc calls
 
 
 @dataclass
@@ -100,8 +109,8 @@ def export_istio(directory: str | Path, options: ExportOptions | None = None) ->
     objects = (_sidecar if options.dataplane == "sidecar" else _ambient)(governed, principals, options, notes)
     if options.namespaces:
         objects = [item for item in objects if item["metadata"]["namespace"] in options.namespaces]
-    objects.sort(key=lambda item: (item["metadata"]["namespace"], item["metadata"]["name"]))
-    names = [(item["metadata"]["namespace"], item["metadata"]["name"]) for item in objects]
+    objects.sort(key=lambda item: (item["metadata"]["namespace"], item["kind"], item["metadata"]["name"]))
+    names = [(item["metadata"]["namespace"], item["kind"], item["metadata"]["name"]) for item in objects]
     assert len(names) == len(set(names)), "export produced two policies with one name"
     return _render(objects, sorted(set(notes)), policy.version, options)
 
@@ -238,8 +247,17 @@ def _sidecar(
                 f"mandate-callers-{primary}", namespace, names, {**attach, "action": "ALLOW", **_from(callers)}, callers
             )
         )
-    objects.extend(_egress_gateway(governed, principals, options))
-    return objects
+        if any(d.kind == "mcp" for d in destinations):
+            objects.append(
+                _list_filter(f"mandate-lists-{primary}", namespace, names, labels, "SIDECAR_INBOUND", options)
+            )
+    gateway = _egress_gateway(governed, principals, options)
+    if any(d.kind == "mcp" and d.external_hosts for d in governed.values()):
+        selector = dict(options.egress_selector)
+        objects.append(
+            _list_filter("mandate-lists-gateway", options.egress_namespace, "egress", selector, "GATEWAY", options)
+        )
+    return objects + gateway
 
 
 def _selector_labels(selector: tuple[tuple[str, str], ...], options: ExportOptions) -> dict[str, str]:
@@ -252,8 +270,8 @@ def _egress_gateway(
     objects = []
     attach = {"selector": {"matchLabels": dict(options.egress_selector)}}
     for destination in governed.values():
-        if destination.kind != "egress" or not destination.external_hosts:
-            continue
+        if destination.kind not in ("egress", "mcp") or not destination.external_hosts:
+            continue  # an MCP server outside the mesh is reached through the gateway too
         hosts = sorted({pattern for host in destination.external_hosts for pattern in (host, f"{host}:*")})
         to = [{"operation": {"hosts": hosts}}]
         callers = _callers(destination, principals)
@@ -287,6 +305,11 @@ def _ambient(
     """Per Service: CUSTOM and the graph's ALLOW at its waypoint (targetRefs). Per workload:
     ALLOW from the waypoint only, at ztunnel, so skipping the waypoint is refused."""
     objects = []
+    if any(destination.kind == "mcp" for destination in governed.values()):
+        notes.append(
+            "ambient: waypoints take no EnvoyFilter, so MCP list answers are not filtered behind a waypoint "
+            "(every call is still decided); see docs/istio.md"
+        )
     ztunnel: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Workload, list[str]]] = {}
     for destination in governed.values():
         callers = _callers(destination, principals)
@@ -349,6 +372,35 @@ def _waypoint_pair(
 
 
 # --- documents ----------------------------------------------------------------------------------
+
+
+def _list_filter(
+    name: str, namespace: str, governs: str, labels: dict[str, str], context: str, options: ExportOptions
+) -> dict[str, Any]:
+    """The response path on a sidecar's inbound listener or a gateway: Mandate's list filter,
+    before the router, calling Mandate through Istio's cluster for the extension provider."""
+    cluster = f"outbound|{options.port}||{options.service}"
+    listener = {"filterChain": {"filter": {"name": _HCM, "subFilter": {"name": "envoy.filters.http.router"}}}}
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {
+            "name": _dns_name(name),
+            "namespace": namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": {"mandate.dev/governs": governs},
+        },
+        "spec": {
+            **({"workloadSelector": {"labels": labels}} if labels else {}),
+            "configPatches": [
+                {
+                    "applyTo": "HTTP_FILTER",
+                    "match": {"context": context, "listener": listener},
+                    "patch": {"operation": "INSERT_BEFORE", "value": response_path(cluster)},
+                }
+            ],
+        },
+    }
 
 
 def _from(principals: list[str]) -> dict[str, Any]:
@@ -431,6 +483,12 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     istio.add_argument(
         "--egress-namespace", default="istio-system", help="namespace of the egress gateway / egress ServiceEntries"
     )
+    istio.add_argument(
+        "--mandate-service",
+        default="mandate.mandate-system.svc.cluster.local",
+        help="the extension provider's service: the response path's ext_proc calls its Istio cluster",
+    )
+    istio.add_argument("--mandate-port", type=int, default=9191, help="and its gRPC port (default: 9191)")
     istio.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     add_envoy_parser(kinds)
 
@@ -445,6 +503,8 @@ def run_export(args: argparse.Namespace) -> int:
         selector_label=args.selector_label,
         waypoint=args.waypoint,
         egress_namespace=args.egress_namespace,
+        service=args.mandate_service,
+        port=args.mandate_port,
     )
     try:
         text = export_istio(args.policies, options)

@@ -350,3 +350,56 @@ class EnvoyProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no envoy log)"
+
+
+# --- `envoy --mode validate` -----------------------------------------------------------------
+
+_VALIDATE_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_VALIDATE_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_VALIDATE_HTTP_OPTIONS_NAME = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_VALIDATE_HTTP_OPTIONS = f"type.googleapis.com/{_VALIDATE_HTTP_OPTIONS_NAME}"
+
+
+def validate_filters(filters: list[dict[str, Any]], routes: list[dict[str, Any]], cluster: str, workdir: Path) -> str:
+    """Envoy's verdict (`--mode validate`) on `filters` in a whole config: one listener with
+    `routes` and the router after the filters, `cluster` as an HTTP/2 cluster and an
+    `upstream` one. "" when Envoy accepts it, else what Envoy said."""
+    config = workdir / "validate.yaml"
+    config.write_text(yaml.safe_dump(_validation_bootstrap(filters, routes, cluster)))
+    done = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart", "-l", "error"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return "" if done.returncode == 0 else done.stdout + done.stderr
+
+
+def _validation_bootstrap(filters: list[dict[str, Any]], routes: list[dict[str, Any]], cluster: str) -> dict[str, Any]:
+    """A whole Envoy config around the exported filters: one listener, the router, two clusters."""
+    router = {"name": "envoy.filters.http.router", "typed_config": {"@type": _VALIDATE_ROUTER}}
+    hcm = {
+        "@type": _VALIDATE_HCM,
+        "stat_prefix": "ingress",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+        "http_filters": [*filters, router],
+    }
+    listener = {
+        "name": "in",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+    h2 = {"@type": _VALIDATE_HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}
+    clusters = [
+        {
+            "name": name,
+            "type": "STATIC",
+            "load_assignment": _endpoint(name, port),
+            **({"typed_extension_protocol_options": {_VALIDATE_HTTP_OPTIONS_NAME: h2}} if name == cluster else {}),
+        }
+        for name, port in ((cluster, 9191), ("upstream", 8080))
+    ]
+    return {"static_resources": {"listeners": [listener], "clusters": clusters}}
