@@ -16,6 +16,9 @@ from authz.export_istio import add_export_parser, run_export
 from authz.policy.compiler import compile_directory
 from authz.policy.loader import PolicyLoadError
 from authz.serve.grpc_server import GRPC_SERVERS, ListenError
+from authz.workflow.commands import COMMANDS as WORKFLOW_COMMANDS
+from authz.workflow.commands import add_parsers as add_workflow_parsers
+from authz.workflow.commands import run as run_workflow
 
 if TYPE_CHECKING:
     from authz.chains.store import ChainRecord
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(commands)  # `mandate export istio` (authz/export_istio.py)
     add_admin_parsers(commands)  # `mandate status`, `mandate reload` (authz/admin/commands.py)
+    add_workflow_parsers(commands)  # `mandate schema`, `test`, `diff` (authz/workflow/commands.py)
     return parser
 
 
@@ -156,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return _chain(args)
     if args.command == "export":
         return run_export(args)
+    if args.command in WORKFLOW_COMMANDS:
+        return run_workflow(args)
     if args.command == "status":
         return run_status(args)
     if args.command == "reload":

@@ -32,14 +32,22 @@ class _Strict(BaseModel):
     """Unknown fields are load errors; YAML keys are camelCase, and only camelCase."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, alias_generator=to_camel, populate_by_name=False, frozen=True
+        extra="forbid",
+        strict=True,
+        alias_generator=to_camel,
+        populate_by_name=False,
+        frozen=True,
+        use_attribute_docstrings=True,  # each field's docstring describes it in `mandate schema`
     )
 
 
 class Metadata(_Strict):
     name: Name
+    """The document's name: unique across kinds, case-sensitive; what rules and chains refer to."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Kubernetes-style labels; Mandate does not read them."""
     annotations: dict[str, str] = Field(default_factory=dict)
+    """Kubernetes-style annotations; Mandate does not read them."""
 
 
 # --- rules -----------------------------------------------------------------------------
@@ -47,41 +55,63 @@ class Metadata(_Strict):
 
 class McpRule(_Strict):
     server: Name
+    """A Target of kind mcp."""
     tools: NameList = Field(default_factory=list)
+    """Tools `tools/call` may call, by name (`*` matches any run of characters)."""
     resources: NameList = Field(default_factory=list)
+    """Resource URIs `resources/read` may read (globs, e.g. `repo://acme/*`)."""
     prompts: NameList = Field(default_factory=list)
+    """Prompts `prompts/get` may get, by name."""
     methods: NameList = Field(default_factory=list)
+    """Other JSON-RPC methods allowed verbatim (extensions); session plumbing needs none."""
     when: str | None = None
+    """Optional CEL condition; the rule applies only when it is true (a run-time error denies)."""
 
 
 class EgressRule(_Strict):
     host: Name
+    """A host of a Target of kind egress."""
     paths: NameList = Field(default_factory=_everything)
+    """Normalised paths, without the query (globs); default every path."""
     methods: NameList = Field(default_factory=_everything)
+    """HTTP methods; default every method."""
     when: str | None = None
+    """Optional CEL condition."""
 
 
 class HttpRule(_Strict):
     target: Name
+    """A Target of kind http."""
     paths: NameList = Field(default_factory=_everything)
+    """Normalised paths, without the query (globs); default every path."""
     methods: NameList = Field(default_factory=_everything)
+    """HTTP methods; default every method."""
     when: str | None = None
+    """Optional CEL condition."""
 
 
 class Scope(_Strict):
     """What a principal may do; a profile's own rules, or a `grant` to a delegate."""
 
     mcp: list[McpRule] = Field(default_factory=list)
+    """MCP servers and what may be called on them."""
     agents: list[AgentRule] = Field(default_factory=list)
+    """A2A agents (MissionProfiles) that may be called, which is delegating to them."""
     egress: list[EgressRule] = Field(default_factory=list)
+    """Hosts outside the mesh, by path and method."""
     http: list[HttpRule] = Field(default_factory=list)
+    """Plain HTTP services in the mesh, by path and method."""
 
 
 class AgentRule(_Strict):
     agent: Name
+    """A MissionProfile name."""
     methods: NameList | None = None  # None: every A2A method
+    """A2A methods (v1.0 or v0.3 names); absent: every A2A method."""
     grant: Scope | None = None
+    """What the callee may do while acting for this profile; absent: this profile's own rules."""
     when: str | None = None
+    """Optional CEL condition."""
 
 
 Scope.model_rebuild()
@@ -89,9 +119,13 @@ Scope.model_rebuild()
 
 class Delegation(_Strict):
     max_depth: Annotated[int, Field(ge=1, le=64)] | None = None
+    """Most hops, root and newest included, of a chain this profile is in."""
     accept_from: NameList = Field(default_factory=list)
+    """Only these profiles may call this agent; empty: any allowed caller."""
     require_chain: bool = False
+    """true: calls without a chain token are denied (the agent only acts when delegated)."""
     allow_reentry: bool = False
+    """May this profile appear twice in one chain."""
 
 
 # --- kinds -----------------------------------------------------------------------------
@@ -99,9 +133,13 @@ class Delegation(_Strict):
 
 class TargetSpec(_Strict):
     kind: Literal["mcp", "egress", "http"]
+    """How requests to it are read: mcp, egress or http (agents are MissionProfiles)."""
     principals: NameList = Field(default_factory=list)
+    """SPIFFE IDs the destination answers as (destination.principal, sidecar inbound)."""
     hosts: NameList = Field(default_factory=list)
+    """:authority hosts, port ignored, no wildcards (waypoints, egress gateways)."""
     path_prefix: str | None = None
+    """Optional: only paths under it belong to the target (segment-aware)."""
 
     @field_validator("path_prefix")
     @classmethod
@@ -139,8 +177,11 @@ class A2aServing(_Strict):
     places is `unsupported_binding`, never read from its body."""
 
     jsonrpc_path: str = DEFAULT_JSONRPC_PATH  # create_jsonrpc_routes(rpc_url=...)
+    """The one path where a POST is A2A JSON-RPC."""
     rest_prefix: str = DEFAULT_REST_PREFIX  # create_rest_routes(path_prefix=...)
+    """The prefix of the HTTP+JSON routes (the a2a-sdk's path_prefix)."""
     card_path: str = DEFAULT_CARD_PATH  # create_agent_card_routes(card_url=...)
+    """The agent card's path."""
 
     @field_validator("jsonrpc_path", "card_path")
     @classmethod
@@ -164,11 +205,17 @@ class A2aServing(_Strict):
 
 class MissionProfileSpec(Scope):
     principals: NameList = Field(min_length=1)
+    """Exact SPIFFE IDs, or spiffe://<td>/ns/<ns>/sa/* for a namespace; an exact ID wins."""
     hosts: NameList = Field(default_factory=list)
+    """How callers reach it as an A2A agent (:authority, port ignored)."""
     mission: str = Field(min_length=1)
+    """Free text, shown in audit lines and explain."""
     mode: Literal["enforce", "dry-run"] = "enforce"
+    """enforce, or dry-run: policy refusals are logged as would_deny and let through."""
     delegation: Delegation = Delegation()
+    """How this profile takes part in delegation chains."""
     a2a: A2aServing = Field(A2aServing(), alias="a2a")  # to_camel would make it "a2A"
+    """Where its workload serves A2A, as its a2a-sdk app was built."""
 
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -176,11 +223,17 @@ _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 class SettingsSpec(_Strict):
     trust_domains: NameList = Field(default=["cluster.local"], min_length=1)
+    """Trust domains a caller's SPIFFE ID may have."""
     trust_forwarded_client_cert: bool = False
+    """Read the caller from x-forwarded-client-cert when Envoy reports no principal."""
     max_depth: Annotated[int, Field(ge=1, le=64)] = 5
+    """The global bound on a chain's hops."""
     chain_header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "x-delegation-chain"
+    """The header that carries chain tokens."""
     chain_ttl: str = Field(default="15m", alias="chainTTL")
+    """How long a chain record lives (a duration like 15m, 1h30m, 90s)."""
     unknown_callers: Literal["deny"] = "deny"
+    """The only value: a caller no profile governs is refused."""
 
     @field_validator("chain_ttl")
     @classmethod
@@ -201,22 +254,30 @@ def parse_duration(text: str) -> int:
 
 class _Document(_Strict):
     api_version: Literal["mandate.dev/v1alpha1"]
+    """Always mandate.dev/v1alpha1."""
     metadata: Metadata
+    """The document's name (and optional labels and annotations)."""
 
 
 class Target(_Document):
     kind: Literal["Target"]
+    """A destination that is not an agent."""
     spec: TargetSpec
+    """How the destination is matched and read."""
 
 
 class MissionProfile(_Document):
     kind: Literal["MissionProfile"]
+    """The workloads it governs, what they may do, and how they are reached as agents."""
     spec: MissionProfileSpec
+    """What the profile's workloads may do, and how they are reached."""
 
 
 class Settings(_Document):
     kind: Literal["Settings"]
+    """The set's global choices: at most one, named default."""
     spec: SettingsSpec = SettingsSpec()
+    """The set's global choices, each with its default."""
 
 
 Document = Target | MissionProfile | Settings
