@@ -4,6 +4,10 @@ A described request may name a delegation chain (`chain: [root, ..., caller]`, p
 names); explain writes that chain to a private in-process store and sends its token, so the
 chained decision takes exactly the path a real one does, and then shows what each hop's
 scope says on its own.
+
+An allowed MCP list request (`tools/list`, ...) also shows what the caller's list would
+contain: the names each scope gives, and, with the server's answer under `answer`, the
+entries the response path keeps and removes (authz/listing/preview.py).
 """
 
 from __future__ import annotations
@@ -23,9 +27,21 @@ from authz.check.decision import Decision
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer, HopTrace
 from authz.check.request import AuthzInput
+from authz.listing.preview import preview
 from authz.policy.compiled import PolicySet
 
-REQUEST_FIELDS = {"source", "destination", "method", "host", "path", "headers", "body", "istioAuthnPrincipal", "chain"}
+REQUEST_FIELDS = {
+    "source",
+    "destination",
+    "method",
+    "host",
+    "path",
+    "headers",
+    "body",
+    "istioAuthnPrincipal",
+    "chain",
+    "answer",
+}
 
 
 class RequestFileError(ValueError):
@@ -36,6 +52,7 @@ class RequestFileError(ValueError):
 class DescribedRequest:
     input: AuthzInput
     chain: tuple[str, ...]  # profile names the request was delegated through, root first; () for none
+    answer: Any = None  # a list request's answer from the server (parsed JSON-RPC), to show it filtered
 
 
 def read_request_file(path: str) -> DescribedRequest:
@@ -85,7 +102,7 @@ def describe(data: object, path: str) -> DescribedRequest:
         istio_authn_principal=str(data.get("istioAuthnPrincipal", "")),
         destination_principal=str(data.get("destination", "")),
     )
-    return DescribedRequest(request, tuple(chain))
+    return DescribedRequest(request, tuple(chain), data.get("answer"))
 
 
 def explain(policy: PolicySet, described: DescribedRequest) -> dict[str, Any]:
@@ -104,6 +121,9 @@ def explain(policy: PolicySet, described: DescribedRequest) -> dict[str, Any]:
     report["hops"] = [_hop_report(step, policy) for step in trace]
     minted = store.get(decision.minted_chain_id) if decision.minted_chain_id else None
     report["minted_chain"] = list(minted.profiles) if minted else []
+    report["lists"] = []
+    if decision.filter_lists and decision.enforced_allow:
+        report["lists"] = preview(policy, decision.hops, decision.target, request.body, described.answer)
     return report
 
 
@@ -163,4 +183,21 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append("mints:    " + " -> ".join(report["minted_chain"]) + " (the callee receives this chain)")
     for key, value in report["action"].items():
         lines.append(f"  {key} = {value}")
+    for listed in report.get("lists", []):
+        lines.extend(_render_list(listed))
     return "\n".join(lines)
+
+
+def _render_list(listed: dict[str, Any]) -> list[str]:
+    """What a list request's answer would contain, in the words of its entries."""
+    lines = [f"{listed['method']} keeps the {listed['entries']} whose {listed['by']} every scope names:"]
+    for scope in listed["scopes"]:
+        lines.append(f"  {scope['hop']} ({scope['scope']}): {', '.join(scope['names']) or '(none)'}")
+    if listed["dry_run"]:
+        lines.append("  (dry-run: nothing is removed; what would be is counted in the audit line)")
+    if "answer" in listed:
+        lines.append(f"  of the server's answer: {listed['answer']}")
+    elif "kept" in listed:
+        lines.append(f"  of the server's answer, kept:    {', '.join(listed['kept']) or '(none)'}")
+        lines.append(f"  of the server's answer, removed: {', '.join(listed['removed']) or '(none)'}")
+    return lines
