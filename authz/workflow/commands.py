@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-COMMANDS = ("schema", "test")
+COMMANDS = ("schema", "test", "diff")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,6 +19,20 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     test.add_argument("--coverage", action="store_true", help="list every rule and target no case exercised")
     test.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report to FILE")
     test.add_argument("--verbose", "-v", action="store_true", help="print every case, passing ones too")
+    _add_diff_parser(commands)
+
+
+def _add_diff_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    diff = commands.add_parser("diff", help="what a policy change grants and revokes (Markdown for a review)")
+    diff.add_argument("old", metavar="OLD", help="the policy directory before the change")
+    diff.add_argument("new", metavar="NEW", help="the policy directory after it")
+    diff.add_argument("--format", choices=("markdown", "text", "json"), default="text", help="default %(default)s")
+    diff.add_argument(
+        "--requests",
+        metavar="FILE",
+        help="recorded requests (test cases, a folder of them, or audit lines): list the decisions that change",
+    )
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when anything changed (as git diff does)")
 
 
 def add_policies_option(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         from authz.workflow.run_tests import run_tests
 
         return run_tests(args)
+    if args.command == "diff":
+        return _diff(args)
     raise AssertionError(f"not a workflow command: {args.command}")
 
 
@@ -58,3 +75,36 @@ def _schema(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    """0 (or 1 with --exit-code and a change); 2 when a set does not load or the requests cannot be read."""
+    import orjson
+
+    from authz.policy.compiler import compile_directory
+    from authz.policy.loader import PolicyLoadError
+    from authz.workflow.cases import CaseFileError
+    from authz.workflow.diff import diff_facts, policy_facts
+    from authz.workflow.diff_report import as_json, render
+    from authz.workflow.replay import changed_decisions, recorded_requests
+
+    try:
+        old, new = compile_directory(args.old), compile_directory(args.new)  # both must be valid sets
+        diff = diff_facts(policy_facts(args.old), policy_facts(args.new))
+        requests = recorded_requests(Path(args.requests), old) if args.requests else None
+    except PolicyLoadError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 2
+    except CaseFileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if requests is not None:
+        diff.decisions = changed_decisions(requests, old, new)
+    names = f"{args.old} ({old.version})", f"{args.new} ({new.version})"
+    if args.format == "json":
+        print(orjson.dumps(as_json(diff, *names), option=orjson.OPT_INDENT_2).decode())
+    else:
+        count = None if requests is None else len(requests)
+        sys.stdout.write(render(diff, *names, markdown=args.format == "markdown", requests=count))
+    return 1 if args.exit_code and not diff.empty else 0
