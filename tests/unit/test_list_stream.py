@@ -146,6 +146,14 @@ def test_a_batch_answer_filters_only_the_list_answers_in_it(service):
     assert names(delivered[2], "prompts") == ["triage"]
 
 
+def test_a_filtered_answer_is_what_mandate_read_so_a_duplicate_key_cannot_show_another_entry(service):
+    """A reader that takes the first of two `name`s would see delete_repo where Mandate read get_me:
+    the agent gets the entry written again from Mandate's reading, with one `name`."""
+    answer = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_repo","name":"get_me"}]}}'
+    delivered = deliver(service, jsonrpc("tools/list"), answer)
+    assert delivered.body == b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get_me"}]}}'
+
+
 def test_an_answer_to_a_request_without_lists_passes_byte_for_byte(service):
     answer = b'{"jsonrpc":"2.0","id":1,  "result":{"tools":[{"name":"create_issue"}]}}'
     delivered = deliver(service, jsonrpc("tools/call", name="get_me"), answer)
