@@ -52,6 +52,7 @@ from tests.harness.upstreams import Upstream, a2a_agent, mcp_catalog, odd_mcp, s
 
 MODES = ["legacy", "2026-07-28"]
 HOSTS = {"sse": CATALOG_SSE, "json": CATALOG_JSON}
+LIST_TOOLS = {"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {}}
 
 
 def exported_filters(cluster: str) -> list[dict[str, Any]]:
@@ -200,6 +201,9 @@ def test_only_list_requests_open_an_ext_proc_stream(mesh: Mesh) -> None:
             await client.send_ping()
 
     run_async(session())
+    with raw_client(mesh.envoy, mesh.pki, mesh.cert(INTERN), ODD) as client:  # intern has no rule for odd
+        denied = client.post("/mcp/json", content=json.dumps(LIST_TOOLS), headers={"content-type": "application/json"})
+    assert denied.status_code == 403  # a list request Mandate denies opens no stream either
     seen = [(r.method, r.jsonrpc_method) for r in mesh.catalog.recorder.since(mark)]
     lists = [method for _, method in seen if method in ("tools/list", "prompts/list", "resources/list")]
     others = {method for method in seen if method[1] not in lists}
@@ -207,8 +211,18 @@ def test_only_list_requests_open_an_ext_proc_stream(mesh: Mesh) -> None:
     assert streams_opened(mesh.mandate) - before == len(lists), seen
 
 
+def counter(mandate: MandateProcess, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(mandate.metrics_text()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
 def test_each_filtered_list_has_an_audit_line_with_the_decision_id_of_its_request(mesh: Mesh) -> None:
     start = len(mesh.mandate.audit_events())
+    filtered = counter(mesh.mandate, "mandate_list_answers_total", method="tools/list", result="filtered")
+    removed = counter(mesh.mandate, "mandate_list_entries_removed_total", method="tools/list")
     list_everything(mesh, INTERN, CATALOG_JSON, "2026-07-28")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -220,6 +234,8 @@ def test_each_filtered_list_has_an_audit_line_with_the_decision_id_of_its_reques
     assert (tools["caller"], tools["server"], tools["kept"], tools["removed"]) == (spiffe_id(*INTERN), "catalog", 1, 11)
     decisions = {e["decision_id"]: e for e in mesh.mandate.audit_events() if e.get("event") == "decision"}
     assert decisions[tools["decision_id"]]["mcp.method.name"] == "tools/list"
+    assert counter(mesh.mandate, "mandate_list_answers_total", method="tools/list", result="filtered") == filtered + 1
+    assert counter(mesh.mandate, "mandate_list_entries_removed_total", method="tools/list") == removed + 11
 
 
 # --- shapes the SDK server does not send ------------------------------------------------------
@@ -229,9 +245,6 @@ def post_list(mesh: Mesh, shape: str, body: object, **headers: str):  # type: ig
     sent = {"content-type": "application/json", "accept": "application/json, text/event-stream", **headers}
     with raw_client(mesh.envoy, mesh.pki, mesh.cert(SUPPORT), ODD) as client:
         return client.post(f"/mcp/{shape}", content=json.dumps(body), headers=sent)
-
-
-LIST_TOOLS = {"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {}}
 
 
 def test_an_sse_answer_sent_a_byte_at_a_time_is_filtered_and_its_other_events_pass(mesh: Mesh) -> None:

@@ -9,6 +9,8 @@ import time
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz.chains.store import Hop
 from authz.check.pipeline import Authorizer
@@ -120,6 +122,24 @@ def test_an_sse_answer_passes_every_other_event_as_it_came_and_rewrites_the_list
 def test_an_sse_answer_split_anywhere_delivers_what_it_delivers_whole(service, size):
     whole = deliver(service, jsonrpc("tools/list"), SSE_ANSWER, "text/event-stream").body
     assert deliver(service, jsonrpc("tools/list"), chunks_of(SSE_ANSWER, size), "text/event-stream").body == whole
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, len(SSE_ANSWER) - 1), max_size=40, unique=True).map(sorted))
+def test_an_sse_answer_cut_at_any_points_delivers_what_it_delivers_whole(example_policy, cuts):
+    service = ListService(Authorizer(example_policy))
+    whole = deliver(service, jsonrpc("tools/list"), SSE_ANSWER, "text/event-stream").body
+    pieces = [SSE_ANSWER[a:b] for a, b in zip([0, *cuts], [*cuts, len(SSE_ANSWER)], strict=True)]
+    assert deliver(service, jsonrpc("tools/list"), pieces, "text/event-stream").body == whole
+
+
+def test_an_sse_batch_answer_filters_each_list_event_and_passes_the_others(service):
+    asked = [jsonrpc("tools/list", 1), jsonrpc("tools/call", 2, name="get_me")]
+    call = {"jsonrpc": "2.0", "id": 2, "result": {"content": [], "tools": [{"name": "create_issue"}]}}
+    answer = b"".join(b"data: " + orjson.dumps(m) + b"\n\n" for m in (call, tools_answer(GITHUB_TOOLS)))
+    events = sse_events(deliver(service, orjson.dumps(asked), answer, "text/event-stream").body)
+    assert orjson.loads(events[0].removeprefix(b"data: ")) == call
+    assert names(orjson.loads(events[1].removeprefix(b"data: "))) == SUPPORT_TOOLS
 
 
 def test_a_json_answer_split_at_every_byte_is_filtered_the_same(service):
