@@ -18,6 +18,7 @@ from authz.policy.loader import PolicyLoadError
 from authz.serve.grpc_server import GRPC_SERVERS, ListenError
 from authz.workflow.commands import COMMANDS as WORKFLOW_COMMANDS
 from authz.workflow.commands import add_parsers as add_workflow_parsers
+from authz.workflow.commands import add_policies_option, policies_of
 from authz.workflow.commands import run as run_workflow
 
 if TYPE_CHECKING:
@@ -115,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(commands)
 
     validate = commands.add_parser("validate", help="check a policy directory; exit 0 or print every error")
-    validate.add_argument("directory")
+    add_policies_option(validate)
 
     explain = commands.add_parser("explain", help="decide one described request and say why")
-    explain.add_argument("--policies", default=_env("POLICIES", "policies"))
+    add_policies_option(explain)
     explain.add_argument(
         "--request", required=True, help="YAML/JSON file: source, destination, method, host, path, headers, body"
     )
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "validate":
-        return _validate(args.directory)
+        directory = policies_of(args)
+        return _validate(directory) if directory is not None else 2
     if args.command == "explain":
         return _explain(args)
     if args.command == "check":
@@ -195,8 +197,11 @@ def _explain(args: argparse.Namespace) -> int:
             return found
         print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() if args.json else render_text(found))
         return 0 if found["decision"] != "deny" else 1
+    directory = policies_of(args)
+    if directory is None:
+        return 2
     try:
-        policy = compile_directory(args.policies)
+        policy = compile_directory(directory)
         described = read_request_file(args.request)
     except PolicyLoadError as exc:
         print(exc, file=sys.stderr)
