@@ -6,7 +6,8 @@ flavours, so the choice can be made by measurement (BENCHMARKS.md) rather than b
 - `uvloop`: the same on uvloop's event loop.
 
 The handler is a plain function, serialized CheckRequest bytes in, serialized
-CheckResponse bytes out, so Mandate and the benchmark's no-op floor share everything else.
+CheckResponse bytes out: no (de)serializer runs before Mandate's own parse, as in the
+benchmark's no-op floor (loadtest/floor.py, plain grpcio in the same flavours).
 Given a ListService, the same port also serves Envoy's ExternalProcessor (the response path,
 authz/listing/): one bidirectional stream per list answer, a thread each in the `threads`
 flavour (the pool grows by the service's bound on streams, so Checks keep their threads).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -242,16 +242,3 @@ class CheckServer:
         ready.set()
         loop.run_forever()
         loop.close()
-
-
-def run_check_server(check: Check, listen: str, flavour: str, threads: int) -> None:
-    """Serve `check` until interrupted (the benchmark floor uses this)."""
-    server = CheckServer(check, listen, flavour, threads)
-    server.start()
-    server.set_serving(True)
-    stopped = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopped.set())
-    while not stopped.wait(0.1):  # handlers run on the main thread, once it wakes (serve/service.py)
-        pass
-    server.stop(1.0)
