@@ -12,7 +12,7 @@ import yaml
 from authz.export_envoy import response_path
 from authz.export_istio import ExportOptions, export_istio
 from tests.harness.envoy import validate_filters
-from tests.harness.example_policies import EXAMPLES
+from tests.harness.example_policies import EXAMPLES, REPO
 
 ISTIO_CLUSTER = "outbound|9191||mandate.mandate-system.svc.cluster.local"
 
@@ -80,3 +80,11 @@ def test_ambient_exports_no_envoy_filter_and_says_lists_are_not_filtered_behind_
     text = export_istio(EXAMPLES, ExportOptions(dataplane="ambient"))
     assert envoy_filters(text) == {}
     assert "# note: ambient: waypoints take no EnvoyFilter, so MCP list answers are not filtered" in text
+
+
+def test_the_helm_sidecar_example_carries_the_filter_the_export_writes():
+    """helm/examples stays what `mandate export istio` writes for the example github server."""
+    example = REPO / "helm" / "examples" / "sidecar-authorizationpolicy.yaml"
+    (shown,) = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] == "EnvoyFilter"]
+    exported = envoy_filters(export_istio(EXAMPLES))[("tools", "github")]
+    assert shown["spec"] == exported["spec"] and shown["metadata"]["name"] == exported["metadata"]["name"]
