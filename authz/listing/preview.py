@@ -22,7 +22,8 @@ def preview(policy: PolicySet, hops: tuple[str, ...], server: str, body: bytes, 
     rules = EntryRules(policy, chain, server)
     reports = {key: _patterns(chain, server, method, rules.dry_run) for key, method in ListRequests(body).lists.items()}
     for message in answer if isinstance(answer, list) else [] if answer is None else [answer]:
-        report = reports.get(id_key(message.get("id"))) if isinstance(message, dict) else None
+        key = id_key(message.get("id")) if isinstance(message, dict) else None
+        report = reports.get(key) if key is not None else None
         if report is None or "result" not in message:
             continue
         kind = LISTS[report["method"]]
