@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from authz.check.identity import parse_spiffe_id
 from authz.check.protocols.a2a import A2A_METHODS, A2aRouter, to_v1_method
@@ -57,6 +59,8 @@ from authz.policy.model import (
 )
 
 Loc = tuple[str | int, ...]
+T = TypeVar("T")
+GIL_EVERY = 100  # items a loop over the whole set handles before it lets other threads run
 _OF_PROFILES = ("profile", "accepted")  # references to a profile, not to a Target
 
 # --- compiling ---------------------------------------------------------------------------
@@ -91,6 +95,16 @@ def collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _now_and_then(items: Iterable[T]) -> Iterator[T]:
+    """`items`, letting other threads have the GIL every GIL_EVERY of them: compiled (mypyc) code
+    never offers it by itself, so a loop over 100,000 profiles would hold it for a second while
+    a reload runs beside the Checks (ANALYSIS.md, "100,000 profiles")."""
+    for count, item in enumerate(items):
+        if count % GIL_EVERY == GIL_EVERY - 1:
+            time.sleep(0)
+        yield item
 
 
 @dataclass(slots=True)
@@ -220,7 +234,7 @@ class _Compiler:
             self._references.append((origin, name, what, loc))
 
     def _check_references(self) -> None:
-        for origin, name, what, loc in self._references:
+        for origin, name, what, loc in _now_and_then(self._references):
             self._check_reference(origin, name, what, loc)
         self._references.clear()
 
@@ -349,7 +363,7 @@ class _Compiler:
         return egress
 
     def _resolve_egress(self) -> None:
-        for pending in self._egress:
+        for pending in _now_and_then(self._egress):
             self._fill_egress(pending)
         self._egress.clear()
 
@@ -439,7 +453,7 @@ class _Compiler:
 
     def _caller_index(self, settings: CompiledSettings) -> PrincipalIndex[CompiledProfile]:
         index: PrincipalIndex[CompiledProfile] = PrincipalIndex()
-        for name, profile in self.profiles.items():
+        for name, profile in _now_and_then(self.profiles.items()):
             compiled = self.compiled[name]
             self._add_principals(index, compiled.principals, compiled, profile.origin, settings, "profile")
         return index
@@ -465,7 +479,7 @@ class _Compiler:
     ) -> None:
         """Every profile is also a target of kind agent, reached by its principals and hosts."""
         agent_hosts: dict[str, str] = {}
-        for name, profile in self.profiles.items():
+        for name, profile in _now_and_then(self.profiles.items()):
             agent = profile.agent
             targets[name] = agent
             for principal in self.compiled[name].principals:

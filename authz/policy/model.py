@@ -212,9 +212,9 @@ class MissionProfileSpec(Scope):
     """Free text, shown in audit lines and explain."""
     mode: Literal["enforce", "dry-run"] = "enforce"
     """enforce, or dry-run: policy refusals are logged as would_deny and let through."""
-    delegation: Delegation = Delegation()
+    delegation: Delegation = Field(default_factory=Delegation)
     """How this profile takes part in delegation chains."""
-    a2a: A2aServing = Field(A2aServing(), alias="a2a")  # to_camel would make it "a2A"
+    a2a: A2aServing = Field(default_factory=A2aServing, alias="a2a")  # to_camel would make it "a2A"
     """Where its workload serves A2A, as its a2a-sdk app was built."""
 
 
@@ -276,7 +276,7 @@ class MissionProfile(_Document):
 class Settings(_Document):
     kind: Literal["Settings"]
     """The set's global choices: at most one, named default."""
-    spec: SettingsSpec = SettingsSpec()
+    spec: SettingsSpec = Field(default_factory=SettingsSpec)
     """The set's global choices, each with its default."""
 
 
