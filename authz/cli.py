@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a policy directory; exit 0 or print every error")
     add_policies_option(validate)
+    validate.add_argument("--strict", action="store_true", help="exit 1 on warnings too (rules that can never match)")
 
     explain = commands.add_parser("explain", help="decide one described request and say why")
     add_policies_option(explain)
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "validate":
         directory = policies_of(args)
-        return _validate(directory) if directory is not None else 2
+        return _validate(directory, args.strict) if directory is not None else 2
     if args.command == "explain":
         return _explain(args)
     if args.command == "check":
@@ -171,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(args)
 
 
-def _validate(directory: str) -> int:
+def _validate(directory: str, strict: bool = False) -> int:
+    """Every error of every file, or ok with the warnings about rules that can never match."""
+    from authz.workflow.lint import warnings
+
     try:
         policy = compile_directory(directory)
     except PolicyLoadError as exc:
@@ -179,11 +183,14 @@ def _validate(directory: str) -> int:
             print(error, file=sys.stderr)
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
+    found = warnings(directory)
+    for warning in found:
+        print(warning, file=sys.stderr)
     print(
         f"ok: {len(policy.profiles)} profiles, {len(policy.targets) - len(policy.profiles)} targets, version "
-        f"{policy.version}"
+        f"{policy.version}" + (f", {len(found)} warning(s)" if found else "")
     )
-    return 0
+    return 1 if strict and found else 0
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from authz.policy.model import API_VERSION, DOCUMENT_KINDS, Document
+from authz.policy.suggest import did_you_mean, keys_at
 
 Loc = tuple[str | int, ...]
 
@@ -29,6 +30,9 @@ class PolicyError:
     file: str
     line: int
     message: str
+    # the document this error left out of the set, when it names one: the compiler does not call
+    # references to it dangling (the error here is the one to fix)
+    document: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.message}"
@@ -135,7 +139,7 @@ def iter_text(text: str, filename: str, errors: list[PolicyError]) -> Iterator[S
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
-        file_errors = [PolicyError(filename, line, f"invalid YAML: {exc}")]
+        file_errors = [PolicyError(filename, line, f"invalid YAML: {' '.join(str(exc).split())}")]  # one line
     errors.extend(file_errors)
 
 
@@ -274,26 +278,36 @@ def _lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: yaml.c
 def _validate(data: Any, filename: str, lines: Mapping[Loc, int]) -> tuple[Document | None, list[PolicyError]]:
     if not isinstance(data, dict):
         return None, [PolicyError(filename, lines.get((), 1), "a policy document must be a mapping")]
+    name = _name(data)
     if data.get("apiVersion") != API_VERSION:
         got = data.get("apiVersion")
         where = Origin(filename, lines).line("apiVersion")
-        return None, [PolicyError(filename, where, f"apiVersion must be {API_VERSION!r}, got {got!r}")]
+        return None, [PolicyError(filename, where, f"apiVersion must be {API_VERSION!r}, got {got!r}", name)]
     model = DOCUMENT_KINDS.get(data.get("kind"))  # type: ignore[arg-type]
     if model is None:
-        kinds = ", ".join(DOCUMENT_KINDS)
+        kinds, got = ", ".join(DOCUMENT_KINDS), data.get("kind")
         where = Origin(filename, lines).line("kind")
-        return None, [PolicyError(filename, where, f"kind must be one of {kinds}, got {data.get('kind')!r}")]
+        hint = did_you_mean(got, DOCUMENT_KINDS) if isinstance(got, str) else ""
+        return None, [PolicyError(filename, where, f"kind must be one of {kinds}, got {got!r}{hint}", name)]
     try:
         return model.model_validate(data), []
     except ValidationError as exc:
-        return None, [_describe(error, filename, lines) for error in exc.errors()]
+        return None, [_describe(error, model, filename, lines, name) for error in exc.errors()]
 
 
-def _describe(error: Any, filename: str, lines: Mapping[Loc, int]) -> PolicyError:
+def _name(data: dict[Any, Any]) -> str:
+    """The document's name, if it has a usable one, for errors that leave it out of the set."""
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _describe(error: Any, model: type[Document], filename: str, lines: Mapping[Loc, int], name: str) -> PolicyError:
     loc: Loc = tuple(error["loc"])
     where = ".".join(str(part) for part in loc)
     if error["type"] == "extra_forbidden":
-        message = f"unknown field {where!r}"
+        message = f"unknown field {where!r}{did_you_mean(str(loc[-1]), keys_at(model, loc[:-1]))}"
     else:
         message = f"{where}: {error['msg']}"
-    return Origin(filename, lines).error(message, *loc)
+    found = Origin(filename, lines).error(message, *loc)
+    return PolicyError(found.file, found.line, found.message, name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,15 +209,15 @@ def test_with_workers_the_supervisor_serves_the_admin_api_over_the_shared_chains
     through it and refused by the workers; a Reload reaches them all."""
     key = tmp_path / "chain.key"
     key.write_text(os.urandom(32).hex())
-    grpc_port, admin_port = free_port(), free_port()
+    grpc_port, admin_port, metrics_port = free_port(), free_port(), free_port()
     command = [*MandateProcess.command(), "serve", "--policies", str(EXAMPLES), "--workers", "2"]
-    command += ["--listen", f"127.0.0.1:{grpc_port}", "--metrics-listen", f"127.0.0.1:{free_port()}"]
+    command += ["--listen", f"127.0.0.1:{grpc_port}", "--metrics-listen", f"127.0.0.1:{metrics_port}"]
     command += ["--redis", redis_server.url, "--chain-key", str(key), "--admin-listen", f"127.0.0.1:{admin_port}"]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     server = MandateProcess(EXAMPLES, tmp_path)
     server.grpc_port, server.admin_port = grpc_port, admin_port
     try:
-        wait_until(lambda: server.health() == 1 if _answers(server) else None, 30, "the workers to serve")
+        wait_until(lambda: _ready(metrics_port), 30, "both workers to serve")  # the supervisor's /readyz
         with admin(server) as client:
             assert client.status().workers == 2
             token = header(check(server, "ask-billing.yaml"), "x-delegation-chain")
@@ -237,9 +238,8 @@ def test_with_workers_the_supervisor_serves_the_admin_api_over_the_shared_chains
         process.wait(15)
 
 
-def _answers(server: MandateProcess) -> bool:
+def _ready(metrics_port: int) -> bool:
     try:
-        server.health()
-        return True
-    except grpc.RpcError:
+        return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=1).status == 200
+    except OSError:
         return False
