@@ -74,6 +74,16 @@ class Results:
     def clear(self) -> None:
         self._answers.clear()
 
+    def forget(self, count: int) -> int:
+        """Drop up to `count` of the oldest answers and say how many are left: a replaced set's
+        answers are let go a slice at a time (authz/serve/heap.py), not 65,536 in one pause."""
+        for _ in range(count):
+            oldest = self._answers.oldest()
+            if oldest is None:
+                break
+            self._answers.pop(oldest[0])
+        return len(self._answers)
+
     def put(self, key: tuple[object, object], answer: bool, units: int) -> None:
         self._answers.put(key, answer, units)
 

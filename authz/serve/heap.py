@@ -59,7 +59,8 @@ def release(replaced: list[PolicySet]) -> int:
     in slices. Checks that still decide with it are waited for (RELEASE_WAIT); a table anyone
     else still holds is left whole, to be freed whenever they let it go."""
     policy = replaced.pop()
-    policy.condition_results.clear()  # its keys hold the conditions, which hold it: a cycle
+    while policy.condition_results.forget(RELEASE_SLICE):  # its keys hold the conditions, which hold it: a cycle
+        time.sleep(0)
     deadline = time.monotonic() + RELEASE_WAIT
     while sys.getrefcount(policy) > 2 and time.monotonic() < deadline:  # `policy`, and the argument
         time.sleep(0.01)
