@@ -57,6 +57,7 @@ from authz.policy.model import (
     Target,
     parse_duration,
 )
+from authz.policy.suggest import did_you_mean
 
 Loc = tuple[str | int, ...]
 T = TypeVar("T")
@@ -130,6 +131,7 @@ class _Compiler:
         self.documents = documents
         self.load_errors = load_errors
         self.errors: list[PolicyError] = []
+        self.rejected: set[str] = set()  # names of documents the loader refused (their errors say why)
         self.settings_documents: list[tuple[Settings, SourcedDocument]] = []
         self.targets: dict[str, tuple[Target, SourcedDocument]] = {}
         self.profiles: dict[str, _Profile] = {}
@@ -147,11 +149,12 @@ class _Compiler:
         self._results = Results()  # shared by this set's conditions, dropped with it
 
     def compile(self, version: str) -> PolicySet:
+        """The set, or PolicyLoadError with every error of every file: documents the loader
+        refused leave the rest to be checked as a whole all the same."""
         with collector_paused(), self._letting_go():
             for source in self.documents:
                 self._read(source)
-            if self.load_errors:
-                raise PolicyLoadError(self.load_errors)
+            self.rejected = {error.document for error in self.load_errors if error.document}
             return self._finish(version)
 
     def _finish(self, version: str) -> PolicySet:
@@ -160,8 +163,8 @@ class _Compiler:
         self._resolve_egress()
         callers = self._caller_index(settings)
         targets, by_principal, by_host = self._target_indexes(callers, settings)
-        if self.errors:
-            raise PolicyLoadError(sorted(self.errors, key=lambda e: (e.file, e.line)))
+        if self.errors or self.load_errors:
+            raise PolicyLoadError(sorted([*self.load_errors, *self.errors], key=lambda e: (e.file, e.line)))
         return PolicySet(
             version=version,
             settings=settings,
@@ -254,6 +257,8 @@ class _Compiler:
     def _check_reference(self, origin: Origin, name: str, what: str, loc: Loc) -> None:
         """`what`: "profile" (an agents rule's agent), "accepted" (an acceptFrom entry), or the
         kind of Target a rule names (mcp, http)."""
+        if name in self.rejected:
+            return  # its own errors are reported; calling it unknown too would only mislead
         if what in _OF_PROFILES:
             if name not in self.profiles:
                 message = (
@@ -261,11 +266,12 @@ class _Compiler:
                     if what == "profile"
                     else f"acceptFrom names unknown profile {name!r}"
                 )
-                self.errors.append(origin.error(message, *loc))
+                self.errors.append(origin.error(message + did_you_mean(name, self.profiles), *loc))
             return
         found = self.targets.get(name)
         if found is None:
-            self.errors.append(origin.error(f"{name!r} is not a Target", *loc))
+            kind = [target for target, (document, _) in self.targets.items() if document.spec.kind == what]
+            self.errors.append(origin.error(f"{name!r} is not a Target{did_you_mean(name, kind)}", *loc))
         elif found[0].spec.kind != what:
             self.errors.append(origin.error(f"Target {name!r} is of kind {found[0].spec.kind}, not {what}", *loc))
 
@@ -384,7 +390,8 @@ class _Compiler:
         for host, rule, where in pending.rules:
             target = self.egress_hosts.get(rule.host or "")
             if target is None:
-                message = f"egress host {host!r} is not a host of any Target of kind egress"
+                hint = did_you_mean(host, self.egress_hosts)
+                message = f"egress host {host!r} is not a host of any Target of kind egress{hint}"
                 self.errors.append(pending.origin.error(message, *where, "host"))
                 continue
             by_target.setdefault(target, []).append(rule)
