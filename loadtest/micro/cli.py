@@ -104,8 +104,8 @@ def format_table(report: dict[str, Any]) -> str:
         ),
         "",
         (
-            f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'RSS MB':>7}  {'growth':>7}  {'fresh RSS':>9}  "
-            f"{'fresh peak':>10}"
+            f"{'profiles':>8}  {'files':>5}  {'compile s':>9}  {'fresh s':>7}  {'RSS MB':>7}  {'growth':>7}  "
+            f"{'fresh RSS':>9}  {'fresh peak':>10}"
         ),
     ]
     for entry in report["sizes"]:
@@ -114,10 +114,15 @@ def format_table(report: dict[str, Any]) -> str:
         peak = rss["fresh_process_peak"]
         lines.append(
             f"{entry['profiles']:>8}  {entry['policy_files']:>5}  {entry['compile_seconds']:>9.2f}  "
+            f"{_or_dash(entry.get('fresh_process_compile_seconds')):>7}  "
             f"{rss['in_process_after_compile']:>7.1f}  {rss['in_process_growth']:>7.1f}  "
             f"{fresh if fresh is not None else '-':>9}  {peak if peak is not None else '-':>10}"
         )
     return "\n".join(lines + _latency_lines(report) + _spec_lines(report["summary"]["spec"]))
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _callers_text(callers: int | None) -> str:

@@ -128,7 +128,7 @@ def test_summary_and_table(report: dict) -> None:
     assert "floor" not in summary["spec"]["flat_detail"]
     assert set(summary["spec"]["excluded"]) <= set(WITH_REDIS)
     table = cli.format_table(report)
-    assert "mcp_call_denied" in table and "p99.9" in table
+    assert "mcp_call_denied" in table and "p99.9" in table and "fresh s" in table
 
 
 def test_generated_policy_set_compiles_with_every_profile(tmp_path) -> None:
@@ -183,3 +183,25 @@ def test_the_cli_sends_from_the_same_agents_at_every_size_unless_told_all(tmp_pa
         report = json.loads(out.read_text())
         assert report["callers"] == callers and report["rounds"] == 1
     assert "requests from every profile" in capsys.readouterr().out
+
+
+def test_generated_sets_mix_namespace_wildcards_exact_ids_and_team_servers(tmp_path) -> None:
+    from authz.policy.compiler import compile_directory
+
+    generated = policyset.write_policy_set(tmp_path, 250, seed=3)
+    policy = compile_directory(tmp_path)
+    assert len(policy.callers.namespaces) == 25 and len(policy.callers.exact) == 225
+    wildcard = generated.profiles[policyset.WILDCARD_AT]
+    assert wildcard.claim.endswith("/sa/*") and policy.callers.get(wildcard.principal).name == wildcard.name
+    teams = [name for name, target in policy.targets.items() if name.startswith("team-")]
+    assert len(teams) == 250 // policyset.TEAM_SIZE + 1
+    assert all(any(t.startswith("team-") for t in p.scope.mcp) for p in policy.profiles.values())
+
+
+def test_a_size_is_measured_in_a_fresh_process_as_100000_profiles_are() -> None:
+    """The 100,000-profile row's load time and RSS come from a fresh interpreter compiling the set:
+    the same code, at 40 profiles."""
+    result = bench.prepare_size(40, fresh_rss=True, callers=10).result
+    rss = result["rss_mb"]
+    assert rss["fresh_process_peak"] >= rss["fresh_process_after_compile"] >= rss["fresh_process_after_import"] > 0
+    assert result["fresh_process_compile_seconds"] > 0
