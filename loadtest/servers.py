@@ -220,6 +220,7 @@ def mandate_server(
     address = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "authz", "serve", "--policies", str(ROOT / "policies"), "--listen", address]
     command += ["--metrics-listen", f"127.0.0.1:{free_port()}", *chain_store]
+    command += ["--admin-listen", f"127.0.0.1:{free_port()}"]  # its loopback default would be shared by them all
     if flavour is not None:
         command += ["--grpc-server", flavour]
     if workers is not None:
