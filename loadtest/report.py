@@ -17,6 +17,9 @@ from typing import Any
 # The modes of the comparisons, as results["distinct"] and results["repeated"] name them.
 ONE_IN_FLIGHT = "1 in flight"
 SIXTEEN_IN_FLIGHT = "16 in flight"
+# The same load as a mesh brings it, over many connections (Envoy opens one per worker thread to
+# each Mandate endpoint), so the kernel spreads it over `--workers`; one connection reaches one worker.
+SIXTEEN_SPREAD = "16 in flight, 8 connections"
 
 # The sections markdown() writes, by their heading up to a " (" or ":" (section_key); any other
 # `## ` section of a file being replaced is kept. "What is left, and why" is the copy of the
@@ -81,6 +84,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
     repeated request's figures are said beside them and meet nothing by themselves."""
     one, sixteen = results["distinct"][ONE_IN_FLIGHT], results["distinct"][SIXTEEN_IN_FLIGHT]
     rows = [_p50_row(one), _p99_row(one), _throughput_row(sixteen)]
+    if SIXTEEN_SPREAD in results["distinct"]:
+        rows.append(_throughput_row(results["distinct"][SIXTEEN_SPREAD], ", over 8 connections (2 calls on each)"))
     repeated = results.get("repeated")
     if repeated:
         again_one, again_sixteen = repeated[ONE_IN_FLIGHT], repeated[SIXTEEN_IN_FLIGHT]
@@ -131,10 +136,10 @@ def _p99_row(one: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _throughput_row(sixteen: dict[str, Any]) -> dict[str, str]:
+def _throughput_row(sixteen: dict[str, Any], spread: str = ", over one connection") -> dict[str, str]:
     ratio = sixteen["ratio"]["rps"]["median"]
     return {
-        "target": "throughput, 16 in flight, distinct stream",
+        "target": f"throughput, 16 in flight{spread}, distinct stream",
         "required": "≥ 85 % of the fastest floor's",
         "measured": f"{percent(ratio)} (Mandate {us(sixteen['mandate']['aggregate']['rps']['median'])} req/s, "
         f"fastest floor `{sixteen['fastest_floor']}` {us(sixteen['floor']['aggregate']['rps']['median'])} req/s; "

@@ -61,7 +61,7 @@ from typing import Any
 import authz.check.pipeline
 from loadtest import h2grpc, h2load
 from loadtest.micro.redis_server import local_redis
-from loadtest.report import ONE_IN_FLIGHT, SIXTEEN_IN_FLIGHT, markdown, plot_cdf, targets, write_report
+from loadtest.report import ONE_IN_FLIGHT, SIXTEEN_IN_FLIGHT, SIXTEEN_SPREAD, markdown, plot_cdf, targets, write_report
 from loadtest.requests import ROOT, grpc_frame, grpc_sender, representative, verify
 from loadtest.servers import (
     SERVER_THREADS,
@@ -121,7 +121,7 @@ PLANS = {
 # (name, connections, streams per connection)
 ONE = (ONE_IN_FLIGHT, 1, 1)
 SIXTEEN = (SIXTEEN_IN_FLIGHT, 1, 16)
-SIXTEEN_SPREAD = ("16 in flight, 8 connections", 8, 2)
+SPREAD = (SIXTEEN_SPREAD, 8, 2)
 # Every figure a run may give; a series' aggregate has those every one of its rounds gave.
 FIGURES = (
     "rps",
@@ -448,7 +448,7 @@ def measure_distinct(
     servers = [*floors, mandate, *flavoured]
     runs = alternate(
         servers,
-        [ONE, SIXTEEN],
+        [ONE, SIXTEEN, SPREAD],
         plan.rounds,
         plan.seconds,
         plan.warmup,
@@ -536,17 +536,17 @@ def measure_workers(
     say(f"workers: 2 workers serving ({double.memory()['processes']} processes); verdicts: {len(problems)} unexpected")
     runs = alternate(
         [single, double],
-        [SIXTEEN_SPREAD],
+        [SPREAD],
         plan.worker_rounds,
         plan.worker_seconds,
         plan.warmup,
         distinct_runner(stream, workdir),
         label="workers ",
     )
-    one, two = runs[SIXTEEN_SPREAD[0]][single.label], runs[SIXTEEN_SPREAD[0]][double.label]
+    one, two = runs[SPREAD[0]][single.label], runs[SPREAD[0]][double.label]
     result = {
         "supported": True,
-        "mode": SIXTEEN_SPREAD[0],
+        "mode": SPREAD[0],
         "verdict_problems": problems,
         "1": {"rounds": one.rounds, "aggregate": aggregate(one)},
         "2": {"rounds": two.rounds, "aggregate": aggregate(two)},

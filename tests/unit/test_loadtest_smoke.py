@@ -140,6 +140,7 @@ def test_the_report_holds_every_target_and_links_its_files(smoke: tuple[dict[str
     assert "## Distinct traffic" in report and "## Repeated request" in report
     table = report.split("## SPEC §8 targets", 1)[1].split("\n\n")[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 6
-    assert "Requests from every profile" in rows[3]  # the decision-path row reports both passes
+    assert len(rows) == 7  # p50, p99, 16 in flight over one connection and over eight, then in process
+    assert "over one connection" in rows[2] and "over 8 connections" in rows[3]
+    assert "Requests from every profile" in rows[4]  # the decision-path row reports both passes
     assert all(("**MET" in row) or ("**NOT MET" in row) for row in rows), rows
