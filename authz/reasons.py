@@ -52,6 +52,53 @@ AMBIGUOUS_IDENTITY: Final = _reason(
     "ambiguous_identity", UNAUTHENTICATED, "`x-forwarded-client-cert` names more than one URI."
 )
 
+# --- the human behind the agent (SPEC §10): a user token that fails is refused even where no rule needs a user ---
+TOKEN_MALFORMED: Final = _reason(
+    "token_malformed",
+    UNAUTHENTICATED,
+    "A user token that is not a well-formed JWT (or lacks `sub` or `exp`), or several in one header.",
+)
+TOKEN_TOO_LARGE: Final = _reason("token_too_large", UNAUTHENTICATED, "A user token over 16 KiB.")
+TOKEN_SIGNATURE: Final = _reason("token_signature", UNAUTHENTICATED, "The user token's signature does not verify.")
+TOKEN_EXPIRED: Final = _reason("token_expired", UNAUTHENTICATED, "The user token's `exp` is past (more than 60 s ago).")
+TOKEN_NOT_YET_VALID: Final = _reason(
+    "token_not_yet_valid", UNAUTHENTICATED, "The user token's `nbf` or `iat` is ahead (more than 60 s)."
+)
+TOKEN_ISSUER: Final = _reason(
+    "token_issuer", UNAUTHENTICATED, "Verified claims whose `iss` is not the issuer they were verified for."
+)
+TOKEN_AUDIENCE: Final = _reason(
+    "token_audience", UNAUTHENTICATED, "The user token's `aud` names none of its issuer's `audiences`."
+)
+TOKEN_UNKNOWN_KEY: Final = _reason(
+    "token_unknown_key", UNAUTHENTICATED, "No key of the token's issuer has its `kid` (keys belong to their issuer)."
+)
+TOKEN_ALGORITHM: Final = _reason(
+    "token_algorithm",
+    UNAUTHENTICATED,
+    "The token's `alg` is not one its issuer's `algorithms` allows, or not its key's.",
+)
+TOKEN_KEYS_UNAVAILABLE: Final = _reason(
+    "token_keys_unavailable", UNAUTHENTICATED, "The issuer's keys (`jwksUri`) could not be fetched: fails closed."
+)
+TOKEN_REFUSALS: Final = frozenset(
+    {
+        TOKEN_MALFORMED,
+        TOKEN_TOO_LARGE,
+        TOKEN_SIGNATURE,
+        TOKEN_EXPIRED,
+        TOKEN_NOT_YET_VALID,
+        TOKEN_ISSUER,
+        TOKEN_AUDIENCE,
+        TOKEN_UNKNOWN_KEY,
+        TOKEN_ALGORITHM,
+        TOKEN_KEYS_UNAVAILABLE,
+    }
+)
+USER_REQUIRED: Final = _reason(
+    "user_required", UNAUTHENTICATED, "A rule with `users` and no user: no user token, and the chain records none."
+)
+
 # --- malformed requests (400) ----------------------------------------------------------------
 INVALID_CHECK_REQUEST: Final = _reason("invalid_check_request", BAD_REQUEST, "The CheckRequest does not parse.")
 PARTIAL_BODY: Final = _reason("partial_body", BAD_REQUEST, "The proxy cut the body short (raise maxRequestBytes).")
@@ -105,6 +152,10 @@ CALLER_NOT_ACCEPTED: Final = _reason(
     "caller_not_accepted", FORBIDDEN, "The callee's `delegation.acceptFrom` does not name the caller."
 )
 
+USER_NOT_ALLOWED: Final = _reason(
+    "user_not_allowed", FORBIDDEN, "The request's user is none of the `users` a rule (or grant) names."
+)
+
 # --- delegation chains (403; a token's integrity is enforced even in dry-run) --------------------
 CHAIN_REQUIRED: Final = _reason("chain_required", FORBIDDEN, "A `requireChain` profile called without a chain token.")
 CHAIN_FORGED: Final = _reason("chain_forged", FORBIDDEN, "The token's MAC, or its record's seal, is wrong.", "forged")
@@ -119,6 +170,12 @@ CHAIN_STORE_UNAVAILABLE: Final = _reason(
 CHAIN_TOO_DEEP: Final = _reason("chain_too_deep", FORBIDDEN, "The chain would exceed the smallest `maxDepth`.")
 CHAIN_REENTRY: Final = _reason("chain_reentry", FORBIDDEN, "A hop would appear twice without `allowReentry`.")
 CHAIN_PROFILE_UNKNOWN: Final = _reason("chain_profile_unknown", FORBIDDEN, "The chain names a profile that is gone.")
+USER_MISMATCH: Final = _reason(
+    "user_mismatch",
+    FORBIDDEN,
+    "A user token presented with a chain minted for another user, or for none.",
+    "user_mismatch",
+)
 DELEGATION_WITHDRAWN: Final = _reason(
     "delegation_withdrawn", FORBIDDEN, "A hop may no longer delegate to the next (the policy changed)."
 )

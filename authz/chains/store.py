@@ -13,6 +13,8 @@ from typing import Protocol
 
 import orjson
 
+from authz.users.user import User, chain_user
+
 
 class StoreUnavailable(Exception):
     """The store could not be asked, or its answer cannot be trusted; chains fail closed."""
@@ -36,9 +38,17 @@ class ChainRecord:
     created: float  # unix seconds
     expires: float
     seal: str = ""  # MAC over `content()` by a chain key, checked on every use
+    user: User | None = None  # the user the chain acts for, from its root on (SPEC §10); sealed
 
     def __init__(
-        self, id: str, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float, seal: str = ""
+        self,
+        id: str,
+        hops: tuple[Hop, ...],
+        lineage: tuple[str, ...],
+        created: float,
+        expires: float,
+        seal: str = "",
+        user: User | None = None,
     ) -> None:
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "hops", hops)
@@ -46,6 +56,7 @@ class ChainRecord:
         object.__setattr__(self, "created", created)
         object.__setattr__(self, "expires", expires)
         object.__setattr__(self, "seal", seal)
+        object.__setattr__(self, "user", user)
 
     @property
     def parent(self) -> str:
@@ -56,37 +67,42 @@ class ChainRecord:
         return tuple(hop.profile for hop in self.hops)
 
     def content(self) -> bytes:
-        """The sealed fields, in a fixed order."""
-        return orjson.dumps(
-            [
-                self.id,
-                [[hop.profile, hop.principal] for hop in self.hops],
-                list(self.lineage),
-                self.created,
-                self.expires,
-            ]
-        )
+        """The sealed fields, in a fixed order (a record without a user as records were before users)."""
+        fields: list[object] = [
+            self.id,
+            [[hop.profile, hop.principal] for hop in self.hops],
+            list(self.lineage),
+            self.created,
+            self.expires,
+        ]
+        if self.user is not None:
+            fields.append(_user_fields(self.user))
+        return orjson.dumps(fields)
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": 1,
-                "id": self.id,
-                "hops": [[hop.profile, hop.principal] for hop in self.hops],
-                "lineage": list(self.lineage),
-                "created": self.created,
-                "expires": self.expires,
-                "seal": self.seal,
-            }
-        )
+        record: dict[str, object] = {
+            "v": 1,
+            "id": self.id,
+            "hops": [[hop.profile, hop.principal] for hop in self.hops],
+            "lineage": list(self.lineage),
+            "created": self.created,
+            "expires": self.expires,
+            "seal": self.seal,
+        }
+        if self.user is not None:
+            record["user"] = _user_fields(self.user)
+        return orjson.dumps(record)
 
     @classmethod
     def decode(cls, raw: bytes) -> ChainRecord:
         """Parse a stored record strictly; StoreUnavailable if it is not one this version wrote."""
         try:
             data = orjson.loads(raw)
-            if not isinstance(data, dict) or set(data) != _FIELDS or type(data["v"]) is not int or data["v"] != 1:
+            if not isinstance(data, dict) or set(data) - {"user"} != _FIELDS or type(data["v"]) is not int:
                 raise ValueError("not a version 1 chain record")
+            if data["v"] != 1:
+                raise ValueError("not a version 1 chain record")
+            user = _decode_user(data.get("user"))
             hops = data["hops"]
             if not isinstance(hops, list) or not hops or not all(_is_hop(hop) for hop in hops):
                 raise ValueError("hops must be a non-empty list of [profile, principal]")
@@ -101,11 +117,30 @@ class ChainRecord:
         except (orjson.JSONDecodeError, ValueError) as exc:
             raise StoreUnavailable(f"unreadable chain record: {exc}") from None
         return cls(
-            data["id"], tuple(Hop(*hop) for hop in hops), tuple(lineage), float(created), float(expires), data["seal"]
+            data["id"],
+            tuple(Hop(*hop) for hop in hops),
+            tuple(lineage),
+            float(created),
+            float(expires),
+            data["seal"],
+            user,
         )
 
 
 _FIELDS = {"v", "id", "hops", "lineage", "created", "expires", "seal"}
+
+
+def _user_fields(user: User) -> list[str]:
+    return [user.iss, user.sub, user.text]
+
+
+def _decode_user(value: object) -> User | None:
+    """A record's `user`: [iss, sub, claims as JSON text]; absent in records minted without one."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 3 or not all(isinstance(part, str) and part for part in value):
+        raise ValueError("user must be [iss, sub, claims]")
+    return chain_user(value[0], value[1], value[2])
 
 
 def _is_hop(value: object) -> bool:

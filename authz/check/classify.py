@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from authz.check.decision import Refusal
 from authz.check.protocols.a2a import A2aAction, UnsupportedBinding, classify_a2a, routed_path
 from authz.check.protocols.jsonrpc import JsonId, Malformed, peek_ids
-from authz.check.protocols.mcp import McpAction, classify_mcp
+from authz.check.protocols.mcp import McpAction, classify_mcp, is_discovery
 from authz.check.protocols.paths import AmbiguousPath, host_key, normalize_path, under_prefix
 from authz.check.request import AuthzInput
 from authz.policy.compiled import CompiledTarget, PolicySet
@@ -96,6 +96,8 @@ def classify(policy: PolicySet, request: AuthzInput) -> Classified:
         # The agent's router resolves no `.`, `..` or `//`: it would route another path than this one.
         message = f"path {request.path[:200]!r} is not the path the agent routes ({path[:200]!r})"
         raise MalformedRequest(AMBIGUOUS_PATH, message, _early_ids(request.body, jsonrpc))
+    if target.kind == "mcp" and is_discovery(method, path):
+        return Classified(target, "mcp", host_key(request.host), path, (McpAction("HTTP GET", "plumbing"),), None)
     if target.path_prefix and not under_prefix(path, target.path_prefix):
         raise Refusal(PATH_OUTSIDE_TARGET, f"path {path[:255]!r} is outside {target.name!r}'s {target.path_prefix}")
     if request.partial_body:

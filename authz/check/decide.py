@@ -15,7 +15,7 @@ from authz.check.identity import SpiffeId
 from authz.check.protocols.a2a import A2aAction
 from authz.check.protocols.mcp import McpAction
 from authz.check.request import AuthzInput
-from authz.policy.compiled import CompiledMcpRule, CompiledPathRule, CompiledScope
+from authz.policy.compiled import CompiledMcpRule, CompiledPathRule, CompiledScope, CompiledUsers
 from authz.policy.conditions import Condition
 from authz.reasons import (
     A2A_METHOD_NOT_ALLOWED,
@@ -29,7 +29,10 @@ from authz.reasons import (
     SERVER_NOT_ALLOWED,
     TOOL_NOT_ALLOWED,
     UNKNOWN_A2A_METHOD,
+    USER_NOT_ALLOWED,
+    USER_REQUIRED,
 )
+from authz.users.user import ActingUser
 
 _NOT_ALLOWED = {
     "tool": TOOL_NOT_ALLOWED,
@@ -44,13 +47,38 @@ _WHAT = {"tool": "tool", "resource": "resource", "prompt": "prompt", "method": "
 class _Context:
     """What a `when` may read; each CEL root is built only once some `when` reads it."""
 
-    __slots__ = ("_roots", "caller", "chain", "classified", "condition_errored", "failed_condition", "request")
+    __slots__ = (
+        "_roots",
+        "caller",
+        "chain",
+        "classified",
+        "condition_errored",
+        "failed_condition",
+        "request",
+        "user",
+        "user_refusal",
+    )
 
-    def __init__(self, caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain) -> None:
-        self.caller, self.request, self.classified, self.chain = caller, request, classified, chain
-        self._roots: dict[str, dict[str, Any]] = {}  # source, request, chain: the same for every action
+    def __init__(
+        self, caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain, user: ActingUser | None
+    ) -> None:
+        self.caller, self.request, self.classified, self.chain, self.user = caller, request, classified, chain, user
+        self._roots: dict[str, dict[str, Any]] = {}  # source, request, chain, user: the same for every action
         self.failed_condition = ""  # why the last consulted `when` did not allow
         self.condition_errored = False
+        self.user_refusal = ""  # user_required or user_not_allowed, when a `users` entry did not admit the user
+
+    def admits(self, users: CompiledUsers) -> bool:
+        """Whether the request's user is one `users` names; remembers why not."""
+        user = self.user
+        if user is None:
+            self.user_refusal = USER_REQUIRED
+            return False
+        if users.admits(user):
+            return True
+        if not self.user_refusal:
+            self.user_refusal = USER_NOT_ALLOWED
+        return False
 
     def holds(self, condition: Condition, action: Action) -> bool:
         try:
@@ -86,8 +114,10 @@ class _Variables:
         return self._context.root(name)
 
 
-def decide(caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain) -> Verdict:
-    context = _Context(caller, request, classified, chain)
+def decide(
+    caller: SpiffeId, request: AuthzInput, classified: Classified, chain: Chain, user: ActingUser | None = None
+) -> Verdict:
+    context = _Context(caller, request, classified, chain, user)
     rule = ""
     for action in classified.actions:
         verdict = _decide_action(action, classified, chain, context)
@@ -102,10 +132,16 @@ def _decide_action(action: Action, classified: Classified, chain: Chain, context
         return refused(UNKNOWN_A2A_METHOD, f"{action.wire_method[:100]!r} is not an A2A method")
     caller_rule = ""
     for position, hop in enumerate(chain.scopes):
-        context.failed_condition, context.condition_errored = "", False
+        context.failed_condition, context.condition_errored, context.user_refusal = "", False, ""
+        granted_to = hop.scope.users
+        if granted_to is not None and not _needs_only_a_rule(action) and not context.admits(granted_to):
+            held = f"refused: the scope that {hop.given_by!r} delegated along chain {chain.id} holds"
+            return _user_refused(context, held, hop.given_by)
         rule, refusal = _scope_allows(hop.scope, action, classified, context)
         if rule is None:
             reason, what = refusal
+            if context.user_refusal:
+                return _user_refused(context, f"{what} refused: a rule of {hop.given_by!r} names it", hop.given_by)
             if context.failed_condition:
                 reason = CONDITION_ERROR if context.condition_errored else reason
                 why = f"a rule of {hop.given_by!r} names it but {context.failed_condition}"
@@ -155,13 +191,34 @@ def _scope_allows(
 
 
 def _first_match(rules, action, context: _Context, covers) -> str | None:  # type: ignore[no-untyped-def]
-    """The first rule that covers the action and whose `when` holds; a failing `when` never allows."""
+    """The first rule that covers the action, admits the user and whose `when` holds; a failing
+    `when` never allows. Session plumbing needs only a rule that covers it."""
     for rule in rules:
         if not covers(rule, action):
             continue
-        if rule.when is None or action_is_plumbing(action) or context.holds(rule.when, action):
+        if action_is_plumbing(action):
+            return rule.label
+        if rule.users is not None and not context.admits(rule.users):
+            continue
+        if rule.when is None or context.holds(rule.when, action):
             return rule.label
     return None
+
+
+def _needs_only_a_rule(action: Action) -> bool:
+    """Session plumbing and agent cards: any rule for the server or agent allows them."""
+    return action_is_plumbing(action) or (isinstance(action, A2aAction) and action.is_card)
+
+
+def _user_refused(context: _Context, what: str, hop: str) -> Verdict:
+    """A refusal for the user (never naming whom a rule is for: that is another profile's contents)."""
+    if context.user_refusal == USER_REQUIRED:
+        why = "only for some users, and the request acts for none (no user token, and its chain records none)"
+    else:
+        user = context.user
+        who = repr(user.user.sub) if user is not None else "the user"
+        why = f"only for some users, and not for {who}"
+    return refused(context.user_refusal, f"{what} {why}", hop)
 
 
 def scope_may_allow(scope: CompiledScope, target: str, action: McpAction) -> bool:
@@ -220,7 +277,13 @@ def _chain_root(context: _Context) -> dict[str, Any]:
     return {"depth": chain.depth, "root": chain.hops[0], "hops": list(chain.hops)}
 
 
-_REQUEST_ROOTS = {"source": _source_root, "request": _request_root, "chain": _chain_root}
+def _user_root(context: _Context) -> dict[str, Any]:
+    """`user.{sub,iss,groups,claims}`; an empty map when the request acts for no user."""
+    user = context.user
+    return {} if user is None else user.root()
+
+
+_REQUEST_ROOTS = {"source": _source_root, "request": _request_root, "chain": _chain_root, "user": _user_root}
 
 
 def _mcp_root(classified: Classified, action: Action) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from authz.reasons import ALLOWED, OK, status_of
 
 if TYPE_CHECKING:
     from authz.chains.store import ChainRecord
+    from authz.users.user import User
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Decision:
     jsonrpc_ids: tuple[object, ...] | None = None
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
     records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
+    user: User | None = None  # the user it acted for (SPEC §10): of the request's token, or of its chain
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class Decision:
         jsonrpc_ids: tuple[object, ...] | None = None,
         details: dict[str, str] | None = None,
         records: tuple[ChainRecord, ...] = (),
+        user: User | None = None,
     ) -> None:
         self.id, self.verdict, self.caller, self.profile, self.target, self.protocol = (
             id,
@@ -101,7 +104,7 @@ class Decision:
         self.dry_run, self.chain_id, self.hops, self.minted_token = dry_run, chain_id, hops, minted_token
         self.minted_chain_id, self.chain_events = minted_chain_id, [] if chain_events is None else chain_events
         self.strip_chain_header, self.filter_lists, self.jsonrpc_ids = strip_chain_header, filter_lists, jsonrpc_ids
-        self.details, self.records = {} if details is None else details, records
+        self.details, self.records, self.user = {} if details is None else details, records, user
 
     def repeated(self, decision_id: str) -> Decision:
         """The same decision for an identical request (the decision cache): a token handed
@@ -124,6 +127,7 @@ class Decision:
             self.jsonrpc_ids,
             self.details,
             self.records,
+            self.user,
         )
 
     @property

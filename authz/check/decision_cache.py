@@ -49,7 +49,8 @@ from authz.check.protocols.jsonrpc import JsonId
 from authz.check.request import DECIDING_HEADERS
 from authz.check.wire import WireRequest
 from authz.policy.compiled import PolicySet
-from authz.reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST
+from authz.reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST, TOKEN_REFUSALS
+from authz.users.verify import LEEWAY
 
 MAX_BODY = 4096  # bigger bodies are decided afresh: they rarely repeat and would bloat the cache
 MAX_KEY_BYTES = 16_384  # a key holding more (long headers) is decided afresh
@@ -62,7 +63,8 @@ KEY_HEADERS = tuple(name for name in DECIDING_HEADERS if name != "x-forwarded-cl
 PSEUDO_HEADERS = (":method", ":path", ":authority")
 _TRUSTED_CHAIN_EVENTS = frozenset({"verified", "minted", "reused"})
 # Answers that say Mandate could not decide: kept, they would outlive the fix (or the fluke) behind them.
-_NEVER_KEPT = frozenset({INTERNAL_ERROR, INVALID_CHECK_REQUEST})
+# And refused user tokens: whether a key is known or a token still valid changes with time and fetches.
+_NEVER_KEPT = frozenset({INTERNAL_ERROR, INVALID_CHECK_REQUEST, *TOKEN_REFUSALS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +104,13 @@ class DecisionCache:
     ) -> None:
         chain_header = policy.settings.chain_header
         named = policy.condition_headers
-        deciding = {*KEY_HEADERS, *PSEUDO_HEADERS, chain_header}  # the pseudo-headers are in every key
+        users = policy.settings.users
+        own = (chain_header,) if users is None else (chain_header, users.header)  # the user's token (SPEC §10)
+        deciding = {*KEY_HEADERS, *PSEUDO_HEADERS, *own}  # the pseudo-headers are in every key
         self.headers: tuple[bytes, ...] | None = (
-            None
-            if named is None
-            else tuple(name.encode() for name in (*KEY_HEADERS, chain_header, *sorted(named - deciding)))
+            None if named is None else tuple(name.encode() for name in (*KEY_HEADERS, *own, *sorted(named - deciding)))
         )
+        self._users = users
         self.chain_header = chain_header.encode()
         # The headers the steps see (`request.from_wire`): the key's, and the pseudo-headers.
         self.visible = None if self.headers is None else (*self.headers, *(name.encode() for name in PSEUDO_HEADERS))
@@ -133,7 +136,11 @@ class DecisionCache:
         if answer is None and jsonrpc_id is not None:
             found = (*key, jsonrpc_id)
             answer = self._answers.get(found)  # an answer for this id only
-        if answer is not None and answer.decision.records and not self._still_valid(answer):
+        if (
+            answer is not None
+            and (answer.decision.records or answer.expires != math.inf)
+            and not self._still_valid(answer)
+        ):
             self._answers.pop(found)
             answer = None
         return Lookup(key, jsonrpc_id, chained, answer)
@@ -154,7 +161,10 @@ class DecisionCache:
         self._answers.put(key, CachedAnswer(pieces, decision.repeated(""), self._expires(decision), generation), cost)
 
     def _expires(self, decision: Decision) -> float:
-        expires = math.inf
+        """When the answer stops being the one deciding afresh gives: its chain records expire, a
+        token it handed on leaves its reuse window, its user's token (or verified claims) expire."""
+        user = decision.user
+        expires = math.inf if user is None else user.expires + LEEWAY
         for record in decision.records:
             expires = min(expires, record.expires)
             if record.id == decision.minted_chain_id:
@@ -162,12 +172,18 @@ class DecisionCache:
         return expires
 
     def _still_valid(self, answer: CachedAnswer) -> bool:
+        decision = answer.decision
+        if self._clock() >= answer.expires:
+            return False
+        if decision.user is not None and self._users is not None and not self._users.still_trusted(decision.user):
+            return False  # the issuer withdrew the key that verified the user's token
+        if not decision.records:
+            return True
         store = self._store
         return (
-            self._clock() < answer.expires
-            and store.available()
+            store.available()
             and store.generation == answer.generation
-            and not any(store.is_revoked(record) for record in answer.decision.records)
+            and not any(store.is_revoked(record) for record in decision.records)
         )
 
 
@@ -200,6 +216,7 @@ def decision_key(
     key = (
         wire.source_principal,
         wire.destination_principal,
+        wire.jwt_authn,
         wire.method,
         wire.path,
         wire.host,

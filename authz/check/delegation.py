@@ -35,6 +35,7 @@ from authz.reasons import (
     DELEGATION_WITHDRAWN,
     REGISTRY,
 )
+from authz.users.user import User
 
 MINT_REUSE_SECONDS = 30.0  # an edge minted this recently is handed out again, not rewritten
 MAX_MINTED = 100_000
@@ -123,7 +124,7 @@ class ChainStep:
         self.store = store
         self.keys = keys
         self.clock = clock
-        self._minted: Bounded[tuple[str, str, Hop], tuple[float, int, Minted]] = Bounded(MAX_MINTED, MAX_MINTED)
+        self._minted: Bounded[tuple[str, str, Hop, str], tuple[float, int, Minted]] = Bounded(MAX_MINTED, MAX_MINTED)
         self._sealed: Bounded[str, ChainRecord] = Bounded(MAX_MINTED, MAX_MINTED)  # records whose seal was checked
 
     # --- the chain a request runs under ----------------------------------------------
@@ -204,10 +205,12 @@ class ChainStep:
 
     # --- the chain handed to the callee ----------------------------------------------
 
-    def mint(self, policy: PolicySet, chain: Chain, caller: SpiffeId, callee: Hop) -> Minted:
-        """A child token for `[... caller, callee]`, written to the store before it is returned."""
+    def mint(self, policy: PolicySet, chain: Chain, caller: SpiffeId, callee: Hop, user: User | None = None) -> Minted:
+        """A child token for `[... caller, callee]`, written to the store before it is returned. A new
+        chain records the call's `user` as its root's; a child, its parent's (SPEC §10). A token
+        is handed out again only for the same user, claims and all."""
         parent = chain.record
-        key = (chain.id, caller.principal, callee)
+        key = (chain.id, caller.principal, callee, user.text if user is not None and parent is None else "")
         now = self.clock()
         if not self.store.available():  # before reuse too: a delegating call fails closed while the store is down
             raise _store_down("revocations cannot be heard")
@@ -226,20 +229,25 @@ class ChainStep:
         if parent is None:
             hops: tuple[Hop, ...] = (Hop(chain.hops[0], caller.principal), callee)
             lineage: tuple[str, ...] = ()
+            root = user.for_chain() if user is not None else None
         else:
             hops = (*parent.hops, callee)
             lineage = (*parent.lineage, parent.id)
             expires = min(expires, parent.expires)  # a delegation never outlives the one it came from
-        minted = self.issue(hops, lineage, now, expires)
+            root = parent.user
+        minted = self.issue(hops, lineage, now, expires, root)
         self._minted.put(key, (now, generation, minted), 1)
         return minted
 
-    def issue(self, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float) -> Minted:
+    def issue(
+        self, hops: tuple[Hop, ...], lineage: tuple[str, ...], created: float, expires: float, user: User | None = None
+    ) -> Minted:
         """Seal and store a new record; its token. (`mint` decides what to issue; explain
         issues the chain a described request names.)"""
         record_id = self.keys.new_id()
-        content = ChainRecord(record_id, hops, lineage, created, expires).content()
-        record = ChainRecord(record_id, hops, lineage, created, expires, seal=self.keys.mac(RECORD_SEAL, content))
+        content = ChainRecord(record_id, hops, lineage, created, expires, user=user).content()
+        seal = self.keys.mac(RECORD_SEAL, content)
+        record = ChainRecord(record_id, hops, lineage, created, expires, seal, user)
         try:
             self.store.put(record)
         except StoreUnavailable as exc:

@@ -30,6 +30,7 @@ from authz.check.record import Answered, Recorder
 from authz.check.request import AuthzInput, from_check_request, from_wire
 from authz.check.response import build_response
 from authz.check.templates import ResponseTemplates
+from authz.check.users import acting_for, acting_user, presented_user
 from authz.check.wire import WireRequest, read_wire
 from authz.policy.compiled import CompiledProfile, PolicySet
 from authz.reasons import INTERNAL_ERROR, INVALID_CHECK_REQUEST, UNKNOWN_CALLER
@@ -162,6 +163,7 @@ class Authorizer:
         except IdentityError as exc:
             raise Refusal(exc.reason, str(exc)) from None
         decision.caller = caller.principal
+        presented = presented_user(settings.users, request, self.chains.clock())  # a bad user token: 401 first
         profile = policy.callers.get(caller.principal)
         if profile is None:
             raise Refusal(UNKNOWN_CALLER, f"no mission profile governs {caller.principal}")
@@ -176,12 +178,14 @@ class Authorizer:
             decision.chain_id, decision.hops = record.id, record.profiles
         chain = chain_for(policy, profile, record)
         decision.chain_id, decision.hops = chain.id, chain.hops
+        decision.user = acting_user(presented, record)
+        user = acting_for(decision.user, settings.users)
         if trace is not None:
             for position, hop in enumerate(chain.scopes):
                 alone = Chain(chain.id, chain.hops, (hop,), chain.record)
                 delegate = chain.hops[len(chain.hops) - position] if position else None
-                trace.append(HopTrace(hop.given_by, delegate, decide(caller, request, classified, alone)))
-        verdict = decide(caller, request, classified, chain)
+                trace.append(HopTrace(hop.given_by, delegate, decide(caller, request, classified, alone, user)))
+        verdict = decide(caller, request, classified, chain, user)
         if not verdict.allowed and verdict.hop and policy.profiles[verdict.hop].dry_run:
             decision.dry_run = True  # the refusing scope belongs to a profile still in dry-run
         callee = callee_hop(policy, classified.target, request)
@@ -203,7 +207,7 @@ class Authorizer:
         decision.strip_chain_header = True
         check_accepts(policy.profiles[callee.profile], profile)
         check_shape(policy, (*chain.hops, callee.profile))
-        minted = self.chains.mint(policy, chain, caller, callee)
+        minted = self.chains.mint(policy, chain, caller, callee, decision.user)
         decision.minted_token, decision.minted_chain_id = minted.token, minted.record.id
         decision.records = (*decision.records, minted.record)
         decision.strip_chain_header = False

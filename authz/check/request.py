@@ -14,6 +14,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.check.wire import WireRequest
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+JWT_AUTHN = "envoy.filters.http.jwt_authn"  # where Envoy's jwt_authn leaves the claims it verified
 # Every header a decision reads besides the chain header, those a `when` names (SPEC §2–§5) and
 # the pseudo-headers, which only stand in for method, path and host when Envoy leaves them empty.
 DECIDING_HEADERS = (
@@ -38,6 +39,7 @@ class AuthzInput:
     istio_authn_principal: str = ""
     destination_principal: str = ""
     request_id: str = ""
+    jwt_authn: bytes = b""  # the serialized Struct of Envoy's jwt_authn metadata (SPEC §10); b"" when absent
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class AuthzInput:
         istio_authn_principal: str = "",
         destination_principal: str = "",
         request_id: str = "",
+        jwt_authn: bytes = b"",
     ) -> None:
         self.method, self.path, self.host, self.headers, self.body = (
             method,
@@ -60,6 +63,7 @@ class AuthzInput:
         )
         self.source_principal, self.istio_authn_principal = source_principal, istio_authn_principal
         self.destination_principal, self.request_id = destination_principal, request_id
+        self.jwt_authn = jwt_authn
 
     @property
     def forwarded_client_cert(self) -> str:
@@ -107,6 +111,7 @@ def from_wire(wire: WireRequest, visible: tuple[bytes, ...] | None) -> AuthzInpu
         source_principal=wire.source_principal.decode(),
         destination_principal=wire.destination_principal.decode(),
         request_id=wire.id.decode() or sent.get(b"x-request-id", b"").decode(),
+        jwt_authn=wire.jwt_authn,
     )
 
 
@@ -129,6 +134,7 @@ def from_check_request(check: CheckRequest) -> AuthzInput:
         istio_authn_principal="" if source else _istio_authn_principal(attributes),  # identity.py reads it only then
         destination_principal=attributes.destination.principal,
         request_id=http.id or headers.get("x-request-id", ""),
+        jwt_authn=_jwt_authn(attributes),
     )
 
 
@@ -138,6 +144,11 @@ def _istio_authn_principal(attributes: AttributeContext) -> str:
         return ""
     value = istio.fields.get("source.principal")
     return value.string_value if value is not None else ""
+
+
+def _jwt_authn(attributes: AttributeContext) -> bytes:
+    metadata = attributes.metadata_context.filter_metadata
+    return metadata[JWT_AUTHN].SerializeToString() if JWT_AUTHN in metadata else b""
 
 
 def _flatten_header_map(entries) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -160,6 +171,8 @@ def to_check_request(request: AuthzInput) -> CheckRequest:
         attributes.metadata_context.filter_metadata["istio_authn"].update(
             {"source.principal": request.istio_authn_principal}
         )
+    if request.jwt_authn:
+        attributes.metadata_context.filter_metadata[JWT_AUTHN].MergeFromString(request.jwt_authn)
     http = attributes.request.http
     http.method, http.path, http.host = request.method, request.path, request.host
     http.headers.update(

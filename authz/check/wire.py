@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from envoy.config.core.v3.base_pb2 import Metadata
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from google.protobuf.descriptor import Descriptor
@@ -36,6 +37,9 @@ _ATTRIBUTES: Final = _number(CheckRequest.DESCRIPTOR, "attributes")
 _SOURCE: Final = _number(AttributeContext.DESCRIPTOR, "source")
 _DESTINATION: Final = _number(AttributeContext.DESCRIPTOR, "destination")
 _REQUEST: Final = _number(AttributeContext.DESCRIPTOR, "request")
+_METADATA_CONTEXT: Final = _number(AttributeContext.DESCRIPTOR, "metadata_context")
+_FILTER_METADATA: Final = _number(Metadata.DESCRIPTOR, "filter_metadata")
+_JWT_AUTHN: Final = b"envoy.filters.http.jwt_authn"  # request.JWT_AUTHN: the claims Envoy's jwt_authn verified
 _PRINCIPAL: Final = _number(AttributeContext.Peer.DESCRIPTOR, "principal")
 _HTTP: Final = _number(AttributeContext.Request.DESCRIPTOR, "http")
 _ID: Final = _number(AttributeContext.HttpRequest.DESCRIPTOR, "id")
@@ -56,7 +60,8 @@ class _NotEnvoys(Exception):
 
 
 class WireRequest:
-    """What the walk found: each field's bytes (b"" when absent) and the headers."""
+    """What the walk found: each field's bytes (b"" when absent), the headers, and the serialized
+    Struct Envoy's jwt_authn filter left in the metadata context (b"" when absent)."""
 
     __slots__ = (
         "body",
@@ -64,6 +69,7 @@ class WireRequest:
         "headers",
         "host",
         "id",
+        "jwt_authn",
         "method",
         "path",
         "raw_body",
@@ -81,10 +87,11 @@ class WireRequest:
         raw_body: bytes,
         id: bytes,
         headers: dict[bytes, bytes],
+        jwt_authn: bytes = b"",
     ) -> None:
         self.source_principal, self.destination_principal = source_principal, destination_principal
         self.method, self.path, self.host, self.body, self.raw_body, self.id = method, path, host, body, raw_body, id
-        self.headers = headers
+        self.headers, self.jwt_authn = headers, jwt_authn
 
 
 def read_wire(payload: bytes) -> WireRequest | None:
@@ -100,7 +107,7 @@ def _walk(payload: bytes) -> WireRequest:
     if len(payload) > 0xFFFFFFFF:
         raise _NotEnvoys  # a span's end must fit in 32 bits
     attributes = _one(payload, len(payload), _ATTRIBUTES)  # the span 0..len(payload): the whole message
-    source, destination, request = _attribute_context(payload, attributes)
+    source, destination, request, metadata = _attribute_context(payload, attributes)
     caller = _value(payload, _one(payload, source, _PRINCIPAL))
     if not caller:
         raise _NotEnvoys
@@ -116,6 +123,7 @@ def _walk(payload: bytes) -> WireRequest:
         _value(payload, raw_body),
         _value(payload, id),
         headers,
+        _value(payload, _jwt_authn(payload, metadata)),
     )
 
 
@@ -190,9 +198,9 @@ def _one(data: bytes, span: int, number: int) -> int:
     return found
 
 
-def _attribute_context(data: bytes, span: int) -> tuple[int, int, int]:
-    """AttributeContext's source, destination and request."""
-    source = destination = request = -1
+def _attribute_context(data: bytes, span: int) -> tuple[int, int, int, int]:
+    """AttributeContext's source, destination, request and metadata context."""
+    source = destination = request = metadata = -1
     pos, end = _bounds(span)
     while pos < end:
         field, wire_type, start, pos = _field(data, pos, end)
@@ -202,7 +210,24 @@ def _attribute_context(data: bytes, span: int) -> tuple[int, int, int]:
             destination = _once(destination, wire_type, start, pos)
         elif field == _REQUEST:
             request = _once(request, wire_type, start, pos)
-    return source, destination, request
+        elif field == _METADATA_CONTEXT:
+            metadata = _once(metadata, wire_type, start, pos)
+    return source, destination, request, metadata
+
+
+def _jwt_authn(data: bytes, span: int) -> int:
+    """The span of the Struct under `filter_metadata["envoy.filters.http.jwt_authn"]`, -1 when
+    absent. The key sent twice (protobuf keeps the last) is not Envoy's encoding."""
+    found = -1
+    pos, end = _bounds(span)
+    while pos < end:
+        field, wire_type, start, pos = _field(data, pos, end)
+        if field == _FILTER_METADATA:
+            entry = _once(-1, wire_type, start, pos)
+            key, value = _entry_spans(data, entry)
+            if _value(data, key) == _JWT_AUTHN:
+                found = _once(found, _LEN, *_bounds(value))  # no value: an empty Struct, as protobuf reads it
+    return found
 
 
 def _http_request(data: bytes, span: int, entries: dict[bytes, bytes]) -> tuple[int, int, int, int, int, int]:
@@ -244,8 +269,14 @@ def _utf8(text: bytes) -> None:
 
 
 def _entry(data: bytes, span: int) -> tuple[bytes, bytes]:
-    """One map entry's key (field 1) and value (field 2). Protobuf moves an entry with any
-    other field out of the map (into the message's unknown fields), so the walk refuses it."""
+    """One map entry's key (field 1) and value (field 2)."""
+    key, value = _entry_spans(data, span)
+    return _value(data, key), _value(data, value)
+
+
+def _entry_spans(data: bytes, span: int) -> tuple[int, int]:
+    """The spans of a map entry's key and value. Protobuf moves an entry with any other field
+    out of the map (into the message's unknown fields), so the walk refuses it."""
     key = value = -1
     pos, end = _bounds(span)
     while pos < end:
@@ -256,4 +287,4 @@ def _entry(data: bytes, span: int) -> tuple[bytes, bytes]:
             value = _once(value, wire_type, start, pos)
         else:
             raise _NotEnvoys
-    return _value(data, key), _value(data, value)
+    return key, value

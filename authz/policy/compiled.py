@@ -9,6 +9,23 @@ from typing import Generic, TypeVar
 from authz.check.protocols.a2a import A2aRouter
 from authz.policy.conditions import Condition, Results
 from authz.policy.globs import GlobSet
+from authz.users.user import ActingUser
+from authz.users.verify import UserSettings
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledUsers:
+    """A `users` entry: the user matches when their `sub` is one of `subjects` or one of their
+    groups is in `groups`."""
+
+    groups: GlobSet
+    subjects: frozenset[str]
+
+    def admits(self, acting: ActingUser) -> bool:
+        if acting.user.sub in self.subjects:
+            return True
+        groups = self.groups
+        return any(group in groups for group in acting.groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +36,7 @@ class CompiledMcpRule:
     prompts: GlobSet
     methods: GlobSet
     when: Condition | None
+    users: CompiledUsers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +45,7 @@ class CompiledAgentRule:
     methods: GlobSet | None  # None: every A2A method
     grant: CompiledScope | None
     when: Condition | None
+    users: CompiledUsers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +57,7 @@ class CompiledPathRule:
     paths: GlobSet
     methods: GlobSet
     when: Condition | None
+    users: CompiledUsers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,7 @@ class CompiledScope:
     agents: dict[str, tuple[CompiledAgentRule, ...]]
     egress: dict[str, tuple[CompiledPathRule, ...]]
     http: dict[str, tuple[CompiledPathRule, ...]]
+    users: CompiledUsers | None = None  # a grant's: it holds only while the chain acts for one of these users
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +101,7 @@ class CompiledSettings:
     max_depth: int
     chain_header: str
     chain_ttl_seconds: int
+    users: UserSettings | None = None  # None: requests act for no user (SPEC §10)
 
 
 T = TypeVar("T")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from authz.policy.compiled import (
     CompiledScope,
     CompiledSettings,
     CompiledTarget,
+    CompiledUsers,
     PolicySet,
     PrincipalIndex,
 )
@@ -48,6 +50,7 @@ from authz.policy.loader import (
 from authz.policy.model import (
     AgentRule,
     EgressRule,
+    Grant,
     HttpRule,
     McpRule,
     MissionProfile,
@@ -55,9 +58,13 @@ from authz.policy.model import (
     Settings,
     SettingsSpec,
     Target,
+    Users,
     parse_duration,
 )
+from authz.policy.model import Issuer as IssuerSpec
 from authz.policy.suggest import did_you_mean
+from authz.users.keys import FileKeys, RemoteKeys, remote_keys
+from authz.users.verify import Issuer, UserSettings
 
 Loc = tuple[str | int, ...]
 T = TypeVar("T")
@@ -147,6 +154,7 @@ class _Compiler:
         self._routers: dict[tuple[str, str, str], A2aRouter] = {}
         self._strings: dict[str, str] = {}
         self._results = Results()  # shared by this set's conditions, dropped with it
+        self._first_users: tuple[Origin, Loc] | None = None  # the first rule with `users`
 
     def compile(self, version: str) -> PolicySet:
         """The set, or PolicyLoadError with every error of every file: documents the loader
@@ -159,6 +167,10 @@ class _Compiler:
 
     def _finish(self, version: str) -> PolicySet:
         settings = self._settings()
+        if settings.users is None and self._first_users is not None:
+            origin, loc = self._first_users
+            message = "this rule names users, but the Settings name no users.issuers: no request would ever match"
+            self.errors.append(origin.error(message, *loc))
         self._check_references()
         self._resolve_egress()
         callers = self._caller_index(settings)
@@ -233,7 +245,28 @@ class _Compiler:
             max_depth=spec.max_depth,
             chain_header=spec.chain_header,
             chain_ttl_seconds=parse_duration(spec.chain_ttl),
+            users=self._user_settings(spec, self.settings_documents[0][1]) if spec.users is not None else None,
         )
+
+    def _user_settings(self, spec: SettingsSpec, source: SourcedDocument) -> UserSettings | None:
+        """The issuers and their keys (a JWKS file is read now: a broken one is a load error)."""
+        users = spec.users
+        assert users is not None
+        if users.header in (spec.chain_header, "x-caller-identity") or users.header.startswith(":"):
+            self.errors.append(source.error(f"users.header cannot be {users.header!r}", "spec", "users", "header"))
+        issuers: dict[str, Issuer] = {}
+        for index, issuer in enumerate(users.issuers):
+            loc = ("spec", "users", "issuers", index)
+            if issuer.issuer in issuers:
+                self.errors.append(source.error(f"issuer {issuer.issuer!r} is listed twice", *loc, "issuer"))
+            try:
+                keys = _issuer_keys(issuer)
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                field = "jwksFile" if issuer.jwks_file is not None else "caFile"
+                self.errors.append(source.error(f"{field}: {exc}", *loc, field))
+                continue
+            issuers[issuer.issuer] = Issuer(issuer.issuer, tuple(issuer.audiences), frozenset(issuer.algorithms), keys)
+        return UserSettings(users.header, users.groups_claim, issuers)
 
     def _intern(self, text: str) -> str:
         return self._strings.setdefault(text, text)
@@ -360,6 +393,7 @@ class _Compiler:
             agents={key: tuple(rules) for key, rules in agents.items()},
             egress=self._egress_rules(scope.egress, source, label, loc),
             http={key: tuple(rules) for key, rules in http.items()},
+            users=self._users(scope.users, source, loc) if isinstance(scope, Grant) else None,
         )
 
     def _egress_rules(
@@ -405,6 +439,7 @@ class _Compiler:
             prompts=self._globset(rule.prompts),
             methods=self._globset(rule.methods),
             when=self._condition(rule.when, source, loc),
+            users=self._users(rule.users, source, loc),
         )
 
     def _agent_rule(self, rule: AgentRule, label: str, source: SourcedDocument, loc: Loc) -> CompiledAgentRule:
@@ -424,7 +459,9 @@ class _Compiler:
         grant = None
         if rule.grant is not None:
             grant = self._scope(rule.grant, source, f"{label}.grant", (*loc, "grant"))
-        return CompiledAgentRule(label, methods, grant, self._condition(rule.when, source, loc))
+        return CompiledAgentRule(
+            label, methods, grant, self._condition(rule.when, source, loc), self._users(rule.users, source, loc)
+        )
 
     def _path_rule(
         self, rule: EgressRule | HttpRule, label: str, source: SourcedDocument, loc: Loc
@@ -439,7 +476,17 @@ class _Compiler:
             paths=self._globset(rule.paths),
             methods=self._globset(method.upper() for method in rule.methods),
             when=self._condition(rule.when, source, loc),
+            users=self._users(rule.users, source, loc),
         )
+
+    def _users(self, users: Users | None, source: SourcedDocument, loc: Loc) -> CompiledUsers | None:
+        """A rule's (or grant's) `users`; the first is remembered, so that a set with no users
+        settings, whose requests never have a user, says which rule could never apply."""
+        if users is None:
+            return None
+        if self._first_users is None:
+            self._first_users = (source.origin, (*loc, "users"))
+        return CompiledUsers(self._globset(users.groups), frozenset(users.subjects))
 
     def _globset(self, patterns: Iterable[str]) -> GlobSet:
         key = tuple(patterns)
@@ -622,3 +669,14 @@ def _principal_problem(principal: str, settings: CompiledSettings | None) -> str
     if settings is not None and parsed.trust_domain not in settings.trust_domains:
         return f"principal {principal!r} is outside the configured trustDomains"
     return None
+
+
+def _issuer_keys(issuer: IssuerSpec) -> FileKeys | RemoteKeys:
+    """An issuer's key source: its file, read now, or its URL, fetched when first needed (the
+    trust it names is loaded now, so a bad caFile is a load error, not a failed fetch)."""
+    if issuer.jwks_file is not None:
+        return FileKeys(issuer.jwks_file)
+    assert issuer.jwks_uri is not None
+    if issuer.ca_file is not None:
+        ssl.create_default_context(cafile=issuer.ca_file)
+    return remote_keys(issuer.jwks_uri, issuer.ca_file)

@@ -14,7 +14,7 @@ import cel
 
 from authz.bounded import Bounded
 
-ROOTS = frozenset({"source", "request", "mcp", "a2a", "chain"})
+ROOTS = frozenset({"source", "request", "mcp", "a2a", "chain", "user"})
 _COMPREHENSION_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 _ROOT = re.compile(r"(?<![\w.])(" + "|".join(sorted(ROOTS)) + r")\b")
 _LITERAL = r"(?:\"([^\"\\]*)\"|'([^'\\]*)')"

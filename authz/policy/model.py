@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from authz.check.protocols.a2a import DEFAULT_CARD_PATH, DEFAULT_JSONRPC_PATH, DEFAULT_REST_PREFIX
@@ -52,6 +52,23 @@ class Metadata(_Strict):
 
 # --- rules -----------------------------------------------------------------------------
 
+Subject = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Users(_Strict):
+    """The users a rule (or a grant) is for: the request's user must match one entry (SPEC §10)."""
+
+    groups: NameList = Field(default_factory=list)
+    """Groups, as the `groupsClaim` of the user's claims lists them (`*` matches any run of characters)."""
+    subjects: list[Subject] = Field(default_factory=list)
+    """Users by their `sub` claim, exactly."""
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> Users:
+        if not self.groups and not self.subjects:
+            raise ValueError("users needs groups or subjects (or both); without a users entry the rule is for anyone")
+        return self
+
 
 class McpRule(_Strict):
     server: Name
@@ -64,6 +81,8 @@ class McpRule(_Strict):
     """Prompts `prompts/get` may get, by name."""
     methods: NameList = Field(default_factory=list)
     """Other JSON-RPC methods allowed verbatim (extensions); session plumbing needs none."""
+    users: Users | None = None
+    """Optional: the rule applies only to requests acting for one of these users."""
     when: str | None = None
     """Optional CEL condition; the rule applies only when it is true (a run-time error denies)."""
 
@@ -75,6 +94,8 @@ class EgressRule(_Strict):
     """Normalised paths, without the query (globs); default every path."""
     methods: NameList = Field(default_factory=_everything)
     """HTTP methods; default every method."""
+    users: Users | None = None
+    """Optional: the rule applies only to requests acting for one of these users."""
     when: str | None = None
     """Optional CEL condition."""
 
@@ -86,6 +107,8 @@ class HttpRule(_Strict):
     """Normalised paths, without the query (globs); default every path."""
     methods: NameList = Field(default_factory=_everything)
     """HTTP methods; default every method."""
+    users: Users | None = None
+    """Optional: the rule applies only to requests acting for one of these users."""
     when: str | None = None
     """Optional CEL condition."""
 
@@ -108,10 +131,19 @@ class AgentRule(_Strict):
     """A MissionProfile name."""
     methods: NameList | None = None  # None: every A2A method
     """A2A methods (v1.0 or v0.3 names); absent: every A2A method."""
-    grant: Scope | None = None
+    grant: Grant | None = None
     """What the callee may do while acting for this profile; absent: this profile's own rules."""
+    users: Users | None = None
+    """Optional: the agent may be called only for requests acting for one of these users."""
     when: str | None = None
     """Optional CEL condition."""
+
+
+class Grant(Scope):
+    """What a delegate may do while acting for the profile that grants it."""
+
+    users: Users | None = None
+    """Optional: the grant holds only while the chain acts for one of these users."""
 
 
 Scope.model_rebuild()
@@ -221,6 +253,54 @@ class MissionProfileSpec(Scope):
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
+Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+
+def _default_algorithms() -> list[Algorithm]:
+    return ["RS256", "ES256"]
+
+
+class Issuer(_Strict):
+    """An identity provider whose JWTs name a request's user."""
+
+    issuer: Annotated[str, Field(min_length=1, max_length=1024)]
+    """The `iss` its tokens carry, exactly."""
+    audiences: list[Subject] = Field(min_length=1)
+    """A token's `aud` (a string or a list) must name one of these."""
+    jwks_file: str | None = None
+    """An absolute path to its JWKS (public keys); re-read when a token names a `kid` it lacks and the file changed."""
+    jwks_uri: str | None = None
+    """Or its JWKS's https:// URL: cached per its cache-control, fetched again for a new `kid` at most every 10 s."""
+    ca_file: str | None = None
+    """With jwksUri: a PEM bundle to trust instead of the system trust store (which honours SSL_CERT_FILE)."""
+    algorithms: list[Algorithm] = Field(default_factory=_default_algorithms, min_length=1)
+    """Algorithms its tokens may be signed with; never none or HS*, which a JWKS cannot vouch for."""
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Issuer:
+        if (self.jwks_file is None) == (self.jwks_uri is None):
+            raise ValueError("an issuer needs exactly one of jwksFile and jwksUri")
+        if self.jwks_uri is not None and not self.jwks_uri.startswith("https://"):
+            raise ValueError("jwksUri must be an https:// URL")
+        if self.ca_file is not None and self.jwks_uri is None:
+            raise ValueError("caFile is only for jwksUri")
+        for name, path in (("jwksFile", self.jwks_file), ("caFile", self.ca_file)):
+            if path is not None and not path.startswith("/"):
+                raise ValueError(f"{name} must be an absolute path")
+        return self
+
+
+class UsersSettings(_Strict):
+    """How Mandate tells the human behind the agent: the token's header, the issuers it trusts."""
+
+    header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "authorization"
+    """The header holding `Bearer <JWT>`; any other value there is no user (agents also carry API keys in it)."""
+    groups_claim: Annotated[str, Field(min_length=1)] = "groups"
+    """The claim holding the user's groups: a top-level list of strings."""
+    issuers: list[Issuer] = Field(min_length=1)
+    """The identity providers whose tokens name users."""
+
+
 class SettingsSpec(_Strict):
     trust_domains: NameList = Field(default=["cluster.local"], min_length=1)
     """Trust domains a caller's SPIFFE ID may have."""
@@ -234,6 +314,8 @@ class SettingsSpec(_Strict):
     """How long a chain record lives (a duration like 15m, 1h30m, 90s)."""
     unknown_callers: Literal["deny"] = "deny"
     """The only value: a caller no profile governs is refused."""
+    users: UsersSettings | None = None
+    """Optional: the users requests act for, from JWTs or Envoy's verified claims (absent: no users)."""
 
     @field_validator("chain_ttl")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
+from google.protobuf.struct_pb2 import Struct
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -15,10 +16,11 @@ from authz.check.decision_cache import PSEUDO_HEADERS
 from authz.check.decision_cache import decision_key as key_of_wire
 from authz.check.jsonrpc_id import id_span
 from authz.check.pipeline import Authorizer
-from authz.check.request import DECIDING_HEADERS, from_check_request, from_wire, to_check_request
+from authz.check.request import DECIDING_HEADERS, JWT_AUTHN, AuthzInput, from_check_request, from_wire, to_check_request
 from authz.check.wire import read_wire
 from tests.harness.answers import outcome
 from tests.harness.chain_cast import principal
+from tests.harness.protowire import field as any_field
 from tests.harness.requests import use_tool
 
 MAX_BODY = 64
@@ -42,9 +44,28 @@ def decision_key(payload: bytes, headers: tuple[bytes, ...] | None, max_body: in
     return None if wire is None else key_of_wire(wire, headers, max_body, length_at(headers))[0]
 
 
+def claims_of(metadata: bytes | Struct | None) -> object:
+    """Envoy's verified claims as protobuf reads them: the key holds their bytes as sent, which
+    parse to this (re-serializing what protobuf parsed need not give back the same bytes)."""
+    if metadata is None:
+        return None
+    return Struct.FromString(metadata) if isinstance(metadata, bytes) else metadata
+
+
+def readable(key: tuple[object, ...] | None) -> tuple[object, ...] | None:
+    """A key with its jwt_authn bytes (third) parsed."""
+    return None if key is None else (*key[:2], claims_of(key[2] or None), *key[3:])
+
+
+def same_input(walked: AuthzInput, parsed: AuthzInput) -> bool:
+    claims = (claims_of(walked.jwt_authn or None), claims_of(parsed.jwt_authn or None))
+    walked.jwt_authn = parsed.jwt_authn = b""
+    return walked == parsed and claims[0] == claims[1]
+
+
 def reference(check: CheckRequest, headers: tuple[bytes, ...] | None) -> tuple[object, ...]:
     """The key as protobuf's parse reads the fields (the JSON-RPC id and Content-Length treated
-    as `decision_key` does: test_decision_cache.py tests that treatment)."""
+    as `decision_key` does: test_decision_cache.py tests that treatment), jwt_authn's claims parsed."""
     attributes = check.attributes
     http = attributes.request.http
     fields = {name.encode(): value.encode() for name, value in http.headers.items()}
@@ -59,9 +80,11 @@ def reference(check: CheckRequest, headers: tuple[bytes, ...] | None) -> tuple[o
     declared = chosen[at] if at is not None else None
     if isinstance(declared, bytes) and declared.isdigit() and len(declared.lstrip(b"0")) <= 18:
         chosen[at] = int(declared) - len(read)  # type: ignore[index]
+    metadata = attributes.metadata_context.filter_metadata
     return (
         attributes.source.principal.encode(),
         attributes.destination.principal.encode(),
+        metadata[JWT_AUTHN] if JWT_AUTHN in metadata and metadata[JWT_AUTHN].ByteSize() else None,
         http.method.encode(),
         http.path.encode(),
         http.host.encode(),
@@ -85,6 +108,9 @@ def check_requests(draw: st.DrawFn) -> CheckRequest:
     attributes.destination.principal = draw(text)
     if draw(st.booleans()):
         attributes.metadata_context.filter_metadata["istio_authn"].update({"source.principal": draw(text)})
+    if draw(st.booleans()):  # claims Envoy's jwt_authn verified, under the issuer or Istio's "payload"
+        claims = {"iss": draw(text), "sub": draw(text), "exp": draw(st.integers(0, 2**40)), "groups": [draw(text)]}
+        attributes.metadata_context.filter_metadata[JWT_AUTHN].update({draw(st.sampled_from(["payload", "i"])): claims})
     attributes.context_extensions.update(draw(st.dictionaries(text, text, max_size=2)))
     attributes.request.time.seconds = draw(st.integers(0, 2**40))
     http = attributes.request.http
@@ -107,13 +133,13 @@ def test_the_key_and_the_input_hold_what_protobuf_reads(check: CheckRequest, hea
     if not check.attributes.source.principal:
         assert wire is None  # the caller is Istio's, from the metadata: protobuf reads it
         return
-    assert wire is not None and from_wire(wire, None) == from_check_request(check)
+    assert wire is not None and same_input(from_wire(wire, None), from_check_request(check))
     key = key_of_wire(wire, headers, MAX_BODY, length_at(headers))[0]
     http = check.attributes.request.http
     if max(len(http.raw_body), len(http.body.encode())) > MAX_BODY:
         assert key is None
     else:
-        assert key == reference(check, headers)
+        assert readable(key) == reference(check, headers)
 
 
 @st.composite
@@ -146,8 +172,8 @@ def test_any_payload_the_walk_reads_parses_to_what_it_read(payload: bytes, heade
     except (DecodeError, UnicodeError, ValueError):
         return  # denied as unreadable, and never kept (test_an_unreadable_request_is_never_kept)
     assume(wire is not None)
-    assert from_wire(wire, None) == from_check_request(check)
-    assert key_of_wire(wire, headers, 10_000, length_at(headers))[0] == reference(check, headers)
+    assert same_input(from_wire(wire, None), from_check_request(check))
+    assert readable(key_of_wire(wire, headers, 10_000, length_at(headers))[0]) == reference(check, headers)
 
 
 def serialized(**fields: object) -> bytes:
@@ -195,7 +221,7 @@ def test_a_header_sent_twice_in_one_map_is_keyed_as_protobuf_reads_it():
     check = CheckRequest.FromString(payload)
     assert check.attributes.request.http.headers["mcp-name"] == "delete_everything"
     key = decision_key(payload, KEY_HEADERS, 4096)
-    assert key is not None and key == reference(check, KEY_HEADERS)
+    assert key is not None and readable(key) == reference(check, KEY_HEADERS)
 
 
 def test_a_header_entry_with_a_field_of_its_own_is_not_read():
@@ -287,3 +313,53 @@ def test_a_header_protobuf_cannot_read_is_refused_even_when_the_rest_was_answere
     assert outcome(CheckResponse.FromString(authorizer.check_bytes(good))) == first  # now from the cache
     assert decision_key(bad, KEY_HEADERS, 4096) is None
     assert outcome(CheckResponse.FromString(authorizer.check_bytes(bad))) == ("deny", "invalid_check_request")
+
+
+def jwt_authn_entry(claims: bytes, *extra: bytes) -> bytes:
+    """A filter_metadata entry for Envoy's jwt_authn: its name, the Struct, and `extra` fields."""
+    return any_field(1, any_field(1, JWT_AUTHN.encode()) + any_field(2, claims) + b"".join(extra))
+
+
+def with_metadata(metadata: bytes) -> bytes:
+    """A request from a caller with a source principal, and `metadata` as its metadata context."""
+    source = any_field(1, any_field(4, b"spiffe://a/ns/x/sa/y"))
+    return any_field(1, source + any_field(11, metadata))
+
+
+def struct(**claims: object) -> bytes:
+    value = Struct()
+    value.update(claims)
+    return value.SerializeToString()
+
+
+def test_envoys_verified_claims_are_read_as_protobuf_reads_them():
+    payload = with_metadata(jwt_authn_entry(struct(iss="i", sub="alice")))
+    wire = read_wire(payload)
+    assert wire is not None
+    assert (
+        Struct.FromString(wire.jwt_authn)
+        == CheckRequest.FromString(payload).attributes.metadata_context.filter_metadata[JWT_AUTHN]
+    )
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        jwt_authn_entry(struct(sub="alice")) + jwt_authn_entry(struct(sub="mallory")),  # the name twice: the last wins
+        jwt_authn_entry(struct(sub="alice"), any_field(2, struct(sub="mallory"))),  # the Struct twice: merged
+    ],
+    ids=["name twice", "value twice"],
+)
+def test_claims_sent_twice_are_not_read(metadata):
+    """Protobuf keeps the last entry of a map name and merges a value sent twice: such bytes are
+    decided the protobuf way, never keyed."""
+    payload = with_metadata(metadata)
+    parsed = CheckRequest.FromString(payload).attributes.metadata_context.filter_metadata[JWT_AUTHN]
+    assert parsed.fields["sub"].string_value == "mallory"
+    assert read_wire(payload) is None
+    assert from_check_request(CheckRequest.FromString(payload)).jwt_authn == parsed.SerializeToString()
+
+
+def test_a_metadata_context_sent_twice_is_not_read():
+    payload = with_metadata(jwt_authn_entry(struct(sub="alice"))) + any_field(1, any_field(11, b""))
+    assert read_wire(payload) is None

@@ -28,6 +28,11 @@ _SENTINEL_START, _SENTINEL_END = "=?base64?", "?="
 _SENTINEL_LENGTH = len(_SENTINEL_START) + len(_SENTINEL_END)  # "=?base64?=" is not one
 # The lists whose answers Mandate's ext_proc filters (SPEC §9): Envoy sends only their answers to it.
 LIST_METHODS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
+# MCP authorization discovery (SPEC §10): session plumbing, whatever the target's pathPrefix.
+_PROTECTED_RESOURCE = "/.well-known/oauth-protected-resource"
+_DISCOVERY = frozenset(
+    {_PROTECTED_RESOURCE, "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"}
+)
 # Methods whose subject is named by params.uri rather than params.name.
 _URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
@@ -54,6 +59,11 @@ class McpAction:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "arguments", {} if arguments is None else arguments)
+
+
+def is_discovery(http_method: str, path: str) -> bool:
+    """A GET of the OAuth metadata an MCP client reads before it has a token (`path` normalised)."""
+    return http_method == "GET" and (path in _DISCOVERY or path.startswith(_PROTECTED_RESOURCE + "/"))
 
 
 def classify_mcp(http_method: str, headers: dict[str, str], body: bytes) -> tuple[list[McpAction], bool]:

@@ -1,0 +1,1 @@
+"""The human behind the agent (SPEC §10): issuers, their keys, and verified users."""
