@@ -280,6 +280,9 @@ def test_a_batch_answer_filters_its_list_answers_only(mesh: Mesh) -> None:
 def test_an_answer_mandate_cannot_read_reaches_the_agent_as_an_error(mesh: Mesh, shape: str) -> None:
     response = post_list(mesh, shape, LIST_TOOLS)
     assert b"delete_repo" not in response.content
+    if shape == "html":  # refused before the answer's headers went out: Mandate's own status and headers
+        assert response.status_code == 502 and response.headers["content-type"] == "application/json"
+        assert response.headers["x-mandate-decision-id"]
     error = response.json()
     assert error["id"] == 7 and error["error"]["data"]["reason"] == "list_unreadable"
 
