@@ -56,11 +56,18 @@ def render_body(decision: Decision) -> bytes:
         "hops": list(decision.hops) or None,
         "minted_chain_id": decision.minted_chain_id or None,
         "chain_events": decision.chain_events or None,
+        "user": _user(decision),
         **decision.details,
     }
     for processor in PROCESSORS:
         event = processor(None, "info", event)
     return event  # type: ignore[no-any-return]  # JSONRenderer's bytes
+
+
+def _user(decision: Decision) -> dict[str, str] | None:
+    """Who the decision acted for (SPEC §10): subject and issuer, never the token or other claims."""
+    user = decision.user
+    return None if user is None else {"sub": user.sub, "iss": user.iss}
 
 
 def render_list(answered: ListAnswered) -> dict[str, Any]:

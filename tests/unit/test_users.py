@@ -36,6 +36,7 @@ from authz.reasons import (
     USER_NOT_ALLOWED,
     USER_REQUIRED,
 )
+from authz.serve.audit import AuditLog
 from tests.harness.answers import header, outcome
 from tests.harness.chain_doubles import Clock
 from tests.harness.users import (
@@ -390,3 +391,19 @@ def test_other_well_known_paths_stay_outside_the_path_prefix(world):
     for method, path in (("GET", "/.well-known/other"), ("POST", "/.well-known/openid-configuration")):
         request = AuthzInput(method, path, "billing-db.local", {}, b"", principal("billing-agent"))
         assert world.send(request)[1] == "path_outside_target"
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+def test_audit_lines_name_the_user_at_every_hop_and_never_the_token(world):
+    token = finance(world)
+    first = world.authorizer.decide(send_message("orchestrator", "billing-agent", bearer(token)))
+    second = world.authorizer.decide(tool("billing-agent", "refund", {CHAIN: first.minted_token}, customer="c-1"))
+    anonymous = world.authorizer.decide(tool("billing-agent", "ping"))
+    lines = [orjson.loads(AuditLog().line(d, d.id, 1.0, 0)) for d in (first, second, anonymous)]
+    assert [line["user"] for line in lines[:2]] == [{"sub": "alice", "iss": ISSUER}] * 2
+    assert lines[1]["hops"] == ["orchestrator", "billing-agent"] and lines[1]["decision"] == "allow"
+    assert lines[2]["user"] is None
+    assert all(token not in orjson.dumps(line).decode() for line in lines)
+    assert all("c-1" not in orjson.dumps(line).decode() for line in lines)  # nor the user's other claims
