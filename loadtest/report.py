@@ -167,7 +167,7 @@ def micro_targets(micro: dict[str, Any], spread: dict[str, Any]) -> list[dict[st
     except (KeyError, TypeError, ValueError):
         rows.append(
             {
-                "target": "decision path p99 (in process), 10 → 10,000 profiles",
+                "target": "decision path p99 (in process), 10 → 100,000 profiles",
                 "required": "≤ 50 µs, flat ±20 %",
                 **missing,
             }
@@ -179,7 +179,9 @@ def micro_targets(micro: dict[str, Any], spread: dict[str, Any]) -> list[dict[st
     try:
         rows.append(_memory_row(report))
     except (KeyError, TypeError, ValueError):
-        rows.append({"target": "resident memory with 10,000 profiles", "required": "< 300 MB", **missing})
+        rows.append(
+            {"target": "load + compile and resident memory", "required": "< 30 s and < 1 GB at 100,000", **missing}
+        )
     return rows
 
 
@@ -220,12 +222,12 @@ def _decision_path_row(report: Any, spread: dict[str, Any]) -> dict[str, str]:
     if worst_flat:
         margin += f"; flatness {abs(worst_flat[1] - 1) * 100:.0f} % change vs ±20 %"
     row = {
-        "target": "decision path p99 (in process), 10 → 10,000 profiles",
-        "required": "≤ 50 µs, and flat (±20 %) from 10 to 10,000 profiles",
+        "target": f"decision path p99 (in process), 10 → {int(sizes[-1]):,} profiles",
+        "required": "≤ 50 µs, and flat (±20 %) from 10 to 100,000 profiles",
         "measured": measured,
         **verdict(met, margin),
     }
-    if int(sizes[-1]) < 10_000:
+    if int(sizes[-1]) < 100_000:
         row["result"] += " (smaller sizes only)"
     return row
 
@@ -252,25 +254,30 @@ def _redis_row(report: Any) -> dict[str, str]:
 
 
 def _memory_row(report: Any) -> dict[str, str]:
-    """Held against the fresh process's figure when there is one: the benchmark's own process also
-    holds every smaller size and the generator's objects."""
+    """SPEC §8's 100,000 profiles: load + compile < 30 s and RSS < 1 GB, held against a fresh process
+    where there is one (the benchmark's own process also holds every smaller size and the generator's
+    objects)."""
     largest = max(report["sizes"], key=lambda entry: entry["profiles"])
     rss = largest["rss_mb"]
     value = rss.get("fresh_process_after_compile") or rss["in_process_after_compile"]
-    where = (
-        "a fresh process that imports authz and compiles them"
-        if rss.get("fresh_process_after_compile")
-        else "the micro-benchmark's process"
-    )
+    seconds = largest.get("fresh_process_compile_seconds") or largest["compile_seconds"]
+    where = "a fresh process" if rss.get("fresh_process_after_compile") else "the micro-benchmark's process"
     peak = rss.get("fresh_process_peak")
+    met = value < 1024 and seconds < 30
+    over = []
+    if seconds >= 30:
+        over.append(f"{seconds - 30:.1f} s over")
+    if value >= 1024:
+        over.append(f"{value - 1024:.0f} MB over")
     row = {
-        "target": f"resident memory with {largest['profiles']:,} profiles",
-        "required": "< 300 MB",
-        "measured": f"{value:.0f} MB in {where}" + (f" (peak while loading {peak:.0f} MB)" if peak else ""),
-        **verdict(value < 300, f"{300 - value:.0f} MB under" if value < 300 else f"{value - 300:.0f} MB over"),
+        "target": f"load + compile and resident memory, {largest['profiles']:,} profiles",
+        "required": "< 30 s and < 1 GB at 100,000 profiles",
+        "measured": f"{seconds:.1f} s to load and compile, {value:.0f} MB resident, in {where}"
+        + (f" (peak while loading {peak:.0f} MB)" if peak else ""),
+        **verdict(met, f"{30 - seconds:.1f} s and {1024 - value:.0f} MB under" if met else ", ".join(over)),
     }
-    if largest["profiles"] < 10_000:
-        row["result"] += " (not 10,000 profiles)"
+    if largest["profiles"] < 100_000:
+        row["result"] += " (not 100,000 profiles)"
     return row
 
 
