@@ -38,7 +38,7 @@ WAIT = 1.0  # seconds: the longest a request waits for a fetch under way
 FETCH_TIMEOUT = 5.0
 DEFAULT_MAX_AGE = 300.0
 MAX_MAX_AGE = 86_400.0
-_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
 _NOT_STORED = re.compile(r"(?:^|,)\s*no-(?:store|cache)\s*(?:,|=|$)", re.IGNORECASE)
 
 log = logging.getLogger("mandate")
