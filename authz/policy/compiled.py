@@ -9,6 +9,8 @@ from typing import Generic, TypeVar
 from authz.check.protocols.a2a import A2aRouter
 from authz.policy.conditions import Condition, Results
 from authz.policy.globs import GlobSet
+from authz.policy.headers import RequestHeaders
+from authz.policy.secrets import Secrets
 from authz.users.user import ActingUser
 from authz.users.verify import UserSettings
 
@@ -92,6 +94,7 @@ class CompiledTarget:
     path_prefix: str | None
     workload: CompiledProfile | None  # the profile governing the target's own workload
     a2a: A2aRouter | None = None  # agents only: where their SDK app serves each binding
+    request_headers: RequestHeaders | None = None  # set and removed on every request let through to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +140,13 @@ class PolicySet:
     condition_headers: frozenset[str] | None = frozenset()
     # The answers this set's `when`s gave, by the values they read (see conditions.Results).
     condition_results: Results = field(default_factory=Results)
+    # Rules with `requestHeaders` of their own, by label: theirs merged over their Target's.
+    rule_headers: dict[str, RequestHeaders] = field(default_factory=dict)
+    # The secret files those headers read, re-read when they change (authz/policy/secrets.py).
+    secrets: Secrets = field(default_factory=Secrets)
+
+    def request_headers(self, target: CompiledTarget, rule: str) -> RequestHeaders | None:
+        """What letting a request through to `target` does to its headers: those of the rule that
+        allowed it (merged over the Target's), else the Target's own (SPEC §12)."""
+        found = self.rule_headers.get(rule) if rule else None
+        return found if found is not None else target.request_headers

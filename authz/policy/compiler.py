@@ -25,6 +25,7 @@ from typing import TypeVar
 from authz.check.identity import parse_spiffe_id
 from authz.check.protocols.a2a import A2A_METHODS, A2aRouter, to_v1_method
 from authz.check.protocols.paths import host_key
+from authz.check.response import CALLER_HEADER, DECISION_HEADER, FILTER_HEADER
 from authz.policy.compiled import (
     CompiledAgentRule,
     CompiledMcpRule,
@@ -39,6 +40,7 @@ from authz.policy.compiled import (
 )
 from authz.policy.conditions import Condition, ConditionError, Results
 from authz.policy.globs import GlobSet
+from authz.policy.headers import RequestHeaders, compile_headers, merged, name_problem
 from authz.policy.loader import (
     Origin,
     PolicyError,
@@ -62,6 +64,8 @@ from authz.policy.model import (
     parse_duration,
 )
 from authz.policy.model import Issuer as IssuerSpec
+from authz.policy.model import RequestHeaders as RequestHeadersSpec
+from authz.policy.secrets import Secrets
 from authz.policy.suggest import did_you_mean
 from authz.users.keys import FileKeys, RemoteKeys, remote_keys
 from authz.users.verify import Issuer, UserSettings
@@ -155,6 +159,11 @@ class _Compiler:
         self._strings: dict[str, str] = {}
         self._results = Results()  # shared by this set's conditions, dropped with it
         self._first_users: tuple[Origin, Loc] | None = None  # the first rule with `users`
+        self._secrets = Secrets()  # the files `{secret:PATH}` values read, one per path
+        self._target_headers: dict[str, RequestHeaders] = {}
+        # Rules' own requestHeaders, merged over their Target's once all are read: (label, kind, target or host, own)
+        self._rule_headers: list[tuple[str, str, str, RequestHeaders]] = []
+        self._header_names: list[tuple[str, Origin, Loc]] = []  # checked once the chain header is known
 
     def compile(self, version: str) -> PolicySet:
         """The set, or PolicyLoadError with every error of every file: documents the loader
@@ -175,6 +184,7 @@ class _Compiler:
         self._resolve_egress()
         callers = self._caller_index(settings)
         targets, by_principal, by_host = self._target_indexes(callers, settings)
+        self._check_header_names(settings)
         if self.errors or self.load_errors:
             raise PolicyLoadError(sorted([*self.load_errors, *self.errors], key=lambda e: (e.file, e.line)))
         return PolicySet(
@@ -188,6 +198,8 @@ class _Compiler:
             egress_hosts={host: targets[name] for host, name in self.egress_hosts.items()},
             condition_headers=self._condition_headers(),
             condition_results=self._results,
+            rule_headers=self._merged_rule_headers(targets),
+            secrets=self._secrets,
         )
 
     @contextmanager
@@ -221,6 +233,9 @@ class _Compiler:
         self.first_seen[name] = source.origin
         if isinstance(document, Target):
             self.targets[name] = (document, source)
+            if document.spec.request_headers is not None:
+                loc = ("spec", "requestHeaders")
+                self._target_headers[name] = self._request_headers(document.spec.request_headers, source.origin, loc)
             if document.spec.kind == "egress":
                 for host in document.spec.hosts:
                     self.egress_hosts.setdefault(self._intern(host_key(host)), name)
@@ -432,7 +447,7 @@ class _Compiler:
         pending.into.update((target, tuple(rules)) for target, rules in by_target.items())
 
     def _mcp_rule(self, rule: McpRule, label: str, source: SourcedDocument, loc: Loc) -> CompiledMcpRule:
-        return CompiledMcpRule(
+        compiled = CompiledMcpRule(
             label=label,
             tools=self._globset(rule.tools),
             resources=self._globset(rule.resources),
@@ -441,6 +456,8 @@ class _Compiler:
             when=self._condition(rule.when, source, loc),
             users=self._users(rule.users, source, loc),
         )
+        self._rule_request_headers(rule.request_headers, label, ("mcp", rule.server), source, loc)
+        return compiled
 
     def _agent_rule(self, rule: AgentRule, label: str, source: SourcedDocument, loc: Loc) -> CompiledAgentRule:
         methods = None
@@ -459,6 +476,7 @@ class _Compiler:
         grant = None
         if rule.grant is not None:
             grant = self._scope(rule.grant, source, f"{label}.grant", (*loc, "grant"))
+        self._rule_request_headers(rule.request_headers, label, ("agent", rule.agent), source, loc)
         return CompiledAgentRule(
             label, methods, grant, self._condition(rule.when, source, loc), self._users(rule.users, source, loc)
         )
@@ -470,6 +488,8 @@ class _Compiler:
             if path != "*" and not path.startswith("/"):
                 self.errors.append(source.error(f"path {path!r} must start with '/' (or be '*')", *loc, "paths", index))
         host = self._intern(host_key(rule.host)) if isinstance(rule, EgressRule) else None
+        reference = ("http", rule.target) if isinstance(rule, HttpRule) else ("egress", host or "")
+        self._rule_request_headers(rule.request_headers, label, reference, source, loc)
         return CompiledPathRule(
             label=label,
             host=host,
@@ -478,6 +498,55 @@ class _Compiler:
             when=self._condition(rule.when, source, loc),
             users=self._users(rule.users, source, loc),
         )
+
+    def _request_headers(self, spec: RequestHeadersSpec, origin: Origin, loc: Loc) -> RequestHeaders:
+        """A `requestHeaders` entry: its values parsed (the secret files they read, read now); its
+        names are checked once the Settings say which header carries chains."""
+        compiled, problems = compile_headers(spec.set, spec.remove, self._secrets)
+        for message, where in problems:
+            self.errors.append(origin.error(message, *loc, *where))
+        self._header_names.extend((name.lower(), origin, (*loc, "set", name)) for name in spec.set)
+        self._header_names.extend(
+            (name.lower(), origin, (*loc, "remove", index)) for index, name in enumerate(spec.remove)
+        )
+        return compiled
+
+    def _rule_request_headers(
+        self, spec: RequestHeadersSpec | None, label: str, target: tuple[str, str], source: SourcedDocument, loc: Loc
+    ) -> None:
+        """A rule's own requestHeaders, merged over its Target's once every Target is read. The
+        request is shaped by the caller's own rule, so in a grant they would never apply."""
+        if spec is None:
+            return
+        where = (*loc, "requestHeaders")
+        if "grant" in loc:
+            message = (
+                "requestHeaders never apply in a grant: a request is shaped by the caller's own rule and its Target"
+            )
+            self.errors.append(source.error(message, *where))
+            return
+        self._rule_headers.append((label, *target, self._request_headers(spec, source.origin, where)))
+
+    def _check_header_names(self, settings: CompiledSettings) -> None:
+        own = {
+            CALLER_HEADER: "the caller's verified SPIFFE ID",
+            settings.chain_header: "the chain header, which carries delegation tokens",
+            DECISION_HEADER: "the decision id",
+            FILTER_HEADER: "it sends MCP list answers through Mandate's response path",
+        }
+        for name, origin, loc in self._header_names:
+            problem = name_problem(name, own)
+            if problem is not None:
+                self.errors.append(origin.error(problem, *loc))
+
+    def _merged_rule_headers(self, targets: dict[str, CompiledTarget]) -> dict[str, RequestHeaders]:
+        """Each rule's own requestHeaders over its Target's (an agent, a profile, has none of its own)."""
+        merged_headers: dict[str, RequestHeaders] = {}
+        for label, kind, reference, own in self._rule_headers:
+            name = self.egress_hosts.get(reference, "") if kind == "egress" else reference
+            target = targets.get(name) if kind != "agent" else None
+            merged_headers[label] = merged(target.request_headers if target is not None else None, own)
+        return merged_headers
 
     def _users(self, users: Users | None, source: SourcedDocument, loc: Loc) -> CompiledUsers | None:
         """A rule's (or grant's) `users`; the first is remembered, so that a set with no users
@@ -572,7 +641,9 @@ class _Compiler:
         for name, (target, source) in self.targets.items():
             spec = target.spec
             workload = next((callers.get(p) for p in spec.principals if callers.get(p) is not None), None)
-            compiled = CompiledTarget(name, spec.kind, spec.path_prefix, workload)
+            compiled = CompiledTarget(
+                name, spec.kind, spec.path_prefix, workload, request_headers=self._target_headers.get(name)
+            )
             targets[name] = compiled
             self._add_principals(explicit_principals, spec.principals, compiled, source.origin, settings, "target")
             for principal in spec.principals:

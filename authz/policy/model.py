@@ -70,6 +70,23 @@ class Users(_Strict):
         return self
 
 
+HeaderName = Annotated[str, Field(min_length=1, max_length=256)]
+HeaderText = Annotated[str, Field(max_length=8192)]
+
+
+class RequestHeaders(_Strict):
+    """What an allowed request's headers become before its upstream sees them (a rule's entries win
+    over its Target's, per header name). Denied requests are left as they are."""
+
+    set: dict[HeaderName, HeaderText] = Field(default_factory=dict)
+    """Headers to set, NAME: VALUE; each replaces every copy the client sent under that name, in any case.
+    VALUE is text with {caller.principal}, {caller.namespace}, {caller.serviceAccount}, {profile},
+    {decision_id}, {user.sub} or {secret:/absolute/path} (the file's trimmed content, re-read when it
+    changes); {{ and }} are literal braces. A value that comes out empty removes the header."""
+    remove: list[HeaderName] = Field(default_factory=list)
+    """Headers to drop, every copy the client sent."""
+
+
 class McpRule(_Strict):
     server: Name
     """A Target of kind mcp."""
@@ -83,6 +100,8 @@ class McpRule(_Strict):
     """Other JSON-RPC methods allowed verbatim (extensions); session plumbing needs none."""
     users: Users | None = None
     """Optional: the rule applies only to requests acting for one of these users."""
+    request_headers: RequestHeaders | None = None
+    """Optional: headers set or removed on the requests this rule allows (over its Target's)."""
     when: str | None = None
     """Optional CEL condition; the rule applies only when it is true (a run-time error denies)."""
 
@@ -96,6 +115,8 @@ class EgressRule(_Strict):
     """HTTP methods; default every method."""
     users: Users | None = None
     """Optional: the rule applies only to requests acting for one of these users."""
+    request_headers: RequestHeaders | None = None
+    """Optional: headers set or removed on the requests this rule allows (over its Target's)."""
     when: str | None = None
     """Optional CEL condition."""
 
@@ -109,6 +130,8 @@ class HttpRule(_Strict):
     """HTTP methods; default every method."""
     users: Users | None = None
     """Optional: the rule applies only to requests acting for one of these users."""
+    request_headers: RequestHeaders | None = None
+    """Optional: headers set or removed on the requests this rule allows (over its Target's)."""
     when: str | None = None
     """Optional CEL condition."""
 
@@ -135,6 +158,8 @@ class AgentRule(_Strict):
     """What the callee may do while acting for this profile; absent: this profile's own rules."""
     users: Users | None = None
     """Optional: the agent may be called only for requests acting for one of these users."""
+    request_headers: RequestHeaders | None = None
+    """Optional: headers set or removed on the A2A requests this rule allows."""
     when: str | None = None
     """Optional CEL condition."""
 
@@ -172,6 +197,8 @@ class TargetSpec(_Strict):
     """:authority hosts, port ignored, no wildcards (waypoints, egress gateways)."""
     path_prefix: str | None = None
     """Optional: only paths under it belong to the target (segment-aware)."""
+    request_headers: RequestHeaders | None = None
+    """Optional: headers set or removed on every request to it that Mandate lets through."""
 
     @field_validator("path_prefix")
     @classmethod
