@@ -4,9 +4,11 @@ Three Authorizers share one policy set, chain step, store and clock; two keep an
 large cache, one of four entries, so eviction is exercised), one decides every request. Long
 generated streams go to all three: every protocol and reason, JSON-RPC ids of every JSON type,
 repeated calls under new ids, chains minted and presented, revocation, expiry (the clock
-moves), policy reloads, the store unreachable and back or reconnected, and CheckRequests
-mutated below protobuf (unknown, repeated and malformed fields, bad UTF-8, truncation). Any
-difference in status, reason, headers, body or metadata fails.
+moves), policy reloads, the store unreachable and back or reconnected, users (SPEC §10: valid,
+expiring, forged and foreign tokens, API keys, claims Envoy verified, chains minted for a user
+and presented with another's token), and CheckRequests mutated below protobuf (unknown,
+repeated and malformed fields, bad UTF-8, truncation). Any difference in status, reason,
+headers, body or metadata fails.
 
 The size is set by MANDATE_EQUIVALENCE_EXAMPLES (CI: the default; BENCHMARKS.md: ten times it).
 """
@@ -30,6 +32,7 @@ from authz.policy.compiled import PolicySet
 from authz.policy.compiler import compile_directory
 from tests.harness.chain_doubles import Clock, SwitchableStore
 from tests.harness.protowire import field, inject, varint
+from tests.harness.users import ISSUER, Idp, jwt_authn_metadata, unsigned
 
 EXAMPLES = int(os.environ.get("MANDATE_EQUIVALENCE_EXAMPLES", "600"))
 CHAIN = "x-delegation-chain"
@@ -37,6 +40,13 @@ TOOLS, WEB = "tools.local", "api.example.com"
 CALLERS = ("alice", "bob", "carol", "dave", "team-x", "evil", "", "bad-newline", "other-domain")
 
 PROFILES = """
+apiVersion: mandate.dev/v1alpha1
+kind: Settings
+metadata: {name: default}
+spec:
+  users:
+    issuers: [{issuer: "%(issuer)s", audiences: [mandate], jwksFile: "%(jwks)s"}]
+---
 apiVersion: mandate.dev/v1alpha1
 kind: Target
 metadata: {name: tools}
@@ -60,6 +70,8 @@ spec:
     - server: tools
       tools: [write]
       when: 'mcp.tool.arguments.repo.startsWith("acme/") && request.headers["x-tenant"] == "a"'
+    - {server: tools, tools: [admin], users: {groups: [ops]}, when: 'user.claims.level > 2'}
+    - {server: tools, tools: [delete], users: {subjects: [ann]}}
   agents: %(alice_agents)s
   egress: [{host: api.example.com, paths: ["/zen"], methods: [GET]}]
 ---
@@ -83,6 +95,7 @@ spec:
   hosts: [carol.agents.local]
   mcp: [{server: tools, tools: [read, write, delete, admin]}]
   delegation: {maxDepth: 3}
+  agents: [{agent: dave, grant: {users: {groups: [ops]}, mcp: [{server: tools, tools: [read]}]}}]
 ---
 apiVersion: mandate.dev/v1alpha1
 kind: MissionProfile
@@ -91,7 +104,7 @@ spec:
   mission: dave in the equivalence test
   principals: [spiffe://cluster.local/ns/dave/sa/dave]
   hosts: [dave.agents.local]
-  mcp: [{server: tools, tools: [read]}]
+  mcp: [{server: tools, tools: [read], users: {groups: [ops, dev]}}]
   agents: [{agent: alice, methods: [SendMessage]}]
   delegation: {requireChain: %(dave_requires)s}
 ---
@@ -133,11 +146,46 @@ class Variants(list[PolicySet]):
 @pytest.fixture(scope="module")
 def policies(tmp_path_factory: pytest.TempPathFactory) -> Variants:
     compiled = Variants()
+    jwks = IDP.write_jwks(tmp_path_factory.mktemp("jwks") / "jwks.json")
     for index, variant in enumerate(VARIANTS):
         directory = tmp_path_factory.mktemp(f"variant-{index}")
-        (directory / "policy.yaml").write_text(PROFILES % variant)
+        (directory / "policy.yaml").write_text(PROFILES % {**variant, "issuer": ISSUER, "jwks": jwks})
         compiled.append(compile_directory(directory))
     return compiled
+
+
+# Users: tokens made once (exp a little ahead, so the stream's ticks pass it), by the configured
+# issuer and by a stranger, forged, and claims Envoy verified.
+IDP = Idp()
+
+
+def _user_values() -> tuple[list[str], list[bytes]]:
+    now = int(IDP.now)
+    ann = IDP.token("ann", ["ops"], level=3, exp=now + 40)
+    good = [
+        ann,
+        IDP.token("ben", ["dev"], level=1, exp=now + 40, key=IDP.keys[1]),
+        IDP.token("cat", ["ops"], level=5, exp=now + 1000),
+        IDP.token("ann", ["ops"], level=1, exp=now + 1000),
+    ]
+    bad = [
+        ann[:-4] + ("AAAA" if not ann.endswith("AAAA") else "BBBB"),  # a forged signature
+        IDP.token("ann", ["ops"], aud="elsewhere"),
+        Idp("https://stranger", [IDP.keys[0]]).token("ann", ["ops"]),  # an issuer not configured: no user
+        unsigned({"iss": ISSUER, "sub": "ann", "aud": "mandate", "exp": now + 100, "groups": ["ops"]}),
+    ]
+    odd = ["sk-api-key", f"Bearer {good[0]},Bearer x.y.z"]
+    headers = [f"Bearer {token}" for token in good * 4 + bad] + odd  # mostly users, so rules about them decide
+    claims = {"iss": ISSUER, "aud": "mandate", "groups": ["ops"], "level": 4}
+    metadata = [
+        jwt_authn_metadata({**claims, "sub": "ann", "exp": now + 40}),
+        jwt_authn_metadata({**claims, "sub": "dan"}, "payload"),
+        jwt_authn_metadata({**claims, "sub": "eve", "aud": "elsewhere"}),
+    ]
+    return headers, metadata
+
+
+AUTHORIZATIONS, VERIFIED_CLAIMS = _user_values()
 
 
 # --- what a stream is made of --------------------------------------------------------------
@@ -177,7 +225,7 @@ def mcp_body(draw: Any) -> bytes:
     message: dict[str, Any] = {"jsonrpc": "2.0", "method": "tools/call"}
     if kind == "call":
         message["params"] = {
-            "name": draw(st.sampled_from(["read", "write", "delete", "admin"])),
+            "name": draw(st.sampled_from(["read", "write", "delete", "admin", "admin"])),
             "arguments": draw(ARGUMENTS),
         }
     elif kind == "read":
@@ -234,8 +282,11 @@ def request(draw: Any, tokens: list[str]) -> AuthzInput:
         headers[CHAIN] = "0" * 36 + "." + "A" * 43 if token == "forged" else "junk\n"
     if draw(st.booleans()):
         headers["x-forwarded-client-cert"] = f"URI=spiffe://cluster.local/ns/evil/sa/{draw(st.integers(0, 3))}"
+    if draw(st.integers(0, 2)):
+        headers["authorization"] = draw(st.sampled_from(AUTHORIZATIONS))
     headers = {name: value for name, value in headers.items() if value}
-    return AuthzInput(method, path, host, headers, body, principal(caller))
+    claims = draw(st.sampled_from([*[b""] * 12, *VERIFIED_CLAIMS]))
+    return AuthzInput(method, path, host, headers, body, principal(caller), jwt_authn=claims)
 
 
 MUTATIONS = ("none", "none", "none", "unknown", "repeat-path", "tls-field-0", "bad-scheme", "truncate")
@@ -288,7 +339,7 @@ def seen(response: bytes) -> tuple[object, ...]:
 class Stream:
     """Three Authorizers over one chain step: two caching (large, tiny), one deciding afresh."""
 
-    def __init__(self, policies: list[PolicySet]) -> None:
+    def __init__(self, policies: list[PolicySet], requests: Any = None) -> None:
         self.clock = Clock()
         self.store = SwitchableStore(self.clock)
         chains = ChainStep(self.store, ChainKeys.ephemeral(), clock=self.clock)
@@ -297,10 +348,11 @@ class Stream:
         self.tiny = Authorizer(policies[0], chains=chains, decision_cache=4)
         self.fresh = Authorizer(policies[0], chains=chains, decision_cache=0)
         self.tokens: list[str] = []
+        self.requests = requests  # a strategy of requests, given the tokens minted so far
 
     def act(self, kind: str, value: int, data: Any) -> None:
         if kind == "send":
-            self.send(data.draw(request(self.tokens)), data.draw(st.sampled_from(MUTATIONS)))
+            self.send(data.draw((self.requests or request)(self.tokens)), data.draw(st.sampled_from(MUTATIONS)))
         elif kind == "tick":
             self.clock.now += (1, 29, 31, 15 * 60 + 1)[value % 4]
         elif kind == "revoke" and self.tokens:
@@ -333,5 +385,44 @@ class Stream:
 @given(actions=stream(), data=st.data())
 def test_every_answer_from_the_cache_is_the_answer_deciding_afresh_gives(policies, actions, data):
     run = Stream(policies)
+    for kind, value in actions:
+        run.act(kind, value, data)
+
+
+@st.composite
+def user_request(draw: Any, tokens: list[str]) -> AuthzInput:
+    """Requests that reach the rules about users: governed callers, well-formed calls, a user's
+    token or claims, and chains minted for users (or for none) presented with another's token."""
+    caller = draw(st.sampled_from(["alice", "bob", "carol", "dave"]))
+    headers = {"x-tenant": "a"}
+    if draw(st.booleans()):
+        body = orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": draw(st.integers(0, 3)),
+                "method": "tools/call",
+                "params": {"name": draw(st.sampled_from(["read", "delete", "admin"])), "arguments": {}},
+            }
+        )
+        host, path = TOOLS, "/mcp"
+    else:
+        body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}})
+        host, path = f"{draw(st.sampled_from(['bob', 'carol', 'dave']))}.agents.local", "/"
+    if tokens and draw(st.booleans()):
+        headers[CHAIN] = tokens[draw(st.integers(0, len(tokens) - 1))]
+    if draw(st.integers(0, 3)):
+        headers["authorization"] = draw(st.sampled_from(AUTHORIZATIONS))
+    claims = draw(st.sampled_from([*[b""] * 6, *VERIFIED_CLAIMS]))
+    return AuthzInput("POST", path, host, headers, body, principal(caller), jwt_authn=claims)
+
+
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(actions=stream(), data=st.data())
+def test_every_answer_about_users_from_the_cache_is_the_answer_deciding_afresh_gives(policies, actions, data):
+    run = Stream(policies, user_request)
     for kind, value in actions:
         run.act(kind, value, data)
