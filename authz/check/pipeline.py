@@ -27,7 +27,7 @@ from authz.check.protocols.a2a import A2aAction
 from authz.check.protocols.jsonrpc import peek_ids
 from authz.check.protocols.mcp import LIST_METHODS, McpAction
 from authz.check.record import Answered, Recorder
-from authz.check.request import AuthzInput, from_check_request, from_wire
+from authz.check.request import RESUME_HEADER, AuthzInput, from_check_request, from_wire
 from authz.check.response import build_response
 from authz.check.templates import ResponseTemplates
 from authz.check.users import acting_for, acting_user, presented_user
@@ -170,7 +170,7 @@ class Authorizer:
         decision.profile = profile.name
         decision.dry_run = profile.dry_run
         classified = classify(policy, request)
-        _describe(decision, classified)
+        _describe(decision, classified, RESUME_HEADER in request.headers)
         record = self.chains.presented(policy, request, caller, profile)
         if record is not None:  # noted first: whatever follows from it holds only while it does
             decision.chain_events.append("verified")
@@ -232,7 +232,9 @@ def _unreadable(exc: Exception) -> Decision:
     return Decision(new_decision_id(), refused(INVALID_CHECK_REQUEST, f"CheckRequest does not parse: {exc}"))
 
 
-def _describe(decision: Decision, classified: Classified) -> None:
+def _describe(decision: Decision, classified: Classified, resumed: bool) -> None:
+    """The decision's target, protocol and audit details; an MCP list request, or a resumed stream
+    (which may replay list answers), is marked for the response path."""
     decision.target = classified.target.name
     decision.protocol = classified.protocol
     decision.jsonrpc_ids = classified.jsonrpc_ids
@@ -250,7 +252,7 @@ def _describe(decision: Decision, classified: Classified) -> None:
             details["gen_ai.prompt.name"] = first.name
         if len(classified.actions) > 1:
             details["mcp.batch.size"] = str(len(classified.actions))
-        decision.filter_lists = any(action.method in LIST_METHODS for action in classified.actions)
+        decision.filter_lists = resumed or any(action.method in LIST_METHODS for action in classified.actions)
     elif isinstance(first, A2aAction):
         details["a2a.method"] = first.method or first.wire_method
         details["a2a.agent"] = classified.target.name

@@ -15,6 +15,9 @@ from authz.check.wire import WireRequest
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 JWT_AUTHN = "envoy.filters.http.jwt_authn"  # where Envoy's jwt_authn leaves the claims it verified
+# An MCP client resuming an SSE stream (Streamable HTTP "Resumability"): the server may replay stored
+# answers, list answers among them, so the request's answer goes through the response path (SPEC §9).
+RESUME_HEADER = "last-event-id"
 # Every header a decision reads besides the chain header, those a `when` names (SPEC §2–§5) and
 # the pseudo-headers, which only stand in for method, path and host when Envoy leaves them empty.
 DECIDING_HEADERS = (
@@ -25,6 +28,7 @@ DECIDING_HEADERS = (
     "mcp-protocol-version",
     "mcp-method",
     "mcp-name",
+    RESUME_HEADER,
 )
 
 
