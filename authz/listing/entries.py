@@ -34,6 +34,8 @@ LISTS = {
     "resources/list": ListKind("resources", "uri", "resource", "resources/read"),
     "resources/templates/list": ListKind("resourceTemplates", "uriTemplate", "resource", "resources/read"),
 }
+# The list a result's top-level key says it answers, for answers whose request Mandate did not see.
+SHAPES = {kind.key: method for method, kind in LISTS.items()}
 
 
 @dataclass

@@ -20,7 +20,8 @@ def preview(policy: PolicySet, hops: tuple[str, ...], server: str, body: bytes, 
     None), shows what would be kept and removed."""
     chain = Chain("", hops, scopes_along(policy, hops, "explain"))
     rules = EntryRules(policy, chain, server)
-    reports = {key: _patterns(chain, server, method, rules.dry_run) for key, method in ListRequests(body).lists.items()}
+    asked = ListRequests(body).lists if body.strip() else {}  # a resumed stream's GET asks for nothing
+    reports = {key: _patterns(chain, server, method, rules.dry_run) for key, method in asked.items()}
     for message in answer if isinstance(answer, list) else [] if answer is None else [answer]:
         key = id_key(message.get("id")) if isinstance(message, dict) else None
         report = reports.get(key) if key is not None else None

@@ -2,11 +2,12 @@
 what Mandate answers each time.
 
 request headers: who asks (the refusal of a caller that cannot be told waits for the ids);
-request body: which JSON-RPC requests are lists; response headers: the answer's content type
-and encoding (Content-Length goes: the body changes); response body chunks (STREAMED): held
-or rewritten, so what leaves is always filtered. Once an answer's headers have gone out, a
-refusal becomes a JSON-RPC error in the body (an SSE event, for a stream), and whatever the
-upstream sends after it is dropped.
+request body: which JSON-RPC requests are lists (a request with `Last-Event-ID` resumes a stream
+whose replayed answers Mandate never saw asked: every list-shaped answer in it is filtered);
+response headers: the answer's content type and encoding (Content-Length goes: the body changes);
+response body chunks (STREAMED): held or rewritten, so what leaves is always filtered. Once an
+answer's headers have gone out, a refusal becomes a JSON-RPC error in the body (an SSE event,
+for a stream), and whatever the upstream sends after it is dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, 
 from authz.check.decision import Refusal, Verdict, refused
 from authz.check.decision_ids import new_decision_id
 from authz.check.protocols.jsonrpc import JsonId
+from authz.check.request import RESUME_HEADER
 from authz.check.response import FILTER_HEADER
 from authz.listing import replies
 from authz.listing.answers import JsonAnswer, ListRequests
@@ -63,6 +65,7 @@ class ListStream:
         self.caller: ListCaller | None = None
         self.refusal: Verdict | None = None  # the caller could not be told: said once the ids are known
         self.requests: ListRequests | None = None  # None: no list to filter, the answer passes as it is
+        self._resumed = False  # the request resumes a stream: its replayed answers may hold lists
         self._asked: list[bytes] = []
         self._answer: JsonAnswer | SseAnswer | None = None
         self._decoder: Gunzip | None = None
@@ -100,8 +103,12 @@ class ListStream:
             self.caller = identify(self.service.authorizer.policy, self.service.authorizer.chains, seen)
         except Refusal as refusal:
             self.refusal = refusal.verdict
-        if request.request_headers.end_of_stream and self.refusal is not None:
-            return self._immediate(self.refusal, ())
+        self._resumed = RESUME_HEADER in seen.headers
+        if request.request_headers.end_of_stream:
+            if self._resumed:
+                self.requests = ListRequests(b"", resumed=True)
+            if self.refusal is not None:
+                return self._immediate(self.refusal, ())
         return replies.go_on("request_headers", (FILTER_HEADER,))
 
     def _request_body(self, request: ProcessingRequest) -> ProcessingResponse:
@@ -111,14 +118,14 @@ class ListStream:
         if not request.request_body.end_of_stream:
             return replies.go_on("request_body")
         try:
-            requests = ListRequests(b"".join(self._asked))
+            requests = ListRequests(b"".join(self._asked), self._resumed)
         except Unreadable as exc:
             return self._immediate(refused(LIST_UNREADABLE, str(exc)), ())
         self._asked = []
-        if requests.lists:
+        if requests.lists or requests.resumed:
             self.requests = requests
             if self.refusal is not None:
-                return self._immediate(self.refusal, requests.ids)
+                return self._immediate(self.refusal, tuple(requests.ids))
         return replies.go_on("request_body")
 
     # --- the answer ----------------------------------------------------------------------
@@ -142,7 +149,7 @@ class ListStream:
                 self.requests = None  # an HTTP error of another kind: it answers no list
                 return replies.go_on("response_headers")
         except Unreadable as exc:
-            return self._immediate(self._refused(refused(LIST_UNREADABLE, str(exc))), requests.ids)
+            return self._immediate(self._refused(refused(LIST_UNREADABLE, str(exc))), tuple(requests.ids))
         encoded = ("content-encoding",) if self._decoder is not None else ()
         return replies.go_on("response_headers", ("content-length", *encoded))
 
@@ -170,7 +177,7 @@ class ListStream:
         """Record the refusal of every list the request asked for, once."""
         if not self._ended:
             self._ended = True
-            lists = self.requests.unanswered_lists if self.requests is not None else [""]
+            lists = (self.requests.unanswered_lists if self.requests is not None else []) or [""]
             for method in lists:
                 self.service.record(self._record(method, "refused", verdict.reason, verdict.message, Counts()))
         return verdict
@@ -187,13 +194,15 @@ class ListStream:
         if isinstance(self._answer, JsonAnswer):
             return replies.refusal_body(self.decision_id, verdict, requests.ids)
         pending = requests.unanswered
-        return error_event(replies.refusal_body(self.decision_id, verdict, pending)) if pending else b""
+        if not pending and not requests.resumed:
+            return b""
+        return error_event(replies.refusal_body(self.decision_id, verdict, pending))  # resumed: id null at worst
 
     def _fail(self, phase: str | None, verdict: Verdict) -> ProcessingResponse:
         """An internal error: the request ends here, or the answer's body becomes the error."""
         if phase == "response_body":
             return replies.body(self._refuse_inline(verdict))
-        return self._immediate(verdict, self.requests.ids if self.requests is not None else ())
+        return self._immediate(verdict, tuple(self.requests.ids) if self.requests is not None else ())
 
     # --- recording -------------------------------------------------------------------------
 

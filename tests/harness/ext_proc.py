@@ -3,8 +3,9 @@ request and its answer (as the filters of `mandate export envoy` configure it), 
 Mandate's replies the way Envoy applies them, down to the bytes the agent would receive.
 
 `deliver()` runs one request through a ListService: request headers (with the caller's
-attributes and ext_authz's metadata), the request body, the answer's headers and its body in
-the chunks given. Its `Delivered` says what reached the agent.
+attributes and ext_authz's metadata), the request body (none for a bodiless request, such as the
+GET that resumes a stream: `resumed_get()`), the answer's headers and its body in the chunks
+given. Its `Delivered` says what reached the agent.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def request_headers(
     return request
 
 
+def resumed_get(last_event_id: str = "stream-1_7", **kwargs: object) -> ProcessingRequest:
+    """The headers of a GET that resumes an SSE stream after `last-event-id`: Envoy sends no body."""
+    headers = {":method": "GET", "accept": "text/event-stream", "last-event-id": last_event_id}
+    return request_headers(headers=headers, end_of_stream=True, **kwargs)  # type: ignore[arg-type]
+
+
 def jsonrpc(method: str, request_id: object = 1, **params: object) -> dict[str, object]:
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
 
@@ -95,7 +102,7 @@ def chunks_of(body: bytes, size: int) -> list[bytes]:
 
 def deliver(
     service: ListService,
-    asked: bytes | dict[str, object] | list[dict[str, object]],
+    asked: bytes | dict[str, object] | list[dict[str, object]] | None,
     answer: bytes | Sequence[bytes],
     content_type: str = "application/json",
     *,
@@ -103,14 +110,15 @@ def deliver(
     headers: dict[str, str] | None = None,
     first: ProcessingRequest | None = None,
 ) -> Delivered:
-    """One list request through `service` as Envoy drives it; `answer` whole, or in its chunks."""
-    body = asked if isinstance(asked, bytes) else orjson.dumps(asked)
+    """One list request through `service` as Envoy drives it; `answer` whole, or in its chunks.
+    `asked` None: the request has no body (`first` says what it is)."""
+    body = asked if isinstance(asked, bytes) or asked is None else orjson.dumps(asked)
     chunks = [answer] if isinstance(answer, bytes) else list(answer)
     stream = service.open()
     assert stream is not None, "the service refused a stream"
     replies: list[ProcessingResponse] = []
     try:
-        for message in (first or request_headers(), request_body(body)):
+        for message in (first or request_headers(), *(() if body is None else (request_body(body),))):
             reply = stream.answer(message)
             replies.append(reply)
             if reply.HasField("immediate_response"):
