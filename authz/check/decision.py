@@ -9,6 +9,7 @@ from authz.reasons import ALLOWED, OK, status_of
 
 if TYPE_CHECKING:
     from authz.chains.store import ChainRecord
+    from authz.policy.headers import RequestHeaders
     from authz.users.user import User
 
 
@@ -71,6 +72,7 @@ class Decision:
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
     records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
     user: User | None = None  # the user it acted for (SPEC §10): of the request's token, or of its chain
+    request_headers: RequestHeaders | None = None  # what letting it through does to its headers (SPEC §12)
 
     def __init__(
         self,
@@ -92,6 +94,7 @@ class Decision:
         details: dict[str, str] | None = None,
         records: tuple[ChainRecord, ...] = (),
         user: User | None = None,
+        request_headers: RequestHeaders | None = None,
     ) -> None:
         self.id, self.verdict, self.caller, self.profile, self.target, self.protocol = (
             id,
@@ -105,6 +108,7 @@ class Decision:
         self.minted_chain_id, self.chain_events = minted_chain_id, [] if chain_events is None else chain_events
         self.strip_chain_header, self.filter_lists, self.jsonrpc_ids = strip_chain_header, filter_lists, jsonrpc_ids
         self.details, self.records, self.user = {} if details is None else details, records, user
+        self.request_headers = request_headers
 
     def repeated(self, decision_id: str) -> Decision:
         """The same decision for an identical request (the decision cache): a token handed
@@ -128,6 +132,7 @@ class Decision:
             self.details,
             self.records,
             self.user,
+            self.request_headers,
         )
 
     @property

@@ -186,6 +186,7 @@ class Authorizer:
                 delegate = chain.hops[len(chain.hops) - position] if position else None
                 trace.append(HopTrace(hop.given_by, delegate, decide(caller, request, classified, alone, user)))
         verdict = decide(caller, request, classified, chain, user)
+        decision.request_headers = policy.request_headers(classified.target, verdict.rule if verdict.allowed else "")
         if not verdict.allowed and verdict.hop and policy.profiles[verdict.hop].dry_run:
             decision.dry_run = True  # the refusing scope belongs to a profile still in dry-run
         callee = callee_hop(policy, classified.target, request)

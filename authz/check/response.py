@@ -16,6 +16,8 @@ from google.protobuf.struct_pb2 import Struct
 from google.rpc import code_pb2
 
 from authz.check.decision import Decision
+from authz.check.identity import parse_spiffe_id
+from authz.policy.headers import RequestHeaders, holds_control
 from authz.reasons import BAD_REQUEST, DUPLICATE_JSON_KEY, INVALID_JSON, UNAUTHENTICATED
 
 CALLER_HEADER = "x-caller-identity"
@@ -60,8 +62,37 @@ def allow_response(decision: Decision, chain_header: str) -> CheckResponse:
         _set_header(ok.headers, FILTER_HEADER, FILTER_LISTS)
     else:
         ok.headers_to_remove.append(FILTER_HEADER)  # a client's own never opens an ext_proc stream
+    shaping = decision.request_headers
+    if shaping is not None:
+        _shape_request(ok, shaping, decision)
     _fill_metadata(response.dynamic_metadata, decision)
     return response
+
+
+def _shape_request(ok: Any, shaping: RequestHeaders, decision: Decision) -> None:
+    """The policy's `requestHeaders` (SPEC §12): a set header overwrites every copy the client sent
+    (Envoy's header map is case-insensitive), and one that comes out empty is removed instead."""
+    facts = request_facts(decision)
+    for name, value in shaping.to_set:
+        rendered = value.render(facts)
+        if holds_control(rendered):
+            raise ValueError(f"header {name!r}: a variable's value holds a line break or control character")
+        if rendered:
+            _set_header(ok.headers, name, rendered)
+        else:
+            ok.headers_to_remove.append(name)
+    ok.headers_to_remove.extend(shaping.to_remove)
+
+
+def request_facts(decision: Decision) -> tuple[str, ...]:
+    """The values of requestHeaders' variables for one answer, in `headers.VARIABLES`' order."""
+    try:
+        caller = parse_spiffe_id(decision.caller)
+        namespace, account = caller.namespace, caller.service_account
+    except ValueError:
+        namespace = account = ""
+    user = decision.user
+    return (decision.caller, namespace, account, decision.profile, decision.id, user.sub if user is not None else "")
 
 
 def _fill_metadata(metadata: Struct, decision: Decision) -> None:

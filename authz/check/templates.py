@@ -63,8 +63,12 @@ class ResponseTemplates:
 
 
 def _shape(decision: Decision) -> tuple[object, ...]:
-    """Everything an answer shows but the per-answer values (a deny's body is one)."""
+    """Everything an answer shows but the per-answer values (a deny's body is one). requestHeaders
+    read the caller and profile (here already), the decision id (a per-answer value), the user
+    (here when they read it), and secret files, whose change starts new templates (pipeline.py)."""
     verdict = decision.verdict
+    shaping = decision.request_headers if decision.enforced_allow else None
+    user = decision.user if shaping is not None and shaping.reads_user else None
     return (
         verdict.allowed,
         verdict.reason,
@@ -79,6 +83,8 @@ def _shape(decision: Decision) -> tuple[object, ...]:
         decision.filter_lists,
         decision.minted_token != "",
         decision.minted_chain_id != "",
+        shaping,
+        user.sub if user is not None else None,
     )
 
 

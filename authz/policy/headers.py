@@ -193,6 +193,6 @@ def name_problem(name: str, own: Mapping[str, str]) -> str | None:
     return None
 
 
-def find_control(value: str) -> bool:
+def holds_control(value: str) -> bool:
     """Whether a rendered value holds what no header may (a variable's value brought it in)."""
     return _CONTROL.search(value) is not None
