@@ -80,6 +80,8 @@ class EnvoyConfig:
     # The HTTP filters before the router, as `mandate export envoy --cluster mandate_ext_authz` prints
     # them; None: the suite's own ext_authz filter (above) alone.
     http_filters: list[dict[str, Any]] | None = None
+    # Filters before those (Envoy's jwt_authn, as Istio's RequestAuthentication configures it).
+    leading_filters: list[dict[str, Any]] = field(default_factory=list)
 
 
 def mesh_envoy_config(pki: MeshPKI, authz_port: int, upstreams: dict[str, int]) -> EnvoyConfig:
@@ -136,6 +138,7 @@ def build_bootstrap(cfg: EnvoyConfig, access_log_path: Path) -> dict[str, Any]:
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},
         "http_filters": [
+            *cfg.leading_filters,
             *(cfg.http_filters or [{"name": "envoy.filters.http.ext_authz", "typed_config": ext_authz}]),
             {
                 "name": "envoy.filters.http.router",

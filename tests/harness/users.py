@@ -201,3 +201,28 @@ def hmac_signed(claims: dict[str, Any], secret: bytes, kid: str) -> str:
 
 def public_pem(key: SigningKey) -> bytes:
     return key.private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+def request_authentication(jwks_file: Path, payload_key: str = ISSUER) -> dict[str, Any]:
+    """Envoy's jwt_authn filter as Istio's RequestAuthentication configures it for one jwtRule
+    (`forwardOriginalToken: false`): a token, if present, must verify; none is allowed; the
+    verified payload goes to the dynamic metadata under `payload_key` (SPEC §10: the issuer;
+    Istio itself writes `payload`), and the token is removed from the request."""
+    provider = {
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "local_jwks": {"filename": str(jwks_file)},
+        "forward": False,
+        "payload_in_metadata": payload_key,
+        "normalize_payload_in_metadata": {"space_delimited_claims": ["permission", "scope"]},
+    }
+    requires = {"requires_any": {"requirements": [{"provider_name": "origins-0"}, {"allow_missing": {}}]}}
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"origins-0": provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+            "bypass_cors_preflight": True,
+        },
+    }
