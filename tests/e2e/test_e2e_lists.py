@@ -9,6 +9,7 @@ Topology (own Mandate and Envoy; the suite's `mandate`/`envoy` fixtures are not 
                            |      \\--Check / Process--> mandate serve
                            |-- catalog-sse.tools...   --> catalog MCP server, SSE answers
                            |-- catalog-json.tools...  --> catalog MCP server, JSON answers
+                           |-- catalog-resumable...   --> catalog MCP server, SSE with an event store
                            |-- odd-mcp.tools...       --> hand-written answers (odd_mcp.py)
                            `-- support-agent.support  --> A2A echo agent (mints the delegate's chain)
 """
@@ -35,6 +36,7 @@ from tests.harness.clients import mcp_client, raw_client, run_async
 from tests.harness.envoy import AUTHZ_CLUSTER, EnvoyProcess, mesh_envoy_config
 from tests.harness.list_policies import (
     CATALOG_JSON,
+    CATALOG_RESUMABLE,
     CATALOG_SSE,
     DELEGATE_SEES,
     INTERN,
@@ -78,14 +80,16 @@ class Mesh:
     hold: mcp_catalog.Hold
     support_agent: Upstream
     catalog: Upstream  # the SSE one
+    replay: mcp_catalog.Replay  # the resumable one's stored events
 
     def cert(self, who: tuple[str, str]) -> CertPair:
         return self.pki.client_cert(*who)
 
 
 def start_mesh(pki: MeshPKI, policies: Path, workdir: Path, started: list[Any]) -> Mesh:
-    hold = mcp_catalog.Hold()
+    hold, replay = mcp_catalog.Hold(), mcp_catalog.Replay()
     upstreams = {
+        CATALOG_RESUMABLE: serve_upstream("catalog-resumable", mcp_catalog.build_app(replay=replay)),
         CATALOG_SSE: serve_upstream("catalog-sse", mcp_catalog.build_app(hold=hold)),
         CATALOG_JSON: serve_upstream("catalog-json", mcp_catalog.build_app(json_response=True)),
         ODD: serve_upstream("odd-mcp", odd_mcp.app),
@@ -98,7 +102,7 @@ def start_mesh(pki: MeshPKI, policies: Path, workdir: Path, started: list[Any]) 
     config.http_filters = exported_filters(AUTHZ_CLUSTER)
     envoy = EnvoyProcess(config, workdir / "envoy").start()
     started.append(envoy)
-    return Mesh(pki, mandate, envoy, hold, upstreams[SUPPORT_AGENT_HOST], upstreams[CATALOG_SSE])
+    return Mesh(pki, mandate, envoy, hold, upstreams[SUPPORT_AGENT_HOST], upstreams[CATALOG_SSE], replay)
 
 
 def stop_all(started: list[Any]) -> None:
@@ -236,6 +240,51 @@ def test_each_filtered_list_has_an_audit_line_with_the_decision_id_of_its_reques
     assert decisions[tools["decision_id"]]["mcp.method.name"] == "tools/list"
     assert counter(mesh.mandate, "mandate_list_answers_total", method="tools/list", result="filtered") == filtered + 1
     assert counter(mesh.mandate, "mandate_list_entries_removed_total", method="tools/list") == removed + 11
+
+
+# --- a resumed stream (MCP "Resumability and Redelivery") ---------------------------------------
+
+
+def sse_data(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event id, data) of each event that carries data, as the SSE stream delivers them."""
+    event_id, data = "", ""
+    for line in lines:
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+        elif not line and data:
+            yield event_id, data
+            event_id, data = "", ""
+
+
+def test_a_resumed_get_gets_the_stored_list_answer_filtered(mesh: Mesh) -> None:
+    """The SDK server with an event store keeps the tools/list answer it sent (the whole catalog)
+    and replays it to a GET with Last-Event-ID; Envoy sends that GET's answer through Mandate."""
+    version = {"mcp-protocol-version": "2025-11-25", "accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    with raw_client(mesh.envoy, mesh.pki, mesh.cert(SUPPORT), CATALOG_RESUMABLE, **version) as client:
+        opened = client.post("/mcp", json=initialize)
+        assert opened.status_code == 200, opened.text
+        session = {"mcp-session-id": opened.headers["mcp-session-id"]}
+        client.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        listed = client.post("/mcp", json=LIST_TOOLS, headers=session)
+        [prime] = [line[3:].strip() for line in listed.text.splitlines() if line.startswith("id:")][:1]
+        streams = streams_opened(mesh.mandate)
+        resumed = {**session, "last-event-id": prime, "accept": "text/event-stream"}
+        with client.stream("GET", "/mcp", headers=resumed) as replayed:
+            assert replayed.status_code == 200 and replayed.headers["content-type"].startswith("text/event-stream")
+            event_id, data = next(sse_data(replayed.iter_lines()))
+    stored = [m for event, _, m in mesh.replay.events if event == event_id and m is not None]
+    assert stored and "delete_repo" in stored[0].model_dump_json()  # the server replayed the whole catalog
+    answer = json.loads(data)
+    assert answer["id"] == 7 and [tool["name"] for tool in answer["result"]["tools"]] == SUPPORT_SEES["tools"]
+    assert streams_opened(mesh.mandate) == streams + 1  # the GET's answer went through ext_proc
 
 
 # --- shapes the SDK server does not send ------------------------------------------------------

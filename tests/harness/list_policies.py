@@ -1,6 +1,7 @@
 """The policy set of the response path's end-to-end tests: the catalog MCP server (reached by
-one host answering in SSE, one in JSON), a hand-written one (`odd_mcp`), and three callers
-whose lists differ: support-agent, intern-agent, and support-agent acting for orchestrator.
+one host answering in SSE, one in JSON, one keeping its events for resumed streams), a
+hand-written one (`odd_mcp`), and three callers whose lists differ: support-agent,
+intern-agent, and support-agent acting for orchestrator.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from tests.harness.pki import spiffe_id
 
 CATALOG_SSE = "catalog-sse.tools.svc.cluster.local"
 CATALOG_JSON = "catalog-json.tools.svc.cluster.local"
+CATALOG_RESUMABLE = "catalog-resumable.tools.svc.cluster.local"  # SSE, with an event store
 ODD = "odd-mcp.tools.svc.cluster.local"
 SUPPORT_AGENT_HOST = "support-agent.support.svc.cluster.local"
 
@@ -34,7 +36,7 @@ kind: Target
 metadata: {{name: catalog}}
 spec:
   kind: mcp
-  hosts: [{CATALOG_SSE}, {CATALOG_JSON}]
+  hosts: [{CATALOG_SSE}, {CATALOG_JSON}, {CATALOG_RESUMABLE}]
   pathPrefix: /mcp
 ---
 apiVersion: mandate.dev/v1alpha1

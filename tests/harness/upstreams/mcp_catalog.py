@@ -2,6 +2,9 @@
 resource templates: the catalog the response path's tests filter. Streamable HTTP at `/mcp`,
 answering with SSE (the SDK's default) or, with `json_response`, with `application/json`.
 
+`Replay` is an in-memory `EventStore`: with it the server makes its streams resumable (MCP
+"Resumability and Redelivery") and replays what it stored to a `GET` with `Last-Event-ID`.
+
 `hold` makes its `tools/list` wait until the event is set (or 10 s pass): the window in which
 a test stops Mandate mid-answer.
 """
@@ -15,7 +18,9 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.prompts.base import UserMessage
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import JSONRPCMessage
 
 TOOLS = [
     "get_me",
@@ -52,6 +57,29 @@ class Hold:
                     break
                 await asyncio.sleep(0.01)
         return await call_next(ctx)
+
+
+class Replay(EventStore):
+    """Every event of every stream, kept in order; a resumed stream gets its own stream's events
+    after the one named (priming events, which hold no message, are not sent again)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[EventId, StreamId, JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        event_id = f"{stream_id}_{len(self.events)}"
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        found = [n for n, (event_id, _, _) in enumerate(self.events) if event_id == last_event_id]
+        if not found:
+            return None
+        stream_id = self.events[found[0]][1]
+        for event_id, stream, message in self.events[found[0] + 1 :]:
+            if stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
 
 
 def _tool(server: MCPServer, name: str) -> None:
@@ -103,10 +131,11 @@ def build_server(hold: Hold | None = None) -> MCPServer:
     return server
 
 
-def build_app(json_response: bool = False, hold: Hold | None = None) -> Any:
+def build_app(json_response: bool = False, hold: Hold | None = None, replay: Replay | None = None) -> Any:
     """The Starlette app for `/mcp`; DNS-rebinding protection off (requests arrive with the service's Host)."""
     return build_server(hold).streamable_http_app(
         streamable_http_path="/mcp",
         json_response=json_response,
+        event_store=replay,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
