@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from authz.check.request import JWT_AUTHN
 from authz.check.response import FILTER_HEADER, FILTER_LISTS
 from authz.listing.exchange import ATTRIBUTES, AUTHZ_NAMESPACE, ISTIO_NAMESPACE
 
@@ -62,6 +63,8 @@ def _ext_authz(cluster: str) -> dict[str, Any]:
             "allow_partial_message": True,  # Mandate refuses a cut body with a reason the agent reads
             "pack_as_bytes": True,  # raw bytes: otherwise Envoy alters bytes that are not UTF-8
         },
+        # the claims a jwt_authn filter before it verified (SPEC §10): the request's user, verified once
+        "metadata_context_namespaces": [JWT_AUTHN],
     }
 
 

@@ -76,3 +76,9 @@ ROUTE_TABLES = {
 def test_envoy_validates_the_exported_filters_under_any_route_table(tmp_path: Path, routes: str):
     filters = yaml.safe_load(export("--cluster", "mandate").stdout)
     assert validate_filters(filters, ROUTE_TABLES[routes], "mandate", tmp_path) == ""
+
+
+def test_ext_authz_forwards_the_claims_a_jwt_authn_filter_verified():
+    """SPEC §10: a user Envoy's jwt_authn verified reaches Mandate in the metadata, not verified twice."""
+    exported = yaml.safe_load(export().stdout)
+    assert exported[0]["typed_config"]["metadata_context_namespaces"] == ["envoy.filters.http.jwt_authn"]
