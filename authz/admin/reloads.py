@@ -44,6 +44,11 @@ class RecordingWatcher(PolicyWatcher):
             self.last_result = ReloadResult(applied, self.authorizer.policy.version, tuple(self._errors), now)
             return applied
 
+    def refresh_secrets(self) -> None:
+        """In turn with reloads: a set an admin Reload just put in place is never swapped back."""
+        with self._reloading:
+            super().refresh_secrets()
+
     def _compile_one_generation(self, attempts: int = 5) -> PolicySet:
         """The watcher's compile, with a rejected set's errors kept for `last_result`."""
         try:

@@ -1,4 +1,4 @@
-"""Prometheus metrics: decisions, check duration, chains, reloads, policy version, and the response
+"""Prometheus metrics: decisions, check duration, chains, reloads, secret files, policy version, and the response
 path's streams, lists and removed entries (`http.py` serves them).
 
 With `--workers N` each worker records into prometheus_client's multiprocess files and the
@@ -73,6 +73,19 @@ class Metrics:
             "Entries removed from MCP list answers, by list method.",
             ["method"],
             registry=self.registry,
+        )
+        self.secret_reloads = Counter(
+            "mandate_secret_reloads",
+            "Changes of requestHeaders' secret files: applied (the new value is in use) or kept (the file gives "
+            "no value, the last good one stays).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.secrets_stale = Gauge(
+            "mandate_secrets_stale",
+            "Secret files that are gone, empty or unreadable now: their last good value is in use.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.policy_info = Gauge(
             "mandate_policy_info",

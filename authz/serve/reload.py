@@ -1,4 +1,5 @@
-"""Hot reload (SPEC §7): validate the whole set, then swap one reference.
+"""Hot reload (SPEC §7): validate the whole set, then swap one reference; and the secret files its
+`requestHeaders` read (SPEC §12), looked at on the same tick.
 
 Polling a cheap signature (names, inodes, sizes, mtimes of the files as resolved through
 symlinks) notices both in-place edits and Kubernetes' `..data` symlink swap, without
@@ -23,6 +24,7 @@ from authz.check.pipeline import Authorizer
 from authz.policy.compiled import PolicySet
 from authz.policy.compiler import collector_paused, compile_directory
 from authz.policy.loader import PolicyLoadError
+from authz.policy.secrets import APPLIED
 from authz.serve.heap import adopt, release, switching_often
 from authz.serve.metrics import Metrics
 
@@ -75,6 +77,7 @@ class PolicyWatcher:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            self.refresh_secrets()
             signature = directory_signature(self.directory)
             if signature == self._signature:
                 continue
@@ -84,6 +87,18 @@ class PolicyWatcher:
                 continue
             self._signature = signature
             self.reload()
+
+    def refresh_secrets(self) -> None:
+        """Read the live set's changed secret files again. A new value gives the set fresh response
+        templates and a fresh decision cache (the policy setter's), so no answer built with the old
+        value is given again; a file that gives no value keeps the old one, counted as stale."""
+        policy = self.authorizer.policy
+        outcomes = policy.secrets.refresh()
+        for outcome in outcomes:
+            self.metrics.secret_reloads.labels(outcome).inc()
+        self.metrics.secrets_stale.set(policy.secrets.stale)
+        if APPLIED in outcomes and self.authorizer.policy is policy:
+            self.authorizer.policy = policy
 
     def reload(self) -> bool:
         started = time.perf_counter()
