@@ -72,6 +72,7 @@ class Decision:
     details: dict[str, str] = field(default_factory=dict)  # OTel-named attributes of the action
     records: tuple[ChainRecord, ...] = ()  # the chain records it relied on: the caller's, the one handed on
     user: User | None = None  # the user it acted for (SPEC §10): of the request's token, or of its chain
+    presented_user: User | None = None  # the user of the request's own token or verified claims, once verified
     request_headers: RequestHeaders | None = None  # what letting it through does to its headers (SPEC §12)
 
     def __init__(
@@ -95,6 +96,7 @@ class Decision:
         records: tuple[ChainRecord, ...] = (),
         user: User | None = None,
         request_headers: RequestHeaders | None = None,
+        presented_user: User | None = None,
     ) -> None:
         self.id, self.verdict, self.caller, self.profile, self.target, self.protocol = (
             id,
@@ -108,7 +110,7 @@ class Decision:
         self.minted_chain_id, self.chain_events = minted_chain_id, [] if chain_events is None else chain_events
         self.strip_chain_header, self.filter_lists, self.jsonrpc_ids = strip_chain_header, filter_lists, jsonrpc_ids
         self.details, self.records, self.user = {} if details is None else details, records, user
-        self.request_headers = request_headers
+        self.request_headers, self.presented_user = request_headers, presented_user
 
     def repeated(self, decision_id: str) -> Decision:
         """The same decision for an identical request (the decision cache): a token handed
@@ -133,6 +135,7 @@ class Decision:
             self.records,
             self.user,
             self.request_headers,
+            self.presented_user,
         )
 
     @property

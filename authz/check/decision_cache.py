@@ -162,8 +162,8 @@ class DecisionCache:
 
     def _expires(self, decision: Decision) -> float:
         """When the answer stops being the one deciding afresh gives: its chain records expire, a
-        token it handed on leaves its reuse window, its user's token (or verified claims) expire."""
-        user = decision.user
+        token it handed on leaves its reuse window, the request's user token (or verified claims) expire."""
+        user = decision.presented_user
         expires = math.inf if user is None else user.expires + LEEWAY
         for record in decision.records:
             expires = min(expires, record.expires)
@@ -175,7 +175,8 @@ class DecisionCache:
         decision = answer.decision
         if self._clock() >= answer.expires:
             return False
-        if decision.user is not None and self._users is not None and not self._users.still_trusted(decision.user):
+        user = decision.presented_user
+        if user is not None and self._users is not None and not self._users.still_trusted(user):
             return False  # the issuer withdrew the key that verified the user's token
         if not decision.records:
             return True

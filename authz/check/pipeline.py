@@ -164,6 +164,7 @@ class Authorizer:
             raise Refusal(exc.reason, str(exc)) from None
         decision.caller = caller.principal
         presented = presented_user(settings.users, request, self.chains.clock())  # a bad user token: 401 first
+        decision.presented_user = presented  # whatever follows holds only while the token does
         profile = policy.callers.get(caller.principal)
         if profile is None:
             raise Refusal(UNKNOWN_CALLER, f"no mission profile governs {caller.principal}")

@@ -407,3 +407,18 @@ def test_audit_lines_name_the_user_at_every_hop_and_never_the_token(world):
     assert lines[2]["user"] is None
     assert all(token not in orjson.dumps(line).decode() for line in lines)
     assert all("c-1" not in orjson.dumps(line).decode() for line in lines)  # nor the user's other claims
+
+
+def test_an_answer_that_came_after_a_token_was_verified_ends_with_the_token(world):
+    """Whatever follows a verified token — a refusal of the body, an allow acting for the chain's
+    user — held only because the token did: once it expires, the request is token_expired."""
+    token = world.idp.token("alice", ["finance"], customer_id="c-1", exp=int(world.clock.now) + 30)
+    malformed = tool("billing-agent", "ping", {"content-length": "²", **bearer(token)})
+    chain = delegate(world, finance(world, "alice"))
+    chained = tool("billing-agent", "ping", {CHAIN: chain, **bearer(token)})
+    for _ in range(2):  # the second time from the decision cache
+        assert world.send(malformed)[:2] == (400, "invalid_header")
+        assert world.send(chained)[:2] == (200, "allowed")
+    world.clock.now += 30 + 60
+    assert world.send(malformed)[:2] == (401, TOKEN_EXPIRED)
+    assert world.send(chained)[:2] == (401, TOKEN_EXPIRED)
