@@ -27,6 +27,7 @@ from authz.check.decision import Decision
 from authz.check.delegation import ChainStep
 from authz.check.pipeline import Authorizer, HopTrace
 from authz.check.request import AuthzInput
+from authz.check.response import request_facts
 from authz.listing.preview import preview
 from authz.policy.compiled import PolicySet
 
@@ -161,8 +162,17 @@ def _report(decision: Decision, policy: PolicySet) -> dict[str, Any]:
         "refused_by_hop": verdict.hop,
         "chain": list(decision.hops),
         "action": decision.details,
+        "request_headers": _request_headers(decision),
         "policy_version": policy.version,
     }
+
+
+def _request_headers(decision: Decision) -> dict[str, Any]:
+    """What letting the request through does to its headers, each secret shown as `{secret:PATH}`."""
+    shaping = decision.request_headers
+    if shaping is None or not decision.enforced_allow:
+        return {"set": {}, "remove": []}
+    return shaping.shown(request_facts(decision))
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -183,6 +193,11 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append("mints:    " + " -> ".join(report["minted_chain"]) + " (the callee receives this chain)")
     for key, value in report["action"].items():
         lines.append(f"  {key} = {value}")
+    shaping = report.get("request_headers") or {}
+    for name, value in (shaping.get("set") or {}).items():
+        lines.append(f"sets:     {name}: {value}")
+    if shaping.get("remove"):
+        lines.append("removes:  " + ", ".join(shaping["remove"]))
     for listed in report.get("lists", []):
         lines.extend(_render_list(listed))
     return "\n".join(lines)

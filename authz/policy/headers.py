@@ -107,8 +107,11 @@ class RequestHeaders:
         object.__setattr__(self, "reads_user", reads_user)
 
     def shown(self, facts: Sequence[str]) -> dict[str, object]:
-        """What `explain` reports: each set header's value with its secrets as placeholders, and the removed."""
-        return {"set": {name: value.shown(facts) for name, value in self.to_set}, "remove": list(self.to_remove)}
+        """What `explain` reports, as an answer does it: each set header's value with its secrets as
+        placeholders, and the removed (a value that comes out empty among them)."""
+        values = [(name, value.shown(facts)) for name, value in self.to_set]
+        emptied = [name for name, text in values if not text]
+        return {"set": {name: text for name, text in values if text}, "remove": [*emptied, *self.to_remove]}
 
 
 def merged(base: RequestHeaders | None, over: RequestHeaders) -> RequestHeaders:

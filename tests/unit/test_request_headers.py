@@ -22,6 +22,7 @@ from authz.check.pipeline import Authorizer
 from authz.check.request import AuthzInput, to_check_request
 from authz.check.response import build_response
 from authz.check.templates import ResponseTemplates
+from authz.explain import DescribedRequest, explain, render_text
 from authz.policy.compiler import compile_directory
 from authz.policy.headers import RequestHeaders, compile_headers
 from authz.policy.secrets import Secrets
@@ -289,3 +290,17 @@ def test_cached_answers_are_fresh_ones_before_and_after_a_secret_changes(policy_
         run.look()
         authorization = shaped(CheckResponse.FromString(run.send(egress("alice"))))[0]["authorization"]
         assert authorization == f"Bearer {value}"  # the new value, or the last good one: never empty
+
+
+def test_explain_shows_what_an_answer_does_to_the_headers_with_secrets_as_placeholders(policy_dir: Path) -> None:
+    policy = compile_directory(policy_dir)
+    allowed = explain(policy, DescribedRequest(egress("alice"), ()))
+    assert allowed["request_headers"] == {
+        "set": {"authorization": f"Bearer {{secret:{policy_dir.parent}/key-a}}"},
+        "remove": [],
+    }
+    assert f"sets:     authorization: Bearer {{secret:{policy_dir.parent}/key-a}}" in render_text(allowed)
+    no_user = explain(policy, DescribedRequest(call("read"), ()))["request_headers"]
+    assert no_user["remove"] == ["x-user", "x-debug", "x-caller"] and "x-user" not in no_user["set"]
+    assert explain(policy, DescribedRequest(call("write"), ()))["request_headers"] == {"set": {}, "remove": []}
+    assert KEY_A not in str(allowed) and KEY_A not in render_text(allowed)

@@ -71,7 +71,7 @@ class ExplainHop(_message.Message):
     def __init__(self, hop: _Optional[str] = ..., scope: _Optional[str] = ..., allows: _Optional[bool] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("decision", "status", "reason", "message", "caller", "profile", "mission", "target", "protocol", "rule", "refused_by_hop", "chain", "hops", "minted_chain", "action", "policy_version")
+    __slots__ = ("decision", "status", "reason", "message", "caller", "profile", "mission", "target", "protocol", "rule", "refused_by_hop", "chain", "hops", "minted_chain", "action", "policy_version", "request_headers")
     class ActionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class ExplainResponse(_message.Message):
     MINTED_CHAIN_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_HEADERS_FIELD_NUMBER: _ClassVar[int]
     decision: str
     status: int
     reason: str
@@ -111,7 +112,23 @@ class ExplainResponse(_message.Message):
     minted_chain: _containers.RepeatedScalarFieldContainer[str]
     action: _containers.ScalarMap[str, str]
     policy_version: str
-    def __init__(self, decision: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., caller: _Optional[str] = ..., profile: _Optional[str] = ..., mission: _Optional[str] = ..., target: _Optional[str] = ..., protocol: _Optional[str] = ..., rule: _Optional[str] = ..., refused_by_hop: _Optional[str] = ..., chain: _Optional[_Iterable[str]] = ..., hops: _Optional[_Iterable[_Union[ExplainHop, _Mapping]]] = ..., minted_chain: _Optional[_Iterable[str]] = ..., action: _Optional[_Mapping[str, str]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    request_headers: ExplainHeaders
+    def __init__(self, decision: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., caller: _Optional[str] = ..., profile: _Optional[str] = ..., mission: _Optional[str] = ..., target: _Optional[str] = ..., protocol: _Optional[str] = ..., rule: _Optional[str] = ..., refused_by_hop: _Optional[str] = ..., chain: _Optional[_Iterable[str]] = ..., hops: _Optional[_Iterable[_Union[ExplainHop, _Mapping]]] = ..., minted_chain: _Optional[_Iterable[str]] = ..., action: _Optional[_Mapping[str, str]] = ..., policy_version: _Optional[str] = ..., request_headers: _Optional[_Union[ExplainHeaders, _Mapping]] = ...) -> None: ...
+
+class ExplainHeaders(_message.Message):
+    __slots__ = ("set", "remove")
+    class SetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    set: _containers.ScalarMap[str, str]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, set: _Optional[_Mapping[str, str]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChainRequest(_message.Message):
     __slots__ = ("chain",)
