@@ -71,6 +71,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     "ambient": {**TRIAL, "networkPolicy": {"ambient": {"enabled": True}}},
+    "credentials": {
+        **TRIAL,
+        "credentials": [
+            {"secretName": "team-a-openai", "mountPath": "/var/run/secrets/team-a"},
+            {"secretName": "team-b-openai", "mountPath": "/var/run/secrets/team-b"},
+        ],
+    },
     "no-network-policy": {"replicaCount": 1, "networkPolicy": {"enabled": False}},
     "image-by-digest": {
         "replicaCount": 1,
@@ -252,6 +259,19 @@ def test_the_configmap_is_mounted_where_policies_points(chart, variant: str) -> 
         assert sorted(configmap["data"]) == sorted(VARIANTS[variant].get("policies", {}).get("files", {}))
 
 
+def test_each_credential_secret_is_mounted_whole_where_policies_read_it(chart) -> None:
+    """`{secret:PATH}` files: a subPath mount never sees a rotated Secret, so each is mounted whole."""
+    objects, _ = render(chart, VARIANTS["credentials"])
+    pod = mandate_deployment(objects)["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    for credential in VARIANTS["credentials"]["credentials"]:
+        mount = mounts[credential["mountPath"]]
+        assert mount["readOnly"] is True and "subPath" not in mount
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["secretName"] == credential["secretName"] and "items" not in secret
+
+
 def test_policy_files_from_values_reach_mandate_unchanged(chart, tmp_path: Path) -> None:
     objects, _ = render(chart, VARIANTS["example-policies"])
     configmap = one(objects, "ConfigMap")
@@ -428,6 +448,10 @@ REFUSED = {
         "kubeletProbeCIDRs",
     ),
     "a typo in networkPolicy": ({"networkPolicy": {"enable": True}}, "enable"),
+    "a credential mounted at a relative path": (
+        {**TRIAL, "credentials": [{"secretName": "key", "mountPath": "secrets/key"}]},
+        "mountPath",
+    ),
 }
 
 
