@@ -303,6 +303,14 @@ def markdown(results: dict[str, Any], plot: Path | None, out: Path, raw: Path | 
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
+def _load_note(m: dict[str, Any]) -> str:
+    """The 5-minute load average before and after the run: other work on the two cores makes every
+    figure noisier (the floor's too) and the in-process tails far longer."""
+    if "load_before" not in m:
+        return ""
+    return f"; **load average** (5 min) {m['load_before']:.1f} before the run, {m.get('load_after', 0):.1f} after"
+
+
 def _title(results: dict[str, Any]) -> list[str]:
     return [
         "# Benchmarks",
@@ -320,7 +328,8 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
     return [
         "## Machine and versions",
         "",
-        f"- **CPU**: {m['cpu']}, {m['cores']} cores; **memory** {m['memory_gb']} GB; Linux {m['kernel']} ({m['os']})",
+        f"- **CPU**: {m['cpu']}, {m['cores']} cores; **memory** {m['memory_gb']} GB; Linux {m['kernel']} ({m['os']})"
+        + _load_note(m),
         "- **versions**: " + ", ".join(f"{name} {value}" for name, value in v.items()),
         f"- **servers**: the floor (`python -m loadtest.floor`: plain grpcio answering OK without reading the "
         f"request; {settings['floor_threads']} threads in the threads flavour) in every gRPC flavour, and Mandate at "

@@ -337,6 +337,7 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         for server in (*floors, mandate):
             server.stop()
         results.update(measure_micro(plan, redis_url, workdir))
+    results["machine"]["load_after"] = os.getloadavg()[1]
     return results
 
 
@@ -698,6 +699,7 @@ def machine() -> dict[str, Any]:
         "memory_gb": memory_gb,
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
+        "load_before": os.getloadavg()[1],  # what else ran on the cores, averaged over 5 minutes
     }
 
 
