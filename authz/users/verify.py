@@ -80,16 +80,17 @@ class UserSettings:
         self._claimed: Bounded[bytes, tuple[User | None]] = Bounded(REMEMBERED, REMEMBERED_BYTES)
 
     def from_header(self, value: str, now: float) -> User | None:
-        """The user of the header's token; None when it holds no user token."""
+        """The user of the header's token; None when it holds no user token. A value verified
+        before is looked up as it is, before anything is decoded."""
+        known = self._verified.get(value)
+        if known is not None and now < known.expires + LEEWAY and self.still_trusted(known):
+            return known
         found = self._token_in(value)
         if found is None:
             return None
-        token, issuer, claims = found
-        known = self._verified.get(token)
-        if known is not None and now < known.expires + LEEWAY and issuer.keys.holds(known.key):
-            return known
-        user = self._verify(token, issuer, claims, now)
-        self._verified.put(token, user, 2 * len(token) + len(user.text) + 512)
+        token, issuer, header, claims = found
+        user = self._verify(token, issuer, header, claims, now)
+        self._verified.put(value, user, 2 * len(value) + len(user.text) + 512)
         return user
 
     def from_metadata(self, raw: bytes, now: float) -> User | None:
@@ -108,7 +109,7 @@ class UserSettings:
         issuer = self.issuers.get(user.iss)
         return issuer is not None and issuer.keys.holds(user.key)
 
-    def _token_in(self, value: str) -> tuple[str, Issuer, dict[str, Any]] | None:
+    def _token_in(self, value: str) -> tuple[str, Issuer, dict[str, Any] | None, dict[str, Any]] | None:
         """The user token in a header value: several values (two headers, joined by Envoy) are
         refused when one of them is a user token, since which one speaks would be a guess."""
         pieces = value.split(",")
@@ -123,7 +124,9 @@ class UserSettings:
             raise Refusal(TOKEN_TOO_LARGE, f"the user token is {len(found[0])} bytes; at most {MAX_TOKEN} are read")
         return found
 
-    def _user_token(self, value: str) -> tuple[str, Issuer, dict[str, Any]] | None:
+    def _user_token(self, value: str) -> tuple[str, Issuer, dict[str, Any] | None, dict[str, Any]] | None:
+        """(token, its issuer, its header or None when unreadable, its claims); None when the value
+        is not a user token."""
         scheme, _, rest = value.strip(" \t").partition(" ")
         if scheme.lower() != "bearer":
             return None
@@ -136,10 +139,12 @@ class UserSettings:
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None or claims is None:
             return None
-        return token, issuer, claims
+        return token, issuer, _json_segment(parts[0]), claims
 
-    def _verify(self, token: str, issuer: Issuer, claims: dict[str, Any], now: float) -> User:
-        algorithm, kid = _algorithm_and_kid(token, issuer)
+    def _verify(
+        self, token: str, issuer: Issuer, header: dict[str, Any] | None, claims: dict[str, Any], now: float
+    ) -> User:
+        algorithm, kid = _algorithm_and_kid(header, issuer)
         for key, parsed in _keys_for(issuer, kid, algorithm):
             try:
                 jwt.decode(
@@ -195,17 +200,19 @@ def _json_segment(segment: str) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def _algorithm_and_kid(token: str, issuer: Issuer) -> tuple[str, str | None]:
-    try:
-        header = jwt.get_unverified_header(token)
-    except PyJWTError as exc:
-        raise Refusal(TOKEN_MALFORMED, f"the user token's header is not readable: {exc}") from None
+def _algorithm_and_kid(header: dict[str, Any] | None, issuer: Issuer) -> tuple[str, str | None]:
+    """The header's `alg` (one the issuer allows) and `kid`; PyJWT reads the header again, whole,
+    when it verifies the token."""
+    if header is None:
+        raise Refusal(TOKEN_MALFORMED, "the user token's header is not a base64url JSON object")
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm not in issuer.algorithms:
         allowed = ", ".join(sorted(issuer.algorithms))
         raise Refusal(TOKEN_ALGORITHM, f"the user token's alg {str(algorithm)[:20]!r} is not one of {allowed}")
     kid = header.get("kid")
-    return algorithm, kid if isinstance(kid, str) else None
+    if kid is not None and not isinstance(kid, str):
+        raise Refusal(TOKEN_MALFORMED, "the user token's kid is not a string")
+    return algorithm, kid
 
 
 def _keys_for(issuer: Issuer, kid: str | None, algorithm: str) -> list[tuple[bytes, Any]]:
