@@ -3,7 +3,8 @@
 A described request may name a delegation chain (`chain: [root, ..., caller]`, profile
 names); explain writes that chain to a private in-process store and sends its token, so the
 chained decision takes exactly the path a real one does, and then shows what each hop's
-scope says on its own.
+scope says on its own. A described `user` (claims) is that chain's user, or, without a chain,
+claims Envoy's jwt_authn verified (SPEC §10).
 
 An allowed MCP list request (`tools/list`, ...) also shows what the caller's list would
 contain: the names each scope gives, and, with the server's answer under `answer`, the
@@ -19,6 +20,7 @@ from typing import Any
 
 import orjson
 import yaml
+from google.protobuf.struct_pb2 import Struct
 
 from authz.chains.memory import MemoryChainStore
 from authz.chains.store import Hop
@@ -30,6 +32,7 @@ from authz.check.request import AuthzInput
 from authz.check.response import request_facts
 from authz.listing.preview import preview
 from authz.policy.compiled import PolicySet
+from authz.users.user import chain_user
 
 REQUEST_FIELDS = {
     "source",
@@ -42,6 +45,7 @@ REQUEST_FIELDS = {
     "istioAuthnPrincipal",
     "chain",
     "answer",
+    "user",
 }
 
 
@@ -54,6 +58,7 @@ class DescribedRequest:
     input: AuthzInput
     chain: tuple[str, ...]  # profile names the request was delegated through, root first; () for none
     answer: Any = None  # a list request's answer from the server (parsed JSON-RPC), to show it filtered
+    user: dict[str, Any] | None = None  # the claims of the user it acts for (SPEC §10): iss, sub, groups, ...
 
 
 def read_request_file(path: str) -> DescribedRequest:
@@ -93,6 +98,9 @@ def describe(data: object, path: str) -> DescribedRequest:
     chain = data.get("chain") or []
     if not isinstance(chain, list) or not all(isinstance(hop, str) and hop for hop in chain):
         raise RequestFileError(f"{path}: chain must be a list of profile names, root first, the caller last")
+    user = data.get("user")
+    if user is not None and not (isinstance(user, dict) and isinstance(user.get("iss"), str) and user.get("sub")):
+        raise RequestFileError(f"{path}: user must be a mapping of claims with iss and sub (and groups, ...)")
     request = AuthzInput(
         method=str(data.get("method", "POST")).upper(),
         path=str(data.get("path", "/")),
@@ -103,19 +111,25 @@ def describe(data: object, path: str) -> DescribedRequest:
         istio_authn_principal=str(data.get("istioAuthnPrincipal", "")),
         destination_principal=str(data.get("destination", "")),
     )
-    return DescribedRequest(request, tuple(chain), data.get("answer"))
+    return DescribedRequest(request, tuple(chain), data.get("answer"), user)
 
 
 def explain(policy: PolicySet, described: DescribedRequest) -> dict[str, Any]:
     store = MemoryChainStore()
     chains = ChainStep(store, ChainKeys.ephemeral())
     request = described.input
+    user = _verified_user(policy, described.user)
     if described.chain:
         now = time.time()
         hops = tuple(Hop(name, "") for name in described.chain)
+        root = chain_user(user["iss"], str(user["sub"]), orjson.dumps(user).decode()) if user else None
         request.headers[policy.settings.chain_header] = chains.issue(
-            hops, (), now, now + policy.settings.chain_ttl_seconds
+            hops, (), now, now + policy.settings.chain_ttl_seconds, root
         ).token
+    elif user:
+        claims = Struct()
+        claims.update({user["iss"]: user})
+        request.jwt_authn = claims.SerializeToString()  # as if Envoy's jwt_authn had verified them
     trace: list[HopTrace] = []
     decision = Authorizer(policy, chains=chains).decide(request, trace=trace)
     report = _report(decision, policy)
@@ -126,6 +140,17 @@ def explain(policy: PolicySet, described: DescribedRequest) -> dict[str, Any]:
     if decision.filter_lists and decision.enforced_allow:
         report["lists"] = preview(policy, decision.hops, decision.target, request.body, described.answer)
     return report
+
+
+def _verified_user(policy: PolicySet, user: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A described user's claims as a verified token would carry them: with its issuer's first
+    audience when they name none."""
+    if user is None:
+        return None
+    issuer = policy.settings.users.issuers.get(user["iss"]) if policy.settings.users else None
+    if issuer is not None and "aud" not in user:
+        return {**user, "aud": issuer.audiences[0]}
+    return user
 
 
 def _hop_report(step: HopTrace, policy: PolicySet) -> dict[str, Any]:
@@ -161,6 +186,7 @@ def _report(decision: Decision, policy: PolicySet) -> dict[str, Any]:
         "rule": verdict.rule,
         "refused_by_hop": verdict.hop,
         "chain": list(decision.hops),
+        "user": {"sub": decision.user.sub, "iss": decision.user.iss} if decision.user else None,
         "action": decision.details,
         "request_headers": _request_headers(decision),
         "policy_version": policy.version,
@@ -184,6 +210,8 @@ def render_text(report: dict[str, Any]) -> str:
             lines.append(f"{key + ':':9} {report[key]}")
     if report["chain"]:
         lines.append("chain:    " + " -> ".join(report["chain"]))
+    if report.get("user"):
+        lines.append(f"user:     {report['user']['sub']} ({report['user']['iss']})")
     if len(report["hops"]) > 1:
         lines.append("scopes along the chain (all must allow):")
         for hop in report["hops"]:

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from authz.cli import main
-from authz.explain import RequestFileError, explain, read_request_file, render_text
+from authz.explain import RequestFileError, describe, explain, read_request_file, render_text
 from authz.policy.compiler import compile_directory
+from authz.reasons import USER_NOT_ALLOWED, USER_REQUIRED
 from tests.harness.example_policies import EXAMPLES, REPO
+from tests.harness.users import ISSUER, USER_PROFILES, Idp, users_settings
 
 
 def report_for(example: str) -> dict:
@@ -78,3 +80,32 @@ def test_check_refuses_a_described_chain(capsys: pytest.CaptureFixture[str]) -> 
         main(["check", "--server", "127.0.0.1:1", "--request", str(REPO / "examples" / "refund-for-support.yaml")]) == 2
     )
     assert "`chain` is for explain" in capsys.readouterr().err
+
+
+def users_set(tmp_path: Path) -> Path:
+    keys = Idp().write_jwks(tmp_path / "jwks.json")
+    (tmp_path / "policy.yaml").write_text(users_settings(keys) + "---" + USER_PROFILES)
+    return tmp_path
+
+
+@pytest.mark.parametrize("chain", [None, ["orchestrator", "billing-agent"]])
+def test_a_described_user_is_who_the_request_acts_for(tmp_path: Path, chain) -> None:
+    policy = compile_directory(users_set(tmp_path))
+    request = {
+        "source": "spiffe://cluster.local/ns/billing-agent/sa/billing-agent",
+        "host": "billing-db.local",
+        "path": "/mcp",
+        "body": {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "balance"}},
+        **({"chain": chain} if chain else {}),
+    }
+    alice = {"iss": ISSUER, "sub": "alice", "groups": ["finance"]}
+    report = explain(policy, describe({**request, "user": alice}, "case"))
+    assert (report["decision"], report["user"]) == ("allow", {"sub": "alice", "iss": ISSUER})
+    assert "user:     alice (https://idp.example.com)" in render_text(report)
+    assert explain(policy, describe({**request, "user": {**alice, "sub": "bob"}}, "case"))["reason"] == USER_NOT_ALLOWED
+    assert explain(policy, describe(request, "case"))["reason"] == USER_REQUIRED
+
+
+def test_a_described_user_needs_iss_and_sub() -> None:
+    with pytest.raises(RequestFileError, match="user must be"):
+        describe({"source": "spiffe://cluster.local/ns/a/sa/b", "user": {"sub": "alice"}}, "case")
