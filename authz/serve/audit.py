@@ -58,6 +58,7 @@ def render_body(decision: Decision) -> bytes:
         "chain_events": decision.chain_events or None,
         "user": _user(decision),
         **decision.details,
+        **_shaped(decision),
     }
     for processor in PROCESSORS:
         event = processor(None, "info", event)
@@ -89,6 +90,15 @@ def render_list(answered: ListAnswered) -> dict[str, Any]:
         "chain_id": answered.chain_id or None,
         "hops": list(answered.hops) or None,
     }
+
+
+def _shaped(decision: Decision) -> dict[str, list[str]]:
+    """Which headers letting the request through set and removed (SPEC §12), by name only: a value
+    may be a credential. A dry-run `would_deny` goes through with its Target's, which this shows."""
+    shaping = decision.request_headers
+    if shaping is None or not decision.enforced_allow:
+        return {}
+    return {"headers_set": [name for name, _ in shaping.to_set], "headers_removed": list(shaping.to_remove)}
 
 
 class AuditLog:

@@ -4,6 +4,7 @@ afresh, before and after a secret file changes."""
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from authz.check.decision import Decision, Verdict
 from authz.check.pipeline import Authorizer
+from authz.check.record import Recorder
 from authz.check.request import AuthzInput, to_check_request
 from authz.check.response import build_response
 from authz.check.templates import ResponseTemplates
@@ -26,6 +28,7 @@ from authz.explain import DescribedRequest, explain, render_text
 from authz.policy.compiler import compile_directory
 from authz.policy.headers import RequestHeaders, compile_headers
 from authz.policy.secrets import Secrets
+from authz.serve.audit import AuditLog
 from authz.serve.metrics import Metrics
 from authz.serve.reload import PolicyWatcher
 from authz.users.user import User
@@ -167,6 +170,22 @@ def test_a_dry_run_would_deny_gets_only_its_targets_headers(policy_dir: Path) ->
     response = answer(Authorizer(compile_directory(policy_dir)), call("write", caller="bob"))
     assert outcome(response) == ("would_deny", "tool_not_allowed")
     assert shaped(response) == ({"x-caller": principal("bob"), "x-tag": "tools"}, {"x-debug"})
+
+
+def test_the_audit_line_names_the_headers_an_answer_shaped_never_their_values(policy_dir: Path) -> None:
+    """A dry-run `would_deny` still goes through with its Target's headers: its line says which."""
+    stream = io.BytesIO()
+    recorder = Recorder([AuditLog(stream).write])
+    authorizer = Authorizer(compile_directory(policy_dir), recorder)
+    answer(authorizer, call("write", caller="bob"))
+    answer(authorizer, egress("alice", {"authorization": "Bearer agent-chosen"}))
+    answer(authorizer, call("write"))
+    recorder.close()
+    would_deny, keyed, denied = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert would_deny["decision"] == "would_deny"
+    assert (would_deny["headers_set"], would_deny["headers_removed"]) == (["x-caller", "x-tag"], ["x-debug"])
+    assert keyed["headers_set"] == ["authorization"] and KEY_A not in stream.getvalue().decode()
+    assert denied["decision"] == "deny" and "headers_set" not in denied
 
 
 def test_each_team_sends_its_own_key_and_never_the_agents(policy_dir: Path) -> None:
