@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.protobuf.struct_pb2 import Struct
 from hypothesis import assume, example, given, settings
@@ -45,11 +46,14 @@ def decision_key(payload: bytes, headers: tuple[bytes, ...] | None, max_body: in
 
 
 def claims_of(metadata: bytes | Struct | None) -> object:
-    """Envoy's verified claims as protobuf reads them: the key holds their bytes as sent, which
-    parse to this (re-serializing what protobuf parsed need not give back the same bytes)."""
+    """Envoy's verified claims as protobuf reads them, as canonical JSON: the key holds their bytes
+    as sent, which parse to this. (Bytes would not do: re-serializing what protobuf parsed need not
+    give back the same bytes, and a map entry with a field of its own stays an opaque unknown field,
+    which the claims never show.)"""
     if metadata is None:
         return None
-    return Struct.FromString(metadata) if isinstance(metadata, bytes) else metadata
+    parsed = Struct.FromString(metadata) if isinstance(metadata, bytes) else metadata
+    return json_format.MessageToJson(parsed, sort_keys=True, indent=0)
 
 
 def readable(key: tuple[object, ...] | None) -> tuple[object, ...] | None:
@@ -84,7 +88,7 @@ def reference(check: CheckRequest, headers: tuple[bytes, ...] | None) -> tuple[o
     return (
         attributes.source.principal.encode(),
         attributes.destination.principal.encode(),
-        metadata[JWT_AUTHN] if JWT_AUTHN in metadata and metadata[JWT_AUTHN].ByteSize() else None,
+        claims_of(metadata[JWT_AUTHN]) if JWT_AUTHN in metadata and metadata[JWT_AUTHN].ByteSize() else None,
         http.method.encode(),
         http.path.encode(),
         http.host.encode(),
