@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz.policy.compiled import PolicySet, PrincipalIndex
 from authz.policy.compiler import compile_directory
@@ -139,3 +141,29 @@ def test_building_a_set_leaves_nothing_for_the_collector(generated: Path) -> Non
     policy, found = compiled_without_the_collector(generated)
     assert found == 0 and len(policy.profiles) == 300
     assert gc.isenabled()
+
+
+PLAIN_SCALARS = ["yes", "No", "on", "OFF", "1", "01", "+1", "0x1F", "0o17", "1e3", "1_000", ".inf", "-.NaN", "~"]
+PLAIN_SCALARS += ["null", "2001-12-14", "2001-12-14t21:59:43.10-05:00", "12:30:45", "abc", "a b", "=", "<<x"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True), st.sampled_from(PLAIN_SCALARS)))
+def test_every_plain_scalar_reads_as_the_safe_loader_reads_it(labels: dict[str, str]) -> None:
+    """Tags are resolved once per distinct scalar: each must still come out as PyYAML's safe
+    loader makes it (a string, or a bool, int, float, date, null that a label refuses, or a
+    scalar it cannot build at all)."""
+    lines = "".join(f"    {key}: {value}\n" for key, value in labels.items()) or "    {}\n"
+    text = "apiVersion: mandate.dev/v1alpha1\nkind: Target\nmetadata:\n  name: t\n  labels:\n" + lines
+    text += "spec: {kind: mcp, hosts: [t.example]}\n"
+    documents, errors = load_text(text, "p.yaml")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:  # `=` is a value key PyYAML cannot build: refused, with a line, not raised
+        assert [error.message.split(":")[0] for error in errors] == ["invalid YAML"] and not documents
+        assert errors[0].line >= 6  # the labels start on line 6
+        return
+    if all(isinstance(value, str) for value in data["metadata"]["labels"].values()):
+        assert not errors and [d.document for d in documents] == [DOCUMENT_KINDS["Target"].model_validate(data)]
+    else:
+        assert errors and not documents
