@@ -422,3 +422,61 @@ def test_an_answer_that_came_after_a_token_was_verified_ends_with_the_token(worl
     world.clock.now += 30 + 60
     assert world.send(malformed)[:2] == (401, TOKEN_EXPIRED)
     assert world.send(chained)[:2] == (401, TOKEN_EXPIRED)
+
+
+RULES_OF_EVERY_KIND = """
+apiVersion: mandate.dev/v1alpha1
+kind: Target
+metadata: {name: web}
+spec: {kind: egress, hosts: [api.example.com]}
+---
+apiVersion: mandate.dev/v1alpha1
+kind: Target
+metadata: {name: status}
+spec: {kind: http, hosts: [status.local]}
+---
+apiVersion: mandate.dev/v1alpha1
+kind: MissionProfile
+metadata: {name: ops}
+spec:
+  principals: [spiffe://cluster.local/ns/ops/sa/ops]
+  mission: every kind of rule, for on-call people only
+  agents: [{agent: helper, users: {groups: [oncall]}}]
+  egress: [{host: api.example.com, users: {groups: [oncall]}}]
+  http: [{target: status, users: {subjects: [alice]}}]
+---
+apiVersion: mandate.dev/v1alpha1
+kind: MissionProfile
+metadata: {name: helper}
+spec:
+  principals: [spiffe://cluster.local/ns/helper/sa/helper]
+  hosts: [helper.local]
+  mission: helps
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "host", "path", "body"),
+    [
+        ("POST", "helper.local", "/", b'{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{}}'),
+        ("GET", "api.example.com", "/zen", b""),
+        ("GET", "status.local", "/", b""),
+    ],
+    ids=["agents", "egress", "http"],
+)
+def test_users_stand_on_agents_egress_and_http_rules_too(tmp_path, method, host, path, body):
+    idp = Idp()
+    (tmp_path / "policy.yaml").write_text(
+        users_settings(idp.write_jwks(tmp_path / "jwks.json")) + "---" + RULES_OF_EVERY_KIND
+    )
+    authorizer = Authorizer(compile_directory(tmp_path))
+
+    def reason(headers: dict[str, str]) -> str:
+        request = AuthzInput(method, path, host, headers, body, "spiffe://cluster.local/ns/ops/sa/ops")
+        return outcome(CheckResponse.FromString(authorizer.check_bytes(to_check_request(request).SerializeToString())))[
+            1
+        ]
+
+    assert reason(bearer(idp.token("alice", ["oncall"]))) == "allowed"
+    assert reason({}) == USER_REQUIRED
+    assert reason(bearer(idp.token("bob", ["dev"]))) == USER_NOT_ALLOWED
