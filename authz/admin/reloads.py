@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from authz.policy.compiled import PolicySet
 from authz.policy.loader import PolicyLoadError
+from authz.policy.transfer import TransferError
 from authz.serve.reload import PolicyWatcher
 
 
@@ -55,4 +56,7 @@ class RecordingWatcher(PolicyWatcher):
             return super()._compile_one_generation(attempts)
         except PolicyLoadError as exc:
             self._errors = [str(error) for error in exc.errors]
+            raise
+        except TransferError as exc:
+            self._errors = [str(exc)]
             raise

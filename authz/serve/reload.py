@@ -6,10 +6,11 @@ symlinks) notices both in-place edits and Kubernetes' `..data` symlink swap, wit
 inotify's blind spots for symlinked ConfigMap mounts. In-flight checks keep the snapshot
 they started with, so none ever sees half of two sets.
 
-A reload compiles on this thread while Checks run on others, so it is shaped not to stall them
-(authz/serve/heap.py; measured by loadtest/reload_stall.py): the GIL changes hands every 0.5 ms
-instead of 5, the garbage collector is paused while the set is built and never walks it
-afterwards, and the replaced set is freed a slice at a time.
+A reload is shaped not to stall the Checks running beside it (measured by
+loadtest/reload_stall.py): a child process compiles the set and this thread reads it a slice at a
+time (authz/policy/transfer.py); the GIL changes hands every 0.5 ms instead of 5, the garbage
+collector is paused while the set arrives and never walks it afterwards, and the replaced set is
+freed a slice at a time (authz/serve/heap.py).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from authz.check.pipeline import Authorizer
 from authz.policy.compiled import PolicySet
-from authz.policy.compiler import collector_paused, compile_directory
+from authz.policy.compiler import collector_paused
 from authz.policy.loader import PolicyLoadError
 from authz.policy.secrets import APPLIED
+from authz.policy.transfer import TransferError, compile_elsewhere
 from authz.serve.heap import adopt, release, switching_often
 from authz.serve.metrics import Metrics
 
@@ -49,8 +52,16 @@ def directory_signature(directory: str) -> tuple[tuple[str, int, int, int], ...]
 
 
 class PolicyWatcher:
-    def __init__(self, directory: str, authorizer: Authorizer, metrics: Metrics, interval: float = 0.4) -> None:
+    def __init__(
+        self,
+        directory: str,
+        authorizer: Authorizer,
+        metrics: Metrics,
+        interval: float = 0.4,
+        compiler: Callable[[str], PolicySet] = compile_elsewhere,
+    ) -> None:
         self.directory = directory
+        self.compiler = compiler  # tests that reach into the compile pass compile_directory
         self.authorizer = authorizer
         self.metrics = metrics
         self.interval = interval
@@ -139,6 +150,9 @@ class PolicyWatcher:
             self.metrics.policy_errors.set(len(exc.errors))
             for error in exc.errors:
                 log.error("policy reload rejected, keeping version %s: %s", self.authorizer.policy.version, error)
+        except TransferError as exc:
+            self.metrics.reloads.labels("rejected").inc()
+            log.error("policy reload failed, keeping version %s: %s", self.authorizer.policy.version, exc)
         except Exception:
             self.metrics.reloads.labels("rejected").inc()
             log.exception("policy reload failed, keeping version %s", self.authorizer.policy.version)
@@ -155,7 +169,7 @@ class PolicyWatcher:
         for _ in range(attempts):
             before = directory_signature(self.directory)
             try:
-                policy = compile_directory(self.directory)
+                policy = self.compiler(self.directory)
             except Exception:
                 if directory_signature(self.directory) == before:
                     self._signature = before

@@ -412,7 +412,9 @@ def test_a_reload_that_races_a_swap_never_goes_live_half_and_half(
     volume = ConfigMapVolume(tmp_path / "policies")
     volume.publish(race_files(0))
     authorizer = Authorizer(compile_directory(volume.root))
-    watcher = PolicyWatcher(str(volume.root), authorizer, Metrics())
+    watcher = PolicyWatcher(
+        str(volume.root), authorizer, Metrics(), compiler=compile_directory
+    )  # in process: read_text is patched here
     original = Path.read_text
     swapped = threading.Event()
 
