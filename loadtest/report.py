@@ -729,7 +729,7 @@ def flavour_verdict(flavours: dict[str, Any]) -> str:
         f"Mandate's most throughput at 16 in flight comes with **{by_rps}**, its lowest p50 at 1 in flight with "
         f"**{by_p50}**. The default stays `threads` unless one flavour wins both: in `asyncio` and `uvloop` a "
         "Redis round trip or a long list being filtered holds the event loop, and every other Check with it "
-        "(ANALYSIS.md, \"gRPC flavours and the floor\")."
+        '(ANALYSIS.md, "gRPC flavours and the floor").'
     )
 
 
