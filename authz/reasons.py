@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-OK, BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN, BAD_GATEWAY = 200, 400, 401, 403, 502
+OK, BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN, TOO_MANY_REQUESTS, BAD_GATEWAY = 200, 400, 401, 403, 429, 502
 
 
 class Reason:
@@ -193,6 +193,11 @@ LIST_UNREADABLE: Final = _reason(
     "list_unreadable", BAD_GATEWAY, "A list answer of a content type, encoding or shape Mandate cannot read."
 )
 LIST_TOO_LARGE: Final = _reason("list_too_large", BAD_GATEWAY, "A list answer larger than Mandate filters.")
+LIST_CALLER_BUSY: Final = _reason(
+    "list_caller_busy",
+    TOO_MANY_REQUESTS,
+    "The caller already has as many list answers being filtered as one caller may (a quarter of the process's).",
+)
 
 INTERNAL_ERROR: Final = _reason("internal_error", FORBIDDEN, "Mandate failed to decide or answer; see its log.")
 

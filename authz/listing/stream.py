@@ -31,7 +31,7 @@ from authz.listing.encoding import Gunzip, TooLarge, decoder
 from authz.listing.entries import Counts, Unreadable
 from authz.listing.exchange import header_map, read_request
 from authz.listing.sse import SseAnswer, error_event
-from authz.reasons import ALLOWED, INTERNAL_ERROR, LIST_TOO_LARGE, LIST_UNREADABLE
+from authz.reasons import ALLOWED, INTERNAL_ERROR, LIST_CALLER_BUSY, LIST_TOO_LARGE, LIST_UNREADABLE
 
 if TYPE_CHECKING:
     from authz.listing.service import ListService
@@ -63,6 +63,7 @@ class ListStream:
         self.service = service
         self.decision_id = ""
         self.caller: ListCaller | None = None
+        self.holder: str | None = None  # the caller this stream counts against (ListService.hold)
         self.refusal: Verdict | None = None  # the caller could not be told: said once the ids are known
         self.requests: ListRequests | None = None  # None: no list to filter, the answer passes as it is
         self._resumed = False  # the request resumes a stream: its replayed answers may hold lists
@@ -103,6 +104,8 @@ class ListStream:
             self.caller = identify(self.service.authorizer.policy, self.service.authorizer.chains, seen)
         except Refusal as refusal:
             self.refusal = refusal.verdict
+        else:
+            self._hold(self.caller.principal)
         self._resumed = RESUME_HEADER in seen.headers
         if request.request_headers.end_of_stream:
             if self._resumed:
@@ -110,6 +113,13 @@ class ListStream:
             if self.refusal is not None:
                 return self._immediate(self.refusal, ())
         return replies.go_on("request_headers", (FILTER_HEADER,))
+
+    def _hold(self, principal: str) -> None:
+        if self.service.hold(principal):
+            self.holder = principal
+            return
+        message = f"{principal} already has {self.service.per_caller} list answers being filtered"
+        self.caller, self.refusal = None, refused(LIST_CALLER_BUSY, message)
 
     def _request_body(self, request: ProcessingRequest) -> ProcessingResponse:
         self._asked.append(request.request_body.body)

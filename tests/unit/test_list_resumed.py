@@ -15,8 +15,8 @@ from authz.check.request import AuthzInput, to_check_request
 from authz.check.response import build_response
 from authz.listing.service import ListService
 from authz.policy.compiled import PolicySet
-from tests.harness.example_policies import GITHUB_HOST, SUPPORT
-from tests.harness.ext_proc import chunks_of, deliver, jsonrpc, request_headers, resumed_get
+from tests.harness.example_policies import BILLING, GITHUB_HOST, SUPPORT
+from tests.harness.ext_proc import authz_metadata, chunks_of, deliver, jsonrpc, request_headers, resumed_get
 from tests.harness.requests import mcp, tool
 
 ALL_TOOLS = ["get_me", "create_issue", "list_issues", "delete_repo", "get_issue", "add_label"]
@@ -199,3 +199,36 @@ def test_a_post_resuming_a_stream_filters_its_own_lists_by_id_and_the_replayed_o
 def test_without_last_event_id_a_result_for_an_id_never_asked_is_still_refused(service):
     delivered = deliver(service, jsonrpc("tools/list", 1), event(tools_answer(3), "x"), "text/event-stream")
     assert b"delete_repo" not in delivered.body
+
+
+# --- one caller cannot hold every stream -------------------------------------------------------
+
+
+def test_one_caller_holding_streams_open_cannot_take_every_other_callers_lists(example_policy: PolicySet):
+    """Resumed GETs last as long as the upstream keeps them: one agent keeping `per_caller` of them
+    open gets its next one refused (429 `list_caller_busy`, before it reaches the server), while
+    another agent's list is still filtered; a stream that ends gives its caller one back."""
+    service = ListService(Authorizer(example_policy), streams=8, per_caller=2)
+    held = [service.open() for _ in range(2)]
+    for stream in held:
+        assert stream is not None
+        assert not stream.answer(resumed_get()).HasField("immediate_response")
+    busy = resume(service, REPLAY)
+    assert busy.immediate and not busy.upstream_reached and busy.status == 429
+    assert b"list_caller_busy" in busy.body and b"delete_repo" not in busy.body
+    other = request_headers(BILLING, metadata=authz_metadata("billing-agent"))
+    assert not deliver(service, jsonrpc("tools/list"), orjson.dumps(tools_answer(1)), first=other).immediate
+    service.close(held.pop())
+    assert data_of(resume(service, REPLAY).body)[2]["result"]["tools"] == [{"name": n} for n in SUPPORT_TOOLS]
+
+
+def test_refused_and_closed_streams_leave_no_count_behind(example_policy: PolicySet):
+    """The count is of streams open now: a refused one takes nothing, and every close gives back."""
+    service = ListService(Authorizer(example_policy), streams=4, per_caller=1)
+    for _ in range(3):
+        first = service.open()
+        assert first is not None and not first.answer(resumed_get()).HasField("immediate_response")
+        assert resume(service, REPLAY).immediate  # refused while `first` is open
+        service.close(first)
+    assert not resume(service, REPLAY).immediate
+    assert service._held == {}
