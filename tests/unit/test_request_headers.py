@@ -33,62 +33,11 @@ from authz.serve.metrics import Metrics
 from authz.serve.reload import PolicyWatcher
 from authz.users.user import User
 from tests.harness.answers import decision_id, outcome
+from tests.harness.headers_policy import KEY_A, KEY_B, POLICY
 from tests.harness.users import AUDIENCE, ISSUER, Idp, jwt_authn_metadata, principal, users_settings
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 TOOLS, WEB = "tools.local", "api.example.com"
-KEY_A, KEY_B = "sk-team-a-canary-1f2e3d", "sk-team-b-canary-9a8b7c"
-
-POLICY = """
-apiVersion: mandate.dev/v1alpha1
-kind: Target
-metadata: {name: tools}
-spec:
-  kind: mcp
-  hosts: [tools.local]
-  requestHeaders:
-    set: {x-caller: "{caller.principal}", x-tag: tools}
-    remove: [x-debug]
----
-apiVersion: mandate.dev/v1alpha1
-kind: Target
-metadata: {name: web}
-spec: {kind: egress, hosts: [api.example.com]}
----
-apiVersion: mandate.dev/v1alpha1
-kind: MissionProfile
-metadata: {name: alice}
-spec:
-  mission: reads with her own tags
-  principals: [spiffe://cluster.local/ns/alice/sa/alice]
-  mcp:
-    - server: tools
-      tools: [read]
-      requestHeaders:
-        set:
-          x-who: "{profile} {caller.namespace}/{caller.serviceAccount}"
-          x-user: "{user.sub}"
-          x-decision: "{decision_id}"
-        remove: [x-caller]
-  egress:
-    - host: api.example.com
-      requestHeaders: {set: {authorization: "Bearer {secret:%(key_a)s}"}}
----
-apiVersion: mandate.dev/v1alpha1
-kind: MissionProfile
-metadata: {name: bob}
-spec:
-  mission: tries things in dry-run
-  principals: [spiffe://cluster.local/ns/bob/sa/bob]
-  mode: dry-run
-  mcp:
-    - server: tools
-      tools: [read]
-      requestHeaders: {set: {x-bob: "yes"}}
-  egress:
-    - host: api.example.com
-      requestHeaders: {set: {authorization: "Bearer {secret:%(key_b)s}"}}
-"""
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from loadtest import stream
 from loadtest.micro.policyset import write_policy_set
 from tests.harness.answers import decision_id, header
 from tests.harness.example_policies import EXAMPLES
+from tests.harness.headers_policy import KEY_A, KEY_B, POLICY
 from tests.harness.users import Idp, users_settings
-from tests.unit.test_request_headers import KEY_A, KEY_B, POLICY
 
 REMOTE_ISSUER = """\
       - issuer: https://remote.example
