@@ -5,7 +5,9 @@ documents as written, read by the loader: each set becomes a set of facts (suppo
 call tool `create_issue` on github; billing-agent accepts calls from orchestrator; ...), and
 the change is what one set has and the other has not. Facts that allow something are granted
 or revoked; limits (conditions, delegation settings, targets' addresses, Settings) are listed as
-changed; a profile's mode is reported when it switches.
+changed, and so is every request header a Target or rule sets or removes (a credential sent to a
+new upstream is a change to review: a value is shown as written, `{secret:PATH}` naming a path,
+never a secret); a profile's mode is reported when it switches.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.policy.loader import load_directory
-from authz.policy.model import MissionProfile, Scope, Settings, Target
+from authz.policy.model import MissionProfile, RequestHeaders, Scope, Settings, Target
 
 EVERY_A2A_METHOD = "* (every A2A method)"
 
@@ -70,12 +72,14 @@ def scope_facts(scope: Scope, prefix: str = "") -> list[tuple[str, str, bool]]:
         for what, names in (("tool", rule.tools), ("resource", rule.resources), ("prompt", rule.prompts)):
             found += [(f"{prefix}{what}", f"{rule.server}: {item}", True) for item in names]
         found += [(f"{prefix}mcp method", f"{rule.server}: {item}", True) for item in rule.methods]
+        found += header_facts(f"{prefix}request header", f"mcp {rule.server}", rule.request_headers)
         if rule.when:
             found.append((f"{prefix}condition", f"mcp {rule.server}: {rule.when}", False))
     for agent in scope.agents:
         found.append((f"{prefix}calls agent", agent.agent, True))
         methods = agent.methods if agent.methods is not None else [EVERY_A2A_METHOD]
         found += [(f"{prefix}a2a method", f"{agent.agent}: {method}", True) for method in methods]
+        found += header_facts(f"{prefix}request header", f"agent {agent.agent}", agent.request_headers)
         if agent.when:
             found.append((f"{prefix}condition", f"agent {agent.agent}: {agent.when}", False))
         if agent.grant is not None:
@@ -84,9 +88,18 @@ def scope_facts(scope: Scope, prefix: str = "") -> list[tuple[str, str, bool]]:
         for rule in rules:
             where = rule.host if section == "egress" else rule.target  # type: ignore[union-attr]
             found += [(f"{prefix}{section}", f"{m} {where}{p}", True) for m in rule.methods for p in rule.paths]
+            found += header_facts(f"{prefix}request header", f"{section} {where}", rule.request_headers)
             if rule.when:
                 found.append((f"{prefix}condition", f"{section} {where}: {rule.when}", False))
     return found
+
+
+def header_facts(what: str, where: str, headers: RequestHeaders | None) -> list[tuple[str, str, bool]]:
+    """One limit per header set (with its value as written) or removed."""
+    if headers is None:
+        return []
+    found = [(what, f"{where}: set {name}: {value}", False) for name, value in headers.set.items()]
+    return found + [(what, f"{where}: remove {name}", False) for name in headers.remove]
 
 
 def _target_facts(document: Target, facts: set[Fact]) -> None:
@@ -96,6 +109,10 @@ def _target_facts(document: Target, facts: set[Fact]) -> None:
     facts.update(Fact("", "target address", f"{name}: {host}", grants=False) for host in spec.hosts)
     if spec.path_prefix:
         facts.add(Fact("", "target address", f"{name}: pathPrefix {spec.path_prefix}", grants=False))
+    facts.update(
+        Fact("", what, detail, grants)
+        for what, detail, grants in header_facts("request header", name, spec.request_headers)
+    )
 
 
 @dataclass

@@ -138,3 +138,33 @@ def test_a_broken_set_is_exit_2_with_its_errors(sets, capsys) -> None:
     )
     assert main(["diff", str(old), str(new)]) == 2
     assert f"{new / 'agents.yaml'}:" in capsys.readouterr().err
+
+
+def test_a_credential_sent_somewhere_new_is_a_change_the_reviewer_sees(sets, tmp_path: Path, capsys) -> None:
+    """Headers a Target or rule sets or removes are listed as changed, values as written: a
+    `{secret:PATH}` names its path, and the secret itself appears nowhere in the report."""
+    old, new = sets
+    token = tmp_path / "github-token"
+    token.write_text("ghp-canary-0123456789\n")
+    edit(
+        new,
+        "  hosts: [api.github.com]\n",
+        f"  hosts: [api.github.com]\n  requestHeaders: {{set: {{authorization: 'Bearer {{secret:{token}}}'}}}}\n",
+        "targets.yaml",
+    )
+    edit(
+        new,
+        "tools: [get_me, list_issues, get_issue]\n",
+        "tools: [get_me, list_issues, get_issue]\n"
+        "      requestHeaders: {set: {x-agent: '{profile}'}, remove: [x-debug]}\n",
+    )
+    report = diff_json(old, new, capsys=capsys)
+    assert [(c["change"], c["profile"], c["what"], c["detail"]) for c in report["changed"]] == [
+        ("added", "", "request header", f"github-api: set authorization: Bearer {{secret:{token}}}"),
+        ("added", "support-agent", "request header", "mcp github: remove x-debug"),
+        ("added", "support-agent", "request header", "mcp github: set x-agent: {profile}"),
+    ]
+    assert report["granted"] == [] and report["revoked"] == []
+    for form in ("json", "markdown", "text"):
+        assert main(["diff", str(old), str(new), "--format", form]) == 0
+        assert "ghp-canary" not in capsys.readouterr().out
