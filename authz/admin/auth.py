@@ -2,7 +2,9 @@
 
 The admin API can revoke chains and reload policy, so a listener another host can reach without
 credentials is refused at start. A bearer key file holds one key a line (so keys rotate by
-adding the new one first); a call must carry `authorization: Bearer <key>` matching one of them,
+adding the new one first, then removing the old); it is read again whenever it changes, so a key
+removed is refused from the next call on, without a restart, and a file that turns unusable keeps
+the keys last read from it. A call must carry `authorization: Bearer <key>` matching one of them,
 compared in constant time, or it is refused with UNAUTHENTICATED. With `--admin-client-ca` the
 TLS handshake itself requires a client certificate that CA signed.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ import grpc
 from authz.serve.grpc_server import split_address
 
 MIN_KEY_LENGTH = 32  # characters: `openssl rand -hex 32` gives 64
+log = logging.getLogger("mandate")
 
 
 class AdminConfigError(ValueError):
@@ -97,22 +101,49 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
-class BearerKeys(grpc.ServerInterceptor):
-    """Lets a call through only with `authorization: Bearer <one of the keys>`."""
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)  # through a Secret volume's symlinks
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        self._digests = [_digest(key) for key in keys]
+
+class BearerKeys(grpc.ServerInterceptor):
+    """Lets a call through only with `authorization: Bearer <one of the keys in path>`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp = _stamp(path)
+        self._digests = [_digest(key) for key in read_keys(path)]
         self._refuse = grpc.unary_unary_rpc_method_handler(_unauthenticated)
+
+    def _current(self) -> list[bytes]:
+        """The keys' digests, read again if the file changed since; the last good ones if it broke."""
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return self._digests
+        try:
+            digests = [_digest(key) for key in read_keys(self.path)]
+        except AdminConfigError as exc:
+            self._stamp = stamp  # said once per change
+            log.warning("%s; the admin keys read before stay in use", exc)
+            return self._digests
+        if _stamp(self.path) == stamp:  # not written while it was read: a half-written key is no key
+            self._stamp, self._digests = stamp, digests
+            log.info("admin key file %s changed: its keys are in use", self.path)
+        return self._digests
 
     def accepts(self, metadata: Sequence[tuple[str, Any]]) -> bool:
         """Every key is compared, each in constant time over equal-length digests, whatever matched."""
+        digests = self._current()
         presented = next((value for name, value in metadata if name == "authorization"), "")
         if isinstance(presented, bytes):
             presented = presented.decode("latin-1")
         scheme, _, key = str(presented).partition(" ")
         digest = _digest(key.strip().encode("utf-8", "replace"))
         matched = False
-        for known in self._digests:
+        for known in digests:
             matched |= hmac.compare_digest(digest, known)
         return matched and scheme.lower() == "bearer"
 

@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.json_format import ParseDict
 
 from authz import __version__
-from authz.admin.auth import AdminSettings, BearerKeys, read_keys, server_credentials
+from authz.admin.auth import AdminSettings, BearerKeys, server_credentials
 from authz.admin.reloads import RecordingWatcher, ReloadResult
 from authz.admin.v1alpha1 import admin_pb2, admin_pb2_grpc
 from authz.chains.store import ChainRecord, ChainStore, StoreUnavailable
@@ -139,7 +139,7 @@ class AdminServer:
 
     def __init__(self, settings: AdminSettings, backend: AdminBackend) -> None:
         self.settings = settings
-        interceptors = [BearerKeys(read_keys(settings.key_file))] if settings.key_file else []
+        interceptors = [BearerKeys(settings.key_file)] if settings.key_file else []
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="admin"), interceptors=interceptors
         )

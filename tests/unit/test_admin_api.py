@@ -15,6 +15,8 @@ import grpc
 import pytest
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 
+from authz.admin import auth
+from authz.admin.auth import BearerKeys
 from authz.admin.client import AdminClient, AdminCredentials, AdminError
 from authz.check.request import to_check_request
 from authz.cli import main
@@ -145,6 +147,55 @@ def test_a_call_with_any_key_of_the_file_is_served(keyed, tmp_path: Path) -> Non
     presented.write_text(KEY + "\n")
     with admin(server, str(presented)) as client:
         assert client.status().profiles == 4
+
+
+def test_a_key_removed_from_the_file_is_refused_from_the_next_call_without_a_restart(keyed, tmp_path: Path) -> None:
+    """Rotation: the file is read again when it changes; a file that breaks keeps the last good keys."""
+    server, key_file = keyed
+    original, new = key_file.read_text(), "r" * 48
+    old_key, new_key = tmp_path / "old.key", tmp_path / "new.key"
+    old_key.write_text(KEY + "\n")
+    new_key.write_text(new + "\n")
+    try:
+        replace(key_file, f"{KEY}\n{new}\n")  # the new key added first
+        with admin(server, str(new_key)) as client:
+            assert client.status().profiles == 4
+        replace(key_file, f"{new}\n")  # then the old one removed
+        with admin(server, str(old_key)) as client, pytest.raises(AdminError) as refused:
+            client.status()
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+        replace(key_file, "short\n")  # unusable: the keys read before stay
+        with admin(server, str(new_key)) as client:
+            assert client.status().profiles == 4
+    finally:
+        replace(key_file, original)
+
+
+def replace(path: Path, text: str) -> None:
+    beside = path.with_name(path.name + ".new")
+    beside.write_text(text)
+    os.replace(beside, path)
+
+
+def test_a_key_file_read_while_it_is_written_is_not_believed(tmp_path: Path, monkeypatch) -> None:
+    """A key half written (a prefix of the real one) is never accepted: the file is read again
+    only once its signature held still across the read."""
+    path = tmp_path / "admin.key"
+    path.write_text(KEY + "\n")
+    keys = BearerKeys(str(path))
+    path.write_text("h" * 32 + "\n")  # the first half of a new key, as a writer leaves it for a moment
+    real_read = auth.read_keys
+
+    def read_then_finish(name: str) -> list[bytes]:
+        found = real_read(name)
+        path.write_text("h" * 64 + "\n")  # the writer finishes while Mandate reads
+        return found
+
+    monkeypatch.setattr(auth, "read_keys", read_then_finish)
+    assert not keys.accepts([("authorization", "Bearer " + "h" * 32)])
+    monkeypatch.setattr(auth, "read_keys", real_read)
+    assert keys.accepts([("authorization", "Bearer " + "h" * 64)])
+    assert not keys.accepts([("authorization", f"Bearer {KEY}")])
 
 
 def serve_with(*args: str) -> subprocess.CompletedProcess[str]:
