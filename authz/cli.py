@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "validate":
         directory = policies_of(args)
-        return _validate(directory, args.strict) if directory is not None else 2
+        return _validate(directory, args.strict, args.read_secrets) if directory is not None else 2
     if args.command == "explain":
         return _explain(args)
     if args.command == "check":
@@ -172,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(args)
 
 
-def _validate(directory: str, strict: bool = False) -> int:
+def _validate(directory: str, strict: bool = False, read_secrets: bool = True) -> int:
     """Every error of every file, or ok with the warnings about rules that can never match."""
     from authz.workflow.lint import warnings
 
     try:
-        policy = compile_directory(directory)
+        policy = compile_directory(directory, read_secrets)
     except PolicyLoadError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
@@ -208,7 +208,7 @@ def _explain(args: argparse.Namespace) -> int:
     if directory is None:
         return 2
     try:
-        policy = compile_directory(directory)
+        policy = compile_directory(directory, args.read_secrets)
         described = read_request_file(args.request)
     except PolicyLoadError as exc:
         print(exc, file=sys.stderr)

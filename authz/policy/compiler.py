@@ -78,8 +78,9 @@ _OF_PROFILES = ("profile", "accepted")  # references to a profile, not to a Targ
 # --- compiling ---------------------------------------------------------------------------
 
 
-def compile_directory(directory: str | Path) -> PolicySet:
-    """Load, validate and compile a policy directory; raises PolicyLoadError with every error."""
+def compile_directory(directory: str | Path, read_secrets: bool = True) -> PolicySet:
+    """Load, validate and compile a policy directory; raises PolicyLoadError with every error.
+    `read_secrets` False: the offline tools' `--no-secret-files` (SecretFile)."""
     digest = hashlib.sha256()
     for path in policy_files(Path(directory)):
         digest.update(path.name.encode() + b"\0")
@@ -88,7 +89,8 @@ def compile_directory(directory: str | Path) -> PolicySet:
         except OSError:
             pass  # iter_directory reports the unreadable file
     load_errors: list[PolicyError] = []
-    return _Compiler(iter_directory(directory, load_errors), load_errors).compile(digest.hexdigest()[:12])
+    compiler = _Compiler(iter_directory(directory, load_errors), load_errors, Secrets(read_secrets))
+    return compiler.compile(digest.hexdigest()[:12])
 
 
 def compile_documents(documents: Iterable[SourcedDocument], version: str = "inline") -> PolicySet:
@@ -138,7 +140,9 @@ class _Egress:
 
 
 class _Compiler:
-    def __init__(self, documents: Iterable[SourcedDocument], load_errors: list[PolicyError]) -> None:
+    def __init__(
+        self, documents: Iterable[SourcedDocument], load_errors: list[PolicyError], secrets: Secrets | None = None
+    ) -> None:
         self.documents = documents
         self.load_errors = load_errors
         self.errors: list[PolicyError] = []
@@ -159,7 +163,7 @@ class _Compiler:
         self._strings: dict[str, str] = {}
         self._results = Results()  # shared by this set's conditions, dropped with it
         self._first_users: tuple[Origin, Loc] | None = None  # the first rule with `users`
-        self._secrets = Secrets()  # the files `{secret:PATH}` values read, one per path
+        self._secrets = secrets or Secrets()  # the files `{secret:PATH}` values read, one per path
         self._target_headers: dict[str, RequestHeaders] = {}
         # Rules' own requestHeaders, merged over their Target's once all are read: (label, kind, target or host, own)
         self._rule_headers: list[tuple[str, str, str, RequestHeaders]] = []

@@ -38,11 +38,13 @@ class SecretFile:
 
     __slots__ = ("_signature", "path", "stale", "value")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, read: bool = True) -> None:
+        """`read` False (the offline tools' `--no-secret-files`): the path is checked, the file not
+        opened, and the value is empty; such a set is never served."""
         if not os.path.isabs(path):
             raise SecretError(f"secret path {path!r} must be absolute")
         self.path = path
-        signature, value = _read(path)
+        signature, value = _read(path) if read else (None, "")
         self._signature: Signature | None = signature
         self.value = value
         self.stale = ""
@@ -76,16 +78,17 @@ class SecretFile:
 class Secrets:
     """The secret files of one policy set, one SecretFile per path however many headers read it."""
 
-    __slots__ = ("files",)
+    __slots__ = ("files", "read")
 
-    def __init__(self) -> None:
+    def __init__(self, read: bool = True) -> None:
         self.files: dict[str, SecretFile] = {}
+        self.read = read  # False: the files are not opened (SecretFile)
 
     def file(self, path: str) -> SecretFile:
         """The file at `path`, read now if it is new to the set; raises SecretError."""
         found = self.files.get(path)
         if found is None:
-            found = self.files[path] = SecretFile(path)
+            found = self.files[path] = SecretFile(path, self.read)
         return found
 
     def refresh(self) -> list[str]:

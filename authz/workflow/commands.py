@@ -33,6 +33,7 @@ def _add_diff_parser(commands: argparse._SubParsersAction) -> None:  # type: ign
         help="recorded requests (test cases, a folder of them, or audit lines): list the decisions that change",
     )
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when anything changed (as git diff does)")
+    add_secrets_option(diff)
 
 
 def add_policies_option(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +41,16 @@ def add_policies_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", nargs="?", metavar="DIR", help="the policy directory (same as --policies)")
     parser.add_argument(
         "--policies", metavar="DIR", help="the policy directory (default: $MANDATE_POLICIES or policies)"
+    )
+    add_secrets_option(parser)
+
+
+def add_secrets_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-secret-files",
+        dest="read_secrets",
+        action="store_false",
+        help="do not open the {secret:PATH} files (CI without the Secrets): their paths are checked, not their content",
     )
 
 
@@ -89,7 +100,7 @@ def _diff(args: argparse.Namespace) -> int:
     from authz.workflow.replay import changed_decisions, recorded_requests
 
     try:
-        old, new = compile_directory(args.old), compile_directory(args.new)  # both must be valid sets
+        old, new = (compile_directory(directory, args.read_secrets) for directory in (args.old, args.new))
         diff = diff_facts(policy_facts(args.old), policy_facts(args.new))
         requests = recorded_requests(Path(args.requests), old) if args.requests else None
     except PolicyLoadError as exc:

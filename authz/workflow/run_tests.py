@@ -22,7 +22,7 @@ def run_tests(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     try:
-        policy = compile_directory(directory)
+        policy = compile_directory(directory, args.read_secrets)
         cases = [case for path in case_files(Path(args.tests or Path(directory, "tests"))) for case in read_cases(path)]
         if not cases:
             raise CaseFileError(f"{args.tests or Path(directory, 'tests')}: no test cases")

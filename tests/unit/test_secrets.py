@@ -135,3 +135,61 @@ def test_a_secret_shows_its_path_never_its_value(key_file: Path) -> None:
     secret = SecretFile(str(key_file))
     assert CANARY not in repr(secret) and CANARY not in str(secret)
     assert str(key_file) in repr(secret)
+
+
+# --- the offline tools without the Secrets (--no-secret-files) ---------------------------------
+
+OFFLINE_POLICY = """
+apiVersion: mandate.dev/v1alpha1
+kind: Target
+metadata: {name: web}
+spec:
+  kind: egress
+  hosts: [api.example.com]
+  requestHeaders: {set: {authorization: "Bearer {secret:%s}"}}
+---
+apiVersion: mandate.dev/v1alpha1
+kind: MissionProfile
+metadata: {name: alice}
+spec:
+  mission: calls the API
+  principals: [spiffe://cluster.local/ns/alice/sa/alice]
+  egress: [{host: api.example.com}]
+"""
+
+
+def offline_set(tmp_path: Path, secret: str) -> Path:
+    directory = tmp_path / "policies"
+    directory.mkdir(exist_ok=True)
+    (directory / "policy.yaml").write_text(OFFLINE_POLICY % secret)
+    return directory
+
+
+def test_ci_without_the_secrets_validates_tests_and_diffs_with_no_secret_files(tmp_path: Path, capsys) -> None:
+    """`mandate validate` refuses a set whose secret file is missing (as `serve` does); with
+    `--no-secret-files` the offline tools check the path and never open the file."""
+    from authz.cli import main
+
+    directory = offline_set(tmp_path, "/var/run/secrets/absent/token")
+    assert main(["validate", str(directory)]) == 1
+    assert "cannot read secret file /var/run/secrets/absent/token" in capsys.readouterr().err
+    assert main(["validate", "--no-secret-files", str(directory)]) == 0
+    assert main(["diff", "--no-secret-files", str(directory), str(directory), "--exit-code"]) == 0
+    assert main(["test", "--no-secret-files", str(directory)]) == 2  # the set loads; it has no cases
+    assert "no tests directory" in (err := capsys.readouterr().err) and "cannot read secret" not in err
+    request = tmp_path / "request.yaml"
+    request.write_text(
+        "source: spiffe://cluster.local/ns/alice/sa/alice\nmethod: GET\nhost: api.example.com\npath: /\n"
+    )
+    assert main(["explain", "--no-secret-files", "--policies", str(directory), "--request", str(request)]) == 0
+    assert "{secret:/var/run/secrets/absent/token}" in capsys.readouterr().out
+
+
+def test_no_secret_files_still_refuses_a_relative_path_and_reads_nothing(tmp_path: Path, key_file: Path) -> None:
+    from authz.policy.compiler import compile_directory
+    from authz.policy.loader import PolicyLoadError
+
+    with pytest.raises(PolicyLoadError, match="must be absolute"):
+        compile_directory(offline_set(tmp_path, "relative/token"), read_secrets=False)
+    policy = compile_directory(offline_set(tmp_path, str(key_file)), read_secrets=False)
+    assert [secret.value for secret in policy.secrets.files.values()] == [""]  # the canary was never read
