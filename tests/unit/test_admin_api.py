@@ -27,6 +27,7 @@ from tests.harness.example_policies import EXAMPLES, REPO
 from tests.harness.pki import MeshPKI
 from tests.harness.processes import MandateProcess, free_port, wait_until
 from tests.harness.requests import tool
+from tests.harness.users import ISSUER, USER_PROFILES, Idp, users_settings
 
 KEY = "k" * 40
 
@@ -70,6 +71,32 @@ def test_explain_decides_against_the_live_set_as_explain_does_locally(served: Ma
     keys = ("decision", "status", "reason", "rule", "refused_by_hop", "chain", "hops", "profile", "target")
     assert {key: remote[key] for key in keys} == {key: local[key] for key in keys}
     assert remote["refused_by_hop"] == "support-agent"
+
+
+def test_explain_names_the_user_a_request_acts_for_as_explain_does_locally(tmp_path: Path) -> None:
+    """A described `user` (SPEC §10) comes back as its issuer and subject, never a token."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "settings.yaml").write_text(users_settings(Idp().write_jwks(tmp_path / "jwks.json")))
+    (policies / "profiles.yaml").write_text(USER_PROFILES)
+    request = tmp_path / "balance.yaml"
+    request.write_text(
+        "source: spiffe://cluster.local/ns/billing-agent/sa/billing-agent\nhost: billing-db.local\n"
+        "method: POST\npath: /mcp\nheaders: {content-type: application/json}\n"
+        "body: {jsonrpc: '2.0', id: 1, method: tools/call, params: {name: balance, arguments: {}}}\n"
+        f"user: {{iss: '{ISSUER}', sub: alice}}\n"
+    )
+    server = MandateProcess(policies, tmp_path / "work", admin_args=[]).start()
+    try:
+        with admin(server) as client:
+            remote = client.explain(request.read_text())
+    finally:
+        server.stop()
+    local = explain(compile_directory(policies), read_request_file(str(request)))
+    assert remote["user"] == local["user"] == {"iss": ISSUER, "sub": "alice"}
+    assert (
+        (remote["decision"], remote["rule"]) == (local["decision"], local["rule"]) == ("allow", "billing-agent.mcp[1]")
+    )
 
 
 def test_an_unreadable_request_is_invalid_argument(served: MandateProcess) -> None:

@@ -71,7 +71,7 @@ class ExplainHop(_message.Message):
     def __init__(self, hop: _Optional[str] = ..., scope: _Optional[str] = ..., allows: _Optional[bool] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("decision", "status", "reason", "message", "caller", "profile", "mission", "target", "protocol", "rule", "refused_by_hop", "chain", "hops", "minted_chain", "action", "policy_version", "request_headers")
+    __slots__ = ("decision", "status", "reason", "message", "caller", "profile", "mission", "target", "protocol", "rule", "refused_by_hop", "chain", "hops", "minted_chain", "action", "policy_version", "request_headers", "user")
     class ActionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class ExplainResponse(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     decision: str
     status: int
     reason: str
@@ -113,7 +114,16 @@ class ExplainResponse(_message.Message):
     action: _containers.ScalarMap[str, str]
     policy_version: str
     request_headers: ExplainHeaders
-    def __init__(self, decision: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., caller: _Optional[str] = ..., profile: _Optional[str] = ..., mission: _Optional[str] = ..., target: _Optional[str] = ..., protocol: _Optional[str] = ..., rule: _Optional[str] = ..., refused_by_hop: _Optional[str] = ..., chain: _Optional[_Iterable[str]] = ..., hops: _Optional[_Iterable[_Union[ExplainHop, _Mapping]]] = ..., minted_chain: _Optional[_Iterable[str]] = ..., action: _Optional[_Mapping[str, str]] = ..., policy_version: _Optional[str] = ..., request_headers: _Optional[_Union[ExplainHeaders, _Mapping]] = ...) -> None: ...
+    user: ExplainUser
+    def __init__(self, decision: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., caller: _Optional[str] = ..., profile: _Optional[str] = ..., mission: _Optional[str] = ..., target: _Optional[str] = ..., protocol: _Optional[str] = ..., rule: _Optional[str] = ..., refused_by_hop: _Optional[str] = ..., chain: _Optional[_Iterable[str]] = ..., hops: _Optional[_Iterable[_Union[ExplainHop, _Mapping]]] = ..., minted_chain: _Optional[_Iterable[str]] = ..., action: _Optional[_Mapping[str, str]] = ..., policy_version: _Optional[str] = ..., request_headers: _Optional[_Union[ExplainHeaders, _Mapping]] = ..., user: _Optional[_Union[ExplainUser, _Mapping]] = ...) -> None: ...
+
+class ExplainUser(_message.Message):
+    __slots__ = ("iss", "sub")
+    ISS_FIELD_NUMBER: _ClassVar[int]
+    SUB_FIELD_NUMBER: _ClassVar[int]
+    iss: str
+    sub: str
+    def __init__(self, iss: _Optional[str] = ..., sub: _Optional[str] = ...) -> None: ...
 
 class ExplainHeaders(_message.Message):
     __slots__ = ("set", "remove")
