@@ -32,6 +32,8 @@ PROCESSORS: list[Callable[[Any, str, Any], Any]] = [
 ]
 REMEMBERED = 10_000  # rendered bodies kept for decisions the decision cache answers again
 REMEMBERED_BYTES = 16 << 20
+MAX_ACTORS = 5  # `act` claims nested deeper are left out of a line
+MAX_ACTOR_LENGTH = 256  # characters of an actor's `sub` a line keeps
 
 
 def render_body(decision: Decision) -> bytes:
@@ -65,10 +67,27 @@ def render_body(decision: Decision) -> bytes:
     return event  # type: ignore[no-any-return]  # JSONRenderer's bytes
 
 
-def _user(decision: Decision) -> dict[str, str] | None:
-    """Who the decision acted for (SPEC §10): subject and issuer, never the token or other claims."""
+def _user(decision: Decision) -> dict[str, Any] | None:
+    """Who the decision acted for (SPEC §10): subject and issuer, never the token or other claims;
+    and when the token says someone acts for the user (RFC 8693's `act` claim, nested for each
+    exchange), who did: the `sub` of each actor, the latest first, at most MAX_ACTORS."""
     user = decision.user
-    return None if user is None else {"sub": user.sub, "iss": user.iss}
+    if user is None:
+        return None
+    found: dict[str, Any] = {"sub": user.sub, "iss": user.iss}
+    actors = _actors(user.claims.get("act"))
+    if actors:
+        found["act"] = actors
+    return found
+
+
+def _actors(act: Any) -> list[str]:
+    actors: list[str] = []
+    while isinstance(act, dict) and len(actors) < MAX_ACTORS:
+        sub = act.get("sub")
+        actors.append(sub[:MAX_ACTOR_LENGTH] if isinstance(sub, str) else "?")
+        act = act.get("act")
+    return actors
 
 
 def render_list(answered: ListAnswered) -> dict[str, Any]:

@@ -409,6 +409,30 @@ def test_audit_lines_name_the_user_at_every_hop_and_never_the_token(world):
     assert all("c-1" not in orjson.dumps(line).decode() for line in lines)  # nor the user's other claims
 
 
+def test_audit_lines_name_who_acts_for_the_user_from_the_act_claim(world):
+    """RFC 8693 token exchange: `act` names the actor, nested once per exchange; each actor's
+    `sub`, latest first, bounded in number and length, and nothing else of the claim."""
+    deep: dict[str, Any] = {"sub": "x" * 1000, "client_id": "leaky-detail"}
+    for depth in range(8):
+        deep = {"sub": f"agent-{depth}", "act": deep}
+    cases = {
+        "plain": (None, None),
+        "one actor": (
+            {"sub": "spiffe://cluster.local/ns/agents/sa/orchestrator"},
+            ["spiffe://cluster.local/ns/agents/sa/orchestrator"],
+        ),
+        "not a sub": ({"client_id": "c"}, ["?"]),
+        "deep": (deep, [f"agent-{depth}" for depth in range(7, 2, -1)]),
+        "long": ({"sub": "y" * 1000}, ["y" * 256]),
+    }
+    for act, expected in cases.values():
+        token = finance(world, **({"act": act} if act is not None else {}))
+        decision = world.authorizer.decide(send_message("orchestrator", "billing-agent", bearer(token)))
+        line = orjson.loads(AuditLog().line(decision, decision.id, 1.0, 0))
+        assert line["user"].get("act") == expected
+        assert "leaky-detail" not in orjson.dumps(line).decode()
+
+
 def test_an_answer_that_came_after_a_token_was_verified_ends_with_the_token(world):
     """Whatever follows a verified token — a refusal of the body, an allow acting for the chain's
     user — held only because the token did: once it expires, the request is token_expired."""
