@@ -1,7 +1,7 @@
 """A policy set compiled in a child process and sent to the server that serves it.
 
-A reload compiles 100,000 profiles in about 25 s of CPU. Done in the server, that work takes the
-GIL from the Checks running beside it for the whole time; done here, in a child process, the
+Compiling a large set takes tens of seconds of CPU. Done in the server, that work takes the GIL
+from the Checks running beside it for the whole time; done here, in a child process, the
 server only reads the finished set, a small slice at a time, letting Checks run between slices
 (ANALYSIS.md, "100,000 profiles"). `compile_elsewhere` is the server's side, `main` the child's.
 
@@ -47,7 +47,7 @@ from authz.users.verify import Issuer, UserSettings
 
 log = logging.getLogger("mandate")
 
-SLICE = 25  # rows per slice: about half a millisecond of unpickling (ANALYSIS.md)
+SLICE = 25  # rows per message: each unpickled in well under a millisecond (ANALYSIS.md)
 PAUSE = 0.000_5  # seconds the receiver sleeps between slices
 TIMEOUT = 900.0  # seconds a child may take before it is killed and the reload rejected
 # PolicySet fields that are large tables, sent row by row before the rest of the set.
