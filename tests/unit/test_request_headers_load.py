@@ -214,10 +214,8 @@ def test_a_header_set_twice_or_set_and_removed_is_a_load_error(write_policies, k
     )
 
 
-def test_headers_in_a_grant_are_a_load_error(write_policies, key: Path) -> None:
-    granting = (
-        PROFILE
-        + """
+# A profile that calls alice over A2A; each test adds what its rule says.
+BOSS = """
 ---
 apiVersion: mandate.dev/v1alpha1
 kind: MissionProfile
@@ -227,7 +225,14 @@ spec:
   principals: [spiffe://cluster.local/ns/boss/sa/boss]
   agents:
     - agent: alice
-      grant:
+"""
+
+
+def test_headers_in_a_grant_are_a_load_error(write_policies, key: Path) -> None:
+    granting = (
+        PROFILE
+        + BOSS
+        + """      grant:
         mcp:
           - server: tools
             tools: [read]
@@ -241,17 +246,8 @@ spec:
 def test_an_agents_rule_may_shape_its_a2a_requests(write_policies, key: Path) -> None:
     calling = (
         PROFILE
-        + """
----
-apiVersion: mandate.dev/v1alpha1
-kind: MissionProfile
-metadata: {name: boss}
-spec:
-  mission: delegates
-  principals: [spiffe://cluster.local/ns/boss/sa/boss]
-  agents:
-    - agent: alice
-      requestHeaders: {set: {x-from: "{profile}"}}
+        + BOSS
+        + """      requestHeaders: {set: {x-from: "{profile}"}}
 """
     )
     policy = load(write_policies, calling, key=key)
