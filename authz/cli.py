@@ -55,7 +55,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument(
         "--grpc-server",
         choices=GRPC_SERVERS,
-        default=_env("GRPC_SERVER", "threads"),
+        default=_env("GRPC_SERVER", "core"),
         help="gRPC server flavour (see BENCHMARKS.md) [MANDATE_GRPC_SERVER]",
     )
     serve.add_argument(

@@ -59,7 +59,9 @@ from pathlib import Path
 from typing import Any
 
 import authz.check.pipeline
+from authz.serve.grpc_server import GRPC_SERVERS
 from loadtest import h2grpc, h2load
+from loadtest.floor import FLAVOURS, OWN_LOOP
 from loadtest.micro.redis_server import local_redis
 from loadtest.report import ONE_IN_FLIGHT, SIXTEEN_IN_FLIGHT, SIXTEEN_SPREAD, markdown, plot_cdf, targets, write_report
 from loadtest.requests import ROOT, grpc_frame, grpc_sender, representative, verify
@@ -75,7 +77,7 @@ from loadtest.servers import (
 )
 from loadtest.stream import DEFAULT_SEED, Stream, generate, mint_tokens, write
 
-FLAVOURS = ("threads", "asyncio", "uvloop")
+DEFAULT_FLAVOUR = GRPC_SERVERS[0]
 
 
 @dataclass(frozen=True)
@@ -319,15 +321,16 @@ def benchmark(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mandate-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         redis_url, chain_store = start_chain_store(args.chain_store, workdir, stack)
-        floors, mandate, flavoured = start_servers(plan, args.flavours, chain_store, workdir, stack)
+        floors, own_loop, mandate, flavoured = start_servers(plan, args.flavours, chain_store, workdir, stack)
         stream, stream_path, results["stream"] = prepare_stream(plan, mandate, args.chain_store, workdir)
         results["settings"] = settings(args, mandate)
-        results["verification"] = check_servers([*floors, mandate, *flavoured], stream, args.ignore_verdicts)
-        results.update(measure_distinct(plan, floors, mandate, flavoured, stream_path, workdir))
+        everyone = [*floors, own_loop, mandate, *flavoured]
+        results["verification"] = check_servers(everyone, stream, args.ignore_verdicts)
+        results.update(measure_distinct(plan, floors, own_loop, mandate, flavoured, stream_path, workdir))
         results["verification"]["stream_after_timing"] = {
             server.label: stream_problems(server, stream) for server in (mandate, *flavoured)
         }
-        for server in flavoured:
+        for server in (own_loop, *flavoured):
             server.stop()
         results["repeated"] = measure_repeated(plan, floors, mandate, workdir)
         fastest = next(f for f in floors if f.label == results["distinct"][SIXTEEN[0]]["fastest_floor"])
@@ -371,19 +374,21 @@ def shown_command(command: Sequence[str]) -> str:
 
 def start_servers(
     plan: Plan, flavours: Sequence[str], chain_store: list[str], workdir: Path, stack: contextlib.ExitStack
-) -> tuple[list[Server], Server, list[Server]]:
-    """The floor in every flavour, Mandate at its defaults and (with the flavour table) Mandate in
-    every flavour, all started before any is waited for (they load in parallel)."""
+) -> tuple[list[Server], Server, Server, list[Server]]:
+    """The floor in every grpcio flavour, the no-op on Mandate's own loop, Mandate at its defaults
+    and (with the flavour table) Mandate in every other flavour, all started before any is waited
+    for (they load in parallel)."""
     floors = [floor_server(flavour, workdir) for flavour in flavours]
+    own_loop = floor_server(OWN_LOOP, workdir)
     mandate = mandate_server("mandate", chain_store, workdir)
     flavoured = [mandate_server(f"mandate/{f}", chain_store, workdir, flavour=f) for f in flavours if plan.flavours]
-    for server in (*floors, mandate, *flavoured):
+    for server in (*floors, own_loop, mandate, *flavoured):
         stack.callback(server.stop)
         server.start()
-    for server in (*floors, mandate, *flavoured):
+    for server in (*floors, own_loop, mandate, *flavoured):
         server.wait_serving()
     say("servers up: " + ", ".join(f"{s.label} {s.address} ({s.ready_seconds:.1f} s)" for s in (*floors, mandate)))
-    return floors, mandate, flavoured
+    return floors, own_loop, mandate, flavoured
 
 
 def prepare_stream(plan: Plan, mandate: Server, chain_store: str, workdir: Path) -> tuple[Stream, Path, dict[str, Any]]:
@@ -454,11 +459,18 @@ def check_servers(servers: Sequence[Server], stream: Stream, ignore_verdicts: bo
 
 
 def measure_distinct(
-    plan: Plan, floors: list[Server], mandate: Server, flavoured: list[Server], stream: Path, workdir: Path
+    plan: Plan,
+    floors: list[Server],
+    own_loop: Server,
+    mandate: Server,
+    flavoured: list[Server],
+    stream: Path,
+    workdir: Path,
 ) -> dict[str, Any]:
-    """SPEC §8's comparison: every floor, Mandate at its defaults and Mandate in each flavour,
-    alternated through the distinct stream; the latencies of 1 in flight kept for the CDF plot."""
-    servers = [*floors, mandate, *flavoured]
+    """SPEC §8's comparison: every floor, the no-op on Mandate's loop, Mandate at its defaults
+    (the default flavour's row of the flavour table) and in each other flavour, alternated
+    through the distinct stream; the latencies of 1 in flight kept for the CDF plot."""
+    servers = [*floors, own_loop, mandate, *flavoured]
     runs = alternate(
         servers,
         [ONE, SIXTEEN, SPREAD],
@@ -466,15 +478,17 @@ def measure_distinct(
         plan.seconds,
         plan.warmup,
         distinct_runner(stream, workdir),
-        keep_latencies=lambda server, mode: mode == ONE[0] and server not in flavoured,
+        keep_latencies=lambda server, mode: mode == ONE[0] and server not in (own_loop, *flavoured),
         label="distinct ",
     )
     labels = [floor.label for floor in floors]
+    flavours = {DEFAULT_FLAVOUR: mandate, **{server.flavour: server for server in flavoured}} if flavoured else {}
     return {
         "distinct": versus_fastest_floor(runs, labels, mandate.label),
+        "own_loop": versus_fastest_floor(runs, [own_loop.label], mandate.label),
         "distinct_flavours": {
-            server.flavour: {**versus_fastest_floor(runs, labels, server.label, False), "memory": server.memory()}
-            for server in flavoured
+            name: {**versus_fastest_floor(runs, labels, server.label, False), "memory": server.memory()}
+            for name, server in flavours.items()
         },
         "cdf": {label: series.latencies_us for label, series in runs[ONE[0]].items() if series.latencies_us},
         "memory": {"after_distinct": {"mandate": mandate.memory(), **{f.label: f.memory() for f in floors}}},
@@ -764,7 +778,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--flavours",
         type=lambda text: [f for f in text.split(",") if f],
         default=list(FLAVOURS),
-        help="gRPC flavours of the floor (and of the flavour table); comma-separated, default all three",
+        help="grpcio's flavours of the floor (and of the flavour table, beside Mandate's default); comma-separated, "
+        "default all three",
     )
     parser.add_argument(
         "--chain-store",

@@ -1,6 +1,8 @@
-"""The gRPC side of `mandate serve`: Check and gRPC health on one port, in one of three
+"""The gRPC side of `mandate serve`: Check and gRPC health on one port, in one of four
 flavours, so the choice can be made by measurement (BENCHMARKS.md) rather than by taste.
 
+- `core` (the default): Mandate's own loop on grpc-core's completion queue (core_server.py),
+  each Check answered by the thread that polled it;
 - `threads`: grpcio's synchronous server, a thread pool running the handler;
 - `asyncio`: grpc.aio on an asyncio event loop in a background thread;
 - `uvloop`: the same on uvloop's event loop.
@@ -10,7 +12,8 @@ CheckResponse bytes out: no (de)serializer runs before Mandate's own parse, as i
 benchmark's no-op floor (loadtest/floor.py, plain grpcio in the same flavours).
 Given a ListService, the same port also serves Envoy's ExternalProcessor (the response path,
 authz/listing/): one bidirectional stream per list answer, a thread each in the `threads`
-flavour (the pool grows by the service's bound on streams, so Checks keep their threads).
+flavour (the pool grows by the service's bound on streams, so Checks keep their threads) and
+a pool of their own in `core`.
 
 A server shares its port (SO_REUSEPORT) only when told to: `--workers` children, whose
 supervisor proved the port free and holds it (workers.py). Any other server on a busy port is a
@@ -32,15 +35,16 @@ import grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from authz.serve.core_server import BUSY, LOOPS, CoreServer
+
 if TYPE_CHECKING:
     from authz.listing.service import ListService
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-GRPC_SERVERS = ("threads", "asyncio", "uvloop")
+GRPC_SERVERS = ("core", "threads", "asyncio", "uvloop")
 HEALTH_SERVICES = ("", AUTHORIZATION_SERVICE, EXT_PROC_SERVICE)
 Check = Callable[[bytes], bytes]
-BUSY = "Mandate is filtering as many list answers as it may at once; this one is refused (fail closed)"
 
 
 class ListenError(RuntimeError):
@@ -91,7 +95,7 @@ class CheckServer:
         self,
         check: Check,
         listen: str,
-        flavour: str = "threads",
+        flavour: str = "core",
         threads: int = 16,
         share_port: bool = False,
         lists: ListService | None = None,
@@ -113,6 +117,12 @@ class CheckServer:
     def start(self) -> None:
         if not self.share_port:
             claim_port(self.listen, "gRPC").close()  # a busy port in our words, before grpcio logs its own
+        if self.flavour == "core":
+            self._server = self._health = CoreServer(self.check, self._options, min(self.threads, LOOPS), self.lists)
+            self._bind()
+            self.set_serving(False)
+            self._server.start()
+            return
         if self.flavour == "threads":
             self._health = health.HealthServicer()
             streams = self.lists.streams if self.lists is not None else 0

@@ -3,7 +3,7 @@ port, metrics on another.
 
 The Check handler takes the request as raw bytes and parses it inside the Authorizer, so a
 CheckRequest that does not parse still gets a deny with a reason rather than a gRPC error.
-The gRPC flavour (threads, asyncio, uvloop) is `grpc_server.py`'s business.
+The gRPC flavour (core, threads, asyncio, uvloop) is `grpc_server.py`'s business.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class ServeOptions:
     chain_key: str | None = None
     chain_store_timeout: float = 0.25
     workers: int = 1
-    grpc_server: str = "threads"
+    grpc_server: str = "core"
     threads: int = 16
     decision_cache: int = DEFAULT_ENTRIES
     admin: AdminSettings = field(default_factory=AdminSettings)  # the admin listener; none by default

@@ -188,7 +188,7 @@ def test_the_trial_install(chart) -> None:
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     args = serve_args(deployment["spec"]["template"]["spec"]["containers"][0])
-    assert args.workers == "auto" and args.grpc_server == "threads" and args.chain_store_timeout == 0.25
+    assert args.workers == "auto" and args.grpc_server == "core" and args.chain_store_timeout == 0.25
     # The trial Redis is labelled as such, in the objects and in the notes.
     redis = one(objects, "Deployment", "mandate-redis")
     assert "not-for-production" in " ".join(redis["metadata"]["annotations"])

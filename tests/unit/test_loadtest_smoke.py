@@ -80,7 +80,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
 def test_every_server_answers_and_every_mandate_decides_as_expected(smoke: tuple[dict[str, Any], str, Path]) -> None:
     results = smoke[0]
     verification = results["verification"]
-    assert all(verification["grpc_status_ok"].values()) and len(verification["grpc_status_ok"]) == 4
+    assert all(verification["grpc_status_ok"].values()) and len(verification["grpc_status_ok"]) == 5
     assert verification["verdict_problems"] == {"mandate": []}
     assert verification["stream_problems"] == verification["stream_after_timing"] == {"mandate": []}
     assert results["stream"]["requests"] == results["stream"]["distinct"] == 2000 and results["stream"]["chained"]
@@ -110,6 +110,10 @@ def test_every_floor_and_mandate_are_measured_without_errors(smoke: tuple[dict[s
         )
         assert aggregate["in_server_p99_us"]["median"] >= aggregate["in_server_p50_us"]["median"] > 0
     assert results["distinct_flavours"] == {}  # the flavour table is not in a smoke run
+    for mode in ("1 in flight", "16 in flight"):  # the no-op on Mandate's loop: reported, never the floor
+        own = results["own_loop"][mode]
+        assert own["fastest_floor"] == "floor/core" and own["floor"]["aggregate"]["errors"]["max"] == 0
+        assert own["ratio"]["p50_us"]["median"] > 0
 
 
 @pytest.mark.timeout(150)
@@ -138,6 +142,7 @@ def test_the_report_holds_every_target_and_links_its_files(smoke: tuple[dict[str
     assert (where / "benchmarks" / "latency-cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## SPEC §8 targets" in report and "](benchmarks/latency-cdf.png)" in report
     assert "## Distinct traffic" in report and "## Repeated request" in report
+    assert "Mandate ÷ no-op on its loop" in report and "never the floor" in report
     table = report.split("## SPEC §8 targets", 1)[1].split("\n\n")[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 7  # p50, p99, 16 in flight over one connection and over eight, then in process
