@@ -99,7 +99,7 @@ def test_one_audit_line_per_decision(
         assert client.get("/api/health").status_code == 200
         assert client.get("/admin").status_code == 403
 
-    def caught_up() -> list[dict] | None:  # the audit thread writes every 20 ms
+    def caught_up() -> list[dict] | None:  # the audit thread writes every 2 ms
         events = [event for event in mandate.audit_events() if event.get("event") == "decision"]
         return events if len(events) >= mandate.decision_count() else None
 

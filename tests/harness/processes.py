@@ -123,7 +123,7 @@ class MandateProcess:
             command += ["--admin-listen", f"127.0.0.1:{self.admin_port}", *self.admin_args]
         if self.redis_url:
             # One process, as `--workers auto` would not start with Redis on a multi-core machine:
-            # the tests read exact metric deltas, which a supervisor sums up to 20 ms late.
+            # the tests read exact metric deltas, which a supervisor sums up to 2 ms late.
             command += ["--redis", self.redis_url, "--workers", "1"]
         if self.chain_key:
             command += ["--chain-key", str(self.chain_key)]
