@@ -16,7 +16,7 @@ from authz.check.pipeline import Authorizer
 from authz.listing.service import ListService
 from authz.serve.grpc_server import EXT_PROC_SERVICE, GRPC_SERVERS, CheckServer
 from tests.harness.ext_proc import jsonrpc, request_body, request_headers, response_body, response_headers
-from tests.harness.processes import free_port
+from tests.harness.processes import free_port, wait_until
 
 ANSWER = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "get_me"}, {"name": "delete_repo"}]}}
 
@@ -85,3 +85,57 @@ def test_a_stream_past_the_bound_is_refused_at_once(example_policy, flavour: str
             list(first)
     finally:
         server.stop(0)
+
+
+def served_or_busy(stub) -> list[str] | None:
+    """One short stream's replies, or None while the service refuses it as busy."""
+    try:
+        return [reply.WhichOneof("response") for reply in stub.Process(iter([request_headers()]), timeout=5)]
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return None
+        raise
+
+
+@pytest.mark.parametrize("flavour", GRPC_SERVERS)
+def test_a_stream_its_client_abandons_gives_its_slot_back(example_policy, flavour: str) -> None:
+    """Otherwise a client that opens streams and walks away would leave every later list refused."""
+    server = start(example_policy, flavour, streams=1)
+    release = threading.Event()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
+
+            def holding():
+                yield request_headers()
+                release.wait(10)
+
+            first = stub.Process(holding(), timeout=10)
+            next(first)
+            first.cancel()
+            assert wait_until(lambda: served_or_busy(stub), 5, "the slot back") == ["request_headers"]
+    finally:
+        release.set()
+        server.stop(0)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("flavour", GRPC_SERVERS)
+def test_stopping_ends_an_open_stream(example_policy, flavour: str) -> None:
+    server = start(example_policy, flavour)
+    release = threading.Event()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
+
+            def holding():
+                yield request_headers()
+                release.wait(20)
+
+            stream = stub.Process(holding(), timeout=20)
+            next(stream)
+            server.stop(0.1)
+            with pytest.raises(grpc.RpcError):
+                list(stream)
+    finally:
+        release.set()
