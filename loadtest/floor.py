@@ -53,13 +53,7 @@ def serve_threads(listen: str, threads: int) -> None:
     server.add_generic_rpc_handlers([_check_handler(allow_everything)])
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_insecure_port(listen):
-        raise SystemExit(f"loadtest.floor: cannot listen on {listen}")
-    server.start()
-    for service in ("", SERVICE):
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    _until_signalled()
-    server.stop(1.0).wait()
+    _serve_until_signalled(server, health_servicer.set, listen)
 
 
 def serve_core(listen: str, threads: int) -> None:
@@ -67,11 +61,16 @@ def serve_core(listen: str, threads: int) -> None:
     from authz.serve.core_server import LOOPS, CoreServer
 
     server = CoreServer(lambda payload: _OK, [("grpc.so_reuseport", 0)], min(threads, LOOPS), None)
+    _serve_until_signalled(server, server.set, listen)
+
+
+def _serve_until_signalled(server: Any, set_health: Any, listen: str) -> None:
+    """Listen, say SERVING, and stop on SIGTERM or SIGINT: a grpc.Server or a CoreServer."""
     if not server.add_insecure_port(listen):
         raise SystemExit(f"loadtest.floor: cannot listen on {listen}")
     server.start()
     for service in ("", SERVICE):
-        server.set(service, health_pb2.HealthCheckResponse.SERVING)
+        set_health(service, health_pb2.HealthCheckResponse.SERVING)
     _until_signalled()
     server.stop(1.0).wait()
 

@@ -3,7 +3,6 @@ bidirectional stream per list answer, and no more at once than the ListService a
 
 from __future__ import annotations
 
-import queue
 import threading
 
 import grpc
@@ -62,28 +61,34 @@ def test_flavour_filters_a_list_answer_over_one_stream(example_policy, flavour: 
         server.stop(0)
 
 
+def open_held(stub, release: threading.Event):
+    """A stream that has sent its request headers and had them answered, held open until `release`."""
+
+    def holding():
+        yield request_headers()
+        release.wait(20)
+
+    stream = stub.Process(holding(), timeout=20)
+    next(stream)
+    return stream
+
+
 @pytest.mark.parametrize("flavour", GRPC_SERVERS)
 def test_a_stream_past_the_bound_is_refused_at_once(example_policy, flavour: str) -> None:
     """So Envoy answers that agent with an error, while Checks keep their threads."""
     server = start(example_policy, flavour, streams=1)
-    held: queue.Queue = queue.Queue()
+    release = threading.Event()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
-            release = threading.Event()
-
-            def holding():
-                yield request_headers()
-                release.wait(10)
-
-            first = stub.Process(holding(), timeout=10)
-            held.put(next(first))  # the first stream is open and answered
+            first = open_held(stub, release)
             with pytest.raises(grpc.RpcError) as refused:
                 list(stub.Process(iter([request_headers()]), timeout=10))
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             release.set()
             list(first)
     finally:
+        release.set()
         server.stop(0)
 
 
@@ -105,14 +110,7 @@ def test_a_stream_its_client_abandons_gives_its_slot_back(example_policy, flavou
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
-
-            def holding():
-                yield request_headers()
-                release.wait(10)
-
-            first = stub.Process(holding(), timeout=10)
-            next(first)
-            first.cancel()
+            open_held(stub, release).cancel()
             assert wait_until(lambda: served_or_busy(stub), 5, "the slot back") == ["request_headers"]
     finally:
         release.set()
@@ -126,14 +124,7 @@ def test_stopping_ends_an_open_stream(example_policy, flavour: str) -> None:
     release = threading.Event()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
-
-            def holding():
-                yield request_headers()
-                release.wait(20)
-
-            stream = stub.Process(holding(), timeout=20)
-            next(stream)
+            stream = open_held(external_processor_pb2_grpc.ExternalProcessorStub(channel), release)
             server.stop(0.1)
             with pytest.raises(grpc.RpcError):
                 list(stream)
