@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -71,7 +72,24 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"  {error}")
     print(f"chains:   {report['chain_store']}")
     print(f"serving:  mandate {report['mandate_version']}, {report['workers']} worker(s), {report['request_path']}")
+    for line in _worker_lines(report):
+        print(line)
     return 0
+
+
+def _worker_lines(report: dict[str, Any]) -> list[str]:
+    """With --workers, the set each worker serves: the lines above are the supervisor's copy."""
+    lines = []
+    for worker in report.get("worker_sets", []):
+        version = worker["policy_version"]
+        if not version:
+            state = "has reported no set (starting, or gone)"
+        elif version == report["policy_version"]:
+            state = f"serves the set above, loaded {_when(worker['loaded_at'])}"
+        else:
+            state = f"serves {version}, NOT the set above (loaded {_when(worker['loaded_at'])}; see its log)"
+        lines.append(f"worker:   pid {worker['pid']} {state}")
+    return lines
 
 
 def run_reload(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class AdminBackend:
     workers: int = 1
     request_path: str = ""
     after_reload: Callable[[], None] | None = None
+    worker_sets: Callable[[], list[tuple[int, str, float]]] = list  # (pid, version, loaded at) per worker
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
@@ -62,6 +63,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             chain_store=backend.store.description,
             workers=backend.workers,
             request_path=backend.request_path,
+            worker_sets=[
+                admin_pb2.WorkerSet(pid=pid, policy_version=version, loaded_at=loaded_at)
+                for pid, version, loaded_at in backend.worker_sets()
+            ],
         )
 
     def Reload(self, request: admin_pb2.ReloadRequest, context: grpc.ServicerContext) -> admin_pb2.ReloadResponse:

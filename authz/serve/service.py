@@ -76,7 +76,9 @@ class MandateServer:
         self.list_recorder: Recorder[ListAnswered] = Recorder([AuditLog().write_lists, self.metrics.count_lists])
         self.lists = ListService(self.authorizer, self.list_recorder.record, self.metrics.ext_proc_streams.inc)
         self.metrics.serving(policy.version)
-        self.watcher = RecordingWatcher(options.policies, self.authorizer, self.metrics)
+        self.watcher = RecordingWatcher(
+            options.policies, self.authorizer, self.metrics, report=lambda result: self._report_live_set()
+        )
         self.grpc = CheckServer(
             self.authorizer.check_bytes,
             options.listen,
@@ -115,9 +117,7 @@ class MandateServer:
         freeze_heap()
         self.watcher.start()  # before SERVING: a SIGHUP from then on must reload
         self.grpc.set_serving(True)
-        ready_dir = os.environ.get(READY_DIR_ENV)
-        if ready_dir:
-            Path(ready_dir, str(os.getpid())).touch()
+        self._report_live_set()
         policy = self.authorizer.policy
         log.info(
             "mandate serving on %s (gRPC %s, metrics %s), policy %s: %d profiles, %d targets; chain store: %s; "
@@ -131,6 +131,17 @@ class MandateServer:
             self.chain_store.description,
             request_path(),
         )
+
+    def _report_live_set(self) -> None:
+        """Under a `--workers` supervisor: serving, and with which set. The file named after this
+        worker's pid holds `VERSION LOADED_AT`, written whole and renamed into place, so the
+        supervisor never reads half of it (workers.py reads it for Status)."""
+        ready_dir = os.environ.get(READY_DIR_ENV)
+        if not ready_dir:
+            return
+        written = Path(ready_dir, f".{os.getpid()}.new")
+        written.write_text(f"{self.authorizer.policy.version} {self.watcher.loaded_at}")
+        os.replace(written, Path(ready_dir, str(os.getpid())))
 
     def stop(self, grace: float = 2.0) -> None:
         self.grpc.set_serving(False)

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import multiprocess
@@ -178,6 +179,7 @@ class Supervisor:
             self.options.workers,
             request_path(),
             lambda: self._signal_all(signal.SIGHUP),
+            self._worker_sets,
         )
         admin = AdminServer(self.options.admin, backend)
         admin.start()
@@ -189,6 +191,18 @@ class Supervisor:
         self._signal_all(signal.SIGHUP)
         if self.watcher is not None:
             self.watcher.reload_now()
+
+    def _worker_sets(self) -> list[tuple[int, str, float]]:
+        """Each worker's live set as it last wrote it into its ready file (service.py); a worker
+        that has not written one, or wrote something else, reports no version."""
+        found = []
+        for worker in self.workers:
+            try:
+                version, loaded_at = Path(self.ready_dir, str(worker.pid)).read_text().split()
+                found.append((worker.pid, version, float(loaded_at)))
+            except (OSError, ValueError):
+                found.append((worker.pid, "", 0.0))
+        return found
 
     def _all_ready(self) -> bool:
         """Every worker alive and serving (each says so by a file named after its pid)."""

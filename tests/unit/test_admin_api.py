@@ -18,6 +18,7 @@ from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from authz.admin import auth
 from authz.admin.auth import BearerKeys
 from authz.admin.client import AdminClient, AdminCredentials, AdminError
+from authz.admin.commands import _worker_lines
 from authz.check.request import to_check_request
 from authz.cli import main
 from authz.explain import explain, read_request_file
@@ -284,11 +285,14 @@ def test_with_mtls_a_client_without_a_certificate_from_the_ca_is_refused(mutual_
 
 def test_with_workers_the_supervisor_serves_the_admin_api_over_the_shared_chains(redis_server, tmp_path: Path) -> None:
     """`--workers 2`: one admin listener (the supervisor's); a chain a worker minted is revoked
-    through it and refused by the workers; a Reload reaches them all."""
+    through it and refused by the workers; a Reload reaches them all, and Status shows the set
+    each worker serves."""
     key = tmp_path / "chain.key"
     key.write_text(os.urandom(32).hex())
+    policies = tmp_path / "policies"
+    shutil.copytree(EXAMPLES, policies)
     grpc_port, admin_port, metrics_port = free_port(), free_port(), free_port()
-    command = [*MandateProcess.command(), "serve", "--policies", str(EXAMPLES), "--workers", "2"]
+    command = [*MandateProcess.command(), "serve", "--policies", str(policies), "--workers", "2"]
     command += ["--listen", f"127.0.0.1:{grpc_port}", "--metrics-listen", f"127.0.0.1:{metrics_port}"]
     command += ["--redis", redis_server.url, "--chain-key", str(key), "--admin-listen", f"127.0.0.1:{admin_port}"]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -302,6 +306,13 @@ def test_with_workers_the_supervisor_serves_the_admin_api_over_the_shared_chains
             assert client.chain_show(token).hops[0].profile == "support-agent"
             client.chain_revoke(token)
             assert client.reload().applied
+            before = client.status().policy_version
+            wait_until(lambda: assert_every_worker_serves(client, before), 10, "each worker's set reported")
+            with (policies / "agents.yaml").open("a") as agents:
+                agents.write("\n# a new version of the set\n")
+            reloaded = client.reload()
+            assert reloaded.applied and reloaded.policy_version != before
+            wait_until(lambda: assert_every_worker_serves(client, reloaded.policy_version), 10, "each worker's reload")
         lookup = tool("lookup_invoice", "spiffe://cluster.local/ns/billing/sa/billing-agent", invoice=7)
         lookup.host, lookup.headers["x-delegation-chain"] = "billing-db-mcp.billing.svc.cluster.local", token
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
@@ -314,6 +325,28 @@ def test_with_workers_the_supervisor_serves_the_admin_api_over_the_shared_chains
     finally:
         process.terminate()
         process.wait(15)
+
+
+def assert_every_worker_serves(client: AdminClient, version: str) -> bool:
+    """Status names two workers, each serving `version` (False while one does not yet)."""
+    workers = client.status().worker_sets
+    assert len(workers) == 2 and all(worker.pid for worker in workers)
+    return all(worker.policy_version == version and worker.loaded_at > 0 for worker in workers)
+
+
+def test_status_says_which_worker_serves_another_set() -> None:
+    report = {
+        "policy_version": "aaa",
+        "worker_sets": [
+            {"pid": 11, "policy_version": "aaa", "loaded_at": 1.0},
+            {"pid": 12, "policy_version": "bbb", "loaded_at": 2.0},
+            {"pid": 13, "policy_version": "", "loaded_at": 0.0},
+        ],
+    }
+    lines = _worker_lines(report)
+    assert lines[0].startswith("worker:   pid 11 serves the set above")
+    assert "pid 12 serves bbb, NOT the set above" in lines[1]
+    assert "pid 13 has reported no set" in lines[2]
 
 
 def _ready(metrics_port: int) -> bool:

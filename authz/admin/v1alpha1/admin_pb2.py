@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n authz/admin/v1alpha1/admin.proto\x12\x16mandate.admin.v1alpha1\"\x0f\n\rStatusRequest\"\x82\x02\n\x0eStatusResponse\x12\x17\n\x0fmandate_version\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x10\n\x08policies\x18\x03 \x01(\t\x12\x10\n\x08profiles\x18\x04 \x01(\r\x12\x0f\n\x07targets\x18\x05 \x01(\r\x12\x11\n\tloaded_at\x18\x06 \x01(\x01\x12;\n\x0blast_reload\x18\x07 \x01(\x0b\x32&.mandate.admin.v1alpha1.ReloadResponse\x12\x13\n\x0b\x63hain_store\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x14\n\x0crequest_path\x18\n \x01(\t\"\x0f\n\rReloadRequest\"U\n\x0eReloadResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\"!\n\x0e\x45xplainRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\"V\n\nExplainHop\x12\x0b\n\x03hop\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06\x61llows\x18\x03 \x01(\x08\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xa5\x04\n\x0f\x45xplainResponse\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x05 \x01(\t\x12\x0f\n\x07profile\x18\x06 \x01(\t\x12\x0f\n\x07mission\x18\x07 \x01(\t\x12\x0e\n\x06target\x18\x08 \x01(\t\x12\x10\n\x08protocol\x18\t \x01(\t\x12\x0c\n\x04rule\x18\n \x01(\t\x12\x16\n\x0erefused_by_hop\x18\x0b \x01(\t\x12\r\n\x05\x63hain\x18\x0c \x03(\t\x12\x30\n\x04hops\x18\r \x03(\x0b\x32\".mandate.admin.v1alpha1.ExplainHop\x12\x14\n\x0cminted_chain\x18\x0e \x03(\t\x12\x43\n\x06\x61\x63tion\x18\x0f \x03(\x0b\x32\x33.mandate.admin.v1alpha1.ExplainResponse.ActionEntry\x12\x16\n\x0epolicy_version\x18\x10 \x01(\t\x12?\n\x0frequest_headers\x18\x11 \x01(\x0b\x32&.mandate.admin.v1alpha1.ExplainHeaders\x12\x31\n\x04user\x18\x12 \x01(\x0b\x32#.mandate.admin.v1alpha1.ExplainUser\x1a-\n\x0b\x41\x63tionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x0b\x45xplainUser\x12\x0b\n\x03iss\x18\x01 \x01(\t\x12\x0b\n\x03sub\x18\x02 \x01(\t\"\x8a\x01\n\x0e\x45xplainHeaders\x12<\n\x03set\x18\x01 \x03(\x0b\x32/.mandate.admin.v1alpha1.ExplainHeaders.SetEntry\x12\x0e\n\x06remove\x18\x02 \x03(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0c\x43hainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\".\n\x08\x43hainHop\x12\x0f\n\x07profile\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\"\x97\x01\n\x05\x43hain\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04hops\x18\x02 \x03(\x0b\x32 .mandate.admin.v1alpha1.ChainHop\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\x0f\n\x07lineage\x18\x04 \x03(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x01\x12\x0f\n\x07\x65xpires\x18\x06 \x01(\x01\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\"O\n\x13\x43hainRevokeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x05\x63hain\x18\x02 \x01(\x0b\x32\x1d.mandate.admin.v1alpha1.Chain2\xc9\x03\n\x05\x41\x64min\x12W\n\x06Status\x12%.mandate.admin.v1alpha1.StatusRequest\x1a&.mandate.admin.v1alpha1.StatusResponse\x12W\n\x06Reload\x12%.mandate.admin.v1alpha1.ReloadRequest\x1a&.mandate.admin.v1alpha1.ReloadResponse\x12Z\n\x07\x45xplain\x12&.mandate.admin.v1alpha1.ExplainRequest\x1a\'.mandate.admin.v1alpha1.ExplainResponse\x12P\n\tChainShow\x12$.mandate.admin.v1alpha1.ChainRequest\x1a\x1d.mandate.admin.v1alpha1.Chain\x12`\n\x0b\x43hainRevoke\x12$.mandate.admin.v1alpha1.ChainRequest\x1a+.mandate.admin.v1alpha1.ChainRevokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n authz/admin/v1alpha1/admin.proto\x12\x16mandate.admin.v1alpha1\"\x0f\n\rStatusRequest\"\xba\x02\n\x0eStatusResponse\x12\x17\n\x0fmandate_version\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x10\n\x08policies\x18\x03 \x01(\t\x12\x10\n\x08profiles\x18\x04 \x01(\r\x12\x0f\n\x07targets\x18\x05 \x01(\r\x12\x11\n\tloaded_at\x18\x06 \x01(\x01\x12;\n\x0blast_reload\x18\x07 \x01(\x0b\x32&.mandate.admin.v1alpha1.ReloadResponse\x12\x13\n\x0b\x63hain_store\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x14\n\x0crequest_path\x18\n \x01(\t\x12\x36\n\x0bworker_sets\x18\x0b \x03(\x0b\x32!.mandate.admin.v1alpha1.WorkerSet\"C\n\tWorkerSet\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x11\n\tloaded_at\x18\x03 \x01(\x01\"\x0f\n\rReloadRequest\"U\n\x0eReloadResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\"!\n\x0e\x45xplainRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\"V\n\nExplainHop\x12\x0b\n\x03hop\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06\x61llows\x18\x03 \x01(\x08\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xa5\x04\n\x0f\x45xplainResponse\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x05 \x01(\t\x12\x0f\n\x07profile\x18\x06 \x01(\t\x12\x0f\n\x07mission\x18\x07 \x01(\t\x12\x0e\n\x06target\x18\x08 \x01(\t\x12\x10\n\x08protocol\x18\t \x01(\t\x12\x0c\n\x04rule\x18\n \x01(\t\x12\x16\n\x0erefused_by_hop\x18\x0b \x01(\t\x12\r\n\x05\x63hain\x18\x0c \x03(\t\x12\x30\n\x04hops\x18\r \x03(\x0b\x32\".mandate.admin.v1alpha1.ExplainHop\x12\x14\n\x0cminted_chain\x18\x0e \x03(\t\x12\x43\n\x06\x61\x63tion\x18\x0f \x03(\x0b\x32\x33.mandate.admin.v1alpha1.ExplainResponse.ActionEntry\x12\x16\n\x0epolicy_version\x18\x10 \x01(\t\x12?\n\x0frequest_headers\x18\x11 \x01(\x0b\x32&.mandate.admin.v1alpha1.ExplainHeaders\x12\x31\n\x04user\x18\x12 \x01(\x0b\x32#.mandate.admin.v1alpha1.ExplainUser\x1a-\n\x0b\x41\x63tionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x0b\x45xplainUser\x12\x0b\n\x03iss\x18\x01 \x01(\t\x12\x0b\n\x03sub\x18\x02 \x01(\t\"\x8a\x01\n\x0e\x45xplainHeaders\x12<\n\x03set\x18\x01 \x03(\x0b\x32/.mandate.admin.v1alpha1.ExplainHeaders.SetEntry\x12\x0e\n\x06remove\x18\x02 \x03(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0c\x43hainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\".\n\x08\x43hainHop\x12\x0f\n\x07profile\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\"\x97\x01\n\x05\x43hain\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04hops\x18\x02 \x03(\x0b\x32 .mandate.admin.v1alpha1.ChainHop\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12\x0f\n\x07lineage\x18\x04 \x03(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x01\x12\x0f\n\x07\x65xpires\x18\x06 \x01(\x01\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\"O\n\x13\x43hainRevokeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x05\x63hain\x18\x02 \x01(\x0b\x32\x1d.mandate.admin.v1alpha1.Chain2\xc9\x03\n\x05\x41\x64min\x12W\n\x06Status\x12%.mandate.admin.v1alpha1.StatusRequest\x1a&.mandate.admin.v1alpha1.StatusResponse\x12W\n\x06Reload\x12%.mandate.admin.v1alpha1.ReloadRequest\x1a&.mandate.admin.v1alpha1.ReloadResponse\x12Z\n\x07\x45xplain\x12&.mandate.admin.v1alpha1.ExplainRequest\x1a\'.mandate.admin.v1alpha1.ExplainResponse\x12P\n\tChainShow\x12$.mandate.admin.v1alpha1.ChainRequest\x1a\x1d.mandate.admin.v1alpha1.Chain\x12`\n\x0b\x43hainRevoke\x12$.mandate.admin.v1alpha1.ChainRequest\x1a+.mandate.admin.v1alpha1.ChainRevokeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,33 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=60
   _globals['_STATUSREQUEST']._serialized_end=75
   _globals['_STATUSRESPONSE']._serialized_start=78
-  _globals['_STATUSRESPONSE']._serialized_end=336
-  _globals['_RELOADREQUEST']._serialized_start=338
-  _globals['_RELOADREQUEST']._serialized_end=353
-  _globals['_RELOADRESPONSE']._serialized_start=355
-  _globals['_RELOADRESPONSE']._serialized_end=440
-  _globals['_EXPLAINREQUEST']._serialized_start=442
-  _globals['_EXPLAINREQUEST']._serialized_end=475
-  _globals['_EXPLAINHOP']._serialized_start=477
-  _globals['_EXPLAINHOP']._serialized_end=563
-  _globals['_EXPLAINRESPONSE']._serialized_start=566
-  _globals['_EXPLAINRESPONSE']._serialized_end=1115
-  _globals['_EXPLAINRESPONSE_ACTIONENTRY']._serialized_start=1070
-  _globals['_EXPLAINRESPONSE_ACTIONENTRY']._serialized_end=1115
-  _globals['_EXPLAINUSER']._serialized_start=1117
-  _globals['_EXPLAINUSER']._serialized_end=1156
-  _globals['_EXPLAINHEADERS']._serialized_start=1159
-  _globals['_EXPLAINHEADERS']._serialized_end=1297
-  _globals['_EXPLAINHEADERS_SETENTRY']._serialized_start=1255
-  _globals['_EXPLAINHEADERS_SETENTRY']._serialized_end=1297
-  _globals['_CHAINREQUEST']._serialized_start=1299
-  _globals['_CHAINREQUEST']._serialized_end=1328
-  _globals['_CHAINHOP']._serialized_start=1330
-  _globals['_CHAINHOP']._serialized_end=1376
-  _globals['_CHAIN']._serialized_start=1379
-  _globals['_CHAIN']._serialized_end=1530
-  _globals['_CHAINREVOKERESPONSE']._serialized_start=1532
-  _globals['_CHAINREVOKERESPONSE']._serialized_end=1611
-  _globals['_ADMIN']._serialized_start=1614
-  _globals['_ADMIN']._serialized_end=2071
+  _globals['_STATUSRESPONSE']._serialized_end=392
+  _globals['_WORKERSET']._serialized_start=394
+  _globals['_WORKERSET']._serialized_end=461
+  _globals['_RELOADREQUEST']._serialized_start=463
+  _globals['_RELOADREQUEST']._serialized_end=478
+  _globals['_RELOADRESPONSE']._serialized_start=480
+  _globals['_RELOADRESPONSE']._serialized_end=565
+  _globals['_EXPLAINREQUEST']._serialized_start=567
+  _globals['_EXPLAINREQUEST']._serialized_end=600
+  _globals['_EXPLAINHOP']._serialized_start=602
+  _globals['_EXPLAINHOP']._serialized_end=688
+  _globals['_EXPLAINRESPONSE']._serialized_start=691
+  _globals['_EXPLAINRESPONSE']._serialized_end=1240
+  _globals['_EXPLAINRESPONSE_ACTIONENTRY']._serialized_start=1195
+  _globals['_EXPLAINRESPONSE_ACTIONENTRY']._serialized_end=1240
+  _globals['_EXPLAINUSER']._serialized_start=1242
+  _globals['_EXPLAINUSER']._serialized_end=1281
+  _globals['_EXPLAINHEADERS']._serialized_start=1284
+  _globals['_EXPLAINHEADERS']._serialized_end=1422
+  _globals['_EXPLAINHEADERS_SETENTRY']._serialized_start=1380
+  _globals['_EXPLAINHEADERS_SETENTRY']._serialized_end=1422
+  _globals['_CHAINREQUEST']._serialized_start=1424
+  _globals['_CHAINREQUEST']._serialized_end=1453
+  _globals['_CHAINHOP']._serialized_start=1455
+  _globals['_CHAINHOP']._serialized_end=1501
+  _globals['_CHAIN']._serialized_start=1504
+  _globals['_CHAIN']._serialized_end=1655
+  _globals['_CHAINREVOKERESPONSE']._serialized_start=1657
+  _globals['_CHAINREVOKERESPONSE']._serialized_end=1736
+  _globals['_ADMIN']._serialized_start=1739
+  _globals['_ADMIN']._serialized_end=2196
 # @@protoc_insertion_point(module_scope)

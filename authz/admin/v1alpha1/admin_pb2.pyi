@@ -11,7 +11,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("mandate_version", "policy_version", "policies", "profiles", "targets", "loaded_at", "last_reload", "chain_store", "workers", "request_path")
+    __slots__ = ("mandate_version", "policy_version", "policies", "profiles", "targets", "loaded_at", "last_reload", "chain_store", "workers", "request_path", "worker_sets")
     MANDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class StatusResponse(_message.Message):
     CHAIN_STORE_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    WORKER_SETS_FIELD_NUMBER: _ClassVar[int]
     mandate_version: str
     policy_version: str
     policies: str
@@ -32,7 +33,18 @@ class StatusResponse(_message.Message):
     chain_store: str
     workers: int
     request_path: str
-    def __init__(self, mandate_version: _Optional[str] = ..., policy_version: _Optional[str] = ..., policies: _Optional[str] = ..., profiles: _Optional[int] = ..., targets: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_reload: _Optional[_Union[ReloadResponse, _Mapping]] = ..., chain_store: _Optional[str] = ..., workers: _Optional[int] = ..., request_path: _Optional[str] = ...) -> None: ...
+    worker_sets: _containers.RepeatedCompositeFieldContainer[WorkerSet]
+    def __init__(self, mandate_version: _Optional[str] = ..., policy_version: _Optional[str] = ..., policies: _Optional[str] = ..., profiles: _Optional[int] = ..., targets: _Optional[int] = ..., loaded_at: _Optional[float] = ..., last_reload: _Optional[_Union[ReloadResponse, _Mapping]] = ..., chain_store: _Optional[str] = ..., workers: _Optional[int] = ..., request_path: _Optional[str] = ..., worker_sets: _Optional[_Iterable[_Union[WorkerSet, _Mapping]]] = ...) -> None: ...
+
+class WorkerSet(_message.Message):
+    __slots__ = ("pid", "policy_version", "loaded_at")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    policy_version: str
+    loaded_at: float
+    def __init__(self, pid: _Optional[int] = ..., policy_version: _Optional[str] = ..., loaded_at: _Optional[float] = ...) -> None: ...
 
 class ReloadRequest(_message.Message):
     __slots__ = ()
