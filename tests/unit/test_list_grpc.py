@@ -4,6 +4,7 @@ bidirectional stream per list answer, and no more at once than the ListService a
 from __future__ import annotations
 
 import threading
+from typing import Self
 
 import grpc
 import orjson
@@ -61,72 +62,76 @@ def test_flavour_filters_a_list_answer_over_one_stream(example_policy, flavour: 
         server.stop(0)
 
 
-def open_held(stub, release: threading.Event):
-    """A stream that has sent its request headers and had them answered, held open until `release`."""
+class Lists:
+    """A started server and a stub to its ExternalProcessor; streams held open (`hold`) are let
+    go when the block ends, and the server stopped."""
 
-    def holding():
-        yield request_headers()
-        release.wait(20)
+    def __init__(self, policy, flavour: str, streams: int = 4) -> None:
+        self.server = start(policy, flavour, streams)
+        self.release = threading.Event()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
+        self.stub = external_processor_pb2_grpc.ExternalProcessorStub(self.channel)
+        self.stopped = False
 
-    stream = stub.Process(holding(), timeout=20)
-    next(stream)
-    return stream
+    def hold(self):
+        """A stream that has sent its request headers and had them answered, held open."""
+
+        def holding():
+            yield request_headers()
+            self.release.wait(20)
+
+        stream = self.stub.Process(holding(), timeout=20)
+        next(stream)
+        return stream
+
+    def served_or_busy(self) -> list[str] | None:
+        """One short stream's replies, or None while the service refuses it as busy."""
+        try:
+            return [reply.WhichOneof("response") for reply in self.stub.Process(iter([request_headers()]), timeout=5)]
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return None
+            raise
+
+    def stop(self, grace: float) -> None:
+        self.stopped = True
+        self.server.stop(grace)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.channel.close()
+        if not self.stopped:
+            self.server.stop(0)
 
 
 @pytest.mark.parametrize("flavour", GRPC_SERVERS)
 def test_a_stream_past_the_bound_is_refused_at_once(example_policy, flavour: str) -> None:
     """So Envoy answers that agent with an error, while Checks keep their threads."""
-    server = start(example_policy, flavour, streams=1)
-    release = threading.Event()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
-            first = open_held(stub, release)
-            with pytest.raises(grpc.RpcError) as refused:
-                list(stub.Process(iter([request_headers()]), timeout=10))
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            release.set()
-            list(first)
-    finally:
-        release.set()
-        server.stop(0)
-
-
-def served_or_busy(stub) -> list[str] | None:
-    """One short stream's replies, or None while the service refuses it as busy."""
-    try:
-        return [reply.WhichOneof("response") for reply in stub.Process(iter([request_headers()]), timeout=5)]
-    except grpc.RpcError as error:
-        if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return None
-        raise
+    with Lists(example_policy, flavour, streams=1) as lists:
+        first = lists.hold()
+        with pytest.raises(grpc.RpcError) as refused:
+            list(lists.stub.Process(iter([request_headers()]), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        lists.release.set()
+        list(first)
 
 
 @pytest.mark.parametrize("flavour", GRPC_SERVERS)
 def test_a_stream_its_client_abandons_gives_its_slot_back(example_policy, flavour: str) -> None:
     """Otherwise a client that opens streams and walks away would leave every later list refused."""
-    server = start(example_policy, flavour, streams=1)
-    release = threading.Event()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = external_processor_pb2_grpc.ExternalProcessorStub(channel)
-            open_held(stub, release).cancel()
-            assert wait_until(lambda: served_or_busy(stub), 5, "the slot back") == ["request_headers"]
-    finally:
-        release.set()
-        server.stop(0)
+    with Lists(example_policy, flavour, streams=1) as lists:
+        lists.hold().cancel()
+        assert wait_until(lists.served_or_busy, 5, "the slot back") == ["request_headers"]
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("flavour", GRPC_SERVERS)
 def test_stopping_ends_an_open_stream(example_policy, flavour: str) -> None:
-    server = start(example_policy, flavour)
-    release = threading.Event()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stream = open_held(external_processor_pb2_grpc.ExternalProcessorStub(channel), release)
-            server.stop(0.1)
-            with pytest.raises(grpc.RpcError):
-                list(stream)
-    finally:
-        release.set()
+    with Lists(example_policy, flavour) as lists:
+        stream = lists.hold()
+        lists.stop(0.1)
+        with pytest.raises(grpc.RpcError):
+            list(stream)
