@@ -27,12 +27,12 @@ class ReloadResult:
 
 
 class RecordingWatcher(PolicyWatcher):
-    """`report`, if given, is told of every reload's result (a `--workers` worker tells its
+    """`after`, if given, runs after every reload attempt (a `--workers` worker tells its
     supervisor which set it serves)."""
 
-    def __init__(self, *args: object, report: Callable[[ReloadResult], None] | None = None, **kwargs: object) -> None:
+    def __init__(self, *args: object, after: Callable[[], None] | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._report = report
+        self._after = after
         self._reloading = threading.Lock()  # the watcher thread and an admin Reload take turns
         self._errors: list[str] = []
         self.loaded_at = time.time()  # the first set was loaded just before the watcher was made
@@ -48,8 +48,8 @@ class RecordingWatcher(PolicyWatcher):
             elif not self._errors:
                 self._errors = ["the reload failed before the set was read; see the server's log"]
             self.last_result = ReloadResult(applied, self.authorizer.policy.version, tuple(self._errors), now)
-            if self._report is not None:
-                self._report(self.last_result)
+            if self._after is not None:
+                self._after()
             return applied
 
     def refresh_secrets(self) -> None:

@@ -76,9 +76,7 @@ class MandateServer:
         self.list_recorder: Recorder[ListAnswered] = Recorder([AuditLog().write_lists, self.metrics.count_lists])
         self.lists = ListService(self.authorizer, self.list_recorder.record, self.metrics.ext_proc_streams.inc)
         self.metrics.serving(policy.version)
-        self.watcher = RecordingWatcher(
-            options.policies, self.authorizer, self.metrics, report=lambda result: self._report_live_set()
-        )
+        self.watcher = RecordingWatcher(options.policies, self.authorizer, self.metrics, after=self._report_live_set)
         self.grpc = CheckServer(
             self.authorizer.check_bytes,
             options.listen,
@@ -140,8 +138,11 @@ class MandateServer:
         if not ready_dir:
             return
         written = Path(ready_dir, f".{os.getpid()}.new")
-        written.write_text(f"{self.authorizer.policy.version} {self.watcher.loaded_at}")
-        os.replace(written, Path(ready_dir, str(os.getpid())))
+        try:
+            written.write_text(f"{self.authorizer.policy.version} {self.watcher.loaded_at}")
+            os.replace(written, Path(ready_dir, str(os.getpid())))
+        except OSError as exc:  # the supervisor is gone or going: Status is its business, not a Check's
+            log.warning("cannot tell the supervisor which policy set this worker serves: %s", exc)
 
     def stop(self, grace: float = 2.0) -> None:
         self.grpc.set_serving(False)
